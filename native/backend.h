@@ -1,0 +1,127 @@
+// The one interface both backends implement. The addon binding (addon.cc) speaks only to this.
+// Ops are named and take OpArgs, so a backend adds an op by adding a kernel to its table; the
+// contract of every op (tensor order, params, ints) is written once, in ops.md beside this file,
+// and checked once, in opcheck.cc, before any backend sees the call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace eps {
+
+enum class DType : int { F32 = 0, BF16 = 1, F16 = 2, I32 = 3, I64 = 4 };
+
+size_t dtypeSize(DType t);
+const char* dtypeName(DType t);
+DType parseDType(const std::string& name);  // throws std::invalid_argument
+bool isFloat(DType t);
+
+// A block of memory on one device; freed (returned to its allocator) when the last owner drops it.
+struct Storage {
+  virtual ~Storage() = default;
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
+// What a kernel sees of a tensor: contiguous, row-major.
+struct TensorRef {
+  void* data = nullptr;  // nullptr marks an absent optional tensor
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+
+  bool present() const { return data != nullptr; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+  int rank() const { return static_cast<int>(shape.size()); }
+  // dim(-1) is the last dimension.
+  int64_t dim(int i) const { return shape.at(i < 0 ? shape.size() + i : i); }
+  template <class T>
+  T* as() const { return static_cast<T*>(data); }
+};
+
+// One op call. `keepAlive` holds the storages until the op has run (the CPU backend runs it later,
+// on the stream's thread).
+struct OpArgs {
+  std::string name;
+  std::vector<TensorRef> tensors;
+  std::vector<double> params;
+  std::vector<int64_t> ints;  // host-side integers, e.g. per-expert row counts
+  std::vector<std::shared_ptr<Storage>> keepAlive;
+};
+
+// An in-order queue of work on one device.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+};
+
+// A point in a stream's work, as CUDA events are: wait() waits for the latest record().
+class Event {
+ public:
+  virtual ~Event() = default;
+};
+
+// Called on a backend thread once the stream reaches a point. `error` is empty when every op
+// before that point ran; otherwise it names the first op that failed on this stream.
+using HostCallback = std::function<void(const std::string& error)>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string kind() const = 0;        // "cpu" | "cuda"
+  virtual std::string deviceName() const = 0;  // e.g. "NVIDIA H200" or "cpu (2 threads)"
+  virtual int deviceIndex() const = 0;
+
+  // Throws eps::OutOfMemory when the device cannot give `bytes`.
+  virtual std::shared_ptr<Storage> alloc(size_t bytes) = 0;
+  virtual size_t freeBytes() const = 0;
+
+  virtual std::shared_ptr<Stream> createStream() = 0;
+  virtual std::shared_ptr<Event> createEvent() = 0;
+  virtual void record(Stream& s, Event& e) = 0;
+  virtual void wait(Stream& s, Event& e) = 0;
+  // Milliseconds between two recorded events, once both have completed (CUDA events on GPU).
+  virtual double elapsedMs(Event& start, Event& end) = 0;
+
+  // Copies from host memory that `src` owns into dst (at byteOffset) in stream order.
+  virtual void upload(Stream& s, std::shared_ptr<Storage> dst, size_t byteOffset,
+                      std::shared_ptr<std::vector<uint8_t>> src) = 0;
+  // Copies bytes out in stream order into `dst` (which the caller keeps alive), then calls done.
+  virtual void download(Stream& s, std::shared_ptr<Storage> src, size_t byteOffset,
+                        std::shared_ptr<std::vector<uint8_t>> dst, HostCallback done) = 0;
+  // Calls fn once all work enqueued before it has finished.
+  virtual void enqueueHost(Stream& s, HostCallback fn) = 0;
+
+  // Enqueues one op (already checked by checkOp). Throws std::invalid_argument for an op this
+  // backend does not have.
+  virtual void op(Stream& s, OpArgs&& args) = 0;
+  virtual std::vector<std::string> opNames() const = 0;
+};
+
+struct OutOfMemory : std::runtime_error {
+  OutOfMemory(size_t asked, size_t free);
+  size_t asked, free;
+};
+
+// Validates an op call against its contract (ops.md); throws std::invalid_argument naming the op
+// and the offending argument.
+void checkOp(const OpArgs& args);
+
+std::unique_ptr<Backend> makeCpuBackend();
+#ifdef EPS_WITH_CUDA
+int cudaDeviceCount();
+size_t cudaTotalBytes(int deviceIndex);
+std::unique_ptr<Backend> makeCudaBackend(int deviceIndex);
+// Library versions the CUDA backend was built against and runs with: {"cuda", "cublas", "nccl", ...}.
+std::vector<std::pair<std::string, std::string>> cudaVersions();
+#endif
+
+}  // namespace eps

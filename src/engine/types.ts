@@ -1,0 +1,28 @@
+// What the cluster sees of the engine of one rank. The engine (rankEngine.ts) runs the same forward
+// for one or many ranks; the cluster only feeds it steps.
+import type { Communicator } from '../comm/communicator';
+import type { BackendKind } from '../native/addonTypes';
+import type { ModelSpec } from '../model/config';
+
+export interface RankEngineOptions {
+  /** A Hugging Face checkpoint folder (config.json + safetensors). */
+  modelDir: string;
+  backend: BackendKind;
+  deviceIndex: number;
+  comm: Communicator;
+  /** Called while weights load: bytes loaded so far of total. */
+  onLoadProgress?: (loaded: number, total: number) => void;
+}
+
+export interface RankEngine {
+  readonly spec: ModelSpec;
+  readonly rank: number;
+  readonly world: number;
+  /**
+   * One forward step. Every rank of the cluster calls step together (MoE layers exchange tokens);
+   * a rank may have no sequences and still takes part. Returns, per sequence, the logits of its
+   * last position (vocabSize floats).
+   */
+  step(sequences: readonly (readonly number[])[]): Promise<Float32Array[]>;
+  dispose(): Promise<void>;
+}
