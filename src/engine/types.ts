@@ -10,7 +10,7 @@ export interface RankEngineOptions {
   backend: BackendKind;
   deviceIndex: number;
   comm: Communicator;
-  /** Called while weights load: bytes loaded so far of total. */
+  /** Called while weights load: tensors loaded so far, of total. */
   onLoadProgress?: (loaded: number, total: number) => void;
 }
 

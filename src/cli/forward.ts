@@ -1,0 +1,54 @@
+// `eps-moe forward`: one process, one device, a batch of sequences to logits as JSON on stdout.
+import * as fs from 'fs';
+import * as path from 'path';
+import { LocalCommunicator } from '../comm/communicator';
+import { loadRankEngine } from '../engine/rankEngine';
+import type { BackendKind } from '../native/addonTypes';
+import { hasBackend } from '../native/addon';
+import { loadModelSpec } from '../model/config';
+import { CliError } from './errors';
+import { readSequencesFile } from './input';
+
+export interface ForwardCliOptions {
+  model: string;
+  input: string;
+  backend?: BackendKind;
+  allLogits?: boolean;
+  moeSchedule?: string;
+}
+
+export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+  if (!fs.existsSync(path.join(opts.model, 'config.json'))) {
+    throw new CliError(`no such model: ${opts.model} (no config.json there)`);
+  }
+  const spec = await loadModelSpec(opts.model);
+  const sequences = readSequencesFile(opts.input, spec.vocabSize);
+  const backend = opts.backend ?? (hasBackend('cuda') ? 'cuda' : 'cpu');
+  if (!hasBackend(backend)) throw new CliError(`backend '${backend}' is not available in this build (have: cpu${hasBackend('cuda') ? ', cuda' : ''})`);
+  const engine = await loadRankEngine({ modelDir: opts.model, backend, deviceIndex: 0, comm: new LocalCommunicator() });
+  try {
+    const { logits } = await engine.runner.forward(sequences, { allLogits: opts.allLogits });
+    await writeLogitsJson(out, logits, spec.vocabSize);
+  } finally {
+    await engine.dispose();
+  }
+}
+
+/** {"sequences": [{"logits": [[V floats], ...]}, ...]}, written row by row (all-logits output is large). */
+async function writeLogitsJson(out: NodeJS.WritableStream, logits: Float32Array[], V: number): Promise<void> {
+  const write = (s: string) =>
+    new Promise<void>((resolve, reject) => {
+      if (out.write(s)) resolve();
+      else out.once('drain', resolve);
+      out.once('error', reject);
+    });
+  await write('{"sequences": [');
+  for (const [b, flat] of logits.entries()) {
+    await write(`${b ? ', ' : ''}{"logits": [`);
+    for (let r = 0; r * V < flat.length; r++) {
+      await write(`${r ? ', ' : ''}[${Array.from(flat.subarray(r * V, (r + 1) * V)).join(', ')}]`);
+    }
+    await write(']}');
+  }
+  await write(']}\n');
+}

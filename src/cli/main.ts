@@ -1,0 +1,71 @@
+// The `eps-moe` command line. Each subcommand lives in its own file; this one only wires flags.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { CliError, reportAndExit } from './errors';
+
+function positiveInt(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive integer`);
+    return n;
+  };
+}
+
+function nonNegativeInt(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+    return n;
+  };
+}
+
+const backendOption = () => new Option('--backend <kind>', 'cpu or cuda (default: cuda when the addon has it)').choices(['cpu', 'cuda']);
+
+export function buildProgram(): Command {
+  const program = new Command('eps-moe')
+    .description('Distributed prefill of Mixture-of-Experts models with the EPS-MoE scheduler')
+    .showHelpAfterError(false)
+    .configureOutput({ outputError: (str, write) => write(`eps-moe: ${str.replace(/^error: /, '').trim()}\n`) });
+
+  program
+    .command('make-model')
+    .description('write a random checkpoint in the Hugging Face layout (config.json + safetensors)')
+    .requiredOption('--preset <name>', 'model shape (see --list)')
+    .requiredOption('--out <dir>', 'folder to write')
+    .option('--seed <n>', 'random seed', nonNegativeInt('--seed'), 0)
+    .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['bf16', 'f32']))
+    .action(async (opts) => {
+      const { makeModelCommand } = await import('./makeModel');
+      await makeModelCommand(opts);
+    });
+
+  program
+    .command('forward')
+    .description('run the forward of one process and print logits as JSON')
+    .requiredOption('--model <dir>', 'Hugging Face checkpoint folder')
+    .requiredOption('--input <file>', 'JSON {"sequences": [[token ids], ...]}')
+    .addOption(backendOption())
+    .option('--all-logits', 'logits for every position, not only the last')
+    .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', 'auto')
+    .action(async (opts) => {
+      const { forwardCommand } = await import('./forward');
+      await forwardCommand(opts);
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  program.exitOverride((err) => {
+    // commander already printed its one-line message
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CliError || e instanceof Error) reportAndExit(e);
+    reportAndExit(new Error(String(e)));
+  }
+}
+
+export { positiveInt };

@@ -1,0 +1,16 @@
+import type { Stream, Tensor } from '../native/device';
+import type { DType } from '../native/addonTypes';
+import * as ops from '../native/ops';
+import type { TensorScope } from './scope';
+import type { MlpWeights } from './weightTypes';
+
+/** out[T,H] = down(silu(x @ gate^T) * (x @ up^T)), with gate and up stacked in one [2I, H] matrix. */
+export function swigluMlp(s: Stream, scope: TensorScope, actDtype: DType, w: MlpWeights, x: Tensor, out: Tensor): void {
+  const T = x.shape[0];
+  const I2 = w.gateUp.shape[0];
+  const gateUp = scope.tensor(actDtype, [T, I2]);
+  ops.matmul(s, gateUp, x, w.gateUp);
+  const act = scope.tensor(actDtype, [T, I2 / 2]);
+  ops.swiglu(s, act, gateUp);
+  ops.matmul(s, out, act, w.down);
+}

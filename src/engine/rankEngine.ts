@@ -1,0 +1,81 @@
+// Makes the engine of one rank: opens the device, loads this rank's weights (a checkpoint, or random
+// weights from a config alone), and wraps the ModelRunner as the RankEngine the cluster drives.
+import { Device } from '../native/device';
+import type { BackendKind, DType } from '../native/addonTypes';
+import { loadModelSpec, type ModelSpec } from '../model/config';
+import { CheckpointSource } from './checkpointSource';
+import { ModelRunner } from './forward';
+import { RandomSource } from './randomSource';
+import type { RankEngine, RankEngineOptions } from './types';
+import { disposeWeights } from './weightTypes';
+import { loadWeights, type WeightSource } from './weights';
+
+export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
+  /** A checkpoint folder; or, without one, `spec` with `randomSeed`. */
+  modelDir?: string;
+  spec?: ModelSpec;
+  randomSeed?: number;
+  weightDtype?: DType;
+  actDtype?: DType;
+  expertKernel?: 'grouped' | 'dense';
+}
+
+export interface LoadedEngine extends RankEngine {
+  readonly runner: ModelRunner;
+  readonly device: Device;
+}
+
+/** Storage dtypes: fp32 on the CPU (the reference), bf16 on GPUs. */
+export function defaultDType(backend: BackendKind): DType {
+  return backend === 'cpu' ? 'f32' : 'bf16';
+}
+
+export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine> {
+  let spec: ModelSpec;
+  let source: WeightSource;
+  let close = async () => {};
+  if (opts.modelDir) {
+    spec = await loadModelSpec(opts.modelDir);
+    const ckpt = await CheckpointSource.open(opts.modelDir, spec);
+    source = ckpt;
+    close = () => ckpt.close();
+  } else if (opts.spec) {
+    spec = opts.spec;
+    source = new RandomSource(opts.randomSeed ?? 0, spec.tieWordEmbeddings);
+  } else {
+    throw new Error('loadRankEngine needs modelDir or spec');
+  }
+  const device = Device.open(opts.backend, opts.deviceIndex);
+  const weightDtype = opts.weightDtype ?? defaultDType(opts.backend);
+  const actDtype = opts.actDtype ?? defaultDType(opts.backend);
+  const { comm } = opts;
+  let weights;
+  try {
+    weights = await loadWeights(spec, device, source, {
+      rank: comm.rank,
+      world: comm.world,
+      weightDtype,
+      onProgress: opts.onLoadProgress,
+    });
+  } finally {
+    await close();
+  }
+  const runner = new ModelRunner(spec, weights, device, comm, actDtype, opts.expertKernel ?? 'grouped');
+  return {
+    spec,
+    runner,
+    device,
+    rank: comm.rank,
+    world: comm.world,
+    async step(sequences) {
+      return (await runner.forward(sequences)).logits;
+    },
+    async dispose() {
+      runner.dispose();
+      disposeWeights(weights);
+    },
+  };
+}
+
+/** The cluster's entry point (engine/types.ts). */
+export const createRankEngine: (opts: RankEngineOptions) => Promise<RankEngine> = loadRankEngine;

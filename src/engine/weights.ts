@@ -1,0 +1,160 @@
+// Builds one rank's ModelWeights on its device from a WeightSource: a Hugging Face checkpoint
+// (checkpointSource.ts) or seeded random values made on the device (randomSource.ts). The shapes
+// come from the ModelSpec alone; a source only fills tensors.
+import type { Device, Stream, Tensor } from '../native/device';
+import { tensorFromFloat32 } from '../native/device';
+import type { DType } from '../native/addonTypes';
+import type { ModelSpec } from '../model/config';
+import { ropeInvFreq } from '../model/rope';
+import { expertRange } from '../moe/placement';
+import type { LayerWeights, MlpWeights, ModelWeights, MoeWeights } from './weightTypes';
+
+/** A weight by role; `expert` names one routed expert of a MoE layer. */
+export type WeightRole =
+  | 'embed'
+  | 'finalNorm'
+  | 'lmHead'
+  | 'inputNorm'
+  | 'postNorm'
+  | 'q'
+  | 'k'
+  | 'v'
+  | 'o'
+  | 'qBias'
+  | 'kBias'
+  | 'vBias'
+  | 'oBias'
+  | 'qNorm'
+  | 'kNorm'
+  | 'router'
+  | 'expertGateUp'
+  | 'expertDown'
+  | 'sharedGateUp'
+  | 'sharedDown'
+  | 'sharedGate'
+  | 'denseGateUp'
+  | 'denseDown';
+
+export interface WeightKey {
+  role: WeightRole;
+  layer?: number;
+  expert?: number;
+}
+
+export interface WeightSource {
+  /** Fills `dst` (allocated with the weight's shape and the device dtype) in stream order. */
+  fill(key: WeightKey, dst: Tensor, stream: Stream): Promise<void>;
+  /** Whether the checkpoint has its own lm_head (false: tied to the embedding). */
+  hasLmHead(): boolean;
+  /** Bytes the source will read for this rank (for progress), or 0 when unknown. */
+  totalBytes?(): number;
+}
+
+export interface LoadOptions {
+  rank: number;
+  world: number;
+  weightDtype: DType;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export async function loadWeights(spec: ModelSpec, device: Device, source: WeightSource, opts: LoadOptions): Promise<ModelWeights> {
+  const s = device.stream();
+  const dt = opts.weightDtype;
+  const H = spec.hiddenSize;
+  const hd = spec.headDim;
+  const plan = countTensors(spec, opts);
+  let done = 0;
+  // Fills `into` (a view of a stacked tensor) when given, else a new tensor of the shape.
+  const make = async (key: WeightKey, shape: number[], into?: Tensor): Promise<Tensor> => {
+    const t = into ?? device.tensor(dt, shape);
+    await source.fill(key, t, s);
+    done++;
+    opts.onProgress?.(done, plan);
+    return t;
+  };
+  const mlp = async (layer: number, gateUp: WeightRole, down: WeightRole, I: number): Promise<MlpWeights> => ({
+    gateUp: await make({ role: gateUp, layer }, [2 * I, H]),
+    down: await make({ role: down, layer }, [H, I]),
+  });
+
+  const embed = await make({ role: 'embed' }, [spec.vocabSize, H]);
+  const finalNorm = await make({ role: 'finalNorm' }, [H]);
+  const lmHead = source.hasLmHead() && !spec.tieWordEmbeddings ? await make({ role: 'lmHead' }, [spec.vocabSize, H]) : embed;
+  const rope = ropeInvFreq(spec);
+  const invFreq = tensorFromFloat32(device, s, 'f32', [rope.invFreq.length], rope.invFreq);
+
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < spec.numLayers; i++) {
+    const at = (role: WeightRole, shape: number[]) => make({ role, layer: i }, shape);
+    const layer: LayerWeights = {
+      inputNorm: await at('inputNorm', [H]),
+      postNorm: await at('postNorm', [H]),
+      q: await at('q', [spec.numHeads * hd, H]),
+      k: await at('k', [spec.numKvHeads * hd, H]),
+      v: await at('v', [spec.numKvHeads * hd, H]),
+      o: await at('o', [H, spec.numHeads * hd]),
+      mlp: { kind: 'dense', dense: { gateUp: undefined as never, down: undefined as never } },
+    };
+    if (spec.attentionBias) {
+      layer.qBias = await at('qBias', [spec.numHeads * hd]);
+      layer.kBias = await at('kBias', [spec.numKvHeads * hd]);
+      layer.vBias = await at('vBias', [spec.numKvHeads * hd]);
+    }
+    if (spec.attentionOutputBias) layer.oBias = await at('oBias', [H]);
+    if (spec.qkNorm) {
+      layer.qNorm = await at('qNorm', [hd]);
+      layer.kNorm = await at('kNorm', [hd]);
+    }
+    if (spec.layers[i].mlp === 'moe') {
+      layer.mlp = { kind: 'moe', moe: await moeWeights(spec, i, device, make, opts) };
+    } else {
+      layer.mlp = { kind: 'dense', dense: await mlp(i, 'denseGateUp', 'denseDown', spec.denseIntermediate) };
+    }
+    layers.push(layer);
+  }
+  await s.synchronize();
+  s.dispose();
+  return { embed, finalNorm, lmHead, invFreq, attentionScaling: rope.attentionScaling, layers };
+}
+
+async function moeWeights(
+  spec: ModelSpec,
+  layer: number,
+  device: Device,
+  make: (key: WeightKey, shape: number[], into?: Tensor) => Promise<Tensor>,
+  opts: LoadOptions,
+): Promise<MoeWeights> {
+  const { numExperts: E, expertIntermediate: I, sharedIntermediate: Is } = spec.moe;
+  const H = spec.hiddenSize;
+  const local = expertRange(E, opts.world, opts.rank);
+  const router = await make({ role: 'router', layer }, [E, H]);
+  // Experts are stacked [Elocal, ...]: each is filled into its slice of the stack.
+  const gateUp = device.tensor(opts.weightDtype, [local.count, 2 * I, H]);
+  const down = device.tensor(opts.weightDtype, [local.count, H, I]);
+  for (let j = 0; j < local.count; j++) {
+    const e = local.first + j;
+    await make({ role: 'expertGateUp', layer, expert: e }, [2 * I, H], gateUp.rows(j, 1).reshape([2 * I, H]));
+    await make({ role: 'expertDown', layer, expert: e }, [H, I], down.rows(j, 1).reshape([H, I]));
+  }
+  const w: MoeWeights = { router, experts: { gateUp, down }, local };
+  if (Is > 0) {
+    w.shared = {
+      gateUp: await make({ role: 'sharedGateUp', layer }, [2 * Is, H]),
+      down: await make({ role: 'sharedDown', layer }, [H, Is]),
+    };
+    if (spec.moe.sharedGate) w.sharedGate = await make({ role: 'sharedGate', layer }, [1, H]);
+  }
+  return w;
+}
+
+function countTensors(spec: ModelSpec, opts: LoadOptions): number {
+  let n = 3;
+  for (let i = 0; i < spec.numLayers; i++) {
+    n += 6 + (spec.attentionBias ? 3 : 0) + (spec.attentionOutputBias ? 1 : 0) + (spec.qkNorm ? 2 : 0);
+    if (spec.layers[i].mlp === 'moe') {
+      n += 1 + 2 * expertRange(spec.moe.numExperts, opts.world, opts.rank).count;
+      if (spec.moe.sharedIntermediate > 0) n += 2 + (spec.moe.sharedGate ? 1 : 0);
+    } else n += 2;
+  }
+  return n;
+}
