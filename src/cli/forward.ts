@@ -37,10 +37,9 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
 /** {"sequences": [{"logits": [[V floats], ...]}, ...]}, written row by row (all-logits output is large). */
 async function writeLogitsJson(out: NodeJS.WritableStream, logits: Float32Array[], V: number): Promise<void> {
   const write = (s: string) =>
-    new Promise<void>((resolve, reject) => {
+    new Promise<void>((resolve) => {
       if (out.write(s)) resolve();
       else out.once('drain', resolve);
-      out.once('error', reject);
     });
   await write('{"sequences": [');
   for (const [b, flat] of logits.entries()) {

@@ -29,10 +29,11 @@ export function buildProgram(): Command {
   program
     .command('make-model')
     .description('write a random checkpoint in the Hugging Face layout (config.json + safetensors)')
-    .requiredOption('--preset <name>', 'model shape (see --list)')
+    .requiredOption('--preset <name>', 'model shape: one of the presets below')
     .requiredOption('--out <dir>', 'folder to write')
     .option('--seed <n>', 'random seed', nonNegativeInt('--seed'), 0)
     .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['bf16', 'f32']))
+    .addHelpText('after', () => `\nPresets:\n${require('./makeModel').presetHelp()}`)
     .action(async (opts) => {
       const { makeModelCommand } = await import('./makeModel');
       await makeModelCommand(opts);

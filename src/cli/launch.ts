@@ -1,0 +1,207 @@
+// `eps-moe launch [--model DIR | --preset NAME] [--ranks N] [--backend cpu|cuda] [--host H] [--port P]
+//                 [--nnodes N --node-rank R --coordinator HOST:PORT]`
+// Starts this node's part of a cluster (node 0: the router too), shows progress while weights load,
+// prints one `ready:` line on stdout once it serves, and on SIGINT/SIGTERM drains and stops. The
+// process exits 0 after a planned stop, non-zero when the cluster failed (a rank lost).
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { SingleBar } from 'cli-progress';
+import { DEFAULT_TUNING, launchCluster, type ClusterTuning } from '../cluster/launcher';
+import { createLogger, type Logger } from '../cluster/log';
+import type { ClusterLoadProgress } from '../cluster/router';
+import type { BackendKind } from '../native/addonTypes';
+import { CliError } from './errors';
+
+export interface LaunchCommandOptions {
+  model?: string;
+  preset?: string;
+  ranks?: number;
+  backend?: BackendKind;
+  host?: string;
+  port?: number;
+  nnodes?: number;
+  nodeRank?: number;
+  coordinator?: string;
+  /** Overrides of the cluster's limits and timeouts (flags such as --max-tokens-per-rank). */
+  maxTokensPerRank?: number;
+  maxWaitMs?: number;
+  queueLimit?: number;
+  maxSequencesPerRequest?: number;
+  stepTimeoutMs?: number;
+  drainTimeoutMs?: number;
+  failureLingerMs?: number;
+  logLevel?: string;
+}
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_PORT = 50051;
+
+export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
+  if (opts.model !== undefined && opts.preset !== undefined) throw new CliError('give --model or --preset, not both', 2);
+  const nnodes = opts.nnodes ?? 1;
+  const nodeRank = opts.nodeRank ?? 0;
+  const logger = createLogger({ role: 'launcher', node: nodeRank }, opts.logLevel);
+  const backend = opts.backend ?? (await bestBackend());
+  const ranksPerNode = opts.ranks ?? (await defaultRanks(backend));
+  if (!Number.isInteger(ranksPerNode) || ranksPerNode < 1) throw new CliError('--ranks must be a positive integer', 2);
+  const modelDir = opts.model !== undefined ? path.resolve(opts.model) : await builtInModel(opts.preset, logger);
+
+  const tuning: ClusterTuning = {
+    ...DEFAULT_TUNING,
+    ...defined({
+      maxTokensPerRank: opts.maxTokensPerRank,
+      maxWaitMs: opts.maxWaitMs,
+      maxQueuedSequences: opts.queueLimit,
+      maxSequencesPerRequest: opts.maxSequencesPerRequest,
+      stepTimeoutMs: opts.stepTimeoutMs,
+      drainTimeoutMs: opts.drainTimeoutMs,
+      failureLingerMs: opts.failureLingerMs,
+    }),
+  };
+  const progress = new LoadProgressView('loading weights', logger);
+  let cluster;
+  try {
+    cluster = await launchCluster({
+      modelDir,
+      backend,
+      ranksPerNode,
+      nnodes,
+      nodeRank,
+      coordinator: opts.coordinator ?? null,
+      host: opts.host ?? DEFAULT_HOST,
+      port: opts.port ?? DEFAULT_PORT,
+      tuning,
+      logger,
+      onProgress: (p: ClusterLoadProgress) => progress.update(p.loadedBytes, p.totalBytes, `${p.ranksDone}/${p.world} ranks`),
+    });
+  } catch (e) {
+    progress.stop();
+    throw new CliError(`launch failed: ${(e as Error).message}`);
+  }
+  progress.stop();
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    logger.info({ signal }, signals === 1 ? 'draining, then stopping (signal again to stop at once)' : 'stopping now');
+    cluster.shutdown(signal);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  if (nodeRank === 0) {
+    const pids = cluster.ranks.map((r) => r.pid).join(',');
+    process.stdout.write(
+      `ready: ${cluster.publicAddress} model=${path.basename(modelDir)} ranks=${cluster.world} backend=${backend} launcher_pid=${process.pid} rank_pids=${pids}\n`,
+    );
+  } else {
+    logger.info({ coordinator: cluster.coordinatorAddress, ranks: cluster.ranks }, 'node ranks started');
+  }
+  const code = await cluster.finished;
+  logger.info({ code }, 'launcher exiting');
+  process.exit(code);
+}
+
+/** CUDA when the addon has it (and sees a GPU), else the CPU backend. */
+async function bestBackend(): Promise<BackendKind> {
+  const { addon, defaultBackend } = await import('../native/addon');
+  try {
+    const kind = defaultBackend();
+    return kind === 'cuda' && addon().devices('cuda').length === 0 ? 'cpu' : kind;
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+}
+
+/** One rank per GPU on CUDA; one rank on the CPU backend. */
+async function defaultRanks(backend: BackendKind): Promise<number> {
+  if (backend === 'cpu') return 1;
+  const { addon } = await import('../native/addon');
+  return Math.max(1, addon().devices('cuda').length);
+}
+
+/** The cache folder of built-in models: $EPS_CACHE_DIR, else $XDG_CACHE_HOME/eps-moe, else ~/.cache/eps-moe. */
+export function cacheDir(): string {
+  if (process.env.EPS_CACHE_DIR) return path.resolve(process.env.EPS_CACHE_DIR);
+  return path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'eps-moe');
+}
+
+/** The built-in model of a preset, made on first use (into a temporary folder, renamed when complete). */
+async function builtInModel(preset: string | undefined, logger: Logger): Promise<string> {
+  const { makeModel } = await import('../model/makeModel');
+  const { DEFAULT_PRESET, findPreset, listPresets } = await import('../model/presets');
+  const name = preset ?? DEFAULT_PRESET;
+  if (!findPreset(name)) {
+    throw new CliError(`unknown preset ${JSON.stringify(name)}; presets: ${listPresets().map((p) => p.name).join(', ')}`, 2);
+  }
+  const dir = path.join(cacheDir(), 'models', `${name}-seed0`);
+  if (await exists(path.join(dir, 'config.json'))) return dir;
+  await fs.mkdir(path.dirname(dir), { recursive: true });
+  const partial = await fs.mkdtemp(`${dir}.partial-`);
+  logger.info({ preset: name, dir }, 'making the built-in model (first run)');
+  const view = new LoadProgressView(`making ${name}`, logger);
+  try {
+    await makeModel({ preset: name, out: partial, seed: 0, force: true }, (written, total) => view.update(written, total, ''));
+    view.stop();
+    await fs.rename(partial, dir).catch(async (e: NodeJS.ErrnoException) => {
+      // Another launch made it at the same time: keep theirs.
+      if (!(await exists(path.join(dir, 'config.json')))) throw e;
+      await fs.rm(partial, { recursive: true, force: true });
+    });
+  } catch (e) {
+    view.stop();
+    await fs.rm(partial, { recursive: true, force: true });
+    throw e;
+  }
+  return dir;
+}
+
+/** A progress bar on a terminal; on anything else, a log line every 10%. */
+class LoadProgressView {
+  private bar: SingleBar | null = null;
+  private lastTenth = -1;
+
+  constructor(
+    private readonly label: string,
+    private readonly logger: Logger,
+  ) {}
+
+  update(done: number, total: number, extra: string): void {
+    if (!(total > 0)) return;
+    const mb = (b: number): string => (b / 1e6).toFixed(1);
+    if (process.stderr.isTTY) {
+      if (!this.bar) {
+        this.bar = new SingleBar({
+          stream: process.stderr,
+          format: `${this.label} [{bar}] {percentage}% | {doneMb}/{totalMb} MB | {extra}`,
+          hideCursor: true,
+        });
+        this.bar.start(total, 0, { doneMb: '0', totalMb: mb(total), extra });
+      }
+      this.bar.setTotal(total);
+      this.bar.update(done, { doneMb: mb(done), totalMb: mb(total), extra });
+      return;
+    }
+    const tenth = Math.floor((10 * done) / total);
+    if (tenth === this.lastTenth) return;
+    this.lastTenth = tenth;
+    this.logger.info({ loadedBytes: done, totalBytes: total, percent: tenth * 10, extra }, this.label);
+  }
+
+  stop(): void {
+    this.bar?.stop();
+    this.bar = null;
+  }
+}
+
+function defined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,98 @@
+// Fills weights from a Hugging Face checkpoint: reads the raw bytes of each tensor (only this rank's
+// experts), uploads them in the file's dtype, and converts on the device when the engine stores
+// another dtype.
+import type { ModelSpec } from '../model/config';
+import { Checkpoint, type RawTensor } from '../model/checkpoint';
+import type { Stream, Tensor } from '../native/device';
+import * as ops from '../native/ops';
+import type { WeightKey, WeightSource } from './weights';
+
+export class CheckpointSource implements WeightSource {
+  private constructor(private readonly ckpt: Checkpoint) {}
+
+  static async open(dir: string, _spec?: ModelSpec): Promise<CheckpointSource> {
+    return new CheckpointSource(await Checkpoint.open(dir));
+  }
+
+  get spec(): ModelSpec {
+    return this.ckpt.spec;
+  }
+
+  hasLmHead(): boolean {
+    return !this.ckpt.tiedLmHead;
+  }
+
+  async fill(key: WeightKey, dst: Tensor, s: Stream): Promise<void> {
+    const raw = await this.read(key);
+    if (raw.shape.reduce((a, b) => a * b, 1) !== dst.numel) {
+      throw new Error(`${raw.name}: [${raw.shape}] does not fill a tensor of shape [${dst.shape}]`);
+    }
+    if (raw.dtype === dst.dtype) {
+      dst.upload(s, raw.bytes);
+      return;
+    }
+    const staged = dst.device.tensor(raw.dtype, dst.shape);
+    staged.upload(s, raw.bytes);
+    ops.copy(s, dst, staged);
+    staged.dispose();
+  }
+
+  private async read(key: WeightKey): Promise<RawTensor> {
+    const c = this.ckpt;
+    const l = key.layer ?? -1;
+    const must = async (t: Promise<RawTensor | undefined>, what: string): Promise<RawTensor> => {
+      const v = await t;
+      if (!v) throw new Error(`${c.dir}: layer ${l} has no ${what}`);
+      return v;
+    };
+    switch (key.role) {
+      case 'embed':
+        return c.embed();
+      case 'finalNorm':
+        return c.finalNorm();
+      case 'lmHead':
+        return c.lmHead();
+      case 'inputNorm':
+        return c.inputNorm(l);
+      case 'postNorm':
+        return c.postAttentionNorm(l);
+      case 'q':
+      case 'k':
+      case 'v':
+      case 'o':
+        return c.attnProj(l, key.role);
+      case 'qBias':
+        return must(c.attnBias(l, 'q'), 'q_proj bias');
+      case 'kBias':
+        return must(c.attnBias(l, 'k'), 'k_proj bias');
+      case 'vBias':
+        return must(c.attnBias(l, 'v'), 'v_proj bias');
+      case 'oBias':
+        return must(c.attnBias(l, 'o'), 'o_proj bias');
+      case 'qNorm':
+        return must(c.qNorm(l), 'q_norm');
+      case 'kNorm':
+        return must(c.kNorm(l), 'k_norm');
+      case 'router':
+        return c.router(l);
+      case 'expertGateUp':
+        return c.expertGateUp(l, key.expert ?? -1);
+      case 'expertDown':
+        return c.expertDown(l, key.expert ?? -1);
+      case 'sharedGateUp':
+        return c.sharedExpertGateUp(l);
+      case 'sharedDown':
+        return c.sharedExpertDown(l);
+      case 'sharedGate':
+        return c.sharedExpertGate(l);
+      case 'denseGateUp':
+        return c.denseGateUp(l);
+      case 'denseDown':
+        return c.denseDown(l);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.ckpt.close();
+  }
+}
