@@ -89,7 +89,7 @@ std::shared_ptr<Backend> sharedBackend(const std::string& kind, int index) {
 }  // namespace
 
 Napi::Error toJsError(Napi::Env env, const char* what, const std::exception& e) {
-  auto err = Napi::Error::New(env, std::string(what) + ": " + e.what());
+  auto err = Napi::Error::New(env, *what ? std::string(what) + ": " + e.what() : std::string(e.what()));
   if (auto* oom = dynamic_cast<const OutOfMemory*>(&e)) {
     err.Set("name", Napi::String::New(env, "OutOfMemoryError"));
     err.Set("code", Napi::String::New(env, "EPS_OUT_OF_MEMORY"));
@@ -242,7 +242,11 @@ Napi::Value DeviceWrap::Op(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < params.Length(); ++i) args.params.push_back(params.Get(i).As<Napi::Number>().DoubleValue());
     auto ints = info[4].As<Napi::Array>();
     for (uint32_t i = 0; i < ints.Length(); ++i) args.ints.push_back(ints.Get(i).As<Napi::Number>().Int64Value());
-    checkOp(args);
+    try {
+      checkOp(args);
+    } catch (const std::invalid_argument& e) {
+      throw toJsError(info.Env(), "", e);  // checkOp's message already starts with the op's name
+    }
     backend->op(*stream->stream, std::move(args));
     return info.Env().Undefined();
   });

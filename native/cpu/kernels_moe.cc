@@ -1,0 +1,158 @@
+// The MoE routing ops: router (softmax + top-k), moe_permute (group token copies by expert) and
+// moe_unpermute (weighted sum of the expert outputs back per token).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "dtype.h"
+#include "kernels.h"
+
+namespace eps::cpu {
+namespace {
+
+// Copies one row between float tensors of possibly different dtypes.
+void copyRow(const TensorRef& dst, int64_t dstOffset, const TensorRef& src, int64_t srcOffset, int64_t n,
+             std::vector<float>& buf) {
+  if (dst.dtype == src.dtype) {
+    const size_t size = dtypeSize(src.dtype);
+    std::memcpy(static_cast<char*>(dst.data) + dstOffset * size,
+                static_cast<const char*>(src.data) + srcOffset * size, n * size);
+    return;
+  }
+  buf.resize(n);
+  loadFloats(src, srcOffset, n, buf.data());
+  storeFloats(dst, dstOffset, n, buf.data());
+}
+
+}  // namespace
+
+// tensors: topkIdx[T,k] i32, topkW[T,k] f32, logits[T,E]; params: k, renormalize, scale.
+void routerKernel(const OpArgs& args) {
+  const TensorRef& logits = args.tensors[2];
+  int32_t* topkIdx = args.tensors[0].as<int32_t>();
+  float* topkW = args.tensors[1].as<float>();
+  const int64_t T = logits.dim(0), E = logits.dim(1);
+  const int64_t k = int64_t(args.params[0]);
+  const bool renormalize = args.params[1] != 0.0;
+  const float scale = float(args.params[2]);
+  parallelFor(T, 64, [&](int64_t t0, int64_t t1) {
+    std::vector<float> p(E);
+    std::vector<int32_t> order(E);
+    for (int64_t t = t0; t < t1; ++t) {
+      loadFloats(logits, t * E, E, p.data());
+      // NaN logits (a broken model) are left out of the softmax and rank last.
+      float maxLogit = -INFINITY;
+      for (float x : p) maxLogit = x > maxLogit ? x : maxLogit;
+      float sum = 0.0f;
+      for (float& x : p) {
+        if (std::isnan(x)) continue;
+        x = std::exp(x - maxLogit);
+        sum += x;
+      }
+      // -inf for NaN also keeps the comparator below a strict weak order.
+      for (float& x : p) x = std::isnan(x) ? -INFINITY : x / sum;
+      // The k largest probabilities, descending; equal ones in index order.
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+      float picked = 0.0f;
+      for (int64_t j = 0; j < k; ++j) picked += p[order[j]];
+      const float divisor = renormalize ? picked : 1.0f;
+      for (int64_t j = 0; j < k; ++j) {
+        topkIdx[t * k + j] = order[j];
+        topkW[t * k + j] = p[order[j]] / divisor * scale;
+      }
+    }
+  });
+}
+
+// tensors: out[T*k,H], rowMap[T,k] i32, counts[E] i32, x[T,H], topkIdx[T,k] i32.
+// A stable counting sort of the (token, slot) pairs by expert; pairs with an expert outside [0,E)
+// are dropped (rowMap -1) and the rows they would have used at the end of `out` stay unwritten.
+void moePermuteKernel(const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  int32_t* rowMap = args.tensors[1].as<int32_t>();
+  int32_t* counts = args.tensors[2].as<int32_t>();
+  const TensorRef& x = args.tensors[3];
+  const int32_t* topkIdx = args.tensors[4].as<const int32_t>();
+  const int64_t E = args.tensors[2].numel();
+  const int64_t T = x.dim(0), H = x.dim(1), k = args.tensors[4].dim(1);
+
+  std::vector<int64_t> cursor(E, 0);
+  for (int64_t i = 0; i < T * k; ++i) {
+    const int32_t e = topkIdx[i];
+    if (e >= 0 && e < E) ++cursor[e];
+  }
+  for (int64_t e = 0; e < E; ++e) counts[e] = int32_t(cursor[e]);
+  // Counts become each expert's next free row.
+  int64_t offset = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t c = cursor[e];
+    cursor[e] = offset;
+    offset += c;
+  }
+  for (int64_t i = 0; i < T * k; ++i) {
+    const int32_t e = topkIdx[i];
+    rowMap[i] = (e >= 0 && e < E) ? int32_t(cursor[e]++) : -1;
+  }
+
+  parallelFor(T, 16, [&](int64_t t0, int64_t t1) {
+    std::vector<float> buf;
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t row = rowMap[t * k + j];
+        if (row >= 0) copyRow(out, int64_t(row) * H, x, t * H, H, buf);
+      }
+  });
+}
+
+// tensors: counts[M,E] i32, topkIdx[T,k] i32; ints: bounds[M+1] (token offsets of the micro-chunks).
+void moeCountKernel(const OpArgs& args) {
+  int32_t* counts = args.tensors[0].as<int32_t>();
+  const int32_t* topkIdx = args.tensors[1].as<const int32_t>();
+  const int64_t M = args.tensors[0].dim(0), E = args.tensors[0].dim(1), k = args.tensors[1].dim(1);
+  std::fill(counts, counts + M * E, 0);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t i = args.ints[m] * k; i < args.ints[m + 1] * k; ++i) {
+      const int32_t e = topkIdx[i];
+      if (e >= 0 && e < E) ++counts[m * E + e];
+    }
+  }
+}
+
+// tensors: out[T,H], y[R,H], rowMap[T,k] i32, topkW[T,k] f32; params: accumulate.
+void moeUnpermuteKernel(const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& y = args.tensors[1];
+  const int32_t* rowMap = args.tensors[2].as<const int32_t>();
+  const float* topkW = args.tensors[3].as<const float>();
+  const bool accumulate = args.params[0] != 0.0;
+  const int64_t T = out.dim(0), H = out.dim(1), R = y.dim(0), k = args.tensors[2].dim(1);
+  parallelFor(T, 16, [&](int64_t t0, int64_t t1) {
+    std::vector<float> acc(H), row(H);
+    for (int64_t t = t0; t < t1; ++t) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t r = rowMap[t * k + j];
+        if (r < 0) continue;
+        if (r >= R) {
+          throw std::out_of_range("rowMap[" + std::to_string(t) + "," + std::to_string(j) +
+                                  "] = " + std::to_string(r) + " is outside y's " + std::to_string(R) + " rows");
+        }
+        const float w = topkW[t * k + j];
+        loadFloats(y, int64_t(r) * H, H, row.data());
+        for (int64_t h = 0; h < H; ++h) acc[h] += w * row[h];
+      }
+      if (accumulate) {
+        loadFloats(out, t * H, H, row.data());
+        for (int64_t h = 0; h < H; ++h) acc[h] += row[h];
+      }
+      storeFloats(out, t * H, H, acc.data());
+    }
+  });
+}
+
+}  // namespace eps::cpu

@@ -1,0 +1,75 @@
+// Device-side loads and stores of float tensors of any storage dtype (f32, bf16, f16). Kernels
+// load to fp32, compute in fp32 and round on store (round to nearest even, as the CPU backend's
+// dtype.h does), so one kernel serves every mix of dtypes the op contracts allow. The dtype is a
+// kernel argument, the same for every thread, so the switch costs a uniform branch, not divergence.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "../backend.h"
+#include "device_error.h"
+
+namespace eps::cuda {
+
+struct FloatSrc {
+  const void* p;
+  int dtype;  // DType as int
+
+  __device__ __forceinline__ float operator[](int64_t i) const {
+    if (dtype == int(DType::BF16)) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    if (dtype == int(DType::F32)) return static_cast<const float*>(p)[i];
+    return __half2float(static_cast<const __half*>(p)[i]);
+  }
+};
+
+struct FloatDst {
+  void* p;
+  int dtype;
+
+  __device__ __forceinline__ float load(int64_t i) const {
+    return FloatSrc{p, dtype}[i];
+  }
+  __device__ __forceinline__ void store(int64_t i, float v) const {
+    if (dtype == int(DType::BF16)) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+    else if (dtype == int(DType::F32)) static_cast<float*>(p)[i] = v;
+    else static_cast<__half*>(p)[i] = __float2half_rn(v);
+  }
+};
+
+inline FloatSrc floatSrc(const TensorRef& t) { return {t.data, int(t.dtype)}; }
+inline FloatDst floatDst(const TensorRef& t) { return {t.data, int(t.dtype)}; }
+
+// Records the first index error of the stream (device_error.h); later ones are dropped.
+__device__ __forceinline__ void reportIndexError(DeviceErrorSlot* slot, IndexCheck check, long long index,
+                                                 long long value, long long limit) {
+  if (atomicCAS(&slot->check, 0, -1) == 0) {
+    slot->index = index;
+    slot->value = value;
+    slot->limit = limit;
+    __threadfence_system();
+    atomicExch(&slot->check, int(check));
+  }
+}
+
+// Grid size for a grid-stride loop over n items with `threads` per block.
+inline unsigned gridFor(int64_t n, int threads, int64_t maxBlocks = 65535LL * 16) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  if (blocks > maxBlocks) blocks = maxBlocks;
+  return unsigned(blocks);
+}
+
+__device__ __forceinline__ float warpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warpMax(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace eps::cuda

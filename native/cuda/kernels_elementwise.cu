@@ -1,0 +1,250 @@
+// Row-wise and element-wise ops: embedding, gather_rows, rmsnorm, swiglu, add, sigmoid_gate_add,
+// copy, fill_random. All are memory-bound; each reads its inputs once and writes its output once.
+// Where an output may alias an input (rmsnorm, add), every thread reads an element before it
+// writes that same element and no thread touches another's, so aliasing is safe.
+#include <cstdint>
+
+#include "cuda_check.h"
+#include "dtype.cuh"
+#include "ops.h"
+
+namespace eps::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// ---------------------------------------------------------------- gather (embedding, gather_rows)
+
+// out[r] = src[idx[r]] over rows of H elements. Same-dtype rows are copied as raw bytes, 16 at a
+// time when both rows are 16-byte aligned; otherwise element by element with conversion.
+__global__ void gatherRowsKernel(FloatDst out, FloatSrc src, const int32_t* __restrict__ idx, int64_t rows,
+                                 int64_t limit, int64_t H, int esize, DeviceErrorSlot* err, int check) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t i = idx[r];
+    if (i < 0 || i >= limit) {
+      if (threadIdx.x == 0) reportIndexError(err, IndexCheck(check), r, i, limit);
+      continue;
+    }
+    if (out.dtype == src.dtype) {
+      const int64_t bytes = H * esize;
+      const char* from = static_cast<const char*>(src.p) + i * bytes;
+      char* to = static_cast<char*>(out.p) + r * bytes;
+      if (((reinterpret_cast<uintptr_t>(from) | reinterpret_cast<uintptr_t>(to) | uintptr_t(bytes)) & 15) == 0) {
+        const uint4* f4 = reinterpret_cast<const uint4*>(from);
+        uint4* t4 = reinterpret_cast<uint4*>(to);
+        for (int64_t v = threadIdx.x; v < bytes / 16; v += blockDim.x) t4[v] = f4[v];
+        continue;
+      }
+    }
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out.store(r * H + h, src[i * H + h]);
+  }
+}
+
+void launchGather(OpContext& c, const TensorRef& out, const TensorRef& src, const TensorRef& idx, IndexCheck check) {
+  const int64_t rows = out.dim(0), H = src.dim(1), limit = src.dim(0);
+  if (rows == 0 || H == 0) return;
+  const unsigned blocks = unsigned(rows < 65535LL * 8 ? rows : 65535LL * 8);
+  gatherRowsKernel<<<blocks, 128, 0, c.cuda>>>(floatDst(out), floatSrc(src), idx.as<const int32_t>(), rows, limit, H,
+                                               int(dtypeSize(src.dtype)), c.stream.errorSlot(), int(check));
+  checkLaunch("gather rows");
+}
+
+// ---------------------------------------------------------------- rmsnorm
+
+// One warp per row (rows of up to a few thousand elements: per-head q/k norms, hidden states).
+__global__ void rmsnormWarpKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t rows, int64_t H, float eps) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const int64_t base = row * H;
+  float ss = 0.0f;
+  for (int64_t h = lane; h < H; h += 32) {
+    const float v = x[base + h];
+    ss += v * v;
+  }
+  ss = warpSum(ss);
+  const float inv = 1.0f / sqrtf(ss / float(H) + eps);
+  for (int64_t h = lane; h < H; h += 32) out.store(base + h, x[base + h] * inv * w[h]);
+}
+
+// One block per row, for wide rows.
+__global__ void rmsnormBlockKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t rows, int64_t H, float eps) {
+  __shared__ float partial[32];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t base = row * H;
+    float ss = 0.0f;
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
+      const float v = x[base + h];
+      ss += v * v;
+    }
+    ss = warpSum(ss);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+      v = warpSum(v);
+      if (threadIdx.x == 0) partial[0] = v;
+    }
+    __syncthreads();
+    const float inv = 1.0f / sqrtf(partial[0] / float(H) + eps);
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out.store(base + h, x[base + h] * inv * w[h]);
+    __syncthreads();  // partial[] is reused by the next row
+  }
+}
+
+// ---------------------------------------------------------------- element-wise
+
+__global__ void swigluKernel(FloatDst out, FloatSrc gateUp, int64_t T, int64_t I) {
+  const int64_t n = T * I;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = e / I, i = e - t * I;
+    const float g = gateUp[t * 2 * I + i];
+    const float u = gateUp[t * 2 * I + I + i];
+    out.store(e, g / (1.0f + expf(-g)) * u);
+  }
+}
+
+__global__ void addKernel(FloatDst out, FloatSrc a, FloatSrc b, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out.store(i, a[i] + b[i]);
+}
+
+__global__ void sigmoidGateAddKernel(FloatDst out, FloatSrc y, FloatSrc gate, int64_t T, int64_t H) {
+  const int64_t n = T * H;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float s = 1.0f / (1.0f + expf(-gate[i / H]));
+    out.store(i, out.load(i) + s * y[i]);
+  }
+}
+
+__global__ void convertKernel(FloatDst dst, FloatSrc src, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst.store(i, src[i]);
+}
+
+__global__ void broadcastRowsKernel(FloatDst out, FloatSrc row, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out.store(i, row[i % cols]);
+}
+
+// ---------------------------------------------------------------- fill_random (cpu/random.h, bit for bit)
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+__global__ void fillRandomKernel(FloatDst out, int64_t n, uint64_t seedState, float scale) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t hash = mix64(seedState + (uint64_t(i) + 1) * 0x9E3779B97F4A7C15ull);
+    // Explicit round-to-nearest intrinsics: no fused multiply-add may change a bit (random.h).
+    const float u = __fsub_rn(__fmul_rn(__uint2float_rn(uint32_t(hash >> 40)), 1.0f / 8388608.0f), 1.0f);
+    out.store(i, __fmul_rn(scale, u));
+  }
+}
+
+uint64_t mix64Host(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+void convertFloats(cudaStream_t s, void* dst, DType dstType, const void* src, DType srcType, int64_t n) {
+  if (n == 0) return;
+  if (dstType == srcType) {
+    checkCuda(cudaMemcpyAsync(dst, src, size_t(n) * dtypeSize(srcType), cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync(copy)");
+    return;
+  }
+  convertKernel<<<gridFor(n, kThreads), kThreads, 0, s>>>(FloatDst{dst, int(dstType)}, FloatSrc{src, int(srcType)}, n);
+  checkLaunch("convert");
+}
+
+void broadcastRows(cudaStream_t s, void* out, DType outType, const void* row, DType rowType, int64_t rows, int64_t cols) {
+  if (rows * cols == 0) return;
+  broadcastRowsKernel<<<gridFor(rows * cols, kThreads), kThreads, 0, s>>>(FloatDst{out, int(outType)},
+                                                                         FloatSrc{row, int(rowType)}, rows, cols);
+  checkLaunch("broadcast rows");
+}
+
+// tensors: out[T,H], table[V,H], ids[T] i32
+void embeddingOp(OpContext& c, const OpArgs& args) {
+  launchGather(c, args.tensors[0], args.tensors[1], args.tensors[2], IndexCheck::EmbeddingIds);
+}
+
+// tensors: out[R,H], x[T,H], idx[R] i32
+void gatherRowsOp(OpContext& c, const OpArgs& args) {
+  launchGather(c, args.tensors[0], args.tensors[1], args.tensors[2], IndexCheck::GatherIdx);
+}
+
+// tensors: out[..,H], x[..,H], w[H]; params: eps
+void rmsnormOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& x = args.tensors[1];
+  const TensorRef& w = args.tensors[2];
+  const int64_t H = w.numel();
+  if (H == 0) return;
+  const int64_t rows = x.numel() / H;
+  if (rows == 0) return;
+  const float eps = float(args.params[0]);
+  if (H <= 2048) {
+    const int warpsPerBlock = 8;
+    const int64_t blocks = (rows + warpsPerBlock - 1) / warpsPerBlock;
+    rmsnormWarpKernel<<<unsigned(blocks), warpsPerBlock * 32, 0, c.cuda>>>(floatDst(out), floatSrc(x), floatSrc(w), rows, H, eps);
+  } else {
+    const unsigned blocks = unsigned(rows < 65535LL * 16 ? rows : 65535LL * 16);
+    rmsnormBlockKernel<<<blocks, 512, 0, c.cuda>>>(floatDst(out), floatSrc(x), floatSrc(w), rows, H, eps);
+  }
+  checkLaunch("rmsnorm");
+}
+
+// tensors: out[T,I], gateUp[T,2I]
+void swigluOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const int64_t T = out.dim(0), I = out.dim(1);
+  if (T * I == 0) return;
+  swigluKernel<<<gridFor(T * I, kThreads), kThreads, 0, c.cuda>>>(floatDst(out), floatSrc(args.tensors[1]), T, I);
+  checkLaunch("swiglu");
+}
+
+// tensors: out, a, b (same numel)
+void addOp(OpContext& c, const OpArgs& args) {
+  const int64_t n = args.tensors[0].numel();
+  if (n == 0) return;
+  addKernel<<<gridFor(n, kThreads), kThreads, 0, c.cuda>>>(floatDst(args.tensors[0]), floatSrc(args.tensors[1]),
+                                                          floatSrc(args.tensors[2]), n);
+  checkLaunch("add");
+}
+
+// tensors: out[T,H], y[T,H], gate[T,1]
+void sigmoidGateAddOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const int64_t T = out.dim(0), H = out.dim(1);
+  if (T * H == 0) return;
+  sigmoidGateAddKernel<<<gridFor(T * H, kThreads), kThreads, 0, c.cuda>>>(floatDst(out), floatSrc(args.tensors[1]),
+                                                                         floatSrc(args.tensors[2]), T, H);
+  checkLaunch("sigmoid_gate_add");
+}
+
+// tensors: dst, src (same numel)
+void copyOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& dst = args.tensors[0];
+  const TensorRef& src = args.tensors[1];
+  convertFloats(c.cuda, dst.data, dst.dtype, src.data, src.dtype, src.numel());
+}
+
+// tensors: out (float); params: seed, std
+void fillRandomOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  const uint64_t seedState = mix64Host(uint64_t(args.params[0]));
+  const float scale = float(args.params[1]) * 1.7320508075688772f;  // fp32(std) * fp32(sqrt 3), as random.h
+  fillRandomKernel<<<gridFor(n, kThreads), kThreads, 0, c.cuda>>>(floatDst(out), n, seedState, scale);
+  checkLaunch("fill_random");
+}
+
+}  // namespace eps::cuda

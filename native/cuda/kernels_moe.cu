@@ -1,0 +1,281 @@
+// The MoE routing ops on the device: router (softmax, top-k, renormalise, scale in one kernel),
+// moe_permute (a stable counting sort of (token, slot) pairs by expert) and moe_unpermute (the
+// weighted combine back per token).
+#include <climits>
+#include <cstdint>
+
+#include "cuda_check.h"
+#include "dtype.cuh"
+#include "ops.h"
+
+namespace eps::cuda {
+namespace {
+
+// ---------------------------------------------------------------- router
+
+// One warp per token; its E probabilities live in shared memory. Top-k is k rounds of a warp-wide
+// argmax, ties going to the lower index (as the CPU's partial_sort comparator), each round
+// removing its winner. Probabilities are computed as the CPU does: exp(x - max), divided by the
+// sum; the selected ones are divided by their sum (renormalize) and multiplied by scale.
+__global__ void routerKernel(int32_t* __restrict__ topkIdx, float* __restrict__ topkW, FloatSrc logits, int64_t T,
+                             int E, int k, bool renormalize, float scale) {
+  extern __shared__ float probs[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t t = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
+  if (t >= T) return;
+  float* p = probs + int64_t(warp) * E;
+
+  float maxLogit = -INFINITY;
+  for (int e = lane; e < E; e += 32) {
+    const float v = logits[t * E + e];
+    p[e] = v;
+    maxLogit = fmaxf(maxLogit, v);
+  }
+  maxLogit = warpMax(maxLogit);
+  float sum = 0.0f;
+  for (int e = lane; e < E; e += 32) {
+    const float x = expf(p[e] - maxLogit);
+    p[e] = x;
+    sum += x;
+  }
+  sum = warpSum(sum);
+  for (int e = lane; e < E; e += 32) p[e] = p[e] / sum;
+  __syncwarp();
+
+  float picked = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    float best = -INFINITY;
+    int bestIdx = INT_MAX;
+    for (int e = lane; e < E; e += 32) {
+      const float v = p[e];
+      if (v > best || (v == best && e < bestIdx)) {
+        best = v;
+        bestIdx = e;
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bestIdx, o);
+      if (ov > best || (ov == best && oi < bestIdx)) {
+        best = ov;
+        bestIdx = oi;
+      }
+    }
+    // Every lane now holds the same winner. NaN probabilities never win a comparison; fall back to
+    // the lowest index not yet taken so the output is still k distinct experts.
+    if (bestIdx == INT_MAX) {
+      for (int e = 0; e < E; ++e)
+        if (p[e] != -INFINITY) {
+          bestIdx = e;
+          best = p[e];
+          break;
+        }
+    }
+    if (lane == 0) {
+      topkIdx[t * k + j] = bestIdx;
+      topkW[t * k + j] = best;
+      p[bestIdx] = -INFINITY;  // taken
+    }
+    picked += best;
+    __syncwarp();
+  }
+  const float divisor = renormalize ? picked : 1.0f;
+  for (int j = lane; j < k; j += 32) topkW[t * k + j] = topkW[t * k + j] / divisor * scale;
+}
+
+// ---------------------------------------------------------------- moe_permute
+
+// The T*k pairs are cut into chunks of kChunk, in order. Pass 1 counts each chunk's pairs per
+// expert; pass 2 (one block) turns the counts into each chunk's first row per expert and writes
+// counts[]; pass 3 (a warp per chunk) walks its chunk in order, 32 pairs at a time, ranking equal
+// experts among the lanes with __match_any_sync, so rows keep the (token, slot) order: stable.
+constexpr int kChunk = 1024;
+
+__global__ void permuteCountKernel(const int32_t* __restrict__ topkIdx, int64_t pairs, int E, int32_t* chunkCounts) {
+  extern __shared__ int32_t hist[];
+  for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
+  __syncthreads();
+  const int64_t begin = int64_t(blockIdx.x) * kChunk;
+  const int64_t end = begin + kChunk < pairs ? begin + kChunk : pairs;
+  for (int64_t p = begin + threadIdx.x; p < end; p += blockDim.x) {
+    const int32_t e = topkIdx[p];
+    if (e >= 0 && e < E) atomicAdd(&hist[e], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) chunkCounts[int64_t(blockIdx.x) * E + e] = hist[e];
+}
+
+__global__ void permuteScanKernel(int32_t* chunkCounts, int64_t chunks, int E, int32_t* counts) {
+  extern __shared__ int32_t totals[];  // [E]
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t sum = 0;
+    for (int64_t c = 0; c < chunks; ++c) sum += chunkCounts[c * E + e];
+    totals[e] = sum;
+    counts[e] = sum;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t offset = 0;
+    for (int e = 0; e < E; ++e) {
+      const int32_t n = totals[e];
+      totals[e] = offset;
+      offset += n;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t row = totals[e];
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int32_t n = chunkCounts[c * E + e];
+      chunkCounts[c * E + e] = row;
+      row += n;
+    }
+  }
+}
+
+__global__ void permuteMapKernel(const int32_t* __restrict__ topkIdx, int64_t pairs, int E,
+                                 const int32_t* __restrict__ chunkStarts, int32_t* __restrict__ rowMap) {
+  extern __shared__ int32_t cursor[];  // [E]: next free row per expert
+  const int lane = threadIdx.x;
+  for (int e = lane; e < E; e += 32) cursor[e] = chunkStarts[int64_t(blockIdx.x) * E + e];
+  __syncwarp();
+  const int64_t begin = int64_t(blockIdx.x) * kChunk;
+  const int64_t end = begin + kChunk < pairs ? begin + kChunk : pairs;
+  for (int64_t base = begin; base < end; base += 32) {
+    const int64_t p = base + lane;
+    int32_t e = p < end ? topkIdx[p] : -1;
+    const bool valid = e >= 0 && e < E;
+    if (!valid) e = -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    int32_t row = -1;
+    if (valid) row = cursor[e] + rank;
+    __syncwarp();
+    if (valid && rank == 0) cursor[e] += __popc(peers);
+    __syncwarp();
+    if (p < end) rowMap[p] = row;
+  }
+}
+
+// out[rowMap[p]] = x[p / k] for every routed pair.
+__global__ void permuteCopyKernel(FloatDst out, FloatSrc x, const int32_t* __restrict__ rowMap, int64_t pairs, int k,
+                                  int64_t H, int esize) {
+  for (int64_t p = blockIdx.x; p < pairs; p += gridDim.x) {
+    const int32_t row = rowMap[p];
+    if (row < 0) continue;
+    const int64_t t = p / k;
+    if (out.dtype == x.dtype) {
+      const int64_t bytes = H * esize;
+      const char* from = static_cast<const char*>(x.p) + t * bytes;
+      char* to = static_cast<char*>(out.p) + int64_t(row) * bytes;
+      if (((reinterpret_cast<uintptr_t>(from) | reinterpret_cast<uintptr_t>(to) | uintptr_t(bytes)) & 15) == 0) {
+        const uint4* f4 = reinterpret_cast<const uint4*>(from);
+        uint4* t4 = reinterpret_cast<uint4*>(to);
+        for (int64_t v = threadIdx.x; v < bytes / 16; v += blockDim.x) t4[v] = f4[v];
+        continue;
+      }
+    }
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out.store(int64_t(row) * H + h, x[t * H + h]);
+  }
+}
+
+// ---------------------------------------------------------------- moe_unpermute
+
+// out[t] (+)= sum over slots j (in order) of topkW[t,j] * y[rowMap[t,j]], in fp32.
+__global__ void unpermuteKernel(FloatDst out, FloatSrc y, const int32_t* __restrict__ rowMap,
+                                const float* __restrict__ topkW, int64_t T, int64_t H, int64_t R, int k,
+                                bool accumulate, DeviceErrorSlot* err) {
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+    for (int64_t h = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; h < H; h += int64_t(gridDim.x) * blockDim.x) {
+      float acc = 0.0f;
+      for (int j = 0; j < k; ++j) {
+        const int32_t r = rowMap[t * k + j];
+        if (r < 0) continue;
+        if (r >= R) {
+          if (h == 0) reportIndexError(err, IndexCheck::UnpermuteRow, t * k + j, r, R);
+          continue;
+        }
+        acc += topkW[t * k + j] * y[int64_t(r) * H + h];
+      }
+      if (accumulate) acc += out.load(t * H + h);
+      out.store(t * H + h, acc);
+    }
+  }
+}
+
+}  // namespace
+
+// tensors: topkIdx[T,k] i32, topkW[T,k] f32, logits[T,E]; params: k, renormalize, scale
+void routerOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& logits = args.tensors[2];
+  const int64_t T = logits.dim(0);
+  const int E = int(logits.dim(1));
+  const int k = int(args.params[0]);
+  if (T == 0) return;
+  // Shared memory holds E floats per warp; wide routers get fewer warps per block.
+  const size_t perWarp = size_t(E) * sizeof(float);
+  int warps = 8;
+  while (warps > 1 && perWarp * warps > 48 * 1024) warps /= 2;
+  if (perWarp > 48 * 1024) throw std::invalid_argument("router: E=" + std::to_string(E) + " experts is more than the CUDA kernel holds (12288)");
+  const int64_t blocks = (T + warps - 1) / warps;
+  routerKernel<<<unsigned(blocks), warps * 32, perWarp * warps, c.cuda>>>(
+      args.tensors[0].as<int32_t>(), args.tensors[1].as<float>(), floatSrc(logits), T, E, k, args.params[1] != 0.0,
+      float(args.params[2]));
+  checkLaunch("router");
+}
+
+// tensors: out[T*k,H], rowMap[T,k] i32, counts[E] i32, x[T,H], topkIdx[T,k] i32
+void moePermuteOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  int32_t* rowMap = args.tensors[1].as<int32_t>();
+  int32_t* counts = args.tensors[2].as<int32_t>();
+  const TensorRef& x = args.tensors[3];
+  const int32_t* topkIdx = args.tensors[4].as<const int32_t>();
+  const int E = int(args.tensors[2].numel());
+  const int64_t T = x.dim(0), H = x.dim(1), k = args.tensors[4].dim(1);
+  const int64_t pairs = T * k;
+  if (E == 0) {
+    // No expert to route to: every pair is dropped.
+    if (pairs > 0) checkCuda(cudaMemsetAsync(rowMap, 0xff, size_t(pairs) * sizeof(int32_t), c.cuda), "cudaMemsetAsync(rowMap)");
+    return;
+  }
+  if (size_t(E) * sizeof(int32_t) > 48 * 1024)
+    throw std::invalid_argument("moe_permute: E=" + std::to_string(E) + " experts is more than the CUDA kernel holds (12288)");
+  if (pairs == 0) {
+    checkCuda(cudaMemsetAsync(counts, 0, size_t(E) * sizeof(int32_t), c.cuda), "cudaMemsetAsync(counts)");
+    return;
+  }
+  if (pairs > INT32_MAX) throw std::invalid_argument("moe_permute: more than 2^31 (token, slot) pairs");
+  const int64_t chunks = (pairs + kChunk - 1) / kChunk;
+  auto* chunkCounts = static_cast<int32_t*>(c.scratch(size_t(chunks) * E * sizeof(int32_t)));
+  const size_t histBytes = size_t(E) * sizeof(int32_t);
+  permuteCountKernel<<<unsigned(chunks), 256, histBytes, c.cuda>>>(topkIdx, pairs, E, chunkCounts);
+  checkLaunch("moe_permute count");
+  permuteScanKernel<<<1, 1024, histBytes, c.cuda>>>(chunkCounts, chunks, E, counts);
+  checkLaunch("moe_permute scan");
+  permuteMapKernel<<<unsigned(chunks), 32, histBytes, c.cuda>>>(topkIdx, pairs, E, chunkCounts, rowMap);
+  checkLaunch("moe_permute map");
+  if (H == 0) return;
+  const unsigned blocks = unsigned(pairs < 65535LL * 16 ? pairs : 65535LL * 16);
+  permuteCopyKernel<<<blocks, 128, 0, c.cuda>>>(floatDst(out), floatSrc(x), rowMap, pairs, int(k), H,
+                                                 int(dtypeSize(x.dtype)));
+  checkLaunch("moe_permute copy");
+}
+
+// tensors: out[T,H], y[R,H], rowMap[T,k] i32, topkW[T,k] f32; params: accumulate
+void moeUnpermuteOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& y = args.tensors[1];
+  const int64_t T = out.dim(0), H = out.dim(1), R = y.dim(0);
+  const int k = int(args.tensors[2].dim(1));
+  if (T * H == 0) return;
+  const int threads = 256;
+  const int64_t xBlocks = (H + threads - 1) / threads;
+  const dim3 grid(unsigned(xBlocks), unsigned(T < 65535 ? T : 65535));
+  unpermuteKernel<<<grid, threads, 0, c.cuda>>>(floatDst(out), floatSrc(y), args.tensors[2].as<const int32_t>(),
+                                                args.tensors[3].as<const float>(), T, H, R, k, args.params[0] != 0.0,
+                                                c.stream.errorSlot());
+  checkLaunch("moe_unpermute");
+}
+
+}  // namespace eps::cuda

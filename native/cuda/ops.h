@@ -1,0 +1,70 @@
+// The CUDA backend's op table: one launcher per op of native/ops.md. A launcher enqueues kernels
+// (and cuBLAS calls) on the op's stream and returns; it trusts shapes and dtypes (checkOp ran) and
+// checks on the device only what lives there (indices, see device_error.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "../backend.h"
+#include "stream.h"
+
+namespace eps::cuda {
+
+// What a launcher gets beside its arguments.
+class OpContext {
+ public:
+  explicit OpContext(CudaStream& s) : stream(s), ctx(s.context()), cuda(s.handle()) {}
+
+  CudaStream& stream;
+  CudaContext& ctx;
+  cudaStream_t cuda;
+
+  // Device memory for the op's own use, returned when the op has been enqueued (the allocator's
+  // fences keep it from reuse until the stream has passed).
+  void* scratch(size_t bytes);
+  // A device copy of a host table (bytes copied now, through the pinned ring, in stream order).
+  void* uploadTable(const void* host, size_t bytes);
+
+  int smCount() const { return ctx.props.multiProcessorCount; }
+
+ private:
+  std::vector<std::shared_ptr<Storage>> scratch_;
+};
+
+using CudaKernel = void (*)(OpContext&, const OpArgs&);
+
+// Op name -> launcher, for every op in ops.md.
+const std::unordered_map<std::string, CudaKernel>& cudaKernels();
+
+// kernels_elementwise.cu
+void embeddingOp(OpContext& c, const OpArgs& args);
+void gatherRowsOp(OpContext& c, const OpArgs& args);
+void rmsnormOp(OpContext& c, const OpArgs& args);
+void swigluOp(OpContext& c, const OpArgs& args);
+void addOp(OpContext& c, const OpArgs& args);
+void sigmoidGateAddOp(OpContext& c, const OpArgs& args);
+void copyOp(OpContext& c, const OpArgs& args);
+void fillRandomOp(OpContext& c, const OpArgs& args);
+// kernels_rope.cu
+void ropeOp(OpContext& c, const OpArgs& args);
+// kernels_moe.cu
+void routerOp(OpContext& c, const OpArgs& args);
+void moePermuteOp(OpContext& c, const OpArgs& args);
+void moeUnpermuteOp(OpContext& c, const OpArgs& args);
+// attention.cu
+void attentionOp(OpContext& c, const OpArgs& args);
+// gemm.cc
+void matmulOp(OpContext& c, const OpArgs& args);
+void expertMatmulOp(OpContext& c, const OpArgs& args);
+
+// Helpers the GEMM code shares with the kernels (kernels_elementwise.cu): dst = src converting
+// dtype (n elements), and out[m, :] = bias for every row (broadcast, converting dtype).
+void convertFloats(cudaStream_t s, void* dst, DType dstType, const void* src, DType srcType, int64_t n);
+void broadcastRows(cudaStream_t s, void* out, DType outType, const void* row, DType rowType, int64_t rows, int64_t cols);
+
+}  // namespace eps::cuda

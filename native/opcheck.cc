@@ -1,0 +1,445 @@
+// checkOp: every rule of native/ops.md, enforced once, before any backend sees the call.
+//
+// A message always starts with the op's name and names the offending argument, says what was
+// expected and why (which other argument fixed the size), and what came instead:
+//   matmul: w must be [N,K] with K=64 (a is [3,64]); got [5,32]
+// Values that live only in device memory (token ids, row maps) cannot be checked here; the kernels
+// check those they would otherwise read out of bounds with.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace eps {
+namespace {
+
+std::string shapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string numberText(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e16) return std::to_string(int64_t(v));
+  return std::to_string(v);
+}
+
+// Which tensors an op writes, and which inputs each of them may share memory with.
+struct Output {
+  int index;
+  std::vector<int> mayAlias;
+};
+
+struct OpSpec;
+class Check;
+using CheckFn = void (*)(Check&);
+
+struct OpSpec {
+  const char* name;
+  std::vector<const char*> tensors;  // names as in ops.md
+  int required;                      // tensors [0, required) must be present; later ones optional
+  std::vector<const char*> params;   // names, in order
+  std::vector<Output> outputs;
+  CheckFn check;                     // shape/dtype/ints rules particular to the op
+};
+
+// The argument checks of one call; every failure throws std::invalid_argument "<op>: <message>".
+class Check {
+ public:
+  Check(const OpArgs& args, const OpSpec& spec) : args(args), spec(spec) {}
+
+  const OpArgs& args;
+  const OpSpec& spec;
+
+  [[noreturn]] void fail(const std::string& message) const {
+    throw std::invalid_argument(std::string(spec.name) + ": " + message);
+  }
+
+  const TensorRef& t(int i) const { return args.tensors[i]; }
+  const char* name(int i) const { return spec.tensors[i]; }
+  bool present(int i) const { return i < int(args.tensors.size()) && isPresent(args.tensors[i]); }
+  // "a is [3,64]", for the "why" part of a message.
+  std::string is(int i) const { return std::string(name(i)) + " is " + shapeText(t(i).shape); }
+
+  // An empty tensor may come with no memory at all, so a null pointer marks an absent tensor only
+  // when the tensor would hold elements.
+  static bool isPresent(const TensorRef& t) { return t.data != nullptr || (!t.shape.empty() && t.numel() == 0); }
+
+  void floatType(int i) const {
+    if (!isFloat(t(i).dtype)) fail(std::string(name(i)) + " must be a float tensor (f32, bf16 or f16); got " + dtypeName(t(i).dtype));
+  }
+  void dtype(int i, DType want) const {
+    if (t(i).dtype != want) fail(std::string(name(i)) + " must be " + dtypeName(want) + "; got " + dtypeName(t(i).dtype));
+  }
+  void rank(int i, int r, const char* pattern) const {
+    if (t(i).rank() != r) {
+      fail(std::string(name(i)) + " must be " + pattern + " (" + std::to_string(r) + "-d); got " + shapeText(t(i).shape));
+    }
+  }
+  // Shape check with wildcards (-1). `pattern` is ops.md's ("[N,K]"), `why` says where the sizes
+  // come from ("K=64 (a is [3,64])").
+  void shape(int i, const std::vector<int64_t>& want, const char* pattern, const std::string& why) const {
+    bool ok = t(i).rank() == int(want.size());
+    for (size_t d = 0; ok && d < want.size(); ++d) ok = want[d] < 0 || t(i).shape[d] == want[d];
+    if (!ok) fail(std::string(name(i)) + " must be " + pattern + " with " + why + "; got " + shapeText(t(i).shape));
+  }
+
+  double param(int p) const { return args.params[p]; }
+  void paramInteger(int p, double lo, double hi) const {
+    const double v = param(p);
+    if (v != std::floor(v) || v < lo || v > hi) {
+      fail(std::string(spec.params[p]) + " must be an integer in [" + numberText(lo) + ", " + numberText(hi) +
+           "]; got " + numberText(v));
+    }
+  }
+  void paramFlag(int p) const {
+    if (param(p) != 0.0 && param(p) != 1.0) fail(std::string(spec.params[p]) + " must be 0 or 1; got " + numberText(param(p)));
+  }
+  void intsCount(size_t want, const std::string& what) const {
+    if (args.ints.size() != want) {
+      fail("ints must hold " + what + " (" + std::to_string(want) + " values); got " + std::to_string(args.ints.size()));
+    }
+  }
+  void noInts() const {
+    if (!args.ints.empty()) fail("takes no ints; got " + std::to_string(args.ints.size()));
+  }
+};
+
+// ---- the ops -------------------------------------------------------------------------------------
+
+void checkEmbedding(Check& c) {
+  c.floatType(0);
+  c.floatType(1);
+  c.dtype(2, DType::I32);
+  c.rank(1, 2, "[V,H]");
+  c.rank(2, 1, "[T]");
+  const int64_t V = c.t(1).dim(0), H = c.t(1).dim(1), T = c.t(2).dim(0);
+  c.shape(0, {T, H}, "[T,H]", "T=" + std::to_string(T) + ", H=" + std::to_string(H) + " (" + c.is(1) + ", " + c.is(2) + ")");
+  if (c.args.ints.empty()) return;
+  c.intsCount(size_t(T), "the host copy of ids[T]");
+  for (size_t i = 0; i < c.args.ints.size(); ++i) {
+    if (c.args.ints[i] < 0 || c.args.ints[i] >= V) {
+      c.fail("ids[" + std::to_string(i) + "] = " + std::to_string(c.args.ints[i]) + " is outside [0, " + std::to_string(V) +
+             ") (" + c.is(1) + ")");
+    }
+  }
+}
+
+void checkRmsnorm(Check& c) {
+  c.floatType(0);
+  c.floatType(1);
+  c.floatType(2);
+  c.noInts();
+  c.rank(2, 1, "[H]");
+  const int64_t H = c.t(2).dim(0);
+  if (c.t(1).rank() < 1 || c.t(1).dim(-1) != H) {
+    c.fail("x must be [..,H] with H=" + std::to_string(H) + " (" + c.is(2) + "); got " + shapeText(c.t(1).shape));
+  }
+  if (c.t(0).rank() < 1 || c.t(0).dim(-1) != H || c.t(0).numel() != c.t(1).numel()) {
+    c.fail("out must be [..,H] with H=" + std::to_string(H) + " and as many elements as x (" + c.is(1) + "); got " +
+           shapeText(c.t(0).shape));
+  }
+  if (!(c.param(0) >= 0.0)) c.fail("eps must be >= 0; got " + numberText(c.param(0)));
+}
+
+void checkRope(Check& c) {
+  c.floatType(0);
+  c.dtype(1, DType::I32);
+  c.dtype(2, DType::F32);
+  c.noInts();
+  c.rank(0, 3, "[T,nh,hd]");
+  const int64_t T = c.t(0).dim(0), hd = c.t(0).dim(2);
+  c.shape(1, {T}, "[T]", "T=" + std::to_string(T) + " (" + c.is(0) + ")");
+  c.rank(2, 1, "[rd/2]");
+  if (2 * c.t(2).dim(0) > hd) {
+    c.fail("invFreq must be [rd/2] with rd <= hd=" + std::to_string(hd) + " (" + c.is(0) + "); got " + shapeText(c.t(2).shape));
+  }
+}
+
+void checkAttention(Check& c) {
+  for (int i = 0; i < 4; ++i) c.floatType(i);
+  c.dtype(4, DType::I32);
+  c.rank(1, 3, "[T,nq,hd]");
+  const int64_t T = c.t(1).dim(0), nq = c.t(1).dim(1), hd = c.t(1).dim(2);
+  const std::string fromQ = " (" + c.is(1) + ")";
+  c.shape(0, {T, nq, hd}, "[T,nq,hd]", "T=" + std::to_string(T) + ", nq=" + std::to_string(nq) + ", hd=" + std::to_string(hd) + fromQ);
+  c.shape(2, {T, -1, hd}, "[T,nkv,hd]", "T=" + std::to_string(T) + ", hd=" + std::to_string(hd) + fromQ);
+  const int64_t nkv = c.t(2).dim(1);
+  c.shape(3, {T, nkv, hd}, "[T,nkv,hd]", "nkv=" + std::to_string(nkv) + " (" + c.is(2) + ")");
+  if (nkv == 0 || nq % nkv != 0) {
+    c.fail("nq % nkv must be 0 with nkv > 0; got nq=" + std::to_string(nq) + ", nkv=" + std::to_string(nkv) + " (" +
+           c.is(1) + ", " + c.is(2) + ")");
+  }
+  c.rank(4, 1, "[B+1]");
+  const int64_t n = c.t(4).dim(0);
+  if (n < 1) c.fail("cuSeqlens must be [B+1] with B >= 0; got " + shapeText(c.t(4).shape));
+  c.intsCount(size_t(n), "the host copy of cuSeqlens[B+1] (" + c.is(4) + ")");
+  const auto& cu = c.args.ints;
+  if (cu[0] != 0) c.fail("cuSeqlens[0] must be 0; got " + std::to_string(cu[0]));
+  for (int64_t b = 1; b < n; ++b) {
+    if (cu[b] < cu[b - 1]) {
+      c.fail("cuSeqlens must not decrease; got cuSeqlens[" + std::to_string(b - 1) + "]=" + std::to_string(cu[b - 1]) +
+             " > cuSeqlens[" + std::to_string(b) + "]=" + std::to_string(cu[b]));
+    }
+  }
+  if (cu[n - 1] != T) {
+    c.fail("cuSeqlens[B] must be T=" + std::to_string(T) + fromQ + "; got " + std::to_string(cu[n - 1]));
+  }
+}
+
+void checkMatmul(Check& c) {
+  c.floatType(0);
+  c.floatType(1);
+  c.floatType(2);
+  c.noInts();
+  c.rank(1, 2, "[M,K]");
+  const int64_t M = c.t(1).dim(0), K = c.t(1).dim(1);
+  c.shape(2, {-1, K}, "[N,K]", "K=" + std::to_string(K) + " (" + c.is(1) + ")");
+  const int64_t N = c.t(2).dim(0);
+  c.shape(0, {M, N}, "[M,N]", "M=" + std::to_string(M) + ", N=" + std::to_string(N) + " (" + c.is(1) + ", " + c.is(2) + ")");
+  if (c.present(3)) {
+    c.floatType(3);
+    c.shape(3, {N}, "[N]", "N=" + std::to_string(N) + " (" + c.is(2) + ")");
+  }
+}
+
+void checkExpertMatmul(Check& c) {
+  c.floatType(0);
+  c.floatType(1);
+  c.floatType(2);
+  c.rank(1, 2, "[R,K]");
+  const int64_t R = c.t(1).dim(0), K = c.t(1).dim(1);
+  c.shape(2, {-1, -1, K}, "[E,N,K]", "K=" + std::to_string(K) + " (" + c.is(1) + ")");
+  const int64_t E = c.t(2).dim(0), N = c.t(2).dim(1);
+  c.shape(0, {R, N}, "[R,N]", "R=" + std::to_string(R) + ", N=" + std::to_string(N) + " (" + c.is(1) + ", " + c.is(2) + ")");
+  c.paramFlag(0);
+  // One count per segment; segment s uses expert s % E (S = W*E after an all-to-all from W ranks).
+  const size_t S = c.args.ints.size();
+  if (E == 0 || S == 0 || S % size_t(E) != 0) {
+    c.fail("ints must hold counts[S] with S a positive multiple of E=" + std::to_string(E) + " (" + c.is(2) + "); got " +
+           std::to_string(S) + " counts");
+  }
+  int64_t sum = 0;
+  for (size_t s = 0; s < S; ++s) {
+    if (c.args.ints[s] < 0) c.fail("counts[" + std::to_string(s) + "] must be >= 0; got " + std::to_string(c.args.ints[s]));
+    sum += c.args.ints[s];
+  }
+  if (sum != R) c.fail("counts must sum to R=" + std::to_string(R) + " (" + c.is(1) + "); got " + std::to_string(sum));
+}
+
+void checkSwiglu(Check& c) {
+  c.floatType(0);
+  c.floatType(1);
+  c.noInts();
+  c.rank(1, 2, "[T,2I]");
+  const int64_t T = c.t(1).dim(0), twoI = c.t(1).dim(1);
+  if (twoI % 2 != 0) c.fail("gateUp must be [T,2I] with an even last dimension; got " + shapeText(c.t(1).shape));
+  c.shape(0, {T, twoI / 2}, "[T,I]", "T=" + std::to_string(T) + ", I=" + std::to_string(twoI / 2) + " (" + c.is(1) + ")");
+}
+
+void checkRouter(Check& c) {
+  c.dtype(0, DType::I32);
+  c.dtype(1, DType::F32);
+  c.floatType(2);
+  c.noInts();
+  c.rank(2, 2, "[T,E]");
+  const int64_t T = c.t(2).dim(0), E = c.t(2).dim(1);
+  c.paramInteger(0, 1, double(E));
+  const int64_t k = int64_t(c.param(0));
+  const std::string why = "T=" + std::to_string(T) + ", k=" + std::to_string(k) + " (" + c.is(2) + ", param k)";
+  c.shape(0, {T, k}, "[T,k]", why);
+  c.shape(1, {T, k}, "[T,k]", why);
+  c.paramFlag(1);
+}
+
+void checkMoePermute(Check& c) {
+  c.floatType(0);
+  c.dtype(1, DType::I32);
+  c.dtype(2, DType::I32);
+  c.floatType(3);
+  c.dtype(4, DType::I32);
+  c.noInts();
+  c.rank(3, 2, "[T,H]");
+  const int64_t T = c.t(3).dim(0), H = c.t(3).dim(1);
+  c.shape(4, {T, -1}, "[T,k]", "T=" + std::to_string(T) + " (" + c.is(3) + ")");
+  const int64_t k = c.t(4).dim(1);
+  c.shape(1, {T, k}, "[T,k]", "T=" + std::to_string(T) + ", k=" + std::to_string(k) + " (" + c.is(4) + ")");
+  c.rank(2, 1, "[E]");
+  c.shape(0, {T * k, H}, "[T*k,H]", "T*k=" + std::to_string(T * k) + ", H=" + std::to_string(H) + " (" + c.is(3) + ", " + c.is(4) + ")");
+}
+
+void checkMoeCount(Check& c) {
+  c.dtype(0, DType::I32);
+  c.dtype(1, DType::I32);
+  c.rank(0, 2, "[M,E]");
+  c.rank(1, 2, "[T,k]");
+  const int64_t M = c.t(0).dim(0), T = c.t(1).dim(0);
+  const auto& b = c.args.ints;
+  if (int64_t(b.size()) != M + 1) {
+    c.fail("ints must hold bounds[M+1] with M=" + std::to_string(M) + " (" + c.is(0) + "); got " + std::to_string(b.size()));
+  }
+  if (b.front() != 0 || b.back() != T) {
+    c.fail("bounds must start at 0 and end at T=" + std::to_string(T) + " (" + c.is(1) + ")");
+  }
+  for (size_t m = 1; m < b.size(); ++m) {
+    if (b[m] < b[m - 1]) c.fail("bounds must not decrease; bounds[" + std::to_string(m) + "] < bounds[" + std::to_string(m - 1) + "]");
+  }
+}
+
+void checkMoeUnpermute(Check& c) {
+  c.floatType(0);
+  c.floatType(1);
+  c.dtype(2, DType::I32);
+  c.dtype(3, DType::F32);
+  c.noInts();
+  c.rank(0, 2, "[T,H]");
+  const int64_t T = c.t(0).dim(0), H = c.t(0).dim(1);
+  c.shape(1, {-1, H}, "[R,H]", "H=" + std::to_string(H) + " (" + c.is(0) + ")");
+  c.shape(2, {T, -1}, "[T,k]", "T=" + std::to_string(T) + " (" + c.is(0) + ")");
+  const int64_t k = c.t(2).dim(1);
+  c.shape(3, {T, k}, "[T,k]", "T=" + std::to_string(T) + ", k=" + std::to_string(k) + " (" + c.is(2) + ")");
+  c.paramFlag(0);
+}
+
+void sameNumel(Check& c, int i, int ref) {
+  if (c.t(i).numel() != c.t(ref).numel()) {
+    c.fail(std::string(c.name(i)) + " must have " + std::to_string(c.t(ref).numel()) + " elements (" + c.is(ref) + "); got " +
+           shapeText(c.t(i).shape));
+  }
+}
+
+void checkAdd(Check& c) {
+  for (int i = 0; i < 3; ++i) c.floatType(i);
+  c.noInts();
+  sameNumel(c, 1, 0);
+  sameNumel(c, 2, 0);
+}
+
+void checkSigmoidGateAdd(Check& c) {
+  for (int i = 0; i < 3; ++i) c.floatType(i);
+  c.noInts();
+  c.rank(0, 2, "[T,H]");
+  const int64_t T = c.t(0).dim(0), H = c.t(0).dim(1);
+  const std::string why = " (" + c.is(0) + ")";
+  c.shape(1, {T, H}, "[T,H]", "T=" + std::to_string(T) + ", H=" + std::to_string(H) + why);
+  c.shape(2, {T, 1}, "[T,1]", "T=" + std::to_string(T) + why);
+}
+
+void checkCopy(Check& c) {
+  c.noInts();
+  const DType d = c.t(0).dtype, s = c.t(1).dtype;
+  const bool ok = (isFloat(d) && isFloat(s)) || (d == DType::I32 && s == DType::I32);
+  if (!ok) {
+    c.fail(std::string("dst and src must both be float or both i32; got dst ") + dtypeName(d) + ", src " + dtypeName(s));
+  }
+  sameNumel(c, 0, 1);
+}
+
+void checkGatherRows(Check& c) {
+  c.floatType(0);
+  c.floatType(1);
+  c.dtype(2, DType::I32);
+  c.noInts();
+  c.rank(1, 2, "[T,H]");
+  c.rank(2, 1, "[R]");
+  const int64_t H = c.t(1).dim(1), R = c.t(2).dim(0);
+  c.shape(0, {R, H}, "[R,H]", "R=" + std::to_string(R) + ", H=" + std::to_string(H) + " (" + c.is(1) + ", " + c.is(2) + ")");
+}
+
+void checkFillRandom(Check& c) {
+  c.floatType(0);
+  c.noInts();
+  c.paramInteger(0, 0, 9007199254740992.0);  // 2^53: every integer up to it is exact in a double
+  if (!std::isfinite(c.param(1))) c.fail("std must be finite; got " + numberText(c.param(1)));
+}
+
+const std::vector<OpSpec>& opSpecs() {
+  static const std::vector<OpSpec> specs = {
+      {"embedding", {"out", "table", "ids"}, 3, {}, {{0, {}}}, checkEmbedding},
+      {"rmsnorm", {"out", "x", "w"}, 3, {"eps"}, {{0, {1}}}, checkRmsnorm},
+      {"rope", {"x", "positions", "invFreq"}, 3, {"attentionScaling"}, {{0, {}}}, checkRope},
+      {"attention", {"out", "q", "k", "v", "cuSeqlens"}, 5, {"scale"}, {{0, {}}}, checkAttention},
+      {"matmul", {"out", "a", "w", "bias"}, 3, {}, {{0, {}}}, checkMatmul},
+      {"expert_matmul", {"out", "a", "w"}, 3, {"kernel"}, {{0, {}}}, checkExpertMatmul},
+      {"swiglu", {"out", "gateUp"}, 2, {}, {{0, {}}}, checkSwiglu},
+      {"router", {"topkIdx", "topkW", "logits"}, 3, {"k", "renormalize", "scale"}, {{0, {}}, {1, {}}}, checkRouter},
+      {"moe_permute", {"out", "rowMap", "counts", "x", "topkIdx"}, 5, {}, {{0, {}}, {1, {}}, {2, {}}}, checkMoePermute},
+      {"moe_count", {"counts", "topkIdx"}, 2, {}, {{0, {}}}, checkMoeCount},
+      {"moe_unpermute", {"out", "y", "rowMap", "topkW"}, 4, {"accumulate"}, {{0, {}}}, checkMoeUnpermute},
+      {"add", {"out", "a", "b"}, 3, {}, {{0, {1, 2}}}, checkAdd},
+      {"sigmoid_gate_add", {"out", "y", "gate"}, 3, {}, {{0, {}}}, checkSigmoidGateAdd},
+      {"copy", {"dst", "src"}, 2, {}, {{0, {}}}, checkCopy},
+      {"gather_rows", {"out", "x", "idx"}, 3, {}, {{0, {}}}, checkGatherRows},
+      {"fill_random", {"out"}, 1, {"seed", "std"}, {{0, {}}}, checkFillRandom},
+  };
+  return specs;
+}
+
+std::string joinNames(const std::vector<const char*>& names, const char* sep) {
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i) s += (i ? sep : "") + std::string(names[i]);
+  return s;
+}
+
+// Byte ranges of two tensors overlap (empty tensors never do).
+bool overlaps(const TensorRef& a, const TensorRef& b) {
+  if (!a.data || !b.data || a.numel() == 0 || b.numel() == 0) return false;
+  const auto a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
+  const auto a1 = a0 + uintptr_t(a.numel()) * dtypeSize(a.dtype), b1 = b0 + uintptr_t(b.numel()) * dtypeSize(b.dtype);
+  return a0 < b1 && b0 < a1;
+}
+
+// Outputs may share memory with an input only where ops.md allows it, and then exactly (same
+// start, same size): a partial overlap would have the kernel read values it already overwrote.
+void checkAliasing(const Check& c) {
+  const int n = int(c.args.tensors.size());
+  for (const Output& o : c.spec.outputs) {
+    for (int j = 0; j < n; ++j) {
+      if (j == o.index || !c.present(j) || !overlaps(c.t(o.index), c.t(j))) continue;
+      const bool allowed = std::find(o.mayAlias.begin(), o.mayAlias.end(), j) != o.mayAlias.end();
+      const bool exact = c.t(o.index).data == c.t(j).data &&
+                         c.t(o.index).numel() * dtypeSize(c.t(o.index).dtype) == c.t(j).numel() * dtypeSize(c.t(j).dtype);
+      if (allowed && exact) continue;
+      c.fail(std::string(c.name(o.index)) + (allowed ? " may alias " : " must not overlap ") + c.name(j) +
+             (allowed ? " only exactly (same memory, same size)" : "") + "; they share memory");
+    }
+  }
+}
+
+}  // namespace
+
+void checkOp(const OpArgs& args) {
+  const auto& specs = opSpecs();
+  const auto it = std::find_if(specs.begin(), specs.end(), [&](const OpSpec& s) { return args.name == s.name; });
+  if (it == specs.end()) {
+    std::vector<const char*> names;
+    for (const auto& s : specs) names.push_back(s.name);
+    throw std::invalid_argument("unknown op '" + args.name + "' (known: " + joinNames(names, ", ") + ")");
+  }
+  const OpSpec& spec = *it;
+  Check c(args, spec);
+
+  const size_t total = spec.tensors.size(), required = size_t(spec.required);
+  if (args.tensors.size() < required || args.tensors.size() > total) {
+    const std::string count = required == total ? std::to_string(total) : std::to_string(required) + " to " + std::to_string(total);
+    c.fail("expects " + count + " tensors (" + joinNames(spec.tensors, ", ") + "); got " + std::to_string(args.tensors.size()));
+  }
+  for (size_t i = 0; i < required; ++i) {
+    if (!c.present(int(i))) c.fail(std::string(spec.tensors[i]) + " is required; got null");
+  }
+  if (args.params.size() != spec.params.size()) {
+    const std::string want = spec.params.empty() ? "no params" : std::to_string(spec.params.size()) + " params (" +
+                                                                      joinNames(spec.params, ", ") + ")";
+    c.fail("expects " + want + "; got " + std::to_string(args.params.size()));
+  }
+  for (size_t p = 0; p < args.params.size(); ++p) {
+    if (!std::isfinite(args.params[p])) c.fail(std::string(spec.params[p]) + " must be finite; got " + numberText(args.params[p]));
+  }
+  spec.check(c);
+  checkAliasing(c);
+}
+
+}  // namespace eps

@@ -1,0 +1,135 @@
+// One typed function per op of native/ops.md. Each enqueues on the stream and returns at once; the
+// addon checks the call against the contract first (checkOp) and throws an Error with code
+// EPS_INVALID_ARGUMENT naming the op and the argument. Errors while the op runs (e.g. an index that
+// only the device knows is out of range) reject the stream's next synchronize() or read().
+import type { Stream, Tensor } from './device';
+import type { NativeTensor } from './addonTypes';
+
+export type ExpertKernel = 'grouped' | 'dense';
+
+/** The `kernel` param of expert_matmul. */
+export const expertKernelCode: Record<ExpertKernel, number> = { grouped: 0, dense: 1 };
+
+function enqueue(
+  s: Stream,
+  name: string,
+  tensors: readonly (Tensor | undefined)[],
+  params: readonly number[] = [],
+  ints: readonly number[] = [],
+): void {
+  const natives: (NativeTensor | null)[] = tensors.map((t) => (t ? t.native : null));
+  s.device.native.op(s.native, name, natives, [...params], [...ints]);
+}
+
+/** out[T,H] = table[ids[T]]. `hostIds`, when given (the same ids), are range-checked before enqueueing. */
+export function embedding(s: Stream, out: Tensor, table: Tensor, ids: Tensor, hostIds?: readonly number[]): void {
+  enqueue(s, 'embedding', [out, table, ids], [], hostIds ?? []);
+}
+
+/** out = x / sqrt(mean(x^2) + eps) * w over rows of w.numel; out may be x. */
+export function rmsnorm(s: Stream, out: Tensor, x: Tensor, w: Tensor, eps: number): void {
+  enqueue(s, 'rmsnorm', [out, x, w], [eps]);
+}
+
+/** Rotates x[T,nh,hd] in place (GPT-NeoX rotate-half over the first 2*len(invFreq) dims). */
+export function rope(s: Stream, x: Tensor, positions: Tensor, invFreq: Tensor, attentionScaling: number): void {
+  enqueue(s, 'rope', [x, positions, invFreq], [attentionScaling]);
+}
+
+/**
+ * Causal attention within each packed sequence [cu[b], cu[b+1]). `cuSeqlensHost` is the same
+ * offsets on the host (B+1 values, from 0 to T).
+ */
+export function attention(
+  s: Stream,
+  out: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  cuSeqlens: Tensor,
+  cuSeqlensHost: readonly number[],
+  scale: number,
+): void {
+  enqueue(s, 'attention', [out, q, k, v, cuSeqlens], [scale], cuSeqlensHost);
+}
+
+/** out[M,N] = a[M,K] @ w[N,K]^T (+ bias[N]). */
+export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tensor): void {
+  enqueue(s, 'matmul', [out, a, w, bias]);
+}
+
+/**
+ * Rows of a in segments of counts[s] rows; segment s gets out = a @ w[s % E]^T (counts.length a
+ * multiple of E; sum = rows of a). The kernel choice changes speed, not the result.
+ */
+export function expertMatmul(
+  s: Stream,
+  out: Tensor,
+  a: Tensor,
+  w: Tensor,
+  counts: readonly number[],
+  kernel: ExpertKernel,
+): void {
+  enqueue(s, 'expert_matmul', [out, a, w], [expertKernelCode[kernel]], counts);
+}
+
+/** out[T,I] = silu(gateUp[:, :I]) * gateUp[:, I:]. */
+export function swiglu(s: Stream, out: Tensor, gateUp: Tensor): void {
+  enqueue(s, 'swiglu', [out, gateUp]);
+}
+
+/** Softmax then top-k of logits[T,E] into topkIdx[T,k] (i32) and topkW[T,k] (f32). */
+export function router(
+  s: Stream,
+  topkIdx: Tensor,
+  topkW: Tensor,
+  logits: Tensor,
+  k: number,
+  renormalize: boolean,
+  scale: number,
+): void {
+  enqueue(s, 'router', [topkIdx, topkW, logits], [k, renormalize ? 1 : 0, scale]);
+}
+
+/** Groups the T*k (token, slot) copies of x by expert: out rows, rowMap[T,k], counts[E]. */
+export function moePermute(s: Stream, out: Tensor, rowMap: Tensor, counts: Tensor, x: Tensor, topkIdx: Tensor): void {
+  enqueue(s, 'moe_permute', [out, rowMap, counts, x, topkIdx]);
+}
+
+/** counts[m,e] = (token, slot) pairs of micro-chunk m (tokens [bounds[m], bounds[m+1])) routed to expert e. */
+export function moeCount(s: Stream, counts: Tensor, topkIdx: Tensor, bounds: readonly number[]): void {
+  enqueue(s, 'moe_count', [counts, topkIdx], [], bounds);
+}
+
+/** out[t] (+)= sum_j topkW[t,j] * y[rowMap[t,j]] over the slots that were routed. */
+export function moeUnpermute(s: Stream, out: Tensor, y: Tensor, rowMap: Tensor, topkW: Tensor, accumulate: boolean): void {
+  enqueue(s, 'moe_unpermute', [out, y, rowMap, topkW], [accumulate ? 1 : 0]);
+}
+
+/** out = a + b (same number of elements); out may be a or b. */
+export function add(s: Stream, out: Tensor, a: Tensor, b: Tensor): void {
+  enqueue(s, 'add', [out, a, b]);
+}
+
+/** out[T,H] += sigmoid(gate[T,1]) * y[T,H]. */
+export function sigmoidGateAdd(s: Stream, out: Tensor, y: Tensor, gate: Tensor): void {
+  enqueue(s, 'sigmoid_gate_add', [out, y, gate]);
+}
+
+/** dst = src, converting between float dtypes (or i32 to i32). */
+export function copy(s: Stream, dst: Tensor, src: Tensor): void {
+  enqueue(s, 'copy', [dst, src]);
+}
+
+/** out[R,H] = x[idx[R]]. */
+export function gatherRows(s: Stream, out: Tensor, x: Tensor, idx: Tensor): void {
+  enqueue(s, 'gather_rows', [out, x, idx]);
+}
+
+/**
+ * out[i] = std * sqrt(3) * u(seed, i), u uniform in [-1, 1) from a counter-based hash that every
+ * backend computes bit for bit (native/cpu/random.h). seed is an integer in [0, 2^53].
+ */
+export function fillRandom(s: Stream, out: Tensor, seed: number, std: number): void {
+  enqueue(s, 'fill_random', [out], [seed, std]);
+}
