@@ -7,7 +7,15 @@ import { presetConfig } from '../src/model/makeModel';
 
 test('a 20 ms timer fires on schedule during a multi-second forward', async () => {
   // tiny-mixtral's family, made wider and deeper so that the CPU forward takes seconds.
-  const config = { ...presetConfig('tiny-mixtral'), hidden_size: 512, intermediate_size: 1024, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 64 };
+  const config = {
+    ...presetConfig('tiny-mixtral'),
+    hidden_size: 512,
+    intermediate_size: 1024,
+    num_hidden_layers: 8,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    head_dim: 64,
+  };
   const spec = parseModelConfig(config, 'test config');
   const engine = await loadRankEngine({ spec, randomSeed: 1, backend: 'cpu', deviceIndex: 0, comm: new LocalCommunicator() });
   try {

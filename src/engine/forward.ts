@@ -1,12 +1,16 @@
 // The forward pass of one rank over a batch of packed sequences. Single-rank, multi-rank, CPU and
 // CUDA all run this code; only the backend and the Communicator differ.
 import type { Communicator } from '../comm/communicator';
-import { type Device, type Stream, type Tensor, tensorFromInt32 } from '../native/device';
+import { type Device, type Event, type Stream, type Tensor, tensorFromInt32 } from '../native/device';
 import type { DType } from '../native/addonTypes';
 import * as ops from '../native/ops';
 import type { ModelSpec } from '../model/config';
-import { moeLayer, type MoeLayerStats } from '../moe/moeLayer';
+import type { CostModel } from '../moe/costModel';
+import { moeLayer, type MoeRouting } from '../moe/moeLayer';
+import type { MoePlan } from '../moe/plan';
 import { type ExpertRange, expertRanges } from '../moe/placement';
+import type { MoeSchedule } from '../moe/schedule';
+import type { OpSpan } from '../moe/spans';
 import { attentionBlock, type StepLayout } from './attention';
 import { swigluMlp } from './mlp';
 import { TensorScope } from './scope';
@@ -15,12 +19,32 @@ import type { LayerWeights, ModelWeights } from './weightTypes';
 export interface ForwardOptions {
   /** Logits for every position (else only each sequence's last). */
   allLogits?: boolean;
+  /** Record every MoE op's start and end on its stream (device events) for a trace. */
+  trace?: boolean;
+}
+
+/** An op as measured: ms from the start of the step. */
+export interface MeasuredOp {
+  layer: number;
+  stream: 'compute' | 'comm';
+  name: string;
+  startMs: number;
+  endMs: number;
+  args: Record<string, string | number>;
 }
 
 export interface ForwardResult {
   /** Per sequence: rows x vocab logits, row-major (one row unless allLogits). */
   logits: Float32Array[];
-  moeStats: MoeLayerStats[];
+  /** The plan of every MoE layer, in layer order. */
+  plans: MoePlan[];
+  /** With options.trace: the MoE layers' ops as they ran. */
+  measured?: MeasuredOp[];
+}
+
+export interface RunnerOptions {
+  schedule: MoeSchedule;
+  costModel?: CostModel;
 }
 
 export class InvalidInputError extends Error {
@@ -28,7 +52,10 @@ export class InvalidInputError extends Error {
 }
 
 export class ModelRunner {
-  private readonly stream: Stream;
+  private readonly compute: Stream;
+  private readonly commStream: Stream;
+  private readonly routing: MoeRouting;
+  private readonly ranges: ExpertRange[];
 
   constructor(
     readonly spec: ModelSpec,
@@ -36,28 +63,50 @@ export class ModelRunner {
     readonly device: Device,
     readonly comm: Communicator,
     readonly actDtype: DType,
-    readonly expertKernel: 'grouped' | 'dense' = 'grouped',
+    readonly options: RunnerOptions,
   ) {
-    this.stream = device.stream();
+    this.compute = device.stream();
+    this.commStream = device.stream();
+    const { moe } = spec;
+    this.routing = {
+      numExperts: moe.numExperts,
+      topK: moe.topK,
+      normTopkProb: moe.normTopkProb,
+      routedScale: moe.routedScale,
+      expertIntermediate: moe.expertIntermediate,
+      sharedIntermediate: moe.sharedIntermediate,
+    };
+    this.ranges = expertRanges(moe.numExperts, comm.world);
   }
 
-  /** Checks token ids against the vocabulary; throws InvalidInputError naming the sequence and position. */
+  /** Checks sequences against the model; throws InvalidInputError naming the sequence and position. */
   validate(sequences: readonly (readonly number[])[]): void {
+    const { spec } = this;
     sequences.forEach((seq, i) => {
       if (seq.length === 0) throw new InvalidInputError(`sequences[${i}] is empty`);
-      if (seq.length > this.spec.maxPositions)
-        throw new InvalidInputError(`sequences[${i}] has ${seq.length} tokens, more than the model's ${this.spec.maxPositions} positions`);
+      if (seq.length > spec.maxPositions) {
+        throw new InvalidInputError(`sequences[${i}] has ${seq.length} tokens, more than the model's ${spec.maxPositions} positions`);
+      }
+      // Attention is full causal: equal to the model's sliding window only up to the window.
+      if (spec.slidingWindow !== null && seq.length > spec.slidingWindow) {
+        throw new InvalidInputError(
+          `sequences[${i}] has ${seq.length} tokens, more than the model's sliding window of ${spec.slidingWindow}`,
+        );
+      }
       seq.forEach((id, j) => {
-        if (!Number.isInteger(id) || id < 0 || id >= this.spec.vocabSize)
-          throw new InvalidInputError(`sequences[${i}][${j}] = ${id} is not a token id in [0, ${this.spec.vocabSize})`);
+        if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
+          throw new InvalidInputError(`sequences[${i}][${j}] = ${id} is not a token id in [0, ${spec.vocabSize})`);
+        }
       });
     });
   }
 
   async forward(sequences: readonly (readonly number[])[], options: ForwardOptions = {}): Promise<ForwardResult> {
     this.validate(sequences);
-    const s = this.stream;
+    const s = this.compute;
     const scope = new TensorScope(this.device);
+    const spans: { layer: number; span: OpSpan }[] = [];
+    const stepStart: Event | undefined = options.trace ? s.record() : undefined;
     try {
       const { spec, weights } = this;
       const packed = pack(sequences);
@@ -73,22 +122,30 @@ export class ModelRunner {
           cuSeqlensHost: packed.cuSeqlens,
         };
       }
-      const ranges = expertRanges(spec.moe.numExperts, this.comm.world);
-      const moeStats: MoeLayerStats[] = [];
-      for (const w of weights.layers) {
+      const plans: MoePlan[] = [];
+      for (const [i, w] of weights.layers.entries()) {
         // Temporaries of one layer; ops keep what they read alive until they have run.
         const ls = new TensorScope(this.device);
         try {
-          await this.layer(ls, w, x, layout, ranges, moeStats);
+          const onSpan = options.trace ? (span: OpSpan) => spans.push({ layer: i, span }) : undefined;
+          const plan = await this.layer(ls, w, x, layout, onSpan);
+          if (plan) plans.push(plan);
         } finally {
           ls.dispose();
         }
       }
       const logits = T > 0 ? await this.logits(s, scope, x, packed.cuSeqlens, options.allLogits ?? false) : [];
       await s.synchronize();
-      return { logits, moeStats };
+      await this.commStream.synchronize();
+      const measured = stepStart ? resolveSpans(stepStart, spans) : undefined;
+      return { logits, plans, measured };
     } finally {
       scope.dispose();
+      stepStart?.dispose();
+      for (const { span } of spans) {
+        span.start.dispose();
+        span.end.dispose();
+      }
     }
   }
 
@@ -97,11 +154,10 @@ export class ModelRunner {
     w: LayerWeights,
     x: Tensor,
     layout: StepLayout | undefined,
-    ranges: ExpertRange[],
-    moeStats: MoeLayerStats[],
-  ): Promise<void> {
+    onSpan: ((span: OpSpan) => void) | undefined,
+  ): Promise<MoePlan | undefined> {
     const { spec, weights } = this;
-    const s = this.stream;
+    const s = this.compute;
     const T = x.shape[0];
     if (layout) {
       attentionBlock(
@@ -113,19 +169,30 @@ export class ModelRunner {
     const hn = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
     const mlpOut = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
     if (T > 0) ops.rmsnorm(s, hn, x, w.postNorm, spec.rmsNormEps);
+    let plan: MoePlan | undefined;
     if (w.mlp.kind === 'moe') {
-      const routing = {
-        numExperts: spec.moe.numExperts,
-        topK: spec.moe.topK,
-        normTopkProb: spec.moe.normTopkProb,
-        routedScale: spec.moe.routedScale,
-      };
-      const ctx = { stream: s, scope, comm: this.comm, actDtype: this.actDtype, routing, ranges, kernel: this.expertKernel };
-      moeStats.push(await moeLayer(ctx, w.mlp.moe, hn, mlpOut));
+      plan = await moeLayer(
+        {
+          compute: s,
+          comm: this.commStream,
+          scope,
+          communicator: this.comm,
+          actDtype: this.actDtype,
+          routing: this.routing,
+          ranges: this.ranges,
+          schedule: this.options.schedule,
+          costModel: this.options.costModel,
+          onSpan,
+        },
+        w.mlp.moe,
+        hn,
+        mlpOut,
+      );
     } else if (T > 0) {
       swigluMlp(s, scope, this.actDtype, w.mlp.dense, hn, mlpOut);
     }
     if (T > 0) ops.add(s, x, x, mlpOut);
+    return plan;
   }
 
   private async logits(s: Stream, scope: TensorScope, x: Tensor, cu: number[], all: boolean): Promise<Float32Array[]> {
@@ -147,8 +214,20 @@ export class ModelRunner {
   }
 
   dispose(): void {
-    this.stream.dispose();
+    this.compute.dispose();
+    this.commStream.dispose();
   }
+}
+
+function resolveSpans(stepStart: Event, spans: { layer: number; span: OpSpan }[]): MeasuredOp[] {
+  return spans.map(({ layer, span }) => ({
+    layer,
+    stream: span.stream,
+    name: span.name,
+    startMs: span.start.elapsedSince(stepStart),
+    endMs: span.end.elapsedSince(stepStart),
+    args: span.args,
+  }));
 }
 
 /** Packs sequences back to back: token ids, positions within each sequence, and sequence starts. */

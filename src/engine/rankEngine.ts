@@ -9,6 +9,8 @@ import { RandomSource } from './randomSource';
 import type { RankEngine, RankEngineOptions } from './types';
 import { disposeWeights } from './weightTypes';
 import { loadWeights, type WeightSource } from './weights';
+import type { CostModel } from '../moe/costModel';
+import type { MoeSchedule } from '../moe/schedule';
 
 export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
   /** A checkpoint folder; or, without one, `spec` with `randomSeed`. */
@@ -17,7 +19,9 @@ export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
   randomSeed?: number;
   weightDtype?: DType;
   actDtype?: DType;
-  expertKernel?: 'grouped' | 'dense';
+  /** How MoE layers run (default auto). */
+  schedule?: MoeSchedule;
+  costModel?: CostModel;
 }
 
 export interface LoadedEngine extends RankEngine {
@@ -60,7 +64,8 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   } finally {
     await close();
   }
-  const runner = new ModelRunner(spec, weights, device, comm, actDtype, opts.expertKernel ?? 'grouped');
+  const schedule = effectiveSchedule(opts.schedule ?? { kind: 'auto' }, opts.costModel, comm.world);
+  const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel: opts.costModel });
   return {
     spec,
     runner,
@@ -75,6 +80,15 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
       disposeWeights(weights);
     },
   };
+}
+
+/**
+ * auto needs a cost model to choose; with one rank there is nothing to overlap, so without a model
+ * auto is one chunk with the grouped kernel.
+ */
+export function effectiveSchedule(schedule: MoeSchedule, costModel: CostModel | undefined, world: number): MoeSchedule {
+  if (schedule.kind === 'auto' && !costModel && world === 1) return { kind: 'fixed', degree: 1, kernel: 'grouped' };
+  return schedule;
 }
 
 /** The cluster's entry point (engine/types.ts). */

@@ -1,126 +1,326 @@
-// One MoE layer on one rank: route, permute by expert, dispatch to the ranks that hold the experts,
-// run the expert FFNs, combine back, un-permute with the routing weights. The per-expert counts come
-// to the host once (the layer's one host sync): they size the all-to-all and choose the kernels.
+// One MoE layer on one rank, run the way the EPS scheduler planned it (scheduler.ts). The router runs
+// over all tokens; moe_count counts (token, slot) pairs per micro-chunk per expert and those counts
+// come to the host once (the layer's one host sync); every rank gathers every rank's counts, so all
+// plan the same chunks. Then per chunk: permute (compute stream), dispatch (communication stream),
+// expert FFN (compute), combine (communication), un-permute (compute). Two async chains, one per
+// stream, issue the work in the plan's orders; each waits for the other's events only once the other
+// has recorded them, so a Communicator that blocks the host (the CPU data plane) still overlaps.
 import type { Communicator } from '../comm/communicator';
-import type { Stream, Tensor } from '../native/device';
+import type { Event, Stream, Tensor } from '../native/device';
 import type { DType } from '../native/addonTypes';
+import { dtypeBytes } from '../native/device';
 import * as ops from '../native/ops';
 import type { TensorScope } from '../engine/scope';
 import type { MlpWeights, MoeWeights } from '../engine/weightTypes';
 import { swigluMlp } from '../engine/mlp';
-import { type ExpertRange, rowsPerRank } from './placement';
+import type { CostModel } from './costModel';
+import type { ChunkPlan, MoePlan } from './plan';
+import type { ExpertRange } from './placement';
+import { microChunkCount, type MoeSchedule } from './schedule';
+import { planMoeLayer } from './scheduler';
+import type { OpSpan } from './spans';
 
 export interface MoeRouting {
   numExperts: number;
   topK: number;
   normTopkProb: boolean;
   routedScale: number;
+  expertIntermediate: number;
+  sharedIntermediate: number;
 }
 
 export interface MoeLayerContext {
-  stream: Stream;
+  /** The compute stream: the layer's input is ready on it and its output will be. */
+  compute: Stream;
+  /** The communication stream (the compute stream itself when the plan does not overlap). */
+  comm: Stream;
   scope: TensorScope;
-  comm: Communicator;
+  communicator: Communicator;
   actDtype: DType;
   routing: MoeRouting;
   /** Every rank's experts, in rank order. */
   ranges: readonly ExpertRange[];
-  kernel: 'grouped' | 'dense';
-}
-
-/** What the layer did, for metrics and the scheduler's cost model. */
-export interface MoeLayerStats {
-  /** Rows this rank's experts computed, per local expert segment. */
-  segmentRows: number[];
-  sentRows: number[];
-  receivedRows: number[];
+  schedule: MoeSchedule;
+  costModel?: CostModel;
+  /** Called with spans (start/end events per op) when tracing. */
+  onSpan?: (span: OpSpan) => void;
 }
 
 /** out[T,H] = MoE(h[T,H]). T may be 0: the rank still serves the other ranks' tokens. */
-export async function moeLayer(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, out: Tensor): Promise<MoeLayerStats> {
-  const { stream: s, scope, comm, routing } = ctx;
+export async function moeLayer(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, out: Tensor): Promise<MoePlan> {
+  const { compute: cs, scope, routing } = ctx;
   const T = h.shape[0];
-  const H = h.shape[1];
   const E = routing.numExperts;
   const k = routing.topK;
+  const M = microChunkCount(ctx.schedule);
+  const microBounds = Array.from({ length: M + 1 }, (_, m) => Math.round((m * T) / M));
 
-  const rowMap = scope.tensor('i32', [T, k]);
+  const topkIdx = scope.tensor('i32', [T, k]);
   const topkW = scope.tensor('f32', [T, k]);
-  const permuted = scope.tensor(ctx.actDtype, [T * k, H]);
-  let counts: Int32Array = new Int32Array(E);
+  let counts: Int32Array = new Int32Array(M * E);
   if (T > 0) {
+    const start = span(ctx, cs);
     const logits = scope.tensor('f32', [T, E]);
-    ops.matmul(s, logits, h, w.router);
-    const topkIdx = scope.tensor('i32', [T, k]);
-    ops.router(s, topkIdx, topkW, logits, k, routing.normTopkProb, routing.routedScale);
-    const countsDev = scope.tensor('i32', [E]);
-    ops.moePermute(s, permuted, rowMap, countsDev, h, topkIdx);
-    counts = (await countsDev.read(s)) as Int32Array;
+    ops.matmul(cs, logits, h, w.router);
+    ops.router(cs, topkIdx, topkW, logits, k, routing.normTopkProb, routing.routedScale);
+    const countsDev = scope.tensor('i32', [M, E]);
+    ops.moeCount(cs, countsDev, topkIdx, microBounds);
+    start?.end('compute', 'router', {});
+    counts = (await countsDev.read(cs)) as Int32Array;
   }
-
-  // Dispatch: rows for rank p are contiguous in `permuted` (experts of a rank are contiguous).
-  let received = permuted;
-  let segments = Array.from(counts);
-  let sentRows = [T * k];
-  let receivedRows = [T * k];
-  if (comm.world > 1) {
-    sentRows = rowsPerRank(counts, ctx.ranges);
-    const all = await comm.allGather(counts);
-    const local = ctx.ranges[comm.rank];
-    segments = [];
-    receivedRows = all.map((c) => {
-      let sum = 0;
-      for (let e = local.first; e < local.first + local.count; e++) {
-        segments.push(c[e]);
-        sum += c[e];
-      }
-      return sum;
-    });
-    received = scope.tensor(ctx.actDtype, [sum(receivedRows), H]);
-    await comm.allToAll(s, permuted, sentRows, received, receivedRows);
-  }
-
-  const expertOut = scope.tensor(ctx.actDtype, [received.shape[0], H]);
-  if (received.shape[0] > 0) expertFfn(ctx, w.experts, received, segments, expertOut);
-
-  let combined = expertOut;
-  if (comm.world > 1) {
-    combined = scope.tensor(ctx.actDtype, [T * k, H]);
-    await comm.allToAll(s, expertOut, receivedRows, combined, sentRows);
-  }
-
-  if (T > 0) {
-    ops.moeUnpermute(s, out, combined, rowMap, topkW, false);
-    if (w.shared) sharedExpert(ctx, w.shared, w.sharedGate, h, out);
-  }
-  return { segmentRows: segments, sentRows, receivedRows };
+  const all = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
+  const plan = planMoeLayer(
+    {
+      counts: all,
+      microChunks: M,
+      numExperts: E,
+      topK: k,
+      microBounds,
+      rank: ctx.communicator.rank,
+      ranges: ctx.ranges,
+      hidden: h.shape[1],
+      expertIntermediate: routing.expertIntermediate,
+      dtypeBytes: dtypeBytes[ctx.actDtype],
+      sharedIntermediate: w.shared ? routing.sharedIntermediate : 0,
+    },
+    ctx.costModel,
+    ctx.schedule,
+  );
+  await new LayerRun(ctx, w, h, out, topkIdx, topkW, plan).run();
+  return plan;
 }
 
-/** The experts' SwiGLU FFN over rows grouped in segments (segment i uses local expert i % Elocal). */
-function expertFfn(ctx: MoeLayerContext, experts: MlpWeights, x: Tensor, segments: number[], out: Tensor): void {
-  const { stream: s, scope } = ctx;
+/** Per chunk: the tensors it makes and the events that order its steps across the two streams. */
+interface ChunkState {
+  plan: ChunkPlan;
+  tokens: number;
+  permuted?: Tensor;
+  rowMap?: Tensor;
+  received?: Tensor;
+  expertOut?: Tensor;
+  combined?: Tensor;
+  permutedEv: Signal;
+  dispatchedEv: Signal;
+  ffnEv: Signal;
+  combinedEv: Signal;
+}
+
+/** An event plus a promise that resolves once the event has been recorded (so a wait on it is valid). */
+class Signal {
+  event?: Event;
+  readonly recorded: Promise<void>;
+  private resolve!: () => void;
+  constructor() {
+    this.recorded = new Promise((r) => (this.resolve = r));
+  }
+  record(s: Stream): void {
+    this.event = s.record();
+    this.resolve();
+  }
+  /** Makes `s` wait for the event, once it has been recorded. */
+  async waitOn(s: Stream): Promise<void> {
+    await this.recorded;
+    s.wait(this.event!);
+  }
+  dispose(): void {
+    this.event?.dispose();
+  }
+}
+
+class LayerRun {
+  private readonly chunks: ChunkState[];
+  /** The shared expert runs before the un-permutes, so they accumulate onto its output. */
+  private sharedFirst = false;
+
+  constructor(
+    private readonly ctx: MoeLayerContext,
+    private readonly w: MoeWeights,
+    private readonly h: Tensor,
+    private readonly out: Tensor,
+    private readonly topkIdx: Tensor,
+    private readonly topkW: Tensor,
+    private readonly plan: MoePlan,
+  ) {
+    this.chunks = plan.chunks.map((c) => ({
+      plan: c,
+      tokens: c.tokenEnd - c.tokenStart,
+      permutedEv: new Signal(),
+      dispatchedEv: new Signal(),
+      ffnEv: new Signal(),
+      combinedEv: new Signal(),
+    }));
+  }
+
+  async run(): Promise<void> {
+    const { ctx, plan } = this;
+    try {
+      if (!plan.overlap || ctx.comm === ctx.compute) {
+        await this.serial();
+      } else {
+        const sharedAt = plan.computeOrder.findIndex((s) => s.op === 'shared');
+        const firstUnpermute = plan.computeOrder.findIndex((s) => s.op === 'unpermute');
+        this.sharedFirst = sharedAt >= 0 && sharedAt < firstUnpermute;
+        await Promise.all([this.commChain(), this.computeChain()]);
+      }
+    } finally {
+      for (const c of this.chunks) for (const sig of [c.permutedEv, c.dispatchedEv, c.ffnEv, c.combinedEv]) sig.dispose();
+    }
+  }
+
+  /** The baseline order on one stream: each chunk start to end, the shared expert last. */
+  private async serial(): Promise<void> {
+    const s = this.ctx.compute;
+    for (const c of this.chunks) {
+      this.permute(c, s);
+      await this.dispatch(c, s);
+      this.ffn(c, s);
+      await this.combine(c, s);
+      this.unpermute(c, s);
+    }
+    if (this.w.shared && this.plan.shared !== 'none') this.sharedExpert(s);
+  }
+
+  private async commChain(): Promise<void> {
+    const s = this.ctx.comm;
+    for (const step of this.plan.commOrder) {
+      const c = this.chunks[step.chunk];
+      if (step.op === 'dispatch') {
+        await c.permutedEv.waitOn(s);
+        await this.dispatch(c, s);
+        c.dispatchedEv.record(s);
+      } else {
+        await c.ffnEv.waitOn(s);
+        await this.combine(c, s);
+        c.combinedEv.record(s);
+      }
+    }
+  }
+
+  private async computeChain(): Promise<void> {
+    const s = this.ctx.compute;
+    for (const step of this.plan.computeOrder) {
+      if (step.op === 'shared') {
+        if (this.w.shared) this.sharedExpert(s);
+        continue;
+      }
+      const c = this.chunks[step.chunk];
+      if (step.op === 'permute') {
+        this.permute(c, s);
+        c.permutedEv.record(s);
+      } else if (step.op === 'ffn') {
+        await c.dispatchedEv.waitOn(s);
+        this.ffn(c, s);
+        c.ffnEv.record(s);
+      } else {
+        await c.combinedEv.waitOn(s);
+        this.unpermute(c, s);
+      }
+    }
+  }
+
+  private permute(c: ChunkState, s: Stream): void {
+    const { scope, actDtype, routing } = this.ctx;
+    const k = routing.topK;
+    const t0 = c.plan.tokenStart;
+    c.permuted = scope.tensor(actDtype, [c.tokens * k, this.h.shape[1]]);
+    c.rowMap = scope.tensor('i32', [c.tokens, k]);
+    if (c.tokens === 0) return;
+    const sp = span(this.ctx, s);
+    const counts = scope.tensor('i32', [routing.numExperts]);
+    ops.moePermute(s, c.permuted, c.rowMap, counts, this.h.rows(t0, c.tokens), this.topkIdx.rows(t0, c.tokens));
+    sp?.end('compute', `permute ${c.plan.index}`, { tokens: c.tokens });
+  }
+
+  private async dispatch(c: ChunkState, s: Stream): Promise<void> {
+    const { communicator, scope, actDtype } = this.ctx;
+    if (communicator.world === 1) {
+      c.received = c.permuted;
+      return;
+    }
+    const rows = sum(c.plan.recvRows);
+    c.received = scope.tensor(actDtype, [rows, this.h.shape[1]]);
+    const sp = span(this.ctx, s);
+    await communicator.allToAll(s, c.permuted!, c.plan.sentRows, c.received, c.plan.recvRows);
+    sp?.end(s === this.ctx.compute ? 'compute' : 'comm', `dispatch ${c.plan.index}`, { sent: sum(c.plan.sentRows), received: rows });
+  }
+
+  private ffn(c: ChunkState, s: Stream): void {
+    const { scope, actDtype } = this.ctx;
+    const x = c.received!;
+    c.expertOut = scope.tensor(actDtype, [x.shape[0], this.h.shape[1]]);
+    if (x.shape[0] === 0 || this.w.local.count === 0) return;
+    const sp = span(this.ctx, s);
+    expertFfn(s, scope, actDtype, this.w.experts, x, c.plan.segments, c.plan.kernel, c.expertOut);
+    sp?.end('compute', `ffn ${c.plan.index}`, { rows: x.shape[0], kernel: c.plan.kernel });
+  }
+
+  private async combine(c: ChunkState, s: Stream): Promise<void> {
+    const { communicator, scope, actDtype, routing } = this.ctx;
+    if (communicator.world === 1) {
+      c.combined = c.expertOut;
+      return;
+    }
+    c.combined = scope.tensor(actDtype, [c.tokens * routing.topK, this.h.shape[1]]);
+    const sp = span(this.ctx, s);
+    await communicator.allToAll(s, c.expertOut!, c.plan.recvRows, c.combined, c.plan.sentRows);
+    sp?.end(s === this.ctx.compute ? 'compute' : 'comm', `combine ${c.plan.index}`, { rows: sum(c.plan.recvRows) });
+  }
+
+  private unpermute(c: ChunkState, s: Stream): void {
+    if (c.tokens === 0) return;
+    const t0 = c.plan.tokenStart;
+    const sp = span(this.ctx, s);
+    ops.moeUnpermute(s, this.out.rows(t0, c.tokens), c.combined!, c.rowMap!, this.topkW.rows(t0, c.tokens), this.sharedFirst);
+    sp?.end('compute', `unpermute ${c.plan.index}`, { tokens: c.tokens });
+  }
+
+  /** Qwen2-MoE's shared expert: sigmoid(h @ gate^T) * SwiGLU(h), written (sharedFirst) or added onto out. */
+  private sharedExpert(s: Stream): void {
+    const { scope, actDtype } = this.ctx;
+    const T = this.h.shape[0];
+    if (T === 0 || !this.w.shared) return;
+    const sp = span(this.ctx, s);
+    const y = scope.tensor(actDtype, [T, this.h.shape[1]]);
+    swigluMlp(s, scope, actDtype, this.w.shared, this.h, y);
+    if (this.sharedFirst) ops.fillRandom(s, this.out, 0, 0); // std 0: zeros, so that the gate below writes
+    if (this.w.sharedGate) {
+      const g = scope.tensor('f32', [T, 1]);
+      ops.matmul(s, g, this.h, this.w.sharedGate);
+      ops.sigmoidGateAdd(s, this.out, y, g);
+    } else {
+      ops.add(s, this.out, this.out, y);
+    }
+    sp?.end('compute', 'shared expert', { tokens: T });
+  }
+}
+
+/** The experts' SwiGLU FFN over rows in segments (segment i uses local expert i % Elocal). */
+function expertFfn(
+  s: Stream,
+  scope: TensorScope,
+  actDtype: DType,
+  experts: MlpWeights,
+  x: Tensor,
+  segments: number[],
+  kernel: ops.ExpertKernel,
+  out: Tensor,
+): void {
   const R = x.shape[0];
   const I2 = experts.gateUp.shape[1];
-  const gateUp = scope.tensor(ctx.actDtype, [R, I2]);
-  ops.expertMatmul(s, gateUp, x, experts.gateUp, segments, ctx.kernel);
-  const act = scope.tensor(ctx.actDtype, [R, I2 / 2]);
+  const gateUp = scope.tensor(actDtype, [R, I2]);
+  ops.expertMatmul(s, gateUp, x, experts.gateUp, segments, kernel);
+  const act = scope.tensor(actDtype, [R, I2 / 2]);
   ops.swiglu(s, act, gateUp);
-  ops.expertMatmul(s, out, act, experts.down, segments, ctx.kernel);
+  ops.expertMatmul(s, out, act, experts.down, segments, kernel);
 }
 
-/** Qwen2-MoE: out += sigmoid(h @ gate^T) * SwiGLU(h); without a gate, out += SwiGLU(h). */
-function sharedExpert(ctx: MoeLayerContext, mlp: MlpWeights, gate: Tensor | undefined, h: Tensor, out: Tensor): void {
-  const { stream: s, scope } = ctx;
-  const T = h.shape[0];
-  const y = scope.tensor(ctx.actDtype, [T, h.shape[1]]);
-  swigluMlp(s, scope, ctx.actDtype, mlp, h, y);
-  if (gate) {
-    const g = scope.tensor('f32', [T, 1]);
-    ops.matmul(s, g, h, gate);
-    ops.sigmoidGateAdd(s, out, y, g);
-  } else {
-    ops.add(s, out, out, y);
-  }
+function span(ctx: MoeLayerContext, s: Stream) {
+  if (!ctx.onSpan) return undefined;
+  const start = s.record();
+  return {
+    end: (stream: 'compute' | 'comm', name: string, args: Record<string, string | number>) =>
+      ctx.onSpan!({ stream, name, start, end: s.record(), args }),
+  };
 }
 
 function sum(xs: readonly number[]): number {

@@ -13,11 +13,15 @@ export interface CliResult {
 
 export function runCli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'clusterTsRegister.js'), path.join(ROOT, 'src', 'cli', 'run.ts'), ...args], {
-      cwd: ROOT,
-      env: process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['-r', path.join(ROOT, 'test', 'clusterTsRegister.js'), path.join(ROOT, 'src', 'cli', 'run.ts'), ...args],
+      {
+        cwd: ROOT,
+        env: process.env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
