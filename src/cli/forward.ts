@@ -6,6 +6,9 @@ import { loadRankEngine } from '../engine/rankEngine';
 import type { BackendKind } from '../native/addonTypes';
 import { hasBackend } from '../native/addon';
 import { loadModelSpec } from '../model/config';
+import { parseMoeSchedule } from '../moe/schedule';
+import { addForwardToTrace } from '../trace/forwardTrace';
+import { TraceCollector } from '../trace/traceCollector';
 import { CliError } from './errors';
 import { readSequencesFile } from './input';
 
@@ -15,6 +18,7 @@ export interface ForwardCliOptions {
   backend?: BackendKind;
   allLogits?: boolean;
   moeSchedule?: string;
+  trace?: string;
 }
 
 export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.WritableStream = process.stdout): Promise<void> {
@@ -25,10 +29,21 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
   const sequences = readSequencesFile(opts.input, spec.vocabSize);
   const backend = opts.backend ?? (hasBackend('cuda') ? 'cuda' : 'cpu');
   if (!hasBackend(backend)) throw new CliError(`backend '${backend}' is not available in this build (have: cpu${hasBackend('cuda') ? ', cuda' : ''})`);
-  const engine = await loadRankEngine({ modelDir: opts.model, backend, deviceIndex: 0, comm: new LocalCommunicator() });
+  let schedule;
   try {
-    const { logits } = await engine.runner.forward(sequences, { allLogits: opts.allLogits });
-    await writeLogitsJson(out, logits, spec.vocabSize);
+    schedule = parseMoeSchedule(opts.moeSchedule ?? 'auto');
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+  const engine = await loadRankEngine({ modelDir: opts.model, backend, deviceIndex: 0, comm: new LocalCommunicator(), schedule });
+  try {
+    const result = await engine.runner.forward(sequences, { allLogits: opts.allLogits, trace: opts.trace !== undefined });
+    if (opts.trace) {
+      const trace = new TraceCollector();
+      addForwardToTrace(trace, 0, result);
+      await trace.write(opts.trace);
+    }
+    await writeLogitsJson(out, result.logits, spec.vocabSize);
   } finally {
     await engine.dispose();
   }

@@ -47,6 +47,7 @@ export function buildProgram(): Command {
     .addOption(backendOption())
     .option('--all-logits', 'logits for every position, not only the last')
     .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', 'auto')
+    .option('--trace <file>', 'write a Chrome/Perfetto trace of the MoE layers (measured and predicted)')
     .action(async (opts) => {
       const { forwardCommand } = await import('./forward');
       await forwardCommand(opts);
@@ -56,6 +57,11 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A reader that stops early (`| head`) is not an error of ours.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    reportAndExit(e);
+  });
   const program = buildProgram();
   program.exitOverride((err) => {
     // commander already printed its one-line message
