@@ -110,10 +110,10 @@ void parallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int
       std::lock_guard<std::mutex> lock(shared.mu);
       if (!shared.error) shared.error = std::current_exception();
     }
-    if (--shared.left == 0) {
-      std::lock_guard<std::mutex> lock(shared.mu);
-      shared.cv.notify_all();
-    }
+    // Decrement under the lock: the waiter takes the lock once after seeing zero, so it cannot
+    // destroy `shared` (on its stack) while this thread is still notifying.
+    std::lock_guard<std::mutex> lock(shared.mu);
+    if (--shared.left == 0) shared.cv.notify_all();
   };
   for (int64_t c = 1; c < chunks; ++c) pool().submit([&, c] { runChunk(c); });
   runChunk(0);
@@ -124,6 +124,7 @@ void parallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int
       shared.cv.wait_for(lock, std::chrono::microseconds(200), [&] { return shared.left.load() == 0; });
     }
   }
+  { std::lock_guard<std::mutex> lock(shared.mu); }
   if (shared.error) std::rethrow_exception(shared.error);
 }
 

@@ -31,6 +31,8 @@ export interface LaunchCommandOptions {
   stepTimeoutMs?: number;
   drainTimeoutMs?: number;
   failureLingerMs?: number;
+  /** auto | baseline | fixed:D[:grouped|dense], as for `eps-moe forward`. */
+  moeSchedule?: string;
   logLevel?: string;
 }
 
@@ -45,6 +47,14 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   const backend = opts.backend ?? (await bestBackend());
   const ranksPerNode = opts.ranks ?? (await defaultRanks(backend));
   if (!Number.isInteger(ranksPerNode) || ranksPerNode < 1) throw new CliError('--ranks must be a positive integer', 2);
+  if (opts.moeSchedule !== undefined) {
+    const { parseMoeSchedule } = await import('../moe/schedule');
+    try {
+      parseMoeSchedule(opts.moeSchedule);
+    } catch (e) {
+      throw new CliError(`--moe-schedule: ${(e as Error).message}`, 2);
+    }
+  }
   const modelDir = opts.model !== undefined ? path.resolve(opts.model) : await builtInModel(opts.preset, logger);
 
   const tuning: ClusterTuning = {
@@ -72,6 +82,7 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
       host: opts.host ?? DEFAULT_HOST,
       port: opts.port ?? DEFAULT_PORT,
       tuning,
+      moeSchedule: opts.moeSchedule,
       logger,
       onProgress: (p: ClusterLoadProgress) => progress.update(p.loadedBytes, p.totalBytes, `${p.ranksDone}/${p.world} ranks`),
     });

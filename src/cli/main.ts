@@ -1,5 +1,6 @@
 // The `eps-moe` command line. Each subcommand lives in its own file; this one only wires flags.
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { parseMoeSchedule } from '../moe/schedule';
 import { CliError, reportAndExit } from './errors';
 
 function positiveInt(name: string) {
@@ -46,14 +47,43 @@ export function buildProgram(): Command {
     .requiredOption('--input <file>', 'JSON {"sequences": [[token ids], ...]}')
     .addOption(backendOption())
     .option('--all-logits', 'logits for every position, not only the last')
-    .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', 'auto')
+    .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', scheduleOption, 'auto')
     .option('--trace <file>', 'write a Chrome/Perfetto trace of the MoE layers (measured and predicted)')
     .action(async (opts) => {
       const { forwardCommand } = await import('./forward');
       await forwardCommand(opts);
     });
 
+  program
+    .command('bench')
+    .description('measure GEMM, expert GEMM (grouped vs dense), attention and whole-model prefill on one device')
+    .argument('[suite...]', 'gemm, experts, attention, prefill (default: every suite that fits on the device)')
+    .addOption(backendOption())
+    .option('--json <file>', 'also write the results as JSON')
+    .option('--quick', 'small shapes, seconds per suite (always on with the CPU backend)')
+    .option('--reps <n>', 'timed repetitions per measurement; the median is reported (default 20, quick 5)', positiveInt('--reps'))
+    .option(
+      '--moe-schedule <schedule>',
+      'MoE schedule of the prefill suite: auto | baseline | fixed:D[:grouped|dense]',
+      scheduleOption,
+      'auto',
+    )
+    .action(async (suites: string[], opts) => {
+      const { benchCommand } = await import('./bench');
+      await benchCommand({ ...opts, suites });
+    });
+
   return program;
+}
+
+/** Checks --moe-schedule at parse time (the commands parse it again into a MoeSchedule). */
+function scheduleOption(v: string): string {
+  try {
+    parseMoeSchedule(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message.replace(/^--moe-schedule "[^"]*": /, ''));
+  }
+  return v;
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -84,10 +84,11 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
 
 /**
  * auto needs a cost model to choose; with one rank there is nothing to overlap, so without a model
- * auto is one chunk with the grouped kernel.
+ * auto is one chunk with the dense per-expert kernel (on an H200 cuBLAS's grouped GEMM stays near
+ * 300 TFLOP/s while the per-expert GEMMs reach 650-750 from 256 rows per expert: BENCHMARKS.md).
  */
 export function effectiveSchedule(schedule: MoeSchedule, costModel: CostModel | undefined, world: number): MoeSchedule {
-  if (schedule.kind === 'auto' && !costModel && world === 1) return { kind: 'fixed', degree: 1, kernel: 'grouped' };
+  if (schedule.kind === 'auto' && !costModel && world === 1) return { kind: 'fixed', degree: 1, kernel: 'dense' };
   return schedule;
 }
 

@@ -50,23 +50,41 @@ export interface MoeLayerContext {
 export async function moeLayer(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, out: Tensor): Promise<MoePlan> {
   const { compute: cs, scope, routing } = ctx;
   const T = h.shape[0];
+  const topkIdx = scope.tensor('i32', [T, routing.topK]);
+  const topkW = scope.tensor('f32', [T, routing.topK]);
+  if (T > 0) {
+    const sp = span(ctx, cs);
+    const logits = scope.tensor('f32', [T, routing.numExperts]);
+    ops.matmul(cs, logits, h, w.router);
+    ops.router(cs, topkIdx, topkW, logits, routing.topK, routing.normTopkProb, routing.routedScale);
+    sp?.end('compute', 'router', { tokens: T });
+  }
+  return routedMoeLayer(ctx, w, h, out, topkIdx, topkW);
+}
+
+/**
+ * The MoE layer after routing: topkIdx [T,k] (global expert ids) and topkW [T,k] f32 given. The
+ * benchmark enters here with routings it makes (balanced, skewed).
+ */
+export async function routedMoeLayer(
+  ctx: MoeLayerContext,
+  w: MoeWeights,
+  h: Tensor,
+  out: Tensor,
+  topkIdx: Tensor,
+  topkW: Tensor,
+): Promise<MoePlan> {
+  const { compute: cs, scope, routing } = ctx;
+  const T = h.shape[0];
   const E = routing.numExperts;
   const k = routing.topK;
   const M = microChunkCount(ctx.schedule);
   const microBounds = Array.from({ length: M + 1 }, (_, m) => Math.round((m * T) / M));
-
-  const topkIdx = scope.tensor('i32', [T, k]);
-  const topkW = scope.tensor('f32', [T, k]);
   let counts: Int32Array = new Int32Array(M * E);
   if (T > 0) {
-    const start = span(ctx, cs);
-    const logits = scope.tensor('f32', [T, E]);
-    ops.matmul(cs, logits, h, w.router);
-    ops.router(cs, topkIdx, topkW, logits, k, routing.normTopkProb, routing.routedScale);
     const countsDev = scope.tensor('i32', [M, E]);
     ops.moeCount(cs, countsDev, topkIdx, microBounds);
-    start?.end('compute', 'router', {});
-    counts = (await countsDev.read(cs)) as Int32Array;
+    counts = (await countsDev.read(cs)) as Int32Array; // the layer's one host sync
   }
   const all = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
   const plan = planMoeLayer(

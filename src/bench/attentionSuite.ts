@@ -1,0 +1,95 @@
+// `attention`: causal attention (ops.attention) with grouped-query heads, one long sequence at
+// several lengths and one packed batch of the same total tokens as the longest.
+import * as ops from '../native/ops';
+import { dtypeBytes, tensorFromInt32 } from '../native/device';
+import type { BenchContext } from './context';
+import { ATTENTION_FLOPS_FORMULA, causalAttentionFlops } from './flops';
+import { InputSets, rotationCount } from './inputSets';
+import type { AttentionCase } from './sizes';
+import { percentOf, tflops } from './stats';
+import type { Suite } from './suite';
+import { fixed, sig3 } from './table';
+import { timeOnStream } from './timing';
+
+export interface AttentionRow {
+  name: string;
+  sequences: number;
+  tokens: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  gflop: number;
+  ms: number;
+  tflops: number;
+  pctOfCeiling: number;
+  inputSets: number;
+}
+
+async function measure(ctx: BenchContext, c: AttentionCase, ceilingTflops: number): Promise<AttentionRow> {
+  const { device, stream: s, dtype } = ctx;
+  const { numHeads, numKvHeads, headDim } = ctx.sizes.attentionHeads;
+  const cu = [0];
+  for (const S of c.seqLens) cu.push(cu[cu.length - 1] + S);
+  const T = cu[cu.length - 1];
+  const bytesPerSet = T * (numHeads + 2 * numKvHeads) * headDim * dtypeBytes[dtype];
+  const sets = new InputSets(rotationCount(bytesPerSet), () => {
+    const q = device.tensor(dtype, [T, numHeads, headDim]);
+    const k = device.tensor(dtype, [T, numKvHeads, headDim]);
+    const v = device.tensor(dtype, [T, numKvHeads, headDim]);
+    for (const t of [q, k, v]) ops.fillRandom(s, t, ctx.nextSeed(), 1);
+    const cuSeqlens = tensorFromInt32(device, s, [cu.length], Int32Array.from(cu));
+    return { q, k, v, cuSeqlens };
+  });
+  const out = device.tensor(dtype, [T, numHeads, headDim]);
+  try {
+    const scale = 1 / Math.sqrt(headDim);
+    const t = await timeOnStream(s, ctx.timing, (i) => {
+      const { q, k, v, cuSeqlens } = sets.pick(i);
+      ops.attention(s, out, q, k, v, cuSeqlens, cu, scale);
+    });
+    const flops = causalAttentionFlops(c.seqLens, numHeads, headDim);
+    const rate = tflops(flops, t.medianMs);
+    return {
+      name: c.name,
+      sequences: c.seqLens.length,
+      tokens: T,
+      numHeads,
+      numKvHeads,
+      headDim,
+      gflop: flops / 1e9,
+      ms: t.medianMs,
+      tflops: rate,
+      pctOfCeiling: percentOf(rate, ceilingTflops),
+      inputSets: sets.count,
+    };
+  } finally {
+    sets.dispose();
+    out.dispose();
+  }
+}
+
+export const attentionSuite: Suite<AttentionRow> = {
+  name: 'attention',
+  title: 'causal attention (GQA), packed sequences',
+  columns: [
+    { header: 'case', cell: (r) => r.name, align: 'left' },
+    { header: 'tokens', cell: (r) => String(r.tokens) },
+    { header: 'heads q/kv x dim', cell: (r) => `${r.numHeads}/${r.numKvHeads} x ${r.headDim}` },
+    { header: 'GFLOP', cell: (r) => sig3(r.gflop) },
+    { header: 'ms', cell: (r) => sig3(r.ms) },
+    { header: 'TFLOP/s', cell: (r) => sig3(r.tflops) },
+    { header: '% ceiling', cell: (r) => fixed(r.pctOfCeiling, 1) },
+  ],
+  async run(ctx: BenchContext) {
+    const ceiling = await ctx.ceiling();
+    const rows: AttentionRow[] = [];
+    for (const [i, c] of ctx.sizes.attention.entries()) {
+      ctx.progress(`attention ${c.name} (${i + 1}/${ctx.sizes.attention.length})`);
+      rows.push(await measure(ctx, c, ceiling.tflops));
+    }
+    return {
+      rows,
+      notes: [`${ATTENTION_FLOPS_FORMULA}; scale 1/sqrt(head_dim); ${ctx.dtype} q, k, v, out`],
+    };
+  },
+};

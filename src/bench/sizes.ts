@@ -1,0 +1,127 @@
+// The shapes each suite measures. Full sizes are those of real MoE models on a GPU; quick sizes
+// (--quick, and always on the CPU backend) divide the dimensions so every suite finishes in
+// seconds on two CPU cores, keeping the same structure (same shapes, same ratios, same cases).
+
+export interface GemmShape {
+  /** Which weight of which model this is. */
+  name: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+export interface ExpertShape {
+  name: string;
+  E: number;
+  N: number;
+  K: number;
+  /** Rows per expert, balanced: every expert gets the same count. */
+  rowsPerExpert: number[];
+}
+
+export interface AttentionHeads {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+export interface AttentionCase {
+  name: string;
+  seqLens: number[];
+}
+
+export interface PrefillCase {
+  batch: number;
+  seqLen: number;
+}
+
+export interface BenchSizes {
+  gemm: GemmShape[];
+  /** Side of the square GEMM that measures the device's ceiling. */
+  ceilingSide: number;
+  experts: ExpertShape[];
+  attentionHeads: AttentionHeads;
+  attention: AttentionCase[];
+  /** A preset of src/model/presets.ts; its config gives the model shape. */
+  prefillPreset: string;
+  prefill: PrefillCase[];
+  /** Timed repetitions when --reps is not given, and untimed ones before them. */
+  defaultReps: number;
+  warmup: number;
+  /** Prefill steps take seconds at full size: at most this many timed steps. */
+  maxPrefillReps: number;
+}
+
+const powersOfTwo = (from: number, to: number): number[] => {
+  const out: number[] = [];
+  for (let m = from; m <= to; m *= 2) out.push(m);
+  return out;
+};
+
+/** Expert weights as the fused layout stores them: gate_up [2I, H] and down [H, I]. */
+function modelGemms(M: number, div: number): GemmShape[] {
+  const shapes: [string, number, number][] = [
+    ['mixtral-8x7b w1+w3 (gate_up)', 28672, 4096],
+    ['mixtral-8x7b w2 (down)', 4096, 14336],
+    ['mixtral-8x7b q+k+v', 6144, 4096],
+    ['deepseek-v2 expert gate_up', 3072, 5120],
+    ['deepseek-v2 expert down', 5120, 1536],
+    ['qwen3-30b-a3b expert gate_up', 1536, 2048],
+    ['qwen3-30b-a3b expert down', 2048, 768],
+  ];
+  return shapes.map(([name, N, K]) => ({ name, M, N: N / div, K: K / div }));
+}
+
+export const FULL_SIZES: BenchSizes = {
+  gemm: modelGemms(4096, 1),
+  ceilingSide: 8192,
+  experts: [
+    { name: 'deepseek-v2-like E80', E: 80, N: 3072, K: 5120, rowsPerExpert: powersOfTwo(64, 4096) },
+    { name: 'mixtral-like E4', E: 4, N: 28672, K: 4096, rowsPerExpert: powersOfTwo(64, 4096) },
+  ],
+  attentionHeads: { numHeads: 32, numKvHeads: 8, headDim: 128 },
+  attention: [
+    { name: '1 x 1K', seqLens: [1024] },
+    { name: '1 x 4K', seqLens: [4096] },
+    { name: '1 x 8K', seqLens: [8192] },
+    { name: '8 x 1K packed', seqLens: Array(8).fill(1024) },
+  ],
+  prefillPreset: 'mixtral-8x7b',
+  prefill: [
+    { batch: 8, seqLen: 2048 },
+    { batch: 32, seqLen: 512 },
+  ],
+  defaultReps: 20,
+  warmup: 2,
+  maxPrefillReps: 5,
+};
+
+// Dimensions / 16 (heads / 4), experts / 10, rows and sequence lengths / 16: the same cases, at
+// sizes two CPU cores run in a few seconds per suite.
+export const QUICK_SIZES: BenchSizes = {
+  gemm: modelGemms(256, 16),
+  ceilingSide: 512,
+  experts: [
+    { name: 'deepseek-v2-like E80 /10,/16', E: 8, N: 192, K: 320, rowsPerExpert: powersOfTwo(4, 64) },
+    { name: 'mixtral-like E4 /16', E: 4, N: 1792, K: 256, rowsPerExpert: powersOfTwo(4, 64) },
+  ],
+  attentionHeads: { numHeads: 8, numKvHeads: 2, headDim: 64 },
+  attention: [
+    { name: '1 x 128', seqLens: [128] },
+    { name: '1 x 256', seqLens: [256] },
+    { name: '1 x 512', seqLens: [512] },
+    { name: '4 x 128 packed', seqLens: Array(4).fill(128) },
+  ],
+  prefillPreset: 'tiny-mixtral',
+  prefill: [
+    { batch: 8, seqLen: 128 },
+    { batch: 32, seqLen: 32 },
+  ],
+  defaultReps: 5,
+  warmup: 1,
+  maxPrefillReps: 3,
+};
+
+export function benchSizes(quick: boolean): BenchSizes {
+  return quick ? QUICK_SIZES : FULL_SIZES;
+}

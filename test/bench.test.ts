@@ -1,0 +1,153 @@
+// `eps-moe bench --quick --backend cpu --json FILE`: every suite runs at quick sizes on the CPU
+// backend, the JSON has the documented structure, and every number in it is positive and agrees
+// with the FLOP arithmetic redone here from the row's own shape and time.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Writable } from 'stream';
+import { benchCommand } from '../src/cli/bench';
+import { CliError } from '../src/cli/errors';
+import { buildProgram } from '../src/cli/main';
+import type { BenchReport } from '../src/bench/report';
+import { runCli } from './helpers/cli';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eps-bench-'));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+class Collect extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _enc: string, done: () => void): void {
+    this.text += chunk.toString();
+    done();
+  }
+}
+
+const close = (a: number, b: number) => expect(Math.abs(a - b)).toBeLessThanOrEqual(1e-9 * Math.max(Math.abs(a), Math.abs(b)));
+
+function checkReport(r: BenchReport): void {
+  expect(Number.isNaN(Date.parse(r.date))).toBe(false);
+  expect(r.backend).toBe('cpu');
+  expect(r.gpu).toMatch(/^cpu/);
+  expect(r.versions.napi).toBeDefined();
+  expect(r.quick).toBe(true);
+  expect(r.dtype).toBe('f32');
+  expect(Object.keys(r.suites).sort()).toEqual(['attention', 'experts', 'gemm', 'prefill']);
+  expect(r.skipped).toEqual({});
+  expect(r.ceiling).not.toBeNull();
+  const ceiling = r.ceiling!.tflops;
+  expect(ceiling).toBeGreaterThan(0);
+
+  // gemm: the ceiling row first, then the model shapes.
+  const gemm = r.suites.gemm!;
+  expect(gemm.length).toBeGreaterThanOrEqual(5);
+  expect(gemm[0]).toMatchObject({ M: r.ceiling!.side, N: r.ceiling!.side, K: r.ceiling!.side, pctOfCeiling: 100 });
+  for (const g of gemm) {
+    expect(g.ms).toBeGreaterThan(0);
+    close(g.gflop, (2 * g.M * g.N * g.K) / 1e9);
+    close(g.tflops, (2 * g.M * g.N * g.K) / (g.ms * 1e-3) / 1e12);
+    close(g.pctOfCeiling, (100 * g.tflops) / ceiling);
+    expect(g.inputSets).toBeGreaterThanOrEqual(1);
+  }
+
+  // experts: two shapes, balanced powers of two rows per expert, and the crossover of each shape.
+  const experts = r.suites.experts!;
+  const shapes = [...new Set(experts.map((e) => e.shape))];
+  expect(shapes).toHaveLength(2);
+  for (const e of experts) {
+    expect(Math.log2(e.rowsPerExpert) % 1).toBe(0);
+    for (const v of [e.groupedMs, e.denseMs, e.groupedTflops, e.denseTflops]) expect(v).toBeGreaterThan(0);
+    const flops = 2 * e.E * e.rowsPerExpert * e.N * e.K;
+    close(e.groupedTflops, flops / (e.groupedMs * 1e-3) / 1e12);
+    close(e.denseTflops, flops / (e.denseMs * 1e-3) / 1e12);
+    close(e.denseOverGrouped, e.denseTflops / e.groupedTflops);
+  }
+  const crossovers = r.summary.experts!.crossover as { shape: string; firstDenseWin: number | null }[];
+  expect(crossovers.map((c) => c.shape)).toEqual(shapes);
+  for (const c of crossovers) {
+    const rows = experts.filter((e) => e.shape === c.shape).sort((a, b) => a.rowsPerExpert - b.rowsPerExpert);
+    expect(rows.length).toBeGreaterThanOrEqual(4);
+    const first = rows.find((e) => e.denseTflops > e.groupedTflops);
+    expect(c.firstDenseWin).toBe(first ? first.rowsPerExpert : null);
+  }
+
+  // attention: FLOPs = 4 * S^2/2 * hd * heads per sequence; the packed case has equal sequences.
+  const attention = r.suites.attention!;
+  expect(attention.length).toBeGreaterThanOrEqual(4);
+  for (const a of attention) {
+    const S = a.tokens / a.sequences;
+    close(a.gflop, (((a.sequences * 4 * (S * S)) / 2) * a.headDim * a.numHeads) / 1e9);
+    expect(a.ms).toBeGreaterThan(0);
+    close(a.tflops, (a.gflop * 1e9) / (a.ms * 1e-3) / 1e12);
+  }
+  expect(attention.some((a) => a.sequences > 1)).toBe(true);
+
+  // prefill of tiny-mixtral: 8 x 128 and 32 x 32 tokens.
+  const prefill = r.suites.prefill!;
+  expect(prefill.map((p) => [p.model, p.batch, p.seqLen])).toEqual([
+    ['tiny-mixtral', 8, 128],
+    ['tiny-mixtral', 32, 32],
+  ]);
+  // 8 x 128 by hand (test/bench.flops.test.ts): 287,834,112 FLOPs.
+  close(prefill[0].modelTflop, 287_834_112 / 1e12);
+  for (const p of prefill) {
+    expect(p.tokens).toBe(p.batch * p.seqLen);
+    expect(p.ms).toBeGreaterThan(0);
+    close(p.tokensPerSec, p.tokens / (p.ms * 1e-3));
+    close(p.tflops, (p.modelTflop * 1e12) / (p.ms * 1e-3) / 1e12);
+    close(p.mfuPct, (100 * p.tflops) / ceiling);
+    expect(p.kernels).toMatch(/^(grouped|dense) \d+\/\d+/);
+  }
+  for (const name of ['gemm', 'experts', 'attention', 'prefill'] as const) expect(r.notes[name]!.length).toBeGreaterThan(0);
+}
+
+describe('eps-moe bench on the CPU backend', () => {
+  test('benchCommand: --quick --backend cpu --json', async () => {
+    const out = new Collect();
+    const err = new Collect();
+    const file = path.join(dir, 'direct', 'bench.json');
+    const returned = await benchCommand({ backend: 'cpu', quick: true, json: file }, { out, err });
+    const written = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchReport;
+    expect(written).toEqual(JSON.parse(JSON.stringify(returned)));
+    checkReport(written);
+    for (const name of ['gemm', 'experts', 'attention', 'prefill']) expect(out.text).toMatch(new RegExp(`^## ${name}: `, 'm'));
+    expect(out.text).toMatch(/crossover .*rows\/expert|dense never beats grouped/);
+    expect(err.text).toMatch(/^eps-moe bench: experts .* rows\/expert=\d+/m);
+  });
+
+  test('suites named on the command line run alone, in the canonical order', async () => {
+    const out = new Collect();
+    const r = await benchCommand({ suites: ['attention', 'gemm'], backend: 'cpu', reps: 1 }, { out, err: new Collect() });
+    expect(Object.keys(r.suites)).toEqual(['gemm', 'attention']);
+    expect(r.reps).toBe(1);
+    expect(out.text.indexOf('## gemm')).toBeLessThan(out.text.indexOf('## attention'));
+  });
+
+  test('bad usage is a CliError with exit code 2', async () => {
+    const streams = { out: new Collect(), err: new Collect() };
+    const unknown = benchCommand({ suites: ['gemm', 'nope'], backend: 'cpu' }, streams);
+    await expect(unknown).rejects.toBeInstanceOf(CliError);
+    await expect(unknown).rejects.toMatchObject({
+      exitCode: 2,
+      message: expect.stringMatching(/unknown suite 'nope' \(suites: gemm, experts, attention, prefill\)/),
+    });
+    await expect(benchCommand({ backend: 'cpu', reps: 0 }, streams)).rejects.toMatchObject({
+      exitCode: 2,
+      message: expect.stringMatching(/reps/),
+    });
+    await expect(benchCommand({ suites: ['prefill'], backend: 'cpu', moeSchedule: 'sometimes' }, streams)).rejects.toMatchObject({
+      exitCode: 2,
+    });
+    expect(streams.out.text).toBe('');
+  });
+});
+
+// Runs once the lead wires `bench` into src/cli/main.ts.
+const wired = buildProgram().commands.some((c) => c.name() === 'bench');
+(wired ? test : test.skip)('through the CLI: eps-moe bench --quick --backend cpu --json FILE', async () => {
+  const file = path.join(dir, 'cli.json');
+  const r = await runCli(['bench', '--quick', '--backend', 'cpu', '--json', file], 120_000);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/^## prefill: /m);
+  checkReport(JSON.parse(fs.readFileSync(file, 'utf8')) as BenchReport);
+});
