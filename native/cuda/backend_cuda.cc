@@ -210,6 +210,7 @@ const std::unordered_map<std::string, CudaKernel>& cudaKernels() {
       {"router", routerOp},
       {"moe_permute", moePermuteOp},
       {"moe_unpermute", moeUnpermuteOp},
+      {"moe_count", moeCountOp},
       {"add", addOp},
       {"sigmoid_gate_add", sigmoidGateAddOp},
       {"copy", copyOp},

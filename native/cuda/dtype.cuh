@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "../backend.h"
 #include "device_error.h"
@@ -52,6 +53,34 @@ __device__ __forceinline__ void reportIndexError(DeviceErrorSlot* slot, IndexChe
     __threadfence_system();
     atomicExch(&slot->check, int(check));
   }
+}
+
+// Eight bf16 values as one 16-byte access (the pointer must be 16-byte aligned), widened to fp32 or
+// rounded from it (round to nearest even, as the scalar stores).
+__device__ __forceinline__ void loadBf16x8(const void* p, float (&v)[8]) {
+  const uint4 u = *static_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ void storeBf16x8(void* p, const float (&v)[8]) {
+  uint4 u;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+  *static_cast<uint4*>(p) = u;
+}
+
+// Whether every pointer is 16-byte aligned (host side, before choosing a vector kernel).
+inline bool aligned16(std::initializer_list<const void*> ps) {
+  for (const void* p : ps)
+    if (reinterpret_cast<uintptr_t>(p) & 15) return false;
+  return true;
 }
 
 // Grid size for a grid-stride loop over n items with `threads` per block.

@@ -92,7 +92,107 @@ __global__ void rmsnormBlockKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t
   }
 }
 
+// bf16 rows whose length is a multiple of 8, 16-byte aligned: 16-byte loads and stores, and each
+// thread keeps its part of the row in registers between the sum of squares and the scaling.
+template <int VECS>  // 8-element vectors per lane: rows of up to 256 * VECS elements
+__global__ void rmsnormWarpBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* x, FloatSrc w, int64_t rows, int64_t H,
+                                      float eps) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const int64_t nv = H / 8;
+  float v[VECS][8];
+  float ss = 0.0f;
+#pragma unroll
+  for (int i = 0; i < VECS; ++i) {
+    const int64_t c = lane + 32 * i;
+    if (c < nv) {
+      loadBf16x8(x + row * H + c * 8, v[i]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) ss += v[i][e] * v[i][e];
+    }
+  }
+  ss = warpSum(ss);
+  const float inv = 1.0f / sqrtf(ss / float(H) + eps);
+#pragma unroll
+  for (int i = 0; i < VECS; ++i) {
+    const int64_t c = lane + 32 * i;
+    if (c < nv) {
+      float o[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] = v[i][e] * inv * w[c * 8 + e];
+      storeBf16x8(out + row * H + c * 8, o);
+    }
+  }
+}
+
+template <int VECS>  // 8-element vectors per thread of a 256-thread block: rows up to 2048 * VECS
+__global__ void rmsnormBlockBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* x, FloatSrc w, int64_t rows,
+                                       int64_t H, float eps) {
+  __shared__ float partial[32];
+  const int64_t nv = H / 8;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    float v[VECS][8];
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < VECS; ++i) {
+      const int64_t c = threadIdx.x + int64_t(blockDim.x) * i;
+      if (c < nv) {
+        loadBf16x8(x + row * H + c * 8, v[i]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += v[i][e] * v[i][e];
+      }
+    }
+    ss = warpSum(ss);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      float t = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+      t = warpSum(t);
+      if (threadIdx.x == 0) partial[0] = t;
+    }
+    __syncthreads();
+    const float inv = 1.0f / sqrtf(partial[0] / float(H) + eps);
+#pragma unroll
+    for (int i = 0; i < VECS; ++i) {
+      const int64_t c = threadIdx.x + int64_t(blockDim.x) * i;
+      if (c < nv) {
+        float o[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) o[e] = v[i][e] * inv * w[c * 8 + e];
+        storeBf16x8(out + row * H + c * 8, o);
+      }
+    }
+    __syncthreads();  // partial[] is reused by the next row
+  }
+}
+
 // ---------------------------------------------------------------- element-wise
+
+// Vector forms (all bf16, widths a multiple of 8, 16-byte aligned): eight elements per thread.
+__global__ void swigluBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* gateUp, int64_t T, int64_t I) {
+  const int64_t nv = I / 8, n = T * nv;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = e / nv, c = e - t * nv;
+    float g[8], u[8], o[8];
+    loadBf16x8(gateUp + t * 2 * I + c * 8, g);
+    loadBf16x8(gateUp + t * 2 * I + I + c * 8, u);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    storeBf16x8(out + t * I + c * 8, o);
+  }
+}
+
+__global__ void addBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* a, const __nv_bfloat16* b, int64_t n8) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
+    float x[8], y[8];
+    loadBf16x8(a + i * 8, x);
+    loadBf16x8(b + i * 8, y);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] += y[e];
+    storeBf16x8(out + i * 8, x);
+  }
+}
 
 __global__ void swigluKernel(FloatDst out, FloatSrc gateUp, int64_t T, int64_t I) {
   const int64_t n = T * I;
@@ -190,7 +290,17 @@ void rmsnormOp(OpContext& c, const OpArgs& args) {
   const int64_t rows = x.numel() / H;
   if (rows == 0) return;
   const float eps = float(args.params[0]);
-  if (H <= 2048) {
+  const bool vector = x.dtype == DType::BF16 && out.dtype == DType::BF16 && H % 8 == 0 && aligned16({x.data, out.data});
+  if (vector && H <= 2048) {
+    const int warpsPerBlock = 8;
+    const int64_t blocks = (rows + warpsPerBlock - 1) / warpsPerBlock;
+    rmsnormWarpBf16Kernel<8><<<unsigned(blocks), warpsPerBlock * 32, 0, c.cuda>>>(
+        out.as<__nv_bfloat16>(), x.as<const __nv_bfloat16>(), floatSrc(w), rows, H, eps);
+  } else if (vector && H <= 8192) {
+    const unsigned blocks = unsigned(rows < 65535LL * 16 ? rows : 65535LL * 16);
+    rmsnormBlockBf16Kernel<4><<<blocks, 256, 0, c.cuda>>>(out.as<__nv_bfloat16>(), x.as<const __nv_bfloat16>(),
+                                                          floatSrc(w), rows, H, eps);
+  } else if (H <= 2048) {
     const int warpsPerBlock = 8;
     const int64_t blocks = (rows + warpsPerBlock - 1) / warpsPerBlock;
     rmsnormWarpKernel<<<unsigned(blocks), warpsPerBlock * 32, 0, c.cuda>>>(floatDst(out), floatSrc(x), floatSrc(w), rows, H, eps);
@@ -206,6 +316,13 @@ void swigluOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
   const int64_t T = out.dim(0), I = out.dim(1);
   if (T * I == 0) return;
+  const TensorRef& gateUp = args.tensors[1];
+  if (out.dtype == DType::BF16 && gateUp.dtype == DType::BF16 && I % 8 == 0 && aligned16({out.data, gateUp.data})) {
+    swigluBf16Kernel<<<gridFor(T * I / 8, kThreads), kThreads, 0, c.cuda>>>(out.as<__nv_bfloat16>(),
+                                                                           gateUp.as<const __nv_bfloat16>(), T, I);
+    checkLaunch("swiglu");
+    return;
+  }
   swigluKernel<<<gridFor(T * I, kThreads), kThreads, 0, c.cuda>>>(floatDst(out), floatSrc(args.tensors[1]), T, I);
   checkLaunch("swiglu");
 }
@@ -214,6 +331,14 @@ void swigluOp(OpContext& c, const OpArgs& args) {
 void addOp(OpContext& c, const OpArgs& args) {
   const int64_t n = args.tensors[0].numel();
   if (n == 0) return;
+  const TensorRef &out = args.tensors[0], &a = args.tensors[1], &b = args.tensors[2];
+  if (out.dtype == DType::BF16 && a.dtype == DType::BF16 && b.dtype == DType::BF16 && n % 8 == 0 &&
+      aligned16({out.data, a.data, b.data})) {
+    addBf16Kernel<<<gridFor(n / 8, kThreads), kThreads, 0, c.cuda>>>(out.as<__nv_bfloat16>(), a.as<const __nv_bfloat16>(),
+                                                                    b.as<const __nv_bfloat16>(), n / 8);
+    checkLaunch("add");
+    return;
+  }
   addKernel<<<gridFor(n, kThreads), kThreads, 0, c.cuda>>>(floatDst(args.tensors[0]), floatSrc(args.tensors[1]),
                                                           floatSrc(args.tensors[2]), n);
   checkLaunch("add");

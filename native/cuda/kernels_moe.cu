@@ -1,8 +1,10 @@
 // The MoE routing ops on the device: router (softmax, top-k, renormalise, scale in one kernel),
 // moe_permute (a stable counting sort of (token, slot) pairs by expert) and moe_unpermute (the
 // weighted combine back per token).
+#include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <vector>
 
 #include "cuda_check.h"
 #include "dtype.cuh"
@@ -179,6 +181,31 @@ __global__ void permuteCopyKernel(FloatDst out, FloatSrc x, const int32_t* __res
   }
 }
 
+// ---------------------------------------------------------------- moe_count
+
+// counts[m, e] over the pairs of micro-chunk m = blockIdx.y; blocks along x split a chunk's pairs
+// into slices, each histogrammed in shared memory and added to counts (zeroed before).
+constexpr int kCountSlice = 4096;
+
+__global__ void countKernel(int32_t* __restrict__ counts, const int32_t* __restrict__ topkIdx,
+                            const int32_t* __restrict__ bounds, int k, int E) {
+  extern __shared__ int32_t hist[];
+  const int m = blockIdx.y;
+  const int64_t chunkBegin = int64_t(bounds[m]) * k, chunkEnd = int64_t(bounds[m + 1]) * k;
+  const int64_t begin = chunkBegin + int64_t(blockIdx.x) * kCountSlice;
+  if (begin >= chunkEnd) return;
+  const int64_t end = begin + kCountSlice < chunkEnd ? begin + kCountSlice : chunkEnd;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
+  __syncthreads();
+  for (int64_t p = begin + threadIdx.x; p < end; p += blockDim.x) {
+    const int32_t e = topkIdx[p];
+    if (e >= 0 && e < E) atomicAdd(&hist[e], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x)
+    if (hist[e] != 0) atomicAdd(&counts[int64_t(m) * E + e], hist[e]);
+}
+
 // ---------------------------------------------------------------- moe_unpermute
 
 // out[t] (+)= sum over slots j (in order) of topkW[t,j] * y[rowMap[t,j]], in fp32.
@@ -199,6 +226,38 @@ __global__ void unpermuteKernel(FloatDst out, FloatSrc y, const int32_t* __restr
       }
       if (accumulate) acc += out.load(t * H + h);
       out.store(t * H + h, acc);
+    }
+  }
+}
+
+// bf16 y and out, H a multiple of 8, 16-byte aligned: one thread per 8 columns of a token.
+__global__ void unpermuteBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* y, const int32_t* __restrict__ rowMap,
+                                    const float* __restrict__ topkW, int64_t T, int64_t H, int64_t R, int k,
+                                    bool accumulate, DeviceErrorSlot* err) {
+  const int64_t nv = H / 8;
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+    for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < nv; c += int64_t(gridDim.x) * blockDim.x) {
+      float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+      for (int j = 0; j < k; ++j) {
+        const int32_t r = rowMap[t * k + j];
+        if (r < 0) continue;
+        if (r >= R) {
+          if (c == 0) reportIndexError(err, IndexCheck::UnpermuteRow, t * k + j, r, R);
+          continue;
+        }
+        const float w = topkW[t * k + j];
+        float v[8];
+        loadBf16x8(y + int64_t(r) * H + c * 8, v);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[e] += w * v[e];
+      }
+      if (accumulate) {
+        float prior[8];
+        loadBf16x8(out + t * H + c * 8, prior);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[e] += prior[e];
+      }
+      storeBf16x8(out + t * H + c * 8, acc);
     }
   }
 }
@@ -262,6 +321,26 @@ void moePermuteOp(OpContext& c, const OpArgs& args) {
   checkLaunch("moe_permute copy");
 }
 
+// tensors: counts[M,E] i32, topkIdx[T,k] i32; ints: bounds[M+1]
+void moeCountOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& counts = args.tensors[0];
+  const int64_t M = counts.dim(0), E = counts.dim(1), k = args.tensors[1].dim(1);
+  if (M * E == 0) return;
+  if (size_t(E) * sizeof(int32_t) > 48 * 1024)
+    throw std::invalid_argument("moe_count: E=" + std::to_string(E) + " experts is more than the CUDA kernel holds (12288)");
+  if (M > 65535) throw std::invalid_argument("moe_count: more than 65535 micro-chunks");
+  checkCuda(cudaMemsetAsync(counts.data, 0, size_t(M * E) * sizeof(int32_t), c.cuda), "cudaMemsetAsync(moe_count)");
+  std::vector<int32_t> bounds(args.ints.begin(), args.ints.end());
+  int64_t widest = 0;
+  for (int64_t m = 0; m < M; ++m) widest = std::max<int64_t>(widest, (bounds[m + 1] - bounds[m]) * k);
+  if (widest == 0) return;
+  const auto* devBounds = static_cast<const int32_t*>(c.uploadTable(bounds.data(), bounds.size() * sizeof(int32_t)));
+  const dim3 grid(unsigned((widest + kCountSlice - 1) / kCountSlice), unsigned(M));
+  countKernel<<<grid, 256, size_t(E) * sizeof(int32_t), c.cuda>>>(counts.as<int32_t>(), args.tensors[1].as<const int32_t>(),
+                                                                  devBounds, int(k), int(E));
+  checkLaunch("moe_count");
+}
+
 // tensors: out[T,H], y[R,H], rowMap[T,k] i32, topkW[T,k] f32; params: accumulate
 void moeUnpermuteOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
@@ -270,6 +349,14 @@ void moeUnpermuteOp(OpContext& c, const OpArgs& args) {
   const int k = int(args.tensors[2].dim(1));
   if (T * H == 0) return;
   const int threads = 256;
+  if (out.dtype == DType::BF16 && y.dtype == DType::BF16 && H % 8 == 0 && aligned16({out.data, y.data})) {
+    const dim3 grid(unsigned((H / 8 + threads - 1) / threads), unsigned(T < 65535 ? T : 65535));
+    unpermuteBf16Kernel<<<grid, threads, 0, c.cuda>>>(out.as<__nv_bfloat16>(), y.as<const __nv_bfloat16>(),
+                                                      args.tensors[2].as<const int32_t>(), args.tensors[3].as<const float>(),
+                                                      T, H, R, k, args.params[0] != 0.0, c.stream.errorSlot());
+    checkLaunch("moe_unpermute");
+    return;
+  }
   const int64_t xBlocks = (H + threads - 1) / threads;
   const dim3 grid(unsigned(xBlocks), unsigned(T < 65535 ? T : 65535));
   unpermuteKernel<<<grid, threads, 0, c.cuda>>>(floatDst(out), floatSrc(y), args.tensors[2].as<const int32_t>(),

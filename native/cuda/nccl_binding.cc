@@ -12,6 +12,7 @@
 #include <napi.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>

@@ -56,6 +56,7 @@ void ropeOp(OpContext& c, const OpArgs& args);
 void routerOp(OpContext& c, const OpArgs& args);
 void moePermuteOp(OpContext& c, const OpArgs& args);
 void moeUnpermuteOp(OpContext& c, const OpArgs& args);
+void moeCountOp(OpContext& c, const OpArgs& args);
 // attention.cu
 void attentionOp(OpContext& c, const OpArgs& args);
 // gemm.cc

@@ -69,10 +69,9 @@ export function parseRopeSpec(config: ConfigFields, defaultTheta: number, maxPos
   const theta = dict?.has('rope_theta')
     ? dict.positive('rope_theta')
     : config.positive('rope_theta', { default: defaultTheta });
-  const partialRotaryFactor = dict?.has('partial_rotary_factor')
-    ? dict.positive('partial_rotary_factor')
-    : config.positive('partial_rotary_factor', { default: 1 });
-  if (partialRotaryFactor > 1) throw (dict ?? config).invalid('partial_rotary_factor', 'in (0, 1]');
+  const prfSource = dict?.has('partial_rotary_factor') ? dict : config;
+  const partialRotaryFactor = prfSource.positive('partial_rotary_factor', { default: 1 });
+  if (partialRotaryFactor > 1) throw prfSource.invalid('partial_rotary_factor', 'in (0, 1]');
 
   const spec: RopeSpec = {
     type,

@@ -5,7 +5,14 @@ import { promises as fs } from 'fs';
 import type { FileHandle } from 'fs/promises';
 import type { DType } from '../native/addonTypes';
 import { ModelError } from './errors';
-import { engineDType, numel, parseHeaderJson, parseHeaderLength, type SafetensorsHeader, type TensorEntry } from './safetensors';
+import {
+  engineDType,
+  numel,
+  parseHeaderJson,
+  parseHeaderLength,
+  type SafetensorsHeader,
+  type TensorEntry,
+} from './safetensors';
 
 /** A tensor's raw little-endian bytes in the file's dtype. */
 export interface RawTensor {
@@ -103,7 +110,14 @@ export class SafetensorsFile {
     const entry = this.entry(name);
     const dtype = this.dtypeOf(name);
     const rows = entry.shape[0];
-    if (entry.shape.length === 0 || !Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0 || first + count > rows) {
+    const inRange =
+      entry.shape.length > 0 &&
+      Number.isSafeInteger(first) &&
+      Number.isSafeInteger(count) &&
+      first >= 0 &&
+      count >= 0 &&
+      first + count <= rows;
+    if (!inRange) {
       throw new ModelError(
         'SAFETENSORS_BAD_SLICE',
         `${this.path}: rows [${first}, ${first + count}) of "${name}" [${entry.shape.join(', ')}] are out of range`,
@@ -114,7 +128,11 @@ export class SafetensorsFile {
     const shape = [count, ...entry.shape.slice(1)];
     const byteLength = count * rowBytes;
     if (dst && dst.length !== byteLength) {
-      throw new ModelError('SAFETENSORS_BAD_SLICE', `${this.path}: "${name}" slice is ${byteLength} bytes, destination ${dst.length}`, this.path);
+      throw new ModelError(
+        'SAFETENSORS_BAD_SLICE',
+        `${this.path}: "${name}" slice is ${byteLength} bytes, destination ${dst.length}`,
+        this.path,
+      );
     }
     const bytes = dst ?? new Uint8Array(byteLength);
     await readFully(this.handle, bytes, entry.start + first * rowBytes, this.path);

@@ -1,0 +1,106 @@
+# The CUDA backend of the addon. CMakeLists.txt includes this file at file scope (enable_language
+# must run there) and then calls eps_add_cuda(<target>).
+#
+# On when nvcc, cuBLAS and NCCL are all found. EPS_CUDA=0|1 (environment variable, or -DEPS_CUDA,
+# which cmake-js passes as --CDEPS_CUDA=1) forces it off, or on: on with something missing stops the
+# build with a message that names what is missing. CMAKE_CUDA_ARCHITECTURES (-D, then the
+# environment variable of that name) defaults to "80;90": sm_90 machine code for H100/H200, sm_80
+# for A100, and PTX for newer chips.
+
+set(_eps_cuda_force "")
+if(DEFINED EPS_CUDA AND NOT "${EPS_CUDA}" STREQUAL "")
+  set(_eps_cuda_force "${EPS_CUDA}")
+elseif(DEFINED ENV{EPS_CUDA} AND NOT "$ENV{EPS_CUDA}" STREQUAL "")
+  set(_eps_cuda_force "$ENV{EPS_CUDA}")
+endif()
+if(NOT _eps_cuda_force STREQUAL "")
+  if(_eps_cuda_force)
+    set(_eps_cuda_force 1)
+  else()
+    set(_eps_cuda_force 0)
+  endif()
+endif()
+
+set(EPS_CUDA_ENABLED OFF)
+set(_eps_cuda_missing "")
+
+if(_eps_cuda_force STREQUAL "0")
+  message(STATUS "eps-moe: CUDA backend: off (EPS_CUDA=0)")
+else()
+  # nvcc: CUDACXX, then PATH, then the usual install places (GPU hosts often keep it off PATH).
+  if(NOT DEFINED ENV{CUDACXX} AND NOT CMAKE_CUDA_COMPILER)
+    find_program(EPS_NVCC nvcc
+                 HINTS ENV CUDA_HOME ENV CUDA_PATH ENV CUDAToolkit_ROOT
+                 PATH_SUFFIXES bin
+                 PATHS /usr/local/cuda /opt/cuda)
+    if(EPS_NVCC)
+      set(ENV{CUDACXX} "${EPS_NVCC}")
+    endif()
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(NOT CMAKE_CUDA_COMPILER)
+    list(APPEND _eps_cuda_missing "nvcc (the CUDA compiler; set CUDACXX or put it on PATH)")
+  else()
+    get_filename_component(_eps_cuda_bin "${CMAKE_CUDA_COMPILER}" DIRECTORY)
+    get_filename_component(_eps_cuda_root "${_eps_cuda_bin}" DIRECTORY)
+    if(NOT DEFINED CUDAToolkit_ROOT)
+      set(CUDAToolkit_ROOT "${_eps_cuda_root}")
+    endif()
+  endif()
+
+  find_package(CUDAToolkit QUIET)
+  if(NOT CUDAToolkit_FOUND)
+    list(APPEND _eps_cuda_missing "the CUDA toolkit (cudart)")
+  elseif(NOT TARGET CUDA::cublas)
+    list(APPEND _eps_cuda_missing "cuBLAS (libcublas in ${CUDAToolkit_LIBRARY_DIR})")
+  endif()
+
+  find_path(EPS_NCCL_INCLUDE_DIR nccl.h
+            HINTS ENV NCCL_HOME ENV NCCL_ROOT ${CUDAToolkit_INCLUDE_DIRS}
+            PATH_SUFFIXES include)
+  find_library(EPS_NCCL_LIBRARY nccl
+               HINTS ENV NCCL_HOME ENV NCCL_ROOT ${CUDAToolkit_LIBRARY_DIR}
+               PATH_SUFFIXES lib lib64)
+  if(NOT EPS_NCCL_INCLUDE_DIR OR NOT EPS_NCCL_LIBRARY)
+    list(APPEND _eps_cuda_missing "NCCL (nccl.h and libnccl: set NCCL_HOME)")
+  endif()
+
+  if(_eps_cuda_missing)
+    string(REPLACE ";" ", " _eps_cuda_missing_text "${_eps_cuda_missing}")
+    if(_eps_cuda_force STREQUAL "1")
+      message(FATAL_ERROR "eps-moe: EPS_CUDA=1 but the CUDA backend cannot be built; missing: ${_eps_cuda_missing_text}")
+    endif()
+    message(STATUS "eps-moe: CUDA backend: off (missing: ${_eps_cuda_missing_text})")
+  else()
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR "${CMAKE_CUDA_ARCHITECTURES}" STREQUAL "")
+      if(DEFINED ENV{CMAKE_CUDA_ARCHITECTURES} AND NOT "$ENV{CMAKE_CUDA_ARCHITECTURES}" STREQUAL "")
+        set(CMAKE_CUDA_ARCHITECTURES "$ENV{CMAKE_CUDA_ARCHITECTURES}")
+      else()
+        set(CMAKE_CUDA_ARCHITECTURES "80;90")
+      endif()
+    endif()
+    enable_language(CUDA)
+    set(EPS_CUDA_ENABLED ON)
+    message(STATUS "eps-moe: CUDA backend: on (CUDA ${CUDAToolkit_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}, "
+                   "NCCL ${EPS_NCCL_LIBRARY})")
+  endif()
+endif()
+
+# Adds the CUDA backend to `target` when it is on: the sources of native/cuda, EPS_WITH_CUDA, and
+# the shared CUDA runtime, cuBLAS and NCCL.
+function(eps_add_cuda target)
+  if(NOT EPS_CUDA_ENABLED)
+    return()
+  endif()
+  file(GLOB _eps_cuda_sources ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/cuda/*.cc)
+  target_sources(${target} PRIVATE ${_eps_cuda_sources})
+  target_compile_definitions(${target} PRIVATE EPS_WITH_CUDA)
+  target_include_directories(${target} PRIVATE ${EPS_NCCL_INCLUDE_DIR})
+  # One CUDA runtime in the process: the shared one, which cuBLAS and NCCL use too.
+  # (The target may predate enable_language(CUDA), so its architectures are set here, not inherited.)
+  set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY Shared CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
+                                             CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 -lineinfo>)
+  target_link_libraries(${target} PRIVATE CUDA::cudart CUDA::cublas ${EPS_NCCL_LIBRARY})
+endfunction()

@@ -1,0 +1,483 @@
+// Every op of native/ops.md on the CUDA backend against the same op on the CPU backend (the
+// reference backend, itself tested against float64 in ops.cpu.test.ts), on the same fresh random
+// inputs: relative L2 error <= 1e-2 for bf16 outputs, tighter for f32 ones, exact for integer
+// outputs (routing, counts, row maps), copies and fill_random (bit for bit). Outputs start as NaN
+// on both sides, so an element the GPU never writes fails the comparison. Edge shapes: 1 token,
+// experts with no tokens, odd dims, sequences of 1 and of 8192 tokens.
+//
+// Skipped, saying why, where the addon has no CUDA backend (no GPU, or built without CUDA).
+import { hasBackend } from '../src/native/addon';
+import { Device, type Stream, type Tensor } from '../src/native/device';
+import * as ops from '../src/native/ops';
+import { Rng, encodeFloats, relL2, roundTo, type FloatStorage } from './reference/numeric';
+
+function cudaPresent(): boolean {
+  try {
+    return hasBackend('cuda');
+  } catch {
+    return false;
+  }
+}
+
+const haveCuda = cudaPresent();
+const describeGpu = haveCuda ? describe : describe.skip;
+if (!haveCuda) {
+  // eslint-disable-next-line no-console
+  console.log('gpu.ops: skipped: the addon has no CUDA backend here (built without CUDA, or no GPU visible)');
+}
+
+type Side = 'cpu' | 'gpu';
+const SIDES: Side[] = ['cpu', 'gpu'];
+
+/** One tensor on each backend, holding the same bytes. */
+type Twin = Record<Side, Tensor>;
+
+let dev: Record<Side, Device>;
+let st: Record<Side, Stream>;
+const made: Tensor[] = [];
+const table: { name: string; error: number }[] = [];
+
+function prod(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function twinOfBytes(dtype: FloatStorage | 'i32', shape: number[], bytes: ArrayBufferView): Twin {
+  const t = {} as Twin;
+  for (const side of SIDES) {
+    t[side] = dev[side].tensor(dtype, shape);
+    made.push(t[side]);
+    t[side].upload(st[side], bytes);
+  }
+  return t;
+}
+
+/** A float twin holding `values` rounded to dtype, or NaN everywhere (an output) when omitted. */
+function floats(dtype: FloatStorage, shape: number[], values?: ArrayLike<number>): Twin {
+  const n = prod(shape);
+  const v = values ? Float64Array.from(values, (x) => roundTo(dtype, x)) : new Float64Array(n).fill(NaN);
+  if (v.length !== n) throw new Error(`floats: ${v.length} values for shape [${shape}]`);
+  return twinOfBytes(dtype, shape, encodeFloats(dtype, v));
+}
+
+function randomFloats(rng: Rng, dtype: FloatStorage, shape: number[], lo = -1, hi = 1): Twin {
+  return floats(dtype, shape, rng.array(prod(shape), lo, hi));
+}
+
+/** An i32 twin holding `values`, or a poison pattern (an output) when omitted. */
+function ints(shape: number[], values?: readonly number[]): Twin {
+  const v = values ? Int32Array.from(values) : new Int32Array(prod(shape)).fill(-123456789);
+  return twinOfBytes('i32', shape, v);
+}
+
+/** Enqueues the same op on both backends. */
+function run(fn: (s: Stream, side: Side) => void): void {
+  for (const side of SIDES) fn(st[side], side);
+}
+
+async function readBoth(t: Twin): Promise<Record<Side, Float32Array | Int32Array>> {
+  return { cpu: await t.cpu.read(st.cpu), gpu: await t.gpu.read(st.gpu) };
+}
+
+function countNaN(v: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < v.length; i++) if (Number.isNaN(v[i])) n++;
+  return n;
+}
+
+/** GPU vs CPU: no NaN the CPU has not got, and relative L2 error within `bound`. */
+async function expectClose(name: string, t: Twin, bound: number, rows?: { count: number; width: number }): Promise<void> {
+  let { cpu, gpu } = await readBoth(t);
+  if (rows) {
+    cpu = cpu.subarray(0, rows.count * rows.width);
+    gpu = gpu.subarray(0, rows.count * rows.width);
+  }
+  expect(countNaN(gpu)).toBe(countNaN(cpu));
+  const err = relL2(gpu, cpu);
+  table.push({ name, error: err });
+  expect(err).toBeLessThanOrEqual(bound);
+}
+
+async function expectSame(name: string, t: Twin, rows?: { count: number; width: number }): Promise<void> {
+  let { cpu, gpu } = await readBoth(t);
+  if (rows) {
+    cpu = cpu.subarray(0, rows.count * rows.width);
+    gpu = gpu.subarray(0, rows.count * rows.width);
+  }
+  table.push({ name, error: relL2(gpu, cpu) });
+  expect(Array.from(gpu)).toEqual(Array.from(cpu));
+}
+
+async function expectSameBytes(name: string, t: Twin): Promise<void> {
+  const cpu = new Uint8Array(await t.cpu.bytes(st.cpu));
+  const gpu = new Uint8Array(await t.gpu.bytes(st.gpu));
+  table.push({ name, error: 0 });
+  expect(Buffer.compare(Buffer.from(gpu), Buffer.from(cpu))).toBe(0);
+}
+
+/** bf16 outputs get the contract's 1e-2; f32 outputs of bf16-free math a tighter bound. */
+function bound(dtype: FloatStorage): number {
+  return dtype === 'f32' ? 1e-5 : 1e-2;
+}
+
+describeGpu('CUDA ops vs the CPU backend', () => {
+  beforeAll(() => {
+    dev = { cpu: Device.open('cpu'), gpu: Device.open('cuda', 0) };
+    st = { cpu: dev.cpu.stream(), gpu: dev.gpu.stream() };
+  });
+  afterEach(async () => {
+    await Promise.all([st.cpu.synchronize(), st.gpu.synchronize()]);
+    for (const t of made.splice(0)) t.dispose();
+  });
+  afterAll(() => {
+    st.cpu.dispose();
+    st.gpu.dispose();
+    // eslint-disable-next-line no-console
+    console.log(`CUDA vs CPU, relative L2 error per case (${dev.gpu.name}):\n` +
+      table.map((r) => `  ${r.name.padEnd(58)} ${r.error.toExponential(2)}`).join('\n'));
+  });
+
+  test('the CUDA backend has every op the CPU backend has', () => {
+    expect([...dev.gpu.native.opNames()].sort()).toEqual([...dev.cpu.native.opNames()].sort());
+  });
+
+  test.each([
+    ['bf16', 'bf16', 1000, 136, 77],
+    ['f32', 'bf16', 50, 129, 1],
+    ['bf16', 'f32', 7, 8, 33],
+  ] as const)('embedding and gather_rows: table %s -> out %s, V=%d H=%d T=%d', async (tdt, odt, V, H, T) => {
+    const rng = new Rng(11 + H);
+    const tableT = randomFloats(rng, tdt, [V, H]);
+    const ids = ints([T], rng.ints(T, 0, V));
+    const out = floats(odt, [T, H]);
+    const gathered = floats(odt, [T, H]);
+    run((s, d) => {
+      ops.embedding(s, out[d], tableT[d], ids[d]);
+      ops.gatherRows(s, gathered[d], tableT[d], ids[d]);
+    });
+    await expectSame(`embedding ${tdt}->${odt} [${T},${H}]`, out);
+    await expectSame(`gather_rows ${tdt}->${odt} [${T},${H}]`, gathered);
+  });
+
+  test.each([
+    ['bf16', 37, 4096],
+    ['bf16', 3, 5120],
+    ['bf16', 2, 8200],
+    ['bf16', 1000, 128],
+    ['bf16', 1, 129],
+    ['f32', 5, 2049],
+    ['f16', 3, 64],
+  ] as const)('rmsnorm %s, %d rows of %d', async (dt, rows, H) => {
+    const rng = new Rng(rows * 7 + H);
+    const x = randomFloats(rng, dt, [rows, H], -2, 2);
+    const w = randomFloats(rng, dt, [H], 0.5, 1.5);
+    const out = floats(dt, [rows, H]);
+    run((s, d) => ops.rmsnorm(s, out[d], x[d], w[d], 1e-6));
+    await expectClose(`rmsnorm ${dt} [${rows},${H}]`, out, bound(dt));
+    // In place (out = x), as the engine's q/k norms run.
+    run((s, d) => ops.rmsnorm(s, x[d], x[d], w[d], 1e-5));
+    await expectClose(`rmsnorm ${dt} [${rows},${H}] in place`, x, bound(dt));
+  });
+
+  test.each([
+    ['bf16', 50, 4, 128, 64],
+    ['bf16', 1, 2, 64, 32],
+    ['f32', 9, 3, 24, 12],
+  ] as const)('rope %s T=%d nh=%d hd=%d rd/2=%d', async (dt, T, nh, hd, half) => {
+    const rng = new Rng(T + nh + hd);
+    const x = randomFloats(rng, dt, [T, nh, hd]);
+    const positions = ints([T], rng.ints(T, 0, 8192));
+    const invFreq = floats('f32', [half], Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))));
+    run((s, d) => ops.rope(s, x[d], positions[d], invFreq[d], 1.0));
+    await expectClose(`rope ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
+  });
+
+  test.each([
+    ['fast path hd=128, GQA 8/2, mixed lengths', 'bf16', [1, 64, 65, 0, 200, 3], 8, 2, 128],
+    ['fast path hd=64, MHA', 'bf16', [130, 1], 4, 4, 64],
+    ['fast path hd=128, 128-row tile edges', 'bf16', [127, 128, 129, 1, 300], 4, 4, 128],
+    ['fast path hd=64, GQA 6/3, tile edges', 'bf16', [257, 2, 64], 6, 3, 64],
+    ['fallback f32 hd=40', 'f32', [17, 1, 40], 4, 2, 40],
+    ['fallback bf16 odd hd=24', 'bf16', [33], 3, 1, 24],
+  ] as const)('attention %s', async (label, dt, lens, nq, nkv, hd) => {
+    const rng = new Rng(nq * 13 + hd);
+    const T = lens.reduce((a: number, b: number) => a + b, 0);
+    const cu = [0];
+    for (const l of lens) cu.push(cu[cu.length - 1] + l);
+    const q = randomFloats(rng, dt, [T, nq, hd]);
+    const k = randomFloats(rng, dt, [T, nkv, hd]);
+    const v = randomFloats(rng, dt, [T, nkv, hd]);
+    const cuT = ints([cu.length], cu);
+    const out = floats(dt, [T, nq, hd]);
+    run((s, d) => ops.attention(s, out[d], q[d], k[d], v[d], cuT[d], cu, 1 / Math.sqrt(hd)));
+    await expectClose(`attention ${label} T=${T}`, out, dt === 'f32' ? 1e-5 : 1e-2);
+  });
+
+  test('attention over one sequence of 8192 tokens (bf16, hd=128, GQA 2/1)', async () => {
+    const rng = new Rng(8192);
+    const T = 8192, nq = 2, nkv = 1, hd = 128;
+    const q = randomFloats(rng, 'bf16', [T, nq, hd], -2, 2);
+    const k = randomFloats(rng, 'bf16', [T, nkv, hd], -2, 2);
+    const v = randomFloats(rng, 'bf16', [T, nkv, hd]);
+    const cu = [0, T];
+    const cuT = ints([2], cu);
+    const out = floats('bf16', [T, nq, hd]);
+    run((s, d) => ops.attention(s, out[d], q[d], k[d], v[d], cuT[d], cu, 1 / Math.sqrt(hd)));
+    await expectClose('attention 1 x 8192 tokens hd=128', out, 1e-2);
+  });
+
+  test.each([
+    ['bf16 -> bf16', 'bf16', 'bf16', 'bf16', 1, 1000, 4096, false],
+    ['bf16 -> f32 with bias', 'bf16', 'bf16', 'f32', 77, 65, 129, true],
+    ['bf16 -> bf16 with bias', 'bf16', 'bf16', 'bf16', 64, 256, 512, true],
+    ['f32 -> f32', 'f32', 'f32', 'f32', 33, 17, 96, false],
+    ['mixed: a f32, w bf16 -> f16', 'f32', 'bf16', 'f16', 5, 40, 64, true],
+  ] as const)('matmul %s (a %s, w %s, out %s, M=%d N=%d K=%d)', async (label, adt, wdt, odt, M, N, K, withBias) => {
+    const rng = new Rng(M * 31 + N + K);
+    const a = randomFloats(rng, adt, [M, K]);
+    const w = randomFloats(rng, wdt, [N, K], -0.1, 0.1);
+    const bias = withBias ? randomFloats(rng, 'bf16', [N]) : undefined;
+    const out = floats(odt, [M, N]);
+    run((s, d) => ops.matmul(s, out[d], a[d], w[d], bias?.[d]));
+    await expectClose(`matmul ${label} [${M},${N},${K}]`, out, odt === 'f32' && adt === 'f32' ? 1e-5 : 1e-2);
+  });
+
+  test.each([
+    ['E=8, zero-count experts', 'bf16', 8, [0, 5, 0, 0, 130, 1, 0, 64], 96, 64],
+    ['E=4, two ranks of segments (S=2E)', 'bf16', 4, [3, 0, 17, 1, 0, 0, 40, 2], 80, 128],
+    ['E=3, odd dims, f32', 'f32', 3, [7, 1, 2], 33, 19],
+    ['E=4, all rows to one expert', 'bf16', 4, [0, 0, 300, 0], 64, 256],
+    ['E=2, one row', 'bf16', 2, [0, 1], 128, 64],
+  ] as const)('expert_matmul %s, grouped and dense', async (label, dt, E, counts, N, K) => {
+    const rng = new Rng(E * 101 + N + K);
+    const R = counts.reduce((x: number, y: number) => x + y, 0);
+    const a = randomFloats(rng, dt, [R, K]);
+    const w = randomFloats(rng, dt, [E, N, K], -0.1, 0.1);
+    for (const kernel of ['grouped', 'dense'] as const) {
+      const out = floats(dt, [R, N]);
+      run((s, d) => ops.expertMatmul(s, out[d], a[d], w[d], counts, kernel));
+      await expectClose(`expert_matmul ${kernel} ${label}`, out, bound(dt));
+    }
+  });
+
+  test.each([
+    ['bf16', 33, 1408],
+    ['bf16', 1, 7],
+    ['f32', 4, 100],
+  ] as const)('swiglu %s T=%d I=%d', async (dt, T, I) => {
+    const rng = new Rng(T + I);
+    const gateUp = randomFloats(rng, dt, [T, 2 * I], -4, 4);
+    const out = floats(dt, [T, I]);
+    run((s, d) => ops.swiglu(s, out[d], gateUp[d]));
+    await expectClose(`swiglu ${dt} [${T},${I}]`, out, bound(dt));
+  });
+
+  test.each([
+    ['f32', 100, 64, 8, true, 1.0],
+    ['bf16', 57, 60, 4, false, 2.5],
+    ['bf16', 1, 8, 2, true, 1.0],
+    ['f32', 20, 128, 8, true, 1.0],
+  ] as const)('router %s T=%d E=%d k=%d renormalize=%s scale=%d', async (dt, T, E, k, renormalize, scale) => {
+    const rng = new Rng(T * E + k);
+    const logits = randomFloats(rng, dt, [T, E], -3, 3);
+    const idx = ints([T, k]);
+    const w = floats('f32', [T, k]);
+    run((s, d) => ops.router(s, idx[d], w[d], logits[d], k, renormalize, scale));
+    await expectSame(`router ${dt} E=${E} k=${k}: indices`, idx);
+    await expectClose(`router ${dt} E=${E} k=${k}: weights`, w, 1e-5);
+  });
+
+  test.each([
+    ['bf16', 100, 4, 16, 256],
+    ['bf16', 1, 2, 8, 64],
+    ['f32', 3000, 8, 128, 24],
+  ] as const)('moe_permute and moe_count %s T=%d k=%d E=%d H=%d (dropped pairs, empty experts)', async (dt, T, k, E, H) => {
+    const rng = new Rng(T * k + E);
+    // Experts E/2.. get nothing; some pairs are dropped (-1 or E).
+    const topk = Array.from({ length: T * k }, () => {
+      const r = rng.next();
+      if (r < 0.03) return -1;
+      if (r < 0.05) return E;
+      return rng.int(0, Math.max(1, E >> 1));
+    });
+    const x = randomFloats(rng, dt, [T, H]);
+    const topkT = ints([T, k], topk);
+    const out = floats(dt, [T * k, H]);
+    const rowMap = ints([T, k]);
+    const counts = ints([E]);
+    const bounds = [0, Math.floor(T / 3), Math.floor(T / 3), T];
+    const chunkCounts = ints([bounds.length - 1, E]);
+    run((s, d) => {
+      ops.moePermute(s, out[d], rowMap[d], counts[d], x[d], topkT[d]);
+      ops.moeCount(s, chunkCounts[d], topkT[d], bounds);
+    });
+    const routed = topk.filter((e) => e >= 0 && e < E).length;
+    await expectSame(`moe_permute ${dt} T=${T}: counts`, counts);
+    await expectSame(`moe_permute ${dt} T=${T}: rowMap`, rowMap);
+    await expectSame(`moe_permute ${dt} T=${T}: rows`, out, { count: routed, width: H });
+    await expectSame(`moe_count ${dt} T=${T}`, chunkCounts);
+  });
+
+  test.each([
+    ['bf16', 'bf16', 50, 4, 256, false],
+    ['bf16', 'f32', 1, 2, 33, true],
+    ['f32', 'bf16', 300, 8, 64, true],
+    ['f32', 'f32', 9, 3, 17, false],
+    ['bf16', 'bf16', 20, 2, 4096, true],
+  ] as const)('moe_unpermute y %s -> out %s T=%d k=%d H=%d accumulate=%s', async (ydt, odt, T, k, H, accumulate) => {
+    const rng = new Rng(T * k + H);
+    const pairs = T * k;
+    // A random permutation of the routed pairs onto rows; ~5% dropped.
+    const perm = Array.from({ length: pairs }, (_, i) => i);
+    for (let i = pairs - 1; i > 0; i--) {
+      const j = rng.int(0, i + 1);
+      [perm[i], perm[j]] = [perm[j], perm[i]];
+    }
+    const rowMapV = perm.map((r) => (rng.next() < 0.05 ? -1 : r));
+    const y = randomFloats(rng, ydt, [pairs, H]);
+    const rowMap = ints([T, k], rowMapV);
+    const w = floats('f32', [T, k], rng.array(pairs, 0, 1));
+    const out = accumulate ? randomFloats(rng, odt, [T, H]) : floats(odt, [T, H]);
+    run((s, d) => ops.moeUnpermute(s, out[d], y[d], rowMap[d], w[d], accumulate));
+    await expectClose(`moe_unpermute ${ydt}->${odt} [${T},${k},${H}] acc=${accumulate}`, out, odt === 'f32' && ydt === 'f32' ? 1e-5 : 1e-2);
+  });
+
+  test('add, sigmoid_gate_add (odd sizes, in place)', async () => {
+    const rng = new Rng(5);
+    const a = randomFloats(rng, 'bf16', [7, 129]);
+    const b = randomFloats(rng, 'f32', [7, 129]);
+    const out = floats('bf16', [7, 129]);
+    run((s, d) => ops.add(s, out[d], a[d], b[d]));
+    await expectClose('add bf16+f32->bf16 [7,129]', out, 1e-2);
+    run((s, d) => ops.add(s, a[d], a[d], b[d]));
+    await expectClose('add in place', a, 1e-2);
+    const c16 = randomFloats(rng, 'bf16', [5, 4096]);
+    const d16 = randomFloats(rng, 'bf16', [5, 4096]);
+    const sum16 = floats('bf16', [5, 4096]);
+    run((s, d) => ops.add(s, sum16[d], c16[d], d16[d]));
+    await expectClose('add bf16+bf16->bf16 [5,4096]', sum16, 1e-2);
+    const y = randomFloats(rng, 'bf16', [7, 129]);
+    const gate = randomFloats(rng, 'bf16', [7, 1], -3, 3);
+    run((s, d) => ops.sigmoidGateAdd(s, out[d], y[d], gate[d]));
+    await expectClose('sigmoid_gate_add bf16 [7,129]', out, 1e-2);
+  });
+
+  test('copy converts between float dtypes bit for bit and copies i32', async () => {
+    const rng = new Rng(6);
+    const src = randomFloats(rng, 'f32', [1001], -100, 100);
+    for (const dt of ['bf16', 'f16', 'f32'] as const) {
+      const dst = floats(dt, [1001]);
+      run((s, d) => ops.copy(s, dst[d], src[d]));
+      await expectSameBytes(`copy f32->${dt} [1001]`, dst);
+    }
+    const isrc = ints([17], rng.ints(17, -1000, 1000));
+    const idst = ints([17]);
+    run((s, d) => ops.copy(s, idst[d], isrc[d]));
+    await expectSame('copy i32 [17]', idst);
+  });
+
+  test('fill_random matches the CPU bit for bit', async () => {
+    for (const dt of ['f32', 'bf16', 'f16'] as const) {
+      const out = floats(dt, [1000003]);
+      run((s, d) => ops.fillRandom(s, out[d], 123456789012, 0.02));
+      await expectSameBytes(`fill_random ${dt} [1000003]`, out);
+    }
+  });
+});
+
+describeGpu('CUDA device: memory, streams, events, errors', () => {
+  let gpu: Device;
+  beforeAll(() => {
+    gpu = Device.open('cuda', 0);
+  });
+
+  test('out of memory is an error with the sizes, and the device goes on working', async () => {
+    let caught: (Error & { code?: string; askedBytes?: number; freeBytes?: number }) | undefined;
+    try {
+      gpu.tensor('f32', [1 << 20, 1 << 20]); // 4 TiB
+    } catch (e) {
+      caught = e as Error;
+    }
+    expect(caught?.code).toBe('EPS_OUT_OF_MEMORY');
+    expect(caught?.askedBytes).toBe(4 * 2 ** 40);
+    expect(caught?.freeBytes).toBeGreaterThan(0);
+    const s = gpu.stream();
+    const t = gpu.tensor('f32', [4]);
+    t.upload(s, Float32Array.from([1, 2, 3, 4]));
+    ops.add(s, t, t, t);
+    expect(Array.from(await t.readFloat32(s))).toEqual([2, 4, 6, 8]);
+    t.dispose();
+    s.dispose();
+  });
+
+  test('events order two streams; elapsed time is measured', async () => {
+    const a = gpu.stream();
+    const b = gpu.stream();
+    const n = 1 << 22;
+    const x = gpu.tensor('f32', [n]);
+    const y = gpu.tensor('f32', [n]);
+    const start = a.record();
+    ops.fillRandom(a, x, 7, 1);
+    const done = a.record();
+    b.wait(done);
+    ops.add(b, y, x, x);
+    const [xs, ys] = [await x.readFloat32(b), await y.readFloat32(b)];
+    let bad = 0;
+    for (let i = 0; i < n; i++) if (ys[i] !== xs[i] * 2) bad++;
+    expect(bad).toBe(0);
+    await a.synchronize();
+    expect(done.elapsedSince(start)).toBeGreaterThanOrEqual(0);
+    for (const o of [x, y, a, b, start, done]) o.dispose();
+  });
+
+  test('a tensor disposed while an op still reads it is not reused under that op', async () => {
+    const s = gpu.stream();
+    const n = 1 << 24;
+    const src = gpu.tensor('bf16', [n]);
+    ops.fillRandom(s, src, 99, 1);
+    const dst = gpu.tensor('f32', [n]);
+    ops.copy(s, dst, src);
+    src.dispose();
+    // Same size class, another stream: without the allocator's fences src's block could be handed
+    // out at once and overwritten while the copy still reads it.
+    const s2 = gpu.stream();
+    const other = gpu.tensor('bf16', [n]);
+    ops.fillRandom(s2, other, 100, 5);
+    const expected = gpu.tensor('f32', [n]);
+    const again = gpu.tensor('bf16', [n]);
+    ops.fillRandom(s, again, 99, 1);
+    ops.copy(s, expected, again);
+    const [got, want] = [await dst.readFloat32(s), await expected.readFloat32(s)];
+    expect(Buffer.compare(Buffer.from(got.buffer), Buffer.from(want.buffer))).toBe(0);
+    await s2.synchronize();
+    for (const o of [dst, other, expected, again, s, s2]) o.dispose();
+  });
+
+  test('an id outside the table fails the stream, naming the op; the process lives on', async () => {
+    const s = gpu.stream();
+    const tableT = gpu.tensor('bf16', [10, 8]);
+    ops.fillRandom(s, tableT, 1, 1);
+    const ids = gpu.tensor('i32', [3]);
+    ids.upload(s, Int32Array.from([1, 99, 2]));
+    const out = gpu.tensor('bf16', [3, 8]);
+    ops.embedding(s, out, tableT, ids);
+    await expect(s.synchronize()).rejects.toThrow(/embedding: ids\[1\] = 99 is outside \[0, 10\)/);
+    const s2 = gpu.stream();
+    const t = gpu.tensor('f32', [2]);
+    t.upload(s2, Float32Array.from([1, 2]));
+    expect(Array.from(await t.readFloat32(s2))).toEqual([1, 2]);
+    for (const o of [tableT, ids, out, t, s, s2]) o.dispose();
+  });
+
+  test('large upload and download round-trip through the staging ring', async () => {
+    const s = gpu.stream();
+    const n = 40 << 20; // 40 Mi bytes: several chunks of the ring
+    const bytes = new Uint8Array(n);
+    for (let i = 0; i < n; i++) bytes[i] = (i * 2654435761) >>> 24;
+    const t = gpu.tensor('i32', [n / 4]);
+    t.upload(s, bytes);
+    const back = new Uint8Array(await t.bytes(s));
+    expect(Buffer.compare(Buffer.from(back), Buffer.from(bytes))).toBe(0);
+    t.dispose();
+    s.dispose();
+  });
+});
