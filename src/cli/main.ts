@@ -57,7 +57,10 @@ export function buildProgram(): Command {
   program
     .command('bench')
     .description('measure GEMM, expert GEMM (grouped vs dense), attention and whole-model prefill on one device')
-    .argument('[suite...]', 'gemm, experts, attention, prefill (default: every suite that fits on the device)')
+    .argument(
+      '[suite...]',
+      'gemm, experts, attention, prefill (default: every suite that fits on the device), or moe (alone: one MoE layer across ranks)',
+    )
     .addOption(backendOption())
     .option('--json <file>', 'also write the results as JSON')
     .option('--quick', 'small shapes, seconds per suite (always on with the CPU backend)')
@@ -68,12 +71,30 @@ export function buildProgram(): Command {
       scheduleOption,
       'auto',
     )
+    .option('--ranks <n>', 'moe suite: ranks (GPUs; in-process ranks on the CPU)', positiveInt('--ranks'), 2)
+    .option('--shapes <names>', 'moe suite: layer shapes, comma-separated (deepseek-v2, mixtral-8x7b, qwen3-30b-a3b)', list)
+    .option('--tokens <n,...>', 'moe suite: tokens per rank, comma-separated', (v: string) => list(v).map(positiveInt('--tokens')))
+    .addOption(new Option('--routings <kinds>', 'moe suite: balanced, skewed').argParser(list))
+    .option('--trace <file>', 'moe suite: write a Chrome/Perfetto trace of one auto layer (the first shape, balanced)')
     .action(async (suites: string[], opts) => {
+      if (suites.includes('moe')) {
+        if (suites.length > 1) throw new CliError('run the moe suite on its own: eps-moe bench moe [--ranks N]');
+        const { moeBenchCommand } = await import('./benchMoe');
+        await moeBenchCommand(opts);
+        return;
+      }
       const { benchCommand } = await import('./bench');
       await benchCommand({ ...opts, suites });
     });
 
   return program;
+}
+
+function list(v: string): string[] {
+  return v
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x.length > 0);
 }
 
 /** Checks --moe-schedule at parse time (the commands parse it again into a MoeSchedule). */

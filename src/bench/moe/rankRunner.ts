@@ -1,0 +1,297 @@
+// The MoE layer benchmark as one rank runs it: for each layer shape, this rank's experts with random
+// weights on its device, the cost model (cached or measured by all ranks), then for each token count
+// and routing, the layer under baseline, every fixed plan of the sweep, and auto. Times are the
+// slowest rank's (CUDA events on GPU), median of the repetitions.
+import type { Communicator } from '../../comm/communicator';
+import type { DType } from '../../native/addonTypes';
+import { type Device, type Stream, type Tensor, dtypeBytes, tensorFromFloat32, tensorFromInt32 } from '../../native/device';
+import * as ops from '../../native/ops';
+import { TensorScope } from '../../engine/scope';
+import type { MoeWeights } from '../../engine/weightTypes';
+import { allToAllMs, type CostModel } from '../../moe/costModel';
+import { obtainCostModel } from '../../moe/costModelCache';
+import { routedMoeLayer, type MoeLayerContext } from '../../moe/moeLayer';
+import type { MoePlan } from '../../moe/plan';
+import { expertRanges } from '../../moe/placement';
+import { formatMoeSchedule, parseMoeSchedule, type MoeSchedule } from '../../moe/schedule';
+import type { OpSpan } from '../../moe/spans';
+import { TraceCollector } from '../../trace/traceCollector';
+import { makeRouting, type RoutingKind } from './routing';
+import type { MoeLayerShape } from './shapes';
+
+export interface MoeBenchOptions {
+  shapes: MoeLayerShape[];
+  tokensPerRank: number[];
+  routings: RoutingKind[];
+  /** Fixed plans to sweep, e.g. fixed:2:dense. */
+  sweep: string[];
+  warmup: number;
+  reps: number;
+  /** Write a trace of this point (auto schedule) to `trace.file` (rank r writes file.rank<r>.json). */
+  trace?: { shape: string; tokens: number; routing: RoutingKind; file: string };
+}
+
+export interface ScheduleResult {
+  schedule: string;
+  ms: number;
+  predictedMs: number | null;
+  plan: string;
+}
+
+export interface MoeBenchRow {
+  shape: string;
+  world: number;
+  tokensPerRank: number;
+  routing: RoutingKind;
+  results: ScheduleResult[];
+  baselineMs: number;
+  groupedMs: number;
+  best: ScheduleResult;
+  auto: ScheduleResult;
+  floorMs: number;
+  gemmFloorMs: number;
+  commFloorMs: number;
+  maxRowsPerRank: number;
+}
+
+export interface RankContext {
+  device: Device;
+  comm: Communicator;
+  dtype: DType;
+  progress: (line: string) => void;
+}
+
+export async function runMoeBenchRank(ctx: RankContext, o: MoeBenchOptions): Promise<MoeBenchRow[]> {
+  const rows: MoeBenchRow[] = [];
+  const ceilingTflops = await measureCeilingTflops(ctx);
+  for (const shape of o.shapes) {
+    const { model } = await obtainCostModel({
+      device: ctx.device,
+      comm: ctx.comm,
+      dtype: ctx.dtype,
+      shape,
+      onProgress: (p) => p.done % 10 === 0 && ctx.progress(`cost model ${shape.name}: ${p.phase} ${p.done}/${p.total}`),
+    });
+    const weights = await makeWeights(ctx, shape);
+    try {
+      for (const tokens of o.tokensPerRank) {
+        for (const routing of o.routings) {
+          ctx.progress(`${shape.name} ${tokens} tokens/rank ${routing}`);
+          rows.push(await benchPoint(ctx, o, shape, weights, model, tokens, routing, ceilingTflops));
+        }
+      }
+    } finally {
+      for (const t of [weights.router, weights.experts.gateUp, weights.experts.down, weights.shared?.gateUp, weights.shared?.down])
+        t?.dispose();
+    }
+  }
+  return rows;
+}
+
+async function benchPoint(
+  ctx: RankContext,
+  o: MoeBenchOptions,
+  shape: MoeLayerShape,
+  w: MoeWeights,
+  model: CostModel,
+  T: number,
+  routing: RoutingKind,
+  ceilingTflops: number,
+): Promise<MoeBenchRow> {
+  const { device, comm } = ctx;
+  const s = device.stream();
+  const commStream = device.stream();
+  const E = shape.numExperts;
+  const k = shape.topK;
+  const route = makeRouting(routing, T, E, k, 1000 + comm.rank);
+  const h = device.tensor(ctx.dtype, [T, shape.hidden]);
+  ops.fillRandom(s, h, 17 + comm.rank, 1);
+  const idx = tensorFromInt32(device, s, [T, k], route.idx);
+  const wts = tensorFromFloat32(device, s, 'f32', [T, k], route.weights);
+  const out = device.tensor(ctx.dtype, [T, shape.hidden]);
+  const ranges = expertRanges(E, comm.world);
+  try {
+    const run = async (schedule: MoeSchedule, trace?: TraceCollector): Promise<{ ms: number; plan: MoePlan }> => {
+      const scope = new TensorScope(device);
+      const spans: OpSpan[] = [];
+      const layerCtx: MoeLayerContext = {
+        compute: s,
+        comm: commStream,
+        scope,
+        communicator: comm,
+        actDtype: ctx.dtype,
+        routing: {
+          numExperts: E,
+          topK: k,
+          normTopkProb: true,
+          routedScale: 1,
+          expertIntermediate: shape.expertIntermediate,
+          sharedIntermediate: shape.sharedIntermediate,
+        },
+        ranges,
+        schedule,
+        costModel: model,
+        onSpan: trace ? (sp) => spans.push(sp) : undefined,
+      };
+      try {
+        const start = s.record();
+        const plan = await routedMoeLayer(layerCtx, w, h, out, idx, wts);
+        const end = s.record();
+        await s.synchronize();
+        const ms = end.elapsedSince(start);
+        if (trace) {
+          for (const sp of spans)
+            trace.op(comm.rank, sp.stream, sp.name, sp.start.elapsedSince(start), sp.end.elapsedSince(start), sp.args);
+          trace.predictedTimeline(comm.rank, plan.timeline, spans.length ? spans[0].start.elapsedSince(start) : 0, { degree: plan.degree });
+        }
+        for (const e of [start, end, ...spans.flatMap((sp) => [sp.start, sp.end])]) e.dispose();
+        return { ms, plan };
+      } finally {
+        scope.dispose();
+      }
+    };
+    const slowest = async (ms: number): Promise<number> => {
+      const all = comm.world > 1 ? await comm.allGather(Int32Array.of(Math.round(ms * 1000))) : [Int32Array.of(Math.round(ms * 1000))];
+      return Math.max(...all.map((a) => a[0])) / 1000;
+    };
+    const measure = async (text: string): Promise<ScheduleResult> => {
+      const schedule = parseMoeSchedule(text);
+      for (let i = 0; i < o.warmup; i++) await run(schedule);
+      const times: number[] = [];
+      let plan: MoePlan | undefined;
+      for (let i = 0; i < o.reps; i++) {
+        const r = await run(schedule);
+        times.push(await slowest(r.ms));
+        plan = r.plan;
+      }
+      times.sort((a, b) => a - b);
+      return {
+        schedule: text,
+        ms: times[times.length >> 1],
+        predictedMs: plan!.predicted ? plan!.predictedMs : null,
+        plan: describePlan(plan!),
+      };
+    };
+
+    const results: ScheduleResult[] = [];
+    for (const text of ['baseline', 'fixed:1:grouped', ...o.sweep, 'auto']) {
+      if (!results.some((r) => r.schedule === text)) results.push(await measure(text));
+    }
+    if (o.trace && o.trace.shape === shape.name && o.trace.tokens === T && o.trace.routing === routing) {
+      const trace = new TraceCollector();
+      await run({ kind: 'auto' }, trace);
+      await trace.write(`${o.trace.file}.rank${comm.rank}.json`);
+    }
+    const fixed = results.filter((r) => r.schedule.startsWith('fixed:'));
+    const best = fixed.reduce((a, b) => (b.ms < a.ms ? b : a));
+    const floor = await floorOf(ctx, shape, route.idx, T, model, ceilingTflops);
+    return {
+      shape: shape.name,
+      world: comm.world,
+      tokensPerRank: T,
+      routing,
+      results,
+      baselineMs: results.find((r) => r.schedule === 'baseline')!.ms,
+      groupedMs: results.find((r) => r.schedule === 'fixed:1:grouped')!.ms,
+      best,
+      auto: results.find((r) => r.schedule === 'auto')!,
+      ...floor,
+    };
+  } finally {
+    for (const t of [h, idx, wts, out]) t.dispose();
+    s.dispose();
+    commStream.dispose();
+  }
+}
+
+/**
+ * The layer's floor: its GEMM FLOPs on the busiest rank over the measured GEMM ceiling, and the
+ * all-to-all bytes of the busiest rank (dispatch + combine, rows as sent) over the measured all-to-all
+ * bandwidth; the floor is the larger (perfect overlap).
+ */
+async function floorOf(ctx: RankContext, shape: MoeLayerShape, idx: Int32Array, T: number, model: CostModel, ceilingTflops: number) {
+  const { comm } = ctx;
+  const E = shape.numExperts;
+  const ranges = expertRanges(E, comm.world);
+  const owner = new Int32Array(E);
+  ranges.forEach((r, p) => owner.fill(p, r.first, r.first + r.count));
+  // Rows this rank sends to each rank (itself included), from its routing.
+  const sendTo = new Int32Array(comm.world);
+  for (const e of idx) sendTo[owner[e]]++;
+  const all = comm.world > 1 ? await comm.allGather(sendTo) : [sendTo];
+  const rowBytes = shape.hidden * dtypeBytes[ctx.dtype];
+  let maxRows = 0;
+  let maxCrossRows = 0;
+  for (let p = 0; p < comm.world; p++) {
+    const received = all.reduce((sum, from) => sum + from[p], 0);
+    maxRows = Math.max(maxRows, received);
+    const sentAway = all[p].reduce((a, b) => a + b, 0) - all[p][p];
+    const receivedFromOthers = received - all[p][p];
+    maxCrossRows = Math.max(maxCrossRows, sentAway, receivedFromOthers);
+  }
+  const flops =
+    2 * maxRows * 3 * shape.expertIntermediate * shape.hidden +
+    (shape.sharedIntermediate ? 2 * T * 3 * shape.sharedIntermediate * shape.hidden : 0);
+  const gemmFloorMs = flops / (ceilingTflops * 1e9);
+  const commFloorMs = comm.world > 1 ? 2 * allToAllMs(model, comm.world, maxCrossRows * rowBytes) : 0;
+  return { gemmFloorMs, commFloorMs, floorMs: Math.max(gemmFloorMs, commFloorMs), maxRowsPerRank: maxRows };
+}
+
+function describePlan(plan: MoePlan): string {
+  const kernels = [...new Set(plan.chunks.map((c) => c.kernel))].join('+');
+  return `D=${plan.degree} ${kernels}${plan.overlap ? '' : ' serial'}`;
+}
+
+async function makeWeights(ctx: RankContext, shape: MoeLayerShape): Promise<MoeWeights> {
+  const { device, comm } = ctx;
+  const s = device.stream();
+  const local = expertRanges(shape.numExperts, comm.world)[comm.rank];
+  const H = shape.hidden;
+  const I = shape.expertIntermediate;
+  const make = (dims: number[], seed: number): Tensor => {
+    const t = device.tensor(ctx.dtype, dims);
+    ops.fillRandom(s, t, seed, 1 / Math.sqrt(dims[dims.length - 1]));
+    return t;
+  };
+  const w: MoeWeights = {
+    router: make([shape.numExperts, H], 1),
+    experts: {
+      gateUp: make([Math.max(local.count, 0), 2 * I, H], 10 + comm.rank),
+      down: make([Math.max(local.count, 0), H, I], 20 + comm.rank),
+    },
+    local,
+  };
+  if (shape.sharedIntermediate > 0) {
+    w.shared = { gateUp: make([2 * shape.sharedIntermediate, H], 30), down: make([H, shape.sharedIntermediate], 31) };
+  }
+  await s.synchronize(); // the benchmark's streams read these
+  s.dispose();
+  return w;
+}
+
+/** The GEMM ceiling of this device: a square bf16 (CUDA) or f32 (CPU) matmul, median of 5. */
+async function measureCeilingTflops(ctx: RankContext): Promise<number> {
+  const n = ctx.device.backend === 'cuda' ? 8192 : 256;
+  const s: Stream = ctx.device.stream();
+  const a = ctx.device.tensor(ctx.dtype, [n, n]);
+  const b = ctx.device.tensor(ctx.dtype, [n, n]);
+  const c = ctx.device.tensor(ctx.dtype, [n, n]);
+  ops.fillRandom(s, a, 1, 1);
+  ops.fillRandom(s, b, 2, 1);
+  const times: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    const start = s.record();
+    ops.matmul(s, c, a, b);
+    const end = s.record();
+    await s.synchronize();
+    if (i >= 2) times.push(end.elapsedSince(start));
+    start.dispose();
+    end.dispose();
+  }
+  for (const t of [a, b, c]) t.dispose();
+  s.dispose();
+  times.sort((x, y) => x - y);
+  return (2 * n ** 3) / (times[times.length >> 1] * 1e9);
+}
+
+export { formatMoeSchedule };
