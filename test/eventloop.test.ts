@@ -29,9 +29,11 @@ test('a 20 ms timer fires on schedule during a multi-second forward', async () =
 
     expect(logits).toHaveLength(4);
     expect(elapsed).toBeGreaterThan(1000); // the forward really is long
+    // A loop blocked by compute would show a gap as long as the forward (seconds). The bounds leave
+    // room for a loaded CI machine (other test files run processes beside this one).
     const gaps = ticks.slice(1).map((t, i) => t - ticks[i]);
-    expect(Math.max(...gaps)).toBeLessThan(150);
-    expect(ticks.length).toBeGreaterThan((elapsed / 20) * 0.6);
+    expect(Math.max(...gaps)).toBeLessThan(Math.min(400, elapsed / 4));
+    expect(ticks.length).toBeGreaterThan((elapsed / 20) * 0.4);
   } finally {
     await engine.dispose();
   }

@@ -43,7 +43,9 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   if (opts.model !== undefined && opts.preset !== undefined) throw new CliError('give --model or --preset, not both', 2);
   const nnodes = opts.nnodes ?? 1;
   const nodeRank = opts.nodeRank ?? 0;
-  const logger = createLogger({ role: 'launcher', node: nodeRank }, opts.logLevel);
+  // Ranks inherit the environment: they log at the same level.
+  if (opts.logLevel !== undefined) process.env.EPS_LOG_LEVEL = opts.logLevel;
+  const logger = createLogger({ role: 'launcher', node: nodeRank });
   const backend = opts.backend ?? (await bestBackend());
   const ranksPerNode = opts.ranks ?? (await defaultRanks(backend));
   if (!Number.isInteger(ranksPerNode) || ranksPerNode < 1) throw new CliError('--ranks must be a positive integer', 2);
@@ -69,7 +71,7 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
       failureLingerMs: opts.failureLingerMs,
     }),
   };
-  const progress = new LoadProgressView('loading weights', logger);
+  const progress = new LoadProgressView('loading weights', 'tensors', logger);
   let cluster;
   try {
     cluster = await launchCluster({
@@ -84,7 +86,7 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
       tuning,
       moeSchedule: opts.moeSchedule,
       logger,
-      onProgress: (p: ClusterLoadProgress) => progress.update(p.loadedBytes, p.totalBytes, `${p.ranksDone}/${p.world} ranks`),
+      onProgress: (p: ClusterLoadProgress) => progress.update(p.loaded, p.total, `${p.ranksDone}/${p.world} ranks`),
     });
   } catch (e) {
     progress.stop();
@@ -144,14 +146,19 @@ async function builtInModel(preset: string | undefined, logger: Logger): Promise
   const { DEFAULT_PRESET, findPreset, listPresets } = await import('../model/presets');
   const name = preset ?? DEFAULT_PRESET;
   if (!findPreset(name)) {
-    throw new CliError(`unknown preset ${JSON.stringify(name)}; presets: ${listPresets().map((p) => p.name).join(', ')}`, 2);
+    throw new CliError(
+      `unknown preset ${JSON.stringify(name)}; presets: ${listPresets()
+        .map((p) => p.name)
+        .join(', ')}`,
+      2,
+    );
   }
   const dir = path.join(cacheDir(), 'models', `${name}-seed0`);
   if (await exists(path.join(dir, 'config.json'))) return dir;
   await fs.mkdir(path.dirname(dir), { recursive: true });
   const partial = await fs.mkdtemp(`${dir}.partial-`);
   logger.info({ preset: name, dir }, 'making the built-in model (first run)');
-  const view = new LoadProgressView(`making ${name}`, logger);
+  const view = new LoadProgressView(`making ${name}`, 'MB', logger);
   try {
     await makeModel({ preset: name, out: partial, seed: 0, force: true }, (written, total) => view.update(written, total, ''));
     view.stop();
@@ -173,31 +180,33 @@ class LoadProgressView {
   private bar: SingleBar | null = null;
   private lastTenth = -1;
 
+  /** `unit` 'MB' shows bytes as megabytes; any other unit shows counts as they are. */
   constructor(
     private readonly label: string,
+    private readonly unit: string,
     private readonly logger: Logger,
   ) {}
 
   update(done: number, total: number, extra: string): void {
     if (!(total > 0)) return;
-    const mb = (b: number): string => (b / 1e6).toFixed(1);
+    const show = (n: number): string => (this.unit === 'MB' ? (n / 1e6).toFixed(1) : String(Math.round(n)));
     if (process.stderr.isTTY) {
       if (!this.bar) {
         this.bar = new SingleBar({
           stream: process.stderr,
-          format: `${this.label} [{bar}] {percentage}% | {doneMb}/{totalMb} MB | {extra}`,
+          format: `${this.label} [{bar}] {percentage}% | {shown}/{shownTotal} ${this.unit} {extra}`,
           hideCursor: true,
         });
-        this.bar.start(total, 0, { doneMb: '0', totalMb: mb(total), extra });
+        this.bar.start(total, 0, { shown: '0', shownTotal: show(total), extra });
       }
       this.bar.setTotal(total);
-      this.bar.update(done, { doneMb: mb(done), totalMb: mb(total), extra });
+      this.bar.update(done, { shown: show(done), shownTotal: show(total), extra });
       return;
     }
     const tenth = Math.floor((10 * done) / total);
     if (tenth === this.lastTenth) return;
     this.lastTenth = tenth;
-    this.logger.info({ loadedBytes: done, totalBytes: total, percent: tenth * 10, extra }, this.label);
+    this.logger.info({ done, total, unit: this.unit, percent: tenth * 10, extra }, this.label);
   }
 
   stop(): void {

@@ -55,6 +55,49 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('launch')
+    .description('start a cluster (router + one rank per GPU, or N on the CPU) and serve Prefill over gRPC')
+    .option('--model <dir>', 'Hugging Face checkpoint folder')
+    .option('--preset <name>', 'a built-in model, made on first run into the cache folder (default: tiny)')
+    .option('--ranks <n>', 'ranks on this node (default: GPUs visible; 1 on the CPU)', positiveInt('--ranks'))
+    .addOption(backendOption())
+    .option('--host <host>', 'address to serve on', '127.0.0.1')
+    .option('--port <port>', 'port to serve on (0: any free port)', nonNegativeInt('--port'), 50051)
+    .option('--nnodes <n>', 'nodes in the cluster', positiveInt('--nnodes'))
+    .option('--node-rank <r>', 'this node (0 runs the router)', nonNegativeInt('--node-rank'))
+    .option('--coordinator <host:port>', "node 0's rendezvous address (multi-node)")
+    .option('--max-tokens-per-rank <n>', 'tokens one rank runs in one step', positiveInt('--max-tokens-per-rank'))
+    .option('--max-wait-ms <n>', 'longest a request waits for a step to fill', nonNegativeInt('--max-wait-ms'))
+    .option('--queue-limit <n>', 'sequences waiting at most (beyond: RESOURCE_EXHAUSTED)', positiveInt('--queue-limit'))
+    .option('--max-sequences-per-request <n>', 'sequences in one request at most', positiveInt('--max-sequences-per-request'))
+    .option('--step-timeout-ms <n>', 'a step slower than this fails the cluster', positiveInt('--step-timeout-ms'))
+    .option('--drain-timeout-ms <n>', 'how long SIGINT/SIGTERM waits for admitted requests', nonNegativeInt('--drain-timeout-ms'))
+    .option('--failure-linger-ms <n>', 'how long a failed cluster answers NOT_SERVING before exiting', nonNegativeInt('--failure-linger-ms'))
+    .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', scheduleOption)
+    .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .action(async (opts) => {
+      const { launchCommand } = await import('./launch');
+      await launchCommand(opts);
+    });
+
+  program
+    .command('prefill')
+    .description('send prefill requests to a cluster; with --concurrency/--repeat, a load generator')
+    .requiredOption('--server <host:port>', 'the cluster (eps-moe launch prints it)')
+    .option('--tokens <ids>', 'one sequence: comma-separated token ids')
+    .option('--text <text>', 'one sequence as text (the model folder needs tokenizer.json)')
+    .option('--input <file>', 'JSON {"sequences": [[token ids], ...]}')
+    .option('--top-logprobs <k>', 'log-probs to return per sequence', nonNegativeInt('--top-logprobs'), 5)
+    .option('--json', 'print {"sequences": [{"next_token", "top_logprobs"}]} as JSON')
+    .option('--concurrency <c>', 'load generator: requests in flight', positiveInt('--concurrency'))
+    .option('--repeat <r>', 'load generator: requests in all', positiveInt('--repeat'))
+    .option('--timeout-ms <ms>', 'deadline of each request', positiveInt('--timeout-ms'))
+    .action(async (opts) => {
+      const { prefillCommand } = await import('./prefill');
+      await prefillCommand(opts);
+    });
+
+  program
     .command('bench')
     .description('measure GEMM, expert GEMM (grouped vs dense), attention and whole-model prefill on one device')
     .argument(

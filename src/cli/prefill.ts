@@ -74,7 +74,9 @@ export function parseTokenList(text: string): number[] {
 }
 
 /** Exactly the documented shape: {"sequences": [{"next_token": ID, "top_logprobs": [{"token": ID, "logprob": X}]}]}. */
-export function toJson(res: PrefillResponseMsg): { sequences: { next_token: number; top_logprobs: { token: number; logprob: number }[] }[] } {
+export function toJson(res: PrefillResponseMsg): {
+  sequences: { next_token: number; top_logprobs: { token: number; logprob: number }[] }[];
+} {
   return {
     sequences: res.sequences.map((s) => ({
       next_token: s.nextToken,
@@ -92,7 +94,13 @@ function formatText(res: PrefillResponseMsg): string {
   return `${lines.join('\n')}\n`;
 }
 
-async function runLoad(client: PrefillClient, request: Partial<PrefillRequestMsg>, concurrency: number, repeat: number, timeoutMs?: number): Promise<LoadSummary> {
+async function runLoad(
+  client: PrefillClient,
+  request: Partial<PrefillRequestMsg>,
+  concurrency: number,
+  repeat: number,
+  timeoutMs?: number,
+): Promise<LoadSummary> {
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new CliError('--concurrency must be a positive integer', 2);
   if (!Number.isInteger(repeat) || repeat < 1) throw new CliError('--repeat must be a positive integer', 2);
   const latencies: number[] = [];
@@ -120,7 +128,9 @@ async function runLoad(client: PrefillClient, request: Partial<PrefillRequestMsg
 
 function formatLoad(s: LoadSummary): string {
   const ms = (v: number): string => (Number.isNaN(v) ? '-' : v.toFixed(1));
-  const errs = Object.entries(s.errors).map(([k, v]) => `${k} ${v}`).join(', ');
+  const errs = Object.entries(s.errors)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
   return [
     `requests: ${s.requests} (${s.ok} ok${errs ? `, failed: ${errs}` : ''}) in ${(s.wallMs / 1000).toFixed(2)} s`,
     `throughput: ${s.requestsPerSecond.toFixed(2)} requests/s, ${s.tokensPerSecond.toFixed(1)} tokens/s`,

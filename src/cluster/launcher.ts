@@ -1,0 +1,291 @@
+// The launcher of one node, as torchrun is: it spawns this node's ranks (one process each, with the
+// launcher's own environment) and, on node 0, runs the router in its own process. It supervises
+// them: a rank that dies fails the cluster; a signal drains it and stops it; either way no process
+// is left behind (ranks that do not stop in time are killed).
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { loadModelSpec } from '../model/config';
+import type { BackendKind } from '../native/addonTypes';
+import { ClusterError, LaunchError, messageOf } from './errors';
+import type { Logger } from './log';
+import { parseHostPort } from './peerAddress';
+import type { RankProcessOptions } from './rankProcess';
+import { Router, type ClusterLoadProgress } from './router';
+import { loadTextTokenizer } from './textTokenizer';
+
+export interface ClusterTuning {
+  maxTokensPerRank: number;
+  maxWaitMs: number;
+  maxQueuedSequences: number;
+  maxSequencesPerRequest: number;
+  maxTopLogprobs: number;
+  stepTimeoutMs: number;
+  collectiveTimeoutMs: number;
+  rendezvousTimeoutMs: number;
+  drainTimeoutMs: number;
+  /** After a failure, how long the router keeps answering NOT_SERVING / UNAVAILABLE before it exits. */
+  failureLingerMs: number;
+}
+
+export const DEFAULT_TUNING: ClusterTuning = {
+  maxTokensPerRank: 8192,
+  maxWaitMs: 5,
+  maxQueuedSequences: 1024,
+  maxSequencesPerRequest: 256,
+  maxTopLogprobs: 20,
+  stepTimeoutMs: 120_000,
+  collectiveTimeoutMs: 120_000,
+  rendezvousTimeoutMs: 300_000,
+  drainTimeoutMs: 30_000,
+  failureLingerMs: 3_000,
+};
+
+export interface LaunchOptions {
+  modelDir: string;
+  backend: BackendKind;
+  /** Ranks on this node (torchrun's nproc_per_node). */
+  ranksPerNode: number;
+  nnodes: number;
+  nodeRank: number;
+  /** host:port of the rendezvous on node 0; required when nnodes > 1. */
+  coordinator: string | null;
+  /** Public server of node 0. */
+  host: string;
+  port: number;
+  tuning: ClusterTuning;
+  /** The MoE schedule of every rank (`--moe-schedule`); the engine's default when absent. */
+  moeSchedule?: string;
+  logger: Logger;
+  onProgress?: (p: ClusterLoadProgress) => void;
+}
+
+export interface RankChild {
+  rank: number;
+  pid: number;
+}
+
+export interface RunningCluster {
+  /** host:port of the public server (node 0 only; empty elsewhere). */
+  publicAddress: string;
+  coordinatorAddress: string;
+  world: number;
+  ranks: RankChild[];
+  /** Resolves with the launcher's exit code once every local process is gone. */
+  readonly finished: Promise<number>;
+  /** Drain (node 0) and stop. A second call stops at once. */
+  shutdown(why: string): void;
+}
+
+/** Time a rank gets to exit after it was asked to, before SIGKILL. */
+const RANK_EXIT_GRACE_MS = 5_000;
+
+export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster> {
+  const { logger, tuning } = opts;
+  const world = opts.ranksPerNode * opts.nnodes;
+  if (!(opts.nodeRank >= 0 && opts.nodeRank < opts.nnodes))
+    throw new LaunchError(`--node-rank ${opts.nodeRank} is outside [0, ${opts.nnodes})`);
+  if (opts.nnodes > 1 && !opts.coordinator) throw new LaunchError('--coordinator HOST:PORT is required when --nnodes > 1');
+  const multiNode = opts.nnodes > 1;
+  const rendezvous = opts.coordinator ? parseHostPort(opts.coordinator, '--coordinator') : { host: '127.0.0.1', port: 0 };
+
+  let router: Router | null = null;
+  let coordinatorAddress = opts.coordinator ?? '';
+  if (opts.nodeRank === 0) {
+    const spec = await loadModelSpec(opts.modelDir);
+    router = await Router.start({
+      modelDir: opts.modelDir,
+      spec,
+      tokenizer: loadTextTokenizer(opts.modelDir),
+      backend: opts.backend,
+      world,
+      host: opts.host,
+      port: opts.port,
+      // Multi-node: listen on every interface; ranks of every node (this one too) join at the
+      // coordinator address, so the router sees addresses other hosts can reach.
+      coordinatorHost: multiNode ? '0.0.0.0' : rendezvous.host,
+      coordinatorPort: rendezvous.port,
+      maxTokensPerRank: tuning.maxTokensPerRank,
+      maxWaitMs: tuning.maxWaitMs,
+      maxQueuedSequences: tuning.maxQueuedSequences,
+      maxSequencesPerRequest: tuning.maxSequencesPerRequest,
+      maxTopLogprobs: tuning.maxTopLogprobs,
+      stepTimeoutMs: tuning.stepTimeoutMs,
+      logger: logger.child({ component: 'router' }),
+    });
+    if (!multiNode) coordinatorAddress = router.coordinatorAddress;
+    logger.info({ public: router.publicAddress, coordinator: router.coordinatorAddress }, 'router listening');
+  }
+
+  const supervisor = new Supervisor(logger);
+  for (let local = 0; local < opts.ranksPerNode; local++) {
+    const rank = opts.nodeRank * opts.ranksPerNode + local;
+    const rankOpts: RankProcessOptions = {
+      coordinator: coordinatorAddress,
+      rank,
+      world,
+      nodeRank: opts.nodeRank,
+      localRank: local,
+      backend: opts.backend,
+      deviceIndex: opts.backend === 'cuda' ? local : 0,
+      bindHost: multiNode ? '0.0.0.0' : '127.0.0.1',
+      advertiseHost: '',
+      collectiveTimeoutMs: tuning.collectiveTimeoutMs,
+      rendezvousTimeoutMs: tuning.rendezvousTimeoutMs,
+      parentCheckMs: 1000,
+      moeSchedule: opts.moeSchedule,
+    };
+    supervisor.spawnRank(rankOpts);
+  }
+
+  let resolveFinished!: (code: number) => void;
+  const finished = new Promise<number>((resolve) => (resolveFinished = resolve));
+  let ending: Promise<void> | null = null;
+  let hardStop = false;
+
+  /** Tears everything down once; `drain` for a planned stop, not after a failure. */
+  const end = (code: number, why: string, drain: boolean): Promise<void> => {
+    ending ??= (async () => {
+      logger.info({ why, code }, 'cluster stopping');
+      if (router && drain) await router.drain(tuning.drainTimeoutMs);
+      else if (router && !drain) await delay(tuning.failureLingerMs, () => supervisor.terminateAll('SIGTERM'));
+      if (router) await router.stop(why);
+      // Without a router here (nodes other than 0), the ranks are told directly.
+      else supervisor.terminateAll('SIGTERM');
+      await supervisor.stopAll(RANK_EXIT_GRACE_MS);
+      resolveFinished(code);
+    })();
+    return ending;
+  };
+
+  router?.onFailure((err: ClusterError) => void end(1, err.message, false));
+  supervisor.onUnexpectedExit((why) => void end(1, why, false));
+  supervisor.onAllExited(() => void end(supervisor.anyFailed ? 1 : 0, 'every rank exited', false));
+
+  const cluster: RunningCluster = {
+    publicAddress: router?.publicAddress ?? '',
+    coordinatorAddress,
+    world,
+    ranks: supervisor.children,
+    finished,
+    shutdown(why: string) {
+      if (ending) {
+        if (!hardStop) {
+          hardStop = true;
+          logger.warn({ why }, 'second stop request: killing the ranks now');
+          supervisor.terminateAll('SIGKILL');
+        }
+        return;
+      }
+      supervisor.expectExits();
+      void end(0, why, true);
+    },
+  };
+
+  if (router) {
+    try {
+      await router.bringUp(tuning.rendezvousTimeoutMs, opts.onProgress);
+    } catch (err) {
+      logger.error({ err: messageOf(err) }, 'cluster failed to come up');
+      await end(1, `bring-up failed: ${messageOf(err)}`, false);
+      throw err instanceof ClusterError ? err : new LaunchError(messageOf(err));
+    }
+  }
+  return cluster;
+}
+
+/** Spawns and watches this node's rank processes. */
+class Supervisor {
+  readonly children: RankChild[] = [];
+  private readonly processes = new Map<number, ChildProcess>();
+  private readonly alive = new Set<number>();
+  private expecting = false;
+  anyFailed = false;
+  private unexpectedListeners: ((why: string) => void)[] = [];
+  private allExitedListeners: (() => void)[] = [];
+
+  constructor(private readonly logger: Logger) {}
+
+  spawnRank(rankOpts: RankProcessOptions): void {
+    const entry = path.join(__dirname, `rankMain${path.extname(__filename)}`);
+    const child = spawn(process.execPath, [...childExecArgv(), entry, JSON.stringify(rankOpts)], {
+      // The launcher's environment, whole: NCCL_*, CUDA_VISIBLE_DEVICES, proxies... reach the rank.
+      env: {
+        ...process.env,
+        RANK: String(rankOpts.rank),
+        WORLD_SIZE: String(rankOpts.world),
+        LOCAL_RANK: String(rankOpts.localRank),
+        NODE_RANK: String(rankOpts.nodeRank),
+      },
+      // stdout of ranks goes to the launcher's stderr: stdout carries the `ready:` line alone.
+      stdio: ['ignore', 2, 2],
+    });
+    const { rank } = rankOpts;
+    if (child.pid === undefined) throw new LaunchError(`could not start rank ${rank}`);
+    this.children.push({ rank, pid: child.pid });
+    this.processes.set(rank, child);
+    this.alive.add(rank);
+    this.logger.info({ rank, childPid: child.pid }, 'rank spawned');
+    child.on('exit', (code, signal) => {
+      this.alive.delete(rank);
+      const clean = code === 0;
+      if (!clean) this.anyFailed = true;
+      this.logger.info({ rank, code, signal }, 'rank exited');
+      if (!clean && !this.expecting) {
+        const why = `rank ${rank} exited ${signal ? `on ${signal}` : `with code ${code}`}`;
+        for (const l of this.unexpectedListeners) l(why);
+      }
+      if (this.alive.size === 0) for (const l of this.allExitedListeners) l();
+    });
+  }
+
+  onUnexpectedExit(listener: (why: string) => void): void {
+    this.unexpectedListeners.push(listener);
+  }
+  onAllExited(listener: () => void): void {
+    this.allExitedListeners.push(listener);
+  }
+
+  /** From now on, ranks exiting is part of a planned stop. */
+  expectExits(): void {
+    this.expecting = true;
+  }
+
+  terminateAll(signal: NodeJS.Signals): void {
+    this.expecting = true;
+    for (const rank of this.alive) this.processes.get(rank)?.kill(signal);
+  }
+
+  /** Waits for every rank to exit; after `graceMs`, SIGKILL those still there. */
+  async stopAll(graceMs: number): Promise<void> {
+    this.expecting = true;
+    if (this.alive.size === 0) return;
+    const allGone = new Promise<void>((resolve) => this.onAllExited(resolve));
+    const timer = setTimeout(() => {
+      this.logger.warn({ ranks: [...this.alive] }, 'ranks did not stop in time: SIGKILL');
+      this.terminateAll('SIGKILL');
+    }, graceMs);
+    await allGone;
+    clearTimeout(timer);
+  }
+}
+
+/** Node flags for a child (memory limits, a TypeScript loader), without -e/-p scripts or debugger ports. */
+function childExecArgv(): string[] {
+  const out: string[] = [];
+  const args = process.execArgv;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '-e' || a === '--eval' || a === '-p' || a === '--print') {
+      i++;
+      continue;
+    }
+    if (/^--(eval|print)=/.test(a) || a.startsWith('--inspect')) continue;
+    out.push(a);
+  }
+  return out;
+}
+
+function delay(ms: number, whileWaiting?: () => void): Promise<void> {
+  whileWaiting?.();
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,72 @@
+// A typed client of the public API: eps.v1.PrefillService and grpc.health.v1 (used by the CLI's
+// `prefill` command and by the tests).
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import { prefillService, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
+
+export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+
+type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
+
+interface PrefillServiceClient extends grpc.Client {
+  Prefill(req: Partial<PrefillRequestMsg>, options: grpc.CallOptions, cb: Callback<PrefillResponseMsg>): grpc.ClientUnaryCall;
+  GetModelInfo(req: object, options: grpc.CallOptions, cb: Callback<ModelInfoMsg>): grpc.ClientUnaryCall;
+}
+
+interface HealthClient extends grpc.Client {
+  Check(req: { service: string }, options: grpc.CallOptions, cb: Callback<{ status: HealthStatus }>): grpc.ClientUnaryCall;
+}
+
+export interface CallOptions {
+  /** Milliseconds from now until the call's deadline. */
+  timeoutMs?: number;
+}
+
+export class PrefillClient {
+  private readonly prefillClient: PrefillServiceClient;
+  private readonly healthClient: HealthClient;
+
+  constructor(readonly address: string) {
+    const Prefill = grpc.makeClientConstructor(prefillService(), 'PrefillService');
+    const Health = grpc.makeClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'Health');
+    const options = { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20 };
+    this.prefillClient = new Prefill(address, grpc.credentials.createInsecure(), options) as unknown as PrefillServiceClient;
+    // A channel of its own: health probes must not queue behind large prefill messages.
+    this.healthClient = new Health(address, grpc.credentials.createInsecure(), {
+      'grpc.use_local_subchannel_pool': 1,
+    }) as unknown as HealthClient;
+  }
+
+  prefill(req: Partial<PrefillRequestMsg>, opts: CallOptions = {}): Promise<PrefillResponseMsg> {
+    return unary((cb) => this.prefillClient.Prefill(req, callOptions(opts), cb));
+  }
+
+  modelInfo(opts: CallOptions = {}): Promise<ModelInfoMsg> {
+    return unary((cb) => this.prefillClient.GetModelInfo({}, callOptions(opts), cb));
+  }
+
+  async health(service = '', opts: CallOptions = { timeoutMs: 5000 }): Promise<HealthStatus> {
+    const res = await unary<{ status: HealthStatus }>((cb) => this.healthClient.Check({ service }, callOptions(opts), cb));
+    return res.status;
+  }
+
+  /** Resolves once the channel is connected (the server listens), or rejects after timeoutMs. */
+  waitForReady(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.prefillClient.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  close(): void {
+    this.prefillClient.close();
+    this.healthClient.close();
+  }
+}
+
+function callOptions(opts: CallOptions): grpc.CallOptions {
+  return opts.timeoutMs === undefined ? {} : { deadline: Date.now() + opts.timeoutMs };
+}
+
+function unary<T>(call: (cb: Callback<T>) => void): Promise<T> {
+  return new Promise((resolve, reject) => call((err, res) => (err ? reject(err) : resolve(res as T))));
+}

@@ -1,0 +1,68 @@
+// The router's handle on one rank: typed calls of eps.v1.RankService.
+import * as grpc from '@grpc/grpc-js';
+import { CHANNEL_OPTIONS } from './channelOptions';
+import {
+  rankService,
+  type LoadProgressMsg,
+  type LoadRequestMsg,
+  type RankHealthMsg,
+  type ShutdownRequestMsg,
+  type StepRequestMsg,
+  type StepResponseMsg,
+} from './protos';
+
+type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
+
+/** The methods of the generated RankService client that the router calls. */
+interface RankServiceClient extends grpc.Client {
+  Load(req: LoadRequestMsg, options: grpc.CallOptions): grpc.ClientReadableStream<LoadProgressMsg>;
+  Step(req: StepRequestMsg, options: grpc.CallOptions, cb: Callback<StepResponseMsg>): grpc.ClientUnaryCall;
+  Health(req: object, options: grpc.CallOptions, cb: Callback<RankHealthMsg>): grpc.ClientUnaryCall;
+  Shutdown(req: ShutdownRequestMsg, options: grpc.CallOptions, cb: Callback<object>): grpc.ClientUnaryCall;
+}
+
+export class RankClient {
+  private readonly client: RankServiceClient;
+
+  constructor(
+    readonly rank: number,
+    readonly address: string,
+  ) {
+    const Client = grpc.makeClientConstructor(rankService(), 'RankService');
+    this.client = new Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as RankServiceClient;
+  }
+
+  /** Builds the rank's engine; `onProgress` sees every progress message. Resolves once it reports done. */
+  load(modelDir: string, onProgress: (p: LoadProgressMsg) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.Load({ modelDir }, {});
+      let done = false;
+      call.on('data', (p: LoadProgressMsg) => {
+        onProgress(p);
+        if (p.done) done = true;
+      });
+      call.on('error', reject);
+      call.on('end', () => (done ? resolve() : reject(new Error(`rank ${this.rank} ended its load without finishing`))));
+    });
+  }
+
+  step(req: StepRequestMsg, timeoutMs: number): Promise<StepResponseMsg> {
+    return unary((cb) => this.client.Step(req, { deadline: Date.now() + timeoutMs }, cb));
+  }
+
+  health(timeoutMs = 2000): Promise<RankHealthMsg> {
+    return unary((cb) => this.client.Health({}, { deadline: Date.now() + timeoutMs }, cb));
+  }
+
+  async shutdown(reason: string, timeoutMs = 5000): Promise<void> {
+    await unary((cb) => this.client.Shutdown({ reason }, { deadline: Date.now() + timeoutMs }, cb));
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+function unary<T>(call: (cb: Callback<T>) => void): Promise<T> {
+  return new Promise((resolve, reject) => call((err, res) => (err ? reject(err) : resolve(res as T))));
+}
