@@ -34,9 +34,13 @@ export interface LaunchCommandOptions {
   /** auto | baseline | fixed:D[:grouped|dense], as for `eps-moe forward`. */
   moeSchedule?: string;
   logLevel?: string;
+  /** Seeded random weights made on each rank's device from config.json alone (benchmarks of full-size shapes). */
+  randomWeights?: boolean;
 }
 
 export const DEFAULT_HOST = '127.0.0.1';
+/** Set (to a seed) for rank processes that make random weights instead of reading a checkpoint. */
+export const RANDOM_WEIGHTS_ENV = 'EPS_RANDOM_WEIGHTS';
 export const DEFAULT_PORT = 50051;
 
 export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
@@ -57,7 +61,14 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
       throw new CliError(`--moe-schedule: ${(e as Error).message}`, 2);
     }
   }
-  const modelDir = opts.model !== undefined ? path.resolve(opts.model) : await builtInModel(opts.preset, logger);
+  let modelDir: string;
+  if (opts.randomWeights) {
+    // Ranks inherit the environment: each makes its weights from config.json alone (rankEngineFactory).
+    process.env[RANDOM_WEIGHTS_ENV] = '0';
+    modelDir = opts.model !== undefined ? path.resolve(opts.model) : await presetConfigOnly(opts.preset);
+  } else {
+    modelDir = opts.model !== undefined ? path.resolve(opts.model) : await builtInModel(opts.preset, logger);
+  }
 
   const tuning: ClusterTuning = {
     ...DEFAULT_TUNING,
@@ -138,6 +149,18 @@ async function defaultRanks(backend: BackendKind): Promise<number> {
 export function cacheDir(): string {
   if (process.env.EPS_CACHE_DIR) return path.resolve(process.env.EPS_CACHE_DIR);
   return path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'eps-moe');
+}
+
+/** A folder holding only a preset's config.json: enough for ranks that make random weights. */
+async function presetConfigOnly(preset: string | undefined): Promise<string> {
+  const { presetConfig } = await import('../model/makeModel');
+  const { DEFAULT_PRESET, findPreset } = await import('../model/presets');
+  const name = preset ?? DEFAULT_PRESET;
+  if (!findPreset(name)) throw new CliError(`unknown preset ${JSON.stringify(name)}`, 2);
+  const dir = path.join(cacheDir(), 'configs', name);
+  await fs.mkdir(dir, { recursive: true });
+  await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify(presetConfig(name), null, 2));
+  return dir;
 }
 
 /** The built-in model of a preset, made on first use (into a temporary folder, renamed when complete). */

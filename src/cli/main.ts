@@ -74,6 +74,7 @@ export function buildProgram(): Command {
     .option('--drain-timeout-ms <n>', 'how long SIGINT/SIGTERM waits for admitted requests', nonNegativeInt('--drain-timeout-ms'))
     .option('--failure-linger-ms <n>', 'how long a failed cluster answers NOT_SERVING before exiting', nonNegativeInt('--failure-linger-ms'))
     .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', scheduleOption)
+    .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(async (opts) => {
       const { launchCommand } = await import('./launch');

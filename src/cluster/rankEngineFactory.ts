@@ -15,6 +15,12 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
   const schedule: MoeSchedule = moeSchedule ? parseMoeSchedule(moeSchedule) : { kind: 'auto' };
   return async (opts) => {
     const costModel = schedule.kind === 'auto' && opts.comm.world > 1 ? await clusterCostModel(opts, logger) : undefined;
+    // `eps-moe launch --random-weights`: the folder holds only config.json; weights are made on the device.
+    const seed = process.env.EPS_RANDOM_WEIGHTS;
+    if (seed !== undefined) {
+      const spec = await loadModelSpec(opts.modelDir);
+      return loadRankEngine({ ...opts, modelDir: undefined, spec, randomSeed: Number(seed) || 0, schedule, costModel });
+    }
     return loadRankEngine({ ...opts, schedule, costModel });
   };
 }
