@@ -509,7 +509,7 @@ test('explain() names the choice, the alternatives and the chunks', () => {
   expect(text).toMatch(/^MoE plan, rank 0 of 2, schedule auto: D = 2, grouped kernel on this rank/);
   for (const d of [1, 2, 4, 8]) expect(text).toMatch(new RegExp(`D=${d} +\\d+\\.\\d{3} \\| +\\d+\\.\\d{3} \\| +\\d+\\.\\d{3}`));
   expect(text).not.toMatch(/D=3 /);
-  expect(text).toMatch(/chose D = 2: the smallest D within 2% of the best \(0\.128 ms\)/);
+  expect(text).toMatch(/chose D = 2: the smallest D within 15% of the best \(0\.128 ms\)/);
   expect(text).toMatch(/chunk 0: micro \[0, 4\) tokens \[0, 32\), kernel grouped \(grouped 0\.032 ms, dense 0\.064 ms\)/);
   expect(text).toMatch(/sends \[32, 32\], receives \[32, 32\]/);
 });
