@@ -99,11 +99,10 @@ const options = (over: Partial<MeasureCostModelOptions> = {}): MeasureCostModelO
   ...over,
 });
 
-// Routed GEMMs are measured at world x localExperts segments: the rows of every source rank.
-function expectCurves(model: CostModel, localExperts: number, world = 1): void {
+function expectCurves(model: CostModel, localExperts: number): void {
   expect(model.gemm.map((g) => [g.n, g.k, g.segments])).toEqual([
-    [2 * I, H, localExperts * world],
-    [H, I, localExperts * world],
+    [2 * I, H, localExperts],
+    [H, I, localExperts],
     [2 * Is, H, 1],
     [H, Is, 1],
   ]);
@@ -182,7 +181,7 @@ test('two ranks: all-to-all by size, and both ranks hold the same model', async 
   expect(models[1]).toEqual(models[0]);
   const model = models[0];
   expect(model.key.worlds).toEqual([2]);
-  expectCurves(model, 2, 2);
+  expectCurves(model, 2);
   expect(model.allToAll.length).toBe(1);
   const curve = model.allToAll[0];
   expect(curve.world).toBe(2);

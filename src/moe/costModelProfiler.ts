@@ -82,13 +82,11 @@ export async function measureCostModel(o: MeasureCostModelOptions): Promise<Cost
   const Is = o.sharedIntermediate;
 
   // (N, K, experts in the weight): routed gate_up and down; the shared expert's, as one segment.
-  // After the dispatch a rank's rows come in world x localExperts segments (source rank major), so
-  // the routed GEMMs are measured at that many segments: launches and parallelism as at run time.
-  const shapes: [number, number, number, number][] = [
-    [2 * I, H, localExperts, world],
-    [H, I, localExperts, world],
+  const shapes: [number, number, number][] = [
+    [2 * I, H, localExperts],
+    [H, I, localExperts],
   ];
-  if (Is > 0) shapes.push([2 * Is, H, 1, 1], [H, Is, 1, 1]);
+  if (Is > 0) shapes.push([2 * Is, H, 1], [H, Is, 1]);
 
   const measureCount = shapes.length * (2 * rowsPerExpert.length + 2) + (world > 1 ? a2aBytes.length : 0) + 8;
   let done = 0;
@@ -101,9 +99,9 @@ export async function measureCostModel(o: MeasureCostModelOptions): Promise<Cost
   const timer = new OpTimer(s, warmup, reps);
   try {
     const gemm: GemmTable[] = [];
-    for (const [n, k, experts, copies] of shapes) {
+    for (const [n, k, experts] of shapes) {
       gemm.push(
-        await measureGemm(o.device, s, timer, o.dtype, n, k, experts, copies, rowsPerExpert, maxActivationBytes, (label) =>
+        await measureGemm(o.device, s, timer, o.dtype, n, k, experts, rowsPerExpert, maxActivationBytes, (label) =>
           progress('gemm', label),
         ),
       );
@@ -182,16 +180,14 @@ async function measureGemm(
   n: number,
   k: number,
   experts: number,
-  copies: number,
   rowsPerExpert: readonly number[],
   maxActivationBytes: number,
   progress: (label: string) => void,
 ): Promise<GemmTable> {
   const rowBytes = (n + k) * dtypeBytes[dtype];
-  const maxSegments = experts * copies; // segment s uses expert s % experts, as expert_matmul does
   const maxRows = Math.max(...rowsPerExpert.map((r) => r * segmentsFor(r)));
   function segmentsFor(rows: number): number {
-    return Math.max(1, Math.min(maxSegments, Math.floor(maxActivationBytes / (rows * rowBytes))));
+    return Math.max(1, Math.min(experts, Math.floor(maxActivationBytes / (rows * rowBytes))));
   }
   const owned: Tensor[] = [];
   const tensor = (shape: number[]) => {
@@ -208,12 +204,12 @@ async function measureGemm(
 
     const curve = async (kernel: ops.ExpertKernel): Promise<KernelCurve> => {
       // The fixed cost: a call whose segments are all empty.
-      const overheadMs = await timer.median(() => ops.expertMatmul(s, out.rows(0, 0), a.rows(0, 0), w, new Array(maxSegments).fill(0), kernel));
+      const overheadMs = await timer.median(() => ops.expertMatmul(s, out.rows(0, 0), a.rows(0, 0), w, new Array(experts).fill(0), kernel));
       progress(`expert_matmul ${kernel} N=${n} K=${k} overhead`);
       const points: CostPoint[] = [];
       for (const rows of rowsPerExpert) {
         const segments = segmentsFor(rows);
-        const counts = new Array(maxSegments).fill(0).map((_, e) => (e < segments ? rows : 0));
+        const counts = new Array(experts).fill(0).map((_, e) => (e < segments ? rows : 0));
         const R = rows * segments;
         const ms = await timer.median(() => ops.expertMatmul(s, out.rows(0, R), a.rows(0, R), w, counts, kernel));
         points.push({ rows, ms: Math.max(MIN_MS, (ms - overheadMs) / segments) });
@@ -223,7 +219,7 @@ async function measureGemm(
     };
     const grouped = await curve('grouped');
     const dense = await curve('dense');
-    return { n, k, segments: maxSegments, grouped, dense };
+    return { n, k, segments: experts, grouped, dense };
   } finally {
     await s.synchronize();
     for (const t of owned) t.dispose();

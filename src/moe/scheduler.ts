@@ -221,8 +221,15 @@ export function autoDegrees(microChunks: number): number[] {
 }
 
 /** The faster kernel; grouped on a tie (one launch). */
+/**
+ * The grouped kernel must be predicted this much faster to be chosen: its cost model is the less
+ * reliable of the two (cuBLAS's grouped GEMM slows with the group count, which the per-segment curve
+ * does not capture), and where the two tie it measured up to 2.5x slower (Mixtral-8x7B, BENCHMARKS.md).
+ */
+export const GROUPED_MARGIN = 0.8;
+
 function pickKernel(groupedMs: number, denseMs: number): ExpertKernel {
-  return denseMs < groupedMs ? 'dense' : 'grouped';
+  return groupedMs < GROUPED_MARGIN * denseMs ? 'grouped' : 'dense';
 }
 
 /** What one chunk costs on every rank, and its all-to-all. */
