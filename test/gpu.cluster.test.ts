@@ -14,14 +14,18 @@ const rows: string[] = [];
 
 maybe('2-rank CUDA cluster vs transformers', () => {
   afterAll(() => {
-    if (process.env.EPS_CLUSTER_REPORT) fs.writeFileSync(process.env.EPS_CLUSTER_REPORT, `fixture            max |logprob diff|  argmax agree\n${rows.join('\n')}\n`);
+    if (process.env.EPS_CLUSTER_REPORT)
+      fs.writeFileSync(process.env.EPS_CLUSTER_REPORT, `fixture            max |logprob diff|  argmax agree\n${rows.join('\n')}\n`);
   });
 
   test.each(['mixtral', 'mixtral-sharded', 'qwen2-moe', 'qwen3-moe', 'qwen3-moe-fused'])('%s', async (fixture) => {
     const golden = loadGolden(fixture);
     const cluster = await startCluster({ model: path.join(FIXTURES, fixture), ranks: 2, backend: 'cuda' });
     try {
-      const cases = goldenCases(golden, [[2, 9], [3, 20]]);
+      const cases = goldenCases(golden, [
+        [2, 9],
+        [3, 20],
+      ]);
       const res = await cluster.client.prefill({ sequences: cases.map((c) => ({ ids: c.ids })), topLogprobs: K }, { timeoutMs: 120_000 });
       let maxDiff = 0;
       let agree = 0;

@@ -72,7 +72,11 @@ export function buildProgram(): Command {
     .option('--max-sequences-per-request <n>', 'sequences in one request at most', positiveInt('--max-sequences-per-request'))
     .option('--step-timeout-ms <n>', 'a step slower than this fails the cluster', positiveInt('--step-timeout-ms'))
     .option('--drain-timeout-ms <n>', 'how long SIGINT/SIGTERM waits for admitted requests', nonNegativeInt('--drain-timeout-ms'))
-    .option('--failure-linger-ms <n>', 'how long a failed cluster answers NOT_SERVING before exiting', nonNegativeInt('--failure-linger-ms'))
+    .option(
+      '--failure-linger-ms <n>',
+      'how long a failed cluster answers NOT_SERVING before exiting',
+      nonNegativeInt('--failure-linger-ms'),
+    )
     .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', scheduleOption)
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
@@ -96,6 +100,17 @@ export function buildProgram(): Command {
     .action(async (opts) => {
       const { prefillCommand } = await import('./prefill');
       await prefillCommand(opts);
+    });
+
+  program
+    .command('profile')
+    .description("measure the EPS scheduler's cost model for a model's MoE layer on this machine (saved in the cache folder)")
+    .requiredOption('--model <dir>', 'Hugging Face checkpoint folder (only config.json is read)')
+    .addOption(backendOption())
+    .option('--ranks <n>', 'ranks (in-process on the CPU; on GPUs launch measures several ranks itself)', positiveInt('--ranks'))
+    .action(async (opts) => {
+      const { profileCommand } = await import('./profile');
+      await profileCommand(opts);
     });
 
   program

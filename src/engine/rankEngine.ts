@@ -9,7 +9,9 @@ import { RandomSource } from './randomSource';
 import type { RankEngine, RankEngineOptions } from './types';
 import { disposeWeights } from './weightTypes';
 import { loadWeights, type WeightSource } from './weights';
-import type { CostModel } from '../moe/costModel';
+import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/costModel';
+import { costModelKeyFor } from '../moe/costModelCache';
+import type { Communicator } from '../comm/communicator';
 import type { MoeSchedule } from '../moe/schedule';
 
 export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
@@ -64,8 +66,10 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   } finally {
     await close();
   }
-  const schedule = effectiveSchedule(opts.schedule ?? { kind: 'auto' }, opts.costModel, comm.world);
-  const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel: opts.costModel });
+  const asked = opts.schedule ?? { kind: 'auto' };
+  const costModel = opts.costModel ?? (asked.kind === 'auto' ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
+  const schedule = effectiveSchedule(asked, costModel, comm.world);
+  const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel });
   return {
     spec,
     runner,
@@ -90,6 +94,23 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
 export function effectiveSchedule(schedule: MoeSchedule, costModel: CostModel | undefined, world: number): MoeSchedule {
   if (schedule.kind === 'auto' && !costModel && world === 1) return { kind: 'fixed', degree: 1, kernel: 'dense' };
   return schedule;
+}
+
+/** A cost model `eps-moe profile` (or an earlier cluster) left in the cache folder, if any; never measures. */
+async function cachedCostModel(device: Device, comm: Communicator, dtype: DType, spec: ModelSpec): Promise<CostModel | undefined> {
+  const { moe } = spec;
+  const shape = {
+    hidden: spec.hiddenSize,
+    expertIntermediate: moe.expertIntermediate,
+    sharedIntermediate: moe.sharedIntermediate,
+    numExperts: moe.numExperts,
+    topK: moe.topK,
+  };
+  try {
+    return await loadCostModel(defaultCostModelDir(), costModelKeyFor({ device, comm, dtype, shape }));
+  } catch {
+    return undefined; // a damaged file: plan without it
+  }
 }
 
 /** The cluster's entry point (engine/types.ts). */

@@ -29,13 +29,20 @@ function color(name: string): string {
 export function traceToSvg(events: readonly TraceEvent[], title: string): string {
   const names = new Map<string, string>();
   for (const e of events) {
-    if (e.ph === 'M' && e.name === 'thread_name' && e.tid !== undefined) names.set(`${e.pid}/${e.tid}`, String((e.args as { name: string }).name));
+    if (e.ph === 'M' && e.name === 'thread_name' && e.tid !== undefined)
+      names.set(`${e.pid}/${e.tid}`, String((e.args as { name: string }).name));
   }
   const bars: Bar[] = [];
   for (const e of events) {
     if (e.ph !== 'X') continue;
     const track = names.get(`${e.pid}/${e.tid}`) ?? `tid ${e.tid}`;
-    bars.push({ row: `rank ${e.pid} ${track}`, name: e.name, start: e.ts / 1000, end: (e.ts + e.dur) / 1000, predicted: e.cat === 'predicted' });
+    bars.push({
+      row: `rank ${e.pid} ${track}`,
+      name: e.name,
+      start: e.ts / 1000,
+      end: (e.ts + e.dur) / 1000,
+      predicted: e.cat === 'predicted',
+    });
   }
   const rows = [...new Set(bars.map((b) => b.row))].sort();
   const t0 = Math.min(...bars.map((b) => b.start));
@@ -56,7 +63,9 @@ export function traceToSvg(events: readonly TraceEvent[], title: string): string
     const y = top + rows.indexOf(b.row) * rowH + 3;
     const w = Math.max(1, x(b.end) - x(b.start));
     const opacity = b.predicted ? 0.45 : 0.9;
-    parts.push(`<rect x="${x(b.start).toFixed(1)}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${color(b.name)}" fill-opacity="${opacity}" rx="2"><title>${escape(b.name)} ${(b.end - b.start).toFixed(3)} ms</title></rect>`);
+    parts.push(
+      `<rect x="${x(b.start).toFixed(1)}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${color(b.name)}" fill-opacity="${opacity}" rx="2"><title>${escape(b.name)} ${(b.end - b.start).toFixed(3)} ms</title></rect>`,
+    );
     if (w > 38) parts.push(`<text x="${(x(b.start) + 3).toFixed(1)}" y="${y + 13}" font-size="10" fill="white">${escape(b.name)}</text>`);
   }
   const axisY = top + rows.length * rowH + 14;
