@@ -3,7 +3,7 @@
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { Communicator } from '../src/comm/communicator';
+import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { Device, type Stream, type Tensor, dtypeBytes } from '../src/native/device';
 import { type CostModel, loadCostModel, saveCostModel, validateCostModel } from '../src/moe/costModel';
 import { type MeasureCostModelOptions, type MeasureProgress, measureCostModel } from '../src/moe/costModelProfiler';
@@ -23,63 +23,6 @@ beforeAll(() => {
 afterAll(() => device.dispose());
 
 /** Ranks of one process meeting at numbered collectives (the n-th call of every rank pairs up). */
-class Hub {
-  private readonly rounds = new Map<
-    number,
-    { payloads: unknown[]; arrived: number; resolve: (v: unknown[]) => void; done: Promise<unknown[]> }
-  >();
-  constructor(readonly world: number) {}
-  exchange(round: number, rank: number, payload: unknown): Promise<unknown[]> {
-    let r = this.rounds.get(round);
-    if (!r) {
-      let resolve!: (v: unknown[]) => void;
-      const done = new Promise<unknown[]>((res) => (resolve = res));
-      r = { payloads: new Array(this.world), arrived: 0, resolve, done };
-      this.rounds.set(round, r);
-    }
-    r.payloads[rank] = payload;
-    if (++r.arrived === this.world) {
-      this.rounds.delete(round);
-      r.resolve(r.payloads);
-    }
-    return r.done;
-  }
-}
-
-class HubCommunicator implements Communicator {
-  private round = 0;
-  readonly world: number;
-  constructor(
-    private readonly hub: Hub,
-    readonly rank: number,
-  ) {
-    this.world = hub.world;
-  }
-  async allToAll(stream: Stream, send: Tensor, sendRows: number[], recv: Tensor, recvRows: number[]): Promise<void> {
-    const round = this.round++;
-    const rowBytes = send.rowSize * dtypeBytes[send.dtype];
-    const total = sendRows.reduce((a, b) => a + b, 0);
-    const bytes = new Uint8Array(total > 0 ? await send.rows(0, total).bytes(stream) : new ArrayBuffer(0));
-    const parts: Uint8Array[] = [];
-    let offset = 0;
-    for (const rows of sendRows) {
-      parts.push(bytes.slice(offset, offset + rows * rowBytes));
-      offset += rows * rowBytes;
-    }
-    const all = (await this.hub.exchange(round, this.rank, parts)) as Uint8Array[][];
-    const out = new Uint8Array(recvRows.reduce((a, b) => a + b, 0) * rowBytes);
-    offset = 0;
-    for (let p = 0; p < this.world; p++) {
-      out.set(all[p][this.rank], offset);
-      offset += all[p][this.rank].byteLength;
-    }
-    if (out.byteLength > 0) recv.rows(0, out.byteLength / rowBytes).upload(stream, out);
-  }
-  async allGather(local: Int32Array): Promise<Int32Array[]> {
-    return (await this.hub.exchange(this.round++, this.rank, Int32Array.from(local))) as Int32Array[];
-  }
-  async close(): Promise<void> {}
-}
 
 const options = (over: Partial<MeasureCostModelOptions> = {}): MeasureCostModelOptions => ({
   device,
@@ -176,8 +119,8 @@ test('one rank: GEMM curves and small ops, cached and usable by the planner', as
 });
 
 test('two ranks: all-to-all by size, and both ranks hold the same model', async () => {
-  const hub = new Hub(2);
-  const models = await Promise.all([0, 1].map((rank) => measureCostModel(options({ comm: new HubCommunicator(hub, rank) }))));
+  const comms = InProcessCommunicator.group(2);
+  const models = await Promise.all(comms.map((comm) => measureCostModel(options({ comm }))));
   expect(models[1]).toEqual(models[0]);
   const model = models[0];
   expect(model.key.worlds).toEqual([2]);

@@ -1,6 +1,8 @@
 // Routings for the MoE layer benchmark: every token picks k distinct experts, either uniformly
 // (balanced) or from a Zipf-like popularity (skewed: a few hot experts, as real routers show).
 
+import { Xoshiro128 } from '../../model/prng';
+
 export type RoutingKind = 'balanced' | 'skewed';
 
 export interface Routing {
@@ -10,16 +12,10 @@ export interface Routing {
   weights: Float32Array;
 }
 
-/** A small seeded PRNG (mulberry32): the same seed gives the same routing on every run. */
+/** Uniform doubles in [0, 1) from the project's seeded generator (src/model/prng.ts). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const g = new Xoshiro128(seed, 'moe-routing');
+  return () => g.nextUint32() / 4294967296;
 }
 
 /** Expert popularity: uniform, or p(e) ~ 1/(rank(e)+1) with the hot experts at random ids. */
