@@ -156,6 +156,7 @@ export interface RankHealthMsg {
 
 export interface ShutdownRequestMsg {
   reason: string;
+  failed: boolean;
 }
 
 export interface DataFrameMsg {

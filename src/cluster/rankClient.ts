@@ -54,8 +54,8 @@ export class RankClient {
     return unary((cb) => this.client.Health({}, { deadline: Date.now() + timeoutMs }, cb));
   }
 
-  async shutdown(reason: string, timeoutMs = 5000): Promise<void> {
-    await unary((cb) => this.client.Shutdown({ reason }, { deadline: Date.now() + timeoutMs }, cb));
+  async shutdown(reason: string, failed: boolean, timeoutMs = 5000): Promise<void> {
+    await unary((cb) => this.client.Shutdown({ reason, failed }, { deadline: Date.now() + timeoutMs }, cb));
   }
 
   close(): void {

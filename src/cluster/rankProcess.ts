@@ -150,7 +150,8 @@ export class RankProcess {
         cb(null, { state: this.state, rank: this.opts.rank, stepsDone: this.stepsDone }),
       Shutdown: (call: grpc.ServerUnaryCall<ShutdownRequestMsg, object>, cb: grpc.sendUnaryData<object>) => {
         cb(null, {});
-        setImmediate(() => void this.stop(RANK_EXIT.ok, `shutdown: ${call.request.reason}`));
+        const code = call.request.failed ? RANK_EXIT.failed : RANK_EXIT.ok;
+        setImmediate(() => void this.stop(code, `shutdown: ${call.request.reason}`));
       },
       Exchange: (call: grpc.ServerReadableStream<DataFrameMsg, ExchangeSummaryMsg>, cb: grpc.sendUnaryData<ExchangeSummaryMsg>) => {
         // Peers may connect before this rank has its assignment; their frames wait in the stream.

@@ -178,7 +178,8 @@ export class Router {
     this.scheduler.close(new UnavailableError(`the server stopped: ${reason}`));
     // Ending the Join streams first: a rank exiting is then a planned stop, not a lost rank.
     this.coordinator.release(this.failureValue?.message);
-    await Promise.allSettled(this.ranks.map((r) => r.shutdown(reason, 3000)));
+    const failed = this.failureValue !== null;
+    await Promise.allSettled(this.ranks.map((r) => r.shutdown(reason, failed, 3000)));
     for (const r of this.ranks) r.close();
     await Promise.all([shutdownServer(this.publicServer), shutdownServer(this.coordinatorServer)]);
     this.stateValue = 'stopped';
