@@ -200,7 +200,7 @@ describe(`malformed requests, health and reflection (${FIXTURE}, 2 ranks)`, () =
       const decoded = (files.file_descriptor_response?.file_descriptor_proto ?? []).map((b) => descriptor.FileDescriptorProto.decode(b));
       const svc = decoded.flatMap((f) => f.service.map((s) => ({ pkg: f.package, ...s }))).find((s) => s.name === 'PrefillService');
       expect(svc?.pkg).toBe('eps.v1');
-      expect(svc?.method.map((m) => m.name).sort()).toEqual(['GetModelInfo', 'Prefill']);
+      expect(svc?.method.map((m) => m.name).sort()).toEqual(['GetMetrics', 'GetModelInfo', 'Prefill']);
     } finally {
       client.close();
     }

@@ -2,7 +2,7 @@
 // `prefill` command and by the tests).
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { prefillService, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
+import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
 
 export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
 
@@ -11,6 +11,7 @@ type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
 interface PrefillServiceClient extends grpc.Client {
   Prefill(req: Partial<PrefillRequestMsg>, options: grpc.CallOptions, cb: Callback<PrefillResponseMsg>): grpc.ClientUnaryCall;
   GetModelInfo(req: object, options: grpc.CallOptions, cb: Callback<ModelInfoMsg>): grpc.ClientUnaryCall;
+  GetMetrics(req: object, options: grpc.CallOptions, cb: Callback<ClusterMetricsMsg>): grpc.ClientUnaryCall;
 }
 
 interface HealthClient extends grpc.Client {
@@ -43,6 +44,10 @@ export class PrefillClient {
 
   modelInfo(opts: CallOptions = {}): Promise<ModelInfoMsg> {
     return unary((cb) => this.prefillClient.GetModelInfo({}, callOptions(opts), cb));
+  }
+
+  metrics(opts: CallOptions = {}): Promise<ClusterMetricsMsg> {
+    return unary((cb) => this.prefillClient.GetMetrics({}, callOptions(opts), cb));
   }
 
   async health(service = '', opts: CallOptions = { timeoutMs: 5000 }): Promise<HealthStatus> {

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { ClusterError, InvalidArgumentError, grpcStatusOf, messageOf } from './errors';
 import type { Logger } from './log';
-import { prefillService, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
+import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
 import type { RequestHandle } from './scheduler';
 import type { AdmittedRequest } from './validate';
 
@@ -18,6 +18,7 @@ export interface PrefillBackend {
   admit(req: PrefillRequestMsg): AdmittedRequest;
   submit(req: AdmittedRequest, timeoutMs: number): RequestHandle;
   modelInfo(): ModelInfoMsg;
+  metrics(): Promise<ClusterMetricsMsg>;
 }
 
 /** The service definition with a decoder that never throws. */
@@ -80,7 +81,13 @@ export function prefillHandlers(backend: PrefillBackend, logger: Logger): grpc.U
     );
   };
   const getModelInfo: grpc.handleUnaryCall<object, ModelInfoMsg> = (_call, callback) => callback(null, backend.modelInfo());
-  return { Prefill: prefill, GetModelInfo: getModelInfo } as grpc.UntypedServiceImplementation;
+  const getMetrics: grpc.handleUnaryCall<object, ClusterMetricsMsg> = (_call, callback) => {
+    backend.metrics().then(
+      (m) => callback(null, m),
+      (err: unknown) => callback({ code: grpcStatusOf(err), details: messageOf(err) }),
+    );
+  };
+  return { Prefill: prefill, GetModelInfo: getModelInfo, GetMetrics: getMetrics } as grpc.UntypedServiceImplementation;
 }
 
 /** Milliseconds left until a gRPC deadline (Infinity when the client set none). */

@@ -152,6 +152,11 @@ export interface RankHealthMsg {
   state: RankState;
   rank: number;
   stepsDone: number;
+  planCounts: Record<string, number>;
+}
+
+export interface ClusterMetricsMsg {
+  ranks: RankHealthMsg[];
 }
 
 export interface ShutdownRequestMsg {

@@ -200,6 +200,7 @@ export class Router {
             return this.scheduler.submit(req, timeoutMs);
           },
           modelInfo: () => this.modelInfo(),
+          metrics: async () => ({ ranks: await Promise.all(this.ranks.map((r) => r.health())) }),
         },
         opts.logger,
       ),

@@ -13,6 +13,7 @@ import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/costM
 import { costModelKeyFor } from '../moe/costModelCache';
 import type { Communicator } from '../comm/communicator';
 import type { MoeSchedule } from '../moe/schedule';
+import { planLabel } from '../moe/plan';
 
 export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
   /** A checkpoint folder; or, without one, `spec` with `randomSeed`. */
@@ -70,6 +71,8 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   const costModel = opts.costModel ?? (asked.kind === 'auto' ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
   const schedule = effectiveSchedule(asked, costModel, comm.world);
   const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel });
+  const moeLayers = spec.layers.flatMap((l, i) => (l.mlp === 'moe' ? [i] : []));
+  const planCounts: Record<string, number> = {};
   return {
     spec,
     runner,
@@ -77,8 +80,14 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
     rank: comm.rank,
     world: comm.world,
     async step(sequences) {
-      return (await runner.forward(sequences)).logits;
+      const { logits, plans } = await runner.forward(sequences);
+      plans.forEach((plan, i) => {
+        const key = `layer ${moeLayers[i]}: ${planLabel(plan)}`;
+        planCounts[key] = (planCounts[key] ?? 0) + 1;
+      });
+      return logits;
     },
+    planCounts: () => ({ ...planCounts }),
     async dispose() {
       runner.dispose();
       disposeWeights(weights);

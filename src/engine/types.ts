@@ -24,5 +24,7 @@ export interface RankEngine {
    * last position (vocabSize floats).
    */
   step(sequences: readonly (readonly number[])[]): Promise<Float32Array[]>;
+  /** How many steps ran each MoE layer with each plan: "layer L: D=d kernel" -> count. */
+  planCounts(): Record<string, number>;
   dispose(): Promise<void>;
 }

@@ -100,6 +100,12 @@ export interface MoePlan {
   explain(): string;
 }
 
+/** A plan in a few words, e.g. "D=2 dense" or "D=1 grouped serial" (metrics, tables). */
+export function planLabel(plan: Pick<MoePlan, 'degree' | 'chunks' | 'overlap'>): string {
+  const kernels = [...new Set(plan.chunks.map((c) => c.kernel))].join('+');
+  return `D=${plan.degree} ${kernels}${plan.overlap ? '' : ' serial'}`;
+}
+
 /** The comm stream's order for D chunks: dispatch 0, then dispatch i+1 before combine i. */
 export function commOrder(degree: number, overlap: boolean): CommStep[] {
   const steps: CommStep[] = [];

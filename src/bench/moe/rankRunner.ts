@@ -11,7 +11,7 @@ import type { MoeWeights } from '../../engine/weightTypes';
 import { allToAllMs, type CostModel } from '../../moe/costModel';
 import { obtainCostModel } from '../../moe/costModelCache';
 import { routedMoeLayer, type MoeLayerContext } from '../../moe/moeLayer';
-import type { MoePlan } from '../../moe/plan';
+import { planLabel, type MoePlan } from '../../moe/plan';
 import { expertRanges } from '../../moe/placement';
 import { formatMoeSchedule, parseMoeSchedule, type MoeSchedule } from '../../moe/schedule';
 import type { OpSpan } from '../../moe/spans';
@@ -169,7 +169,7 @@ async function benchPoint(
         schedule: text,
         ms: times[times.length >> 1],
         predictedMs: plan!.predicted ? plan!.predictedMs : null,
-        plan: describePlan(plan!),
+        plan: planLabel(plan!),
       };
     };
 
@@ -235,11 +235,6 @@ async function floorOf(ctx: RankContext, shape: MoeLayerShape, idx: Int32Array, 
   const gemmFloorMs = flops / (ceilingTflops * 1e9);
   const commFloorMs = comm.world > 1 ? 2 * allToAllMs(model, comm.world, maxCrossRows * rowBytes) : 0;
   return { gemmFloorMs, commFloorMs, floorMs: Math.max(gemmFloorMs, commFloorMs), maxRowsPerRank: maxRows };
-}
-
-function describePlan(plan: MoePlan): string {
-  const kernels = [...new Set(plan.chunks.map((c) => c.kernel))].join('+');
-  return `D=${plan.degree} ${kernels}${plan.overlap ? '' : ' serial'}`;
 }
 
 async function makeWeights(ctx: RankContext, shape: MoeLayerShape): Promise<MoeWeights> {
