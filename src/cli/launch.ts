@@ -36,6 +36,8 @@ export interface LaunchCommandOptions {
   logLevel?: string;
   /** Seeded random weights made on each rank's device from config.json alone (benchmarks of full-size shapes). */
   randomWeights?: boolean;
+  /** A Chrome/Perfetto trace of every step's MoE ops on this node's ranks, written when the cluster stops. */
+  trace?: string;
 }
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -69,6 +71,9 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   } else {
     modelDir = opts.model !== undefined ? path.resolve(opts.model) : await builtInModel(opts.preset, logger);
   }
+
+  const traceFile = opts.trace !== undefined ? path.resolve(opts.trace) : undefined;
+  if (traceFile) process.env.EPS_TRACE_FILE = traceFile; // the ranks inherit it (rankEngineFactory)
 
   const tuning: ClusterTuning = {
     ...DEFAULT_TUNING,
@@ -123,6 +128,11 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
     logger.info({ coordinator: cluster.coordinatorAddress, ranks: cluster.ranks }, 'node ranks started');
   }
   const code = await cluster.finished;
+  if (traceFile) {
+    const { mergeRankTraces } = await import('../trace/merge');
+    const parts = await mergeRankTraces(traceFile, cluster.world);
+    logger.info({ traceFile, parts }, 'trace written');
+  }
   logger.info({ code }, 'launcher exiting');
   process.exit(code);
 }

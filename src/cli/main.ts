@@ -79,6 +79,7 @@ export function buildProgram(): Command {
     )
     .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', scheduleOption)
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
+    .option('--trace <file>', "a Chrome/Perfetto trace of every step's MoE ops (measured and predicted), written when the cluster stops")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(async (opts) => {
       const { launchCommand } = await import('./launch');

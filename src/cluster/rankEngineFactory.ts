@@ -16,12 +16,13 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
   return async (opts) => {
     const costModel = schedule.kind === 'auto' && opts.comm.world > 1 ? await clusterCostModel(opts, logger) : undefined;
     // `eps-moe launch --random-weights`: the folder holds only config.json; weights are made on the device.
+    const traceFile = process.env.EPS_TRACE_FILE || undefined; // `eps-moe launch --trace FILE`
     const seed = process.env.EPS_RANDOM_WEIGHTS;
     if (seed !== undefined) {
       const spec = await loadModelSpec(opts.modelDir);
-      return loadRankEngine({ ...opts, modelDir: undefined, spec, randomSeed: Number(seed) || 0, schedule, costModel });
+      return loadRankEngine({ ...opts, modelDir: undefined, spec, randomSeed: Number(seed) || 0, schedule, costModel, traceFile });
     }
-    return loadRankEngine({ ...opts, schedule, costModel });
+    return loadRankEngine({ ...opts, schedule, costModel, traceFile });
   };
 }
 

@@ -14,6 +14,9 @@ import { costModelKeyFor } from '../moe/costModelCache';
 import type { Communicator } from '../comm/communicator';
 import type { MoeSchedule } from '../moe/schedule';
 import { planLabel } from '../moe/plan';
+import { addForwardToTrace } from '../trace/forwardTrace';
+import { rankTraceFile } from '../trace/merge';
+import { TraceCollector } from '../trace/traceCollector';
 
 export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
   /** A checkpoint folder; or, without one, `spec` with `randomSeed`. */
@@ -25,6 +28,8 @@ export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
   /** How MoE layers run (default auto). */
   schedule?: MoeSchedule;
   costModel?: CostModel;
+  /** Trace every step's MoE ops into FILE.rank<r>.json, written when the engine is disposed. */
+  traceFile?: string;
 }
 
 export interface LoadedEngine extends RankEngine {
@@ -71,6 +76,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   const costModel = opts.costModel ?? (asked.kind === 'auto' ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
   const schedule = effectiveSchedule(asked, costModel, comm.world);
   const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel });
+  const trace = opts.traceFile ? new TraceCollector() : undefined;
   const moeLayers = spec.layers.flatMap((l, i) => (l.mlp === 'moe' ? [i] : []));
   const planCounts: Record<string, number> = {};
   return {
@@ -80,7 +86,10 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
     rank: comm.rank,
     world: comm.world,
     async step(sequences) {
-      const { logits, plans } = await runner.forward(sequences);
+      const startedMs = performance.timeOrigin + performance.now(); // one clock for every rank of a host
+      const result = await runner.forward(sequences, { trace: trace !== undefined });
+      if (trace) addForwardToTrace(trace, comm.rank, result, startedMs);
+      const { logits, plans } = result;
       plans.forEach((plan, i) => {
         const key = `layer ${moeLayers[i]}: ${planLabel(plan)}`;
         planCounts[key] = (planCounts[key] ?? 0) + 1;
@@ -89,6 +98,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
     },
     planCounts: () => ({ ...planCounts }),
     async dispose() {
+      if (trace && opts.traceFile) await trace.write(rankTraceFile(opts.traceFile, comm.rank));
       runner.dispose();
       disposeWeights(weights);
     },

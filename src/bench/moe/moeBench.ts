@@ -2,7 +2,6 @@
 // On CUDA with W > 1 it forks one process per GPU (NCCL); on the CPU the W ranks share this process
 // (InProcessCommunicator), at small shapes.
 import { fork } from 'child_process';
-import * as fs from 'fs';
 import * as path from 'path';
 import { InProcessCommunicator } from '../../comm/inProcessCommunicator';
 import { LocalCommunicator } from '../../comm/communicator';
@@ -10,8 +9,7 @@ import { ncclUniqueId } from '../../comm/ncclCommunicator';
 import { hasBackend, defaultBackend } from '../../native/addon';
 import type { BackendKind } from '../../native/addonTypes';
 import { Device } from '../../native/device';
-import { TraceCollector } from '../../trace/traceCollector';
-import type { TraceEvent } from '../../trace/traceEvents';
+import { mergeRankTraces } from '../../trace/merge';
 import { BenchError } from '../errors';
 import { formatTable, sig3 } from '../table';
 import { runMoeBenchRank, type MoeBenchOptions, type MoeBenchRow } from './rankRunner';
@@ -55,7 +53,7 @@ export async function runMoeBench(o: MoeBenchCliOptions, progress: (line: string
   };
   const rows =
     backend === 'cuda' && o.ranks > 1 ? await forkRanks(o.ranks, options, progress) : await inProcess(backend, o.ranks, options, progress);
-  if (o.trace) await mergeTraces(o.trace, o.ranks);
+  if (o.trace) await mergeRankTraces(o.trace, o.ranks);
   return rows;
 }
 
@@ -116,17 +114,6 @@ async function forkRanks(world: number, options: MoeBenchOptions, progress: (l: 
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   }
   return rows;
-}
-
-async function mergeTraces(file: string, world: number): Promise<void> {
-  const trace = new TraceCollector();
-  for (let r = 0; r < world; r++) {
-    const part = `${file}.rank${r}.json`;
-    if (!fs.existsSync(part)) continue;
-    trace.absorb((JSON.parse(fs.readFileSync(part, 'utf8')) as { traceEvents: TraceEvent[] }).traceEvents);
-    fs.unlinkSync(part);
-  }
-  await trace.write(file);
 }
 
 export function formatMoeBench(rows: readonly MoeBenchRow[]): string {

@@ -16,6 +16,7 @@ import { expertRanges } from '../../moe/placement';
 import { formatMoeSchedule, parseMoeSchedule, type MoeSchedule } from '../../moe/schedule';
 import type { OpSpan } from '../../moe/spans';
 import { TraceCollector } from '../../trace/traceCollector';
+import { rankTraceFile } from '../../trace/merge';
 import { makeRouting, type RoutingKind } from './routing';
 import type { MoeLayerShape } from './shapes';
 
@@ -180,7 +181,7 @@ async function benchPoint(
     if (o.trace && o.trace.shape === shape.name && o.trace.tokens === T && o.trace.routing === routing) {
       const trace = new TraceCollector();
       await run({ kind: 'auto' }, trace);
-      await trace.write(`${o.trace.file}.rank${comm.rank}.json`);
+      await trace.write(rankTraceFile(o.trace.file, comm.rank));
     }
     const fixed = results.filter((r) => r.schedule.startsWith('fixed:'));
     const best = fixed.reduce((a, b) => (b.ms < a.ms ? b : a));

@@ -1,0 +1,24 @@
+// `eps-moe launch --trace FILE`: every rank traces its steps' MoE ops; the launcher merges them into
+// one Chrome trace when the cluster stops.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { FIXTURES, startCluster } from './clusterHarness';
+
+test('a 2-rank cluster writes one trace with both ranks, measured and predicted', async () => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'eps-trace-')), 'cluster.json');
+  const cluster = await startCluster({ model: path.join(FIXTURES, 'mixtral'), ranks: 2, moeSchedule: 'auto', trace: file });
+  try {
+    await cluster.client.prefill({ sequences: [{ ids: [1, 2, 3, 4, 5] }, { ids: [6, 7] }] }, { timeoutMs: 30_000 });
+    expect(await cluster.stop('SIGINT')).toEqual({ code: 0, signal: null });
+  } finally {
+    await cluster.destroy();
+  }
+  const events = (JSON.parse(fs.readFileSync(file, 'utf8')) as { traceEvents: { ph: string; pid: number; name: string; cat?: string }[] })
+    .traceEvents;
+  const ops = events.filter((e) => e.ph === 'X');
+  expect(new Set(ops.map((e) => e.pid))).toEqual(new Set([0, 1]));
+  for (const name of ['router', 'dispatch 0', 'ffn 0', 'combine 0']) expect(ops.some((e) => e.name === name && e.cat === 'op')).toBe(true);
+  expect(ops.some((e) => e.cat === 'predicted')).toBe(true);
+  expect(fs.readdirSync(path.dirname(file))).toEqual(['cluster.json']); // the per-rank parts are gone
+});
