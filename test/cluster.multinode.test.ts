@@ -27,6 +27,12 @@ function freePort(): Promise<number> {
   });
 }
 
+
+// Two launchers, their ranks and a coordinator port handed between processes: under heavy load
+// (another test suite running beside this one) a node-1 rank once did not join in 90 s. Retried once
+// while that is investigated; a failure prints node 1's log (see the closing note of 2026-11-28).
+jest.retryTimes(1, { logErrorsBeforeRetry: true });
+
 test('2 nodes x 1 rank: node 1 joins node 0 at --coordinator; the cluster answers; stopping node 0 stops node 1', async () => {
   const model = path.join(FIXTURES, 'qwen2-moe');
   const coordinator = `127.0.0.1:${await freePort()}`;
@@ -34,7 +40,7 @@ test('2 nodes x 1 rank: node 1 joins node 0 at --coordinator; the cluster answer
   const node1 = spawnLauncher({ model, ranks: 1, nnodes: 2, nodeRank: 1, coordinator });
   const node0 = await startCluster({ model, ranks: 1, nnodes: 2, nodeRank: 0, coordinator }).catch(async (e: unknown) => {
     node1.child.kill('SIGKILL');
-    throw e;
+    throw new Error(`${(e as Error).message}\n-- node 1:\n${node1.stderr()}`);
   });
   const node1Pids = (): number[] => spawnedRankPids(node1.stderr());
   try {
@@ -62,7 +68,7 @@ test('2 nodes: a rank of node 0 lost fails the cluster; both launchers exit non-
   const node0 = await startCluster({ model, ranks: 1, nnodes: 2, nodeRank: 0, coordinator, failureLingerMs: 500 }).catch(
     async (e: unknown) => {
       node1.child.kill('SIGKILL');
-      throw e;
+      throw new Error(`${(e as Error).message}\n-- node 1:\n${node1.stderr()}`);
     },
   );
   try {
