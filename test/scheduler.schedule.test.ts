@@ -73,14 +73,14 @@ test('formatMoeSchedule inverts parsing', () => {
   }
 });
 
-test('microChunkCount gives fixed:D at least D micro-chunks', () => {
+test('microChunkCount gives fixed:D at least D micro-chunks on the token axis', () => {
   expect(microChunkCount({ kind: 'auto' })).toBe(8);
   expect(microChunkCount({ kind: 'auto' }, 16)).toBe(16);
   expect(microChunkCount({ kind: 'baseline' })).toBe(1);
   expect(microChunkCount({ kind: 'fixed', degree: 4 })).toBe(8);
   expect(microChunkCount({ kind: 'fixed', degree: 12, kernel: 'dense' })).toBe(12);
-  // The expert axis cuts groups, not micro-chunks.
-  expect(microChunkCount({ kind: 'fixed', degree: 12, axis: 'experts' })).toBe(8);
+  // The expert axis cuts groups of every token: one micro-chunk suffices.
+  expect(microChunkCount({ kind: 'fixed', degree: 12, axis: 'experts' })).toBe(1);
 });
 
 test('an expert-axis D needs as many expert groups', () => {

@@ -83,11 +83,12 @@ export function scheduleAxis(s: MoeSchedule): PlanAxis | undefined {
 
 /**
  * How many micro-chunks (M) the executor should count per layer for this schedule: chunks of the
- * token axis are unions of micro-chunks, so fixed:D needs M >= D there (the expert axis cuts groups).
+ * token axis are unions of micro-chunks, so fixed:D needs M >= D there; the expert axis cuts groups
+ * of every token, so a fixed plan of it needs one.
  */
 export function microChunkCount(s: MoeSchedule, defaultCount = DEFAULT_MICRO_CHUNKS): number {
   if (s.kind === 'baseline') return 1;
-  if (s.kind === 'fixed' && scheduleAxis(s) === 'tokens') return Math.max(defaultCount, s.degree);
+  if (s.kind === 'fixed') return scheduleAxis(s) === 'experts' ? 1 : Math.max(defaultCount, s.degree);
   return defaultCount;
 }
 
