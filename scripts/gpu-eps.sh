@@ -34,11 +34,12 @@ for step in "$@"; do
       EPS_CLUSTER_REPORT=$OUT/cluster-golden.txt npx jest test/gpu.cluster.test.ts > "$OUT/cluster-golden.log" 2>&1
       summary+=("cluster golden: $(grep -E '^Tests:' "$OUT/cluster-golden.log") ($(elapsed))") ;;
     load:*)
-      # load:W:SCHEDULE: a Mixtral-8x7B-shaped cluster with random weights, 8 x 2048 tokens per request.
+      # load:W:SCHEDULE: a Mixtral-8x7B-shaped cluster with random weights, 8 x 2048 tokens per request
+      # (EXPERT_GROUPS=G: its experts in G groups, for schedules such as fixed:2:dense:experts).
       IFS=: read -r _ w sched <<< "$step"
       node -e "const r=[];for(let b=0;b<8;b++)r.push(Array.from({length:2048},(_, i)=>(i*7919+b*104729)%32000));require('fs').writeFileSync('/tmp/load.json',JSON.stringify({sequences:r}))"
       node bin/eps-moe.js launch --preset mixtral-8x7b --random-weights --ranks "$w" --backend cuda --port 0 --moe-schedule "$sched" \
-        --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn > "$OUT/launch.out" 2>> "$OUT/launch.err" &
+        ${EXPERT_GROUPS:+--expert-groups "$EXPERT_GROUPS"} --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn > "$OUT/launch.out" 2>> "$OUT/launch.err" &
       lpid=$!
       for _ in $(seq 1 240); do grep -q '^ready:' "$OUT/launch.out" && break; kill -0 $lpid 2>/dev/null || break; sleep 1; done
       addr=$(grep -o 'ready: [^ ]*' "$OUT/launch.out" | cut -d' ' -f2)

@@ -1,6 +1,6 @@
 // The MoE-layer benchmark on the CPU backend (in-process ranks, tiny shapes): every point has every
 // schedule timed, the best fixed plan is the fastest fixed one, and the floor is its larger part.
-import { runMoeBench, DEFAULT_SWEEP } from '../src/bench/moe/moeBench';
+import { runMoeBench, DEFAULT_SWEEP, formatMoeBench } from '../src/bench/moe/moeBench';
 import { makeRouting } from '../src/bench/moe/routing';
 
 test('bench moe at 2 ranks on the CPU: every point, every schedule', async () => {
@@ -15,6 +15,41 @@ test('bench moe at 2 ranks on the CPU: every point, every schedule', async () =>
     expect(r.floorMs).toBe(Math.max(r.gemmFloorMs, r.commFloorMs));
     expect(r.auto.predictedMs).not.toBeNull();
   }
+});
+
+test('bench moe --expert-groups 8: the expert-axis plans join the sweep, per shape as far as its ranks hold experts', async () => {
+  const rows = await runMoeBench(
+    {
+      ranks: 2,
+      backend: 'cpu',
+      tokens: [24],
+      routings: ['balanced'],
+      reps: 1,
+      expertGroups: 8,
+      shapes: ['deepseek-like-tiny', 'mixtral-like-tiny'],
+    },
+    () => {},
+  );
+  // deepseek-like-tiny: 16 experts, 8 per rank: 8 groups; mixtral-like-tiny: 8 experts, 4 per rank: 4 groups at most.
+  expect(rows.map((r) => [r.shape, r.expertGroups])).toEqual([
+    ['deepseek-like-tiny', 8],
+    ['mixtral-like-tiny', 4],
+  ]);
+  const expertPlans: Record<number, string[]> = {
+    8: ['fixed:2:dense:experts', 'fixed:4:dense:experts', 'fixed:8:dense:experts', 'fixed:8:grouped:experts'],
+    4: ['fixed:2:dense:experts', 'fixed:4:dense:experts', 'fixed:4:grouped:experts'],
+  };
+  for (const r of rows) {
+    expect(r.results.map((x) => x.schedule)).toEqual([
+      'baseline',
+      'fixed:1:grouped',
+      ...DEFAULT_SWEEP,
+      ...expertPlans[r.expertGroups],
+      'auto',
+    ]);
+    for (const x of r.results.filter((y) => y.schedule.endsWith(':experts'))) expect(x.plan).toMatch(/^D=\d experts /);
+  }
+  expect(formatMoeBench(rows)).toMatch(/ W {2}G {2}tokens\/rank /);
 });
 
 test('routings: k distinct experts per token, weights summing to 1, skewed is skewed', () => {

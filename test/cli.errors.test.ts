@@ -67,6 +67,26 @@ describe('eps-moe forward rejects bad input with one line', () => {
     const r = await runCli(['forward', '--model', model, '--input', inputFile('ok2.json', '{"sequences": [[1]]}'), '--backend', 'tpu']);
     expectOneLineError(r, /--backend/);
   });
+  test('more expert groups than the experts allow (mixtral: 8 experts on one rank)', async () => {
+    const r = await runCli(['forward', '--model', model, '--input', inputFile('g.json', '{"sequences": [[1]]}'), '--expert-groups', '9']);
+    expectOneLineError(r, /expert groups must be an integer from 1 to 8 .* got 9/);
+  });
+  test('an expert-axis D beyond the expert groups', async () => {
+    const args = [
+      '--input',
+      inputFile('g2.json', '{"sequences": [[1]]}'),
+      '--expert-groups',
+      '2',
+      '--moe-schedule',
+      'fixed:4:dense:experts',
+    ];
+    const r = await runCli(['forward', '--model', model, ...args]);
+    expectOneLineError(r, /fixed:4:dense:experts cuts 4 chunks along expert groups, but the layout has 2/);
+  });
+  test('a non-positive --expert-groups', async () => {
+    const r = await runCli(['forward', '--model', model, '--input', inputFile('g3.json', '{"sequences": [[1]]}'), '--expert-groups', '0']);
+    expectOneLineError(r, /--expert-groups must be a positive integer/);
+  });
 });
 
 describe('eps-moe make-model', () => {

@@ -57,6 +57,29 @@ describe.each(CASES)('%s on %i rank(s)', (fixture, ranks) => {
   });
 });
 
+describe('mixtral on 2 ranks with 2 expert groups, chunked along them (launch --expert-groups 2)', () => {
+  let cluster: TestCluster;
+  const golden = loadGolden('mixtral');
+
+  beforeAll(async () => {
+    cluster = await startCluster({
+      model: path.join(FIXTURES, 'mixtral'),
+      ranks: 2,
+      expertGroups: 2,
+      moeSchedule: 'fixed:2:dense:experts',
+    });
+  });
+  afterAll(async () => {
+    await cluster?.destroy();
+  });
+
+  test('a batch of mixed lengths: same top log-probs as transformers', async () => {
+    const cases = goldenCases(golden, PREFIXES);
+    const res = await cluster.client.prefill({ sequences: cases.map((c) => ({ ids: c.ids })), topLogprobs: K }, { timeoutMs: 60_000 });
+    res.sequences.forEach((got, i) => expectMatchesReference(got, cases[i].logits, K, cases[i].ids.length));
+  });
+});
+
 describe('text input', () => {
   let cluster: TestCluster;
   afterEach(async () => {

@@ -1,5 +1,7 @@
-// Small pure pieces of the cluster: addresses and the load generator's statistics.
+// Small pure pieces of the cluster: addresses, the load generator's statistics, the ranks' settings
+// from the environment.
 import { nearestRank, summarizeLoad } from '../src/cluster/loadStats';
+import { expertGroupsFromEnv } from '../src/cluster/rankEngineFactory';
 import { parseHostPort, peerHost } from '../src/cluster/peerAddress';
 
 describe('peerHost', () => {
@@ -35,5 +37,16 @@ describe('load statistics', () => {
     const s = summarizeLoad([40, 10, 30, 20], 400, { UNAVAILABLE: 1 }, 2000);
     expect(s).toMatchObject({ requests: 5, ok: 4, requestsPerSecond: 2, tokensPerSecond: 200, errors: { UNAVAILABLE: 1 } });
     expect(s.latencyMs).toEqual({ p50: 20, p90: 40, p99: 40, max: 40, mean: 25 });
+  });
+});
+
+describe('expertGroupsFromEnv (launch --expert-groups G)', () => {
+  test('unset or empty: one group; digits: that many', () => {
+    expect(expertGroupsFromEnv({})).toBeUndefined();
+    expect(expertGroupsFromEnv({ EPS_EXPERT_GROUPS: '' })).toBeUndefined();
+    expect(expertGroupsFromEnv({ EPS_EXPERT_GROUPS: '4' })).toBe(4);
+  });
+  test.each(['0', '-2', '2.5', 'four', '0x4'])('refuses %j', (text) => {
+    expect(() => expertGroupsFromEnv({ EPS_EXPERT_GROUPS: text })).toThrow(/EPS_EXPERT_GROUPS must be a positive integer/);
   });
 });

@@ -1,7 +1,8 @@
-// Every plan computes the same function: one MoE layer on 1 to 4 ranks (in-process, CPU backend)
-// under baseline, auto and several fixed plans, on routings with empty experts, every token on the
-// same experts, ranks without tokens, and more chunks than tokens, gives the single-rank baseline's
-// output to fp32 round-off.
+// Every plan computes the same function: one MoE layer on 1 to 4 ranks (in-process, CPU backend), with
+// the experts in G = 1, 2, 3 or 4 groups (as far as the ranks hold experts), under baseline, auto and
+// fixed plans of both axes (token chunks, expert-group chunks), on routings with empty experts, every
+// token on the same experts, ranks without tokens, and more chunks than tokens, gives the float64
+// reference layer (test/reference/moe.ts) to fp32 round-off.
 import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { LocalCommunicator, type Communicator } from '../src/comm/communicator';
 import { TensorScope } from '../src/engine/scope';
@@ -9,47 +10,50 @@ import type { MoeWeights } from '../src/engine/weightTypes';
 import { measureCostModel } from '../src/moe/costModelProfiler';
 import type { CostModel } from '../src/moe/costModel';
 import { routedMoeLayer } from '../src/moe/moeLayer';
-import { expertRanges } from '../src/moe/placement';
+import type { MoePlan } from '../src/moe/plan';
+import { type ExpertLayout, expertLayout } from '../src/moe/placement';
 import { parseMoeSchedule } from '../src/moe/schedule';
 import { Device, type Tensor, tensorFromFloat32, tensorFromInt32 } from '../src/native/device';
-import * as ops from '../src/native/ops';
+import { moeLayerRef, type MoeLayerRefWeights } from './reference/moe';
+import { fillRandomRef } from './reference/ops';
 
 const H = 24;
 const I = 16;
 const E = 8;
 const K = 2;
 const IS = 20; // shared expert
+const TOKENS = 23;
 const device = Device.open('cpu');
+
+const host: Required<MoeLayerRefWeights> = {
+  gateUp: fillRandomRef(E * 2 * I * H, 1, 0.3),
+  down: fillRandomRef(E * H * I, 2, 0.3),
+  shared: { gateUp: fillRandomRef(2 * IS * H, 4, 0.3), down: fillRandomRef(H * IS, 5, 0.3), gate: fillRandomRef(H, 6, 0.3) },
+};
 
 interface Layer {
   gateUp: Tensor;
   down: Tensor;
-  router: Tensor;
   shared: { gateUp: Tensor; down: Tensor };
   sharedGate: Tensor;
 }
 
-function makeLayer(): Layer {
+function uploadLayer(): Layer {
   const s = device.stream();
-  const t = (shape: number[], seed: number) => {
-    const x = device.tensor('f32', shape);
-    ops.fillRandom(s, x, seed, 0.3);
-    return x;
-  };
+  const t = (shape: number[], data: Float32Array) => tensorFromFloat32(device, s, 'f32', shape, data);
   return {
-    gateUp: t([E, 2 * I, H], 1),
-    down: t([E, H, I], 2),
-    router: t([E, H], 3),
-    shared: { gateUp: t([2 * IS, H], 4), down: t([H, IS], 5) },
-    sharedGate: t([1, H], 6),
+    gateUp: t([E, 2 * I, H], host.gateUp as Float32Array),
+    down: t([E, H, I], host.down as Float32Array),
+    shared: { gateUp: t([2 * IS, H], host.shared.gateUp as Float32Array), down: t([H, IS], host.shared.down as Float32Array) },
+    sharedGate: t([1, H], host.shared.gate as Float32Array),
   };
 }
 
-/** This rank's view of the layer: its experts are rows of the full stacks. */
-function rankWeights(layer: Layer, world: number, rank: number): MoeWeights {
-  const local = expertRanges(E, world)[rank];
+/** This rank's view of the layer: its experts are rows of the full stacks, in checkpoint order. */
+function rankWeights(layer: Layer, layout: ExpertLayout, rank: number): MoeWeights {
+  const local = layout.ranges[rank];
   return {
-    router: layer.router,
+    router: layer.sharedGate, // not read: the layer is entered after routing
     experts: { gateUp: layer.gateUp.rows(local.first, local.count), down: layer.down.rows(local.first, local.count) },
     local,
     shared: layer.shared,
@@ -57,7 +61,7 @@ function rankWeights(layer: Layer, world: number, rank: number): MoeWeights {
   };
 }
 
-type Routing = { idx: number[]; w: number[] }; // per token: K experts and weights
+type Routing = { idx: number[]; w: number[] }; // per token: K experts (checkpoint ids) and weights
 
 function routings(T: number): Record<string, Routing[]> {
   let seed = 7;
@@ -78,27 +82,30 @@ function routings(T: number): Record<string, Routing[]> {
 }
 
 async function runLayer(
-  world: number,
+  layout: ExpertLayout,
   schedule: string,
   tokensPerRank: number[],
   routing: Routing[],
   layer: Layer,
   x: Float32Array,
   model?: CostModel,
-): Promise<Float32Array> {
+): Promise<{ out: Float32Array; plans: MoePlan[] }> {
+  const world = layout.world;
   const comms: Communicator[] = world > 1 ? InProcessCommunicator.group(world) : [new LocalCommunicator()];
   const starts = tokensPerRank.map((_, r) => tokensPerRank.slice(0, r).reduce((a, b) => a + b, 0));
-  const outs = await Promise.all(
+  const results = await Promise.all(
     comms.map(async (comm, r) => {
       const T = tokensPerRank[r];
       const s = device.stream();
       const scope = new TensorScope(device);
       const mine = routing.slice(starts[r], starts[r] + T);
+      // The router would have numbered the experts by virtual id.
+      const virtual = Int32Array.from(mine.flatMap((m) => m.idx.map((e) => layout.virtualOf(e))));
       const h = scope.adopt(tensorFromFloat32(device, s, 'f32', [T, H], x.slice(starts[r] * H, (starts[r] + T) * H)));
-      const idx = scope.adopt(tensorFromInt32(device, s, [T, K], Int32Array.from(mine.flatMap((m) => m.idx))));
+      const idx = scope.adopt(tensorFromInt32(device, s, [T, K], virtual));
       const w = scope.adopt(tensorFromFloat32(device, s, 'f32', [T, K], Float32Array.from(mine.flatMap((m) => m.w))));
       const out = scope.tensor('f32', [T, H]);
-      await routedMoeLayer(
+      const plan = await routedMoeLayer(
         {
           compute: s,
           comm: device.stream(),
@@ -106,11 +113,11 @@ async function runLayer(
           communicator: comm,
           actDtype: 'f32',
           routing: { numExperts: E, topK: K, normTopkProb: false, routedScale: 1, expertIntermediate: I, sharedIntermediate: IS },
-          ranges: expertRanges(E, world),
+          layout,
           schedule: parseMoeSchedule(schedule),
           costModel: model,
         },
-        rankWeights(layer, world, r),
+        rankWeights(layer, layout, r),
         h,
         out,
         idx,
@@ -118,20 +125,67 @@ async function runLayer(
       );
       const result = T > 0 ? await out.readFloat32(s) : new Float32Array(0);
       scope.dispose();
-      return result;
+      return { result, plan };
     }),
   );
   const all = new Float32Array(x.length);
-  outs.forEach((o, r) => all.set(o, starts[r] * H));
-  return all;
+  results.forEach(({ result }, r) => all.set(result, starts[r] * H));
+  return { out: all, plans: results.map((r) => r.plan) };
 }
 
-const SPLITS: Record<number, number[]> = { 1: [23], 2: [15, 8], 3: [11, 0, 12], 4: [3, 9, 1, 10] };
-const SCHEDULES = ['baseline', 'auto', 'fixed:1:grouped', 'fixed:2:dense', 'fixed:3:grouped', 'fixed:8:grouped', 'fixed:16:dense'];
+function expectCloseToReference(schedule: string, reference: Float64Array, got: Float32Array): void {
+  let maxDiff = 0;
+  let maxRef = 0;
+  reference.forEach((v, i) => {
+    maxDiff = Math.max(maxDiff, Math.abs(v - got[i]));
+    maxRef = Math.max(maxRef, Math.abs(v));
+  });
+  expect({ schedule, ok: maxRef > 0 && maxDiff <= 1e-5 * maxRef }).toEqual({ schedule, ok: true });
+}
+
+const SPLITS: Record<number, number[]> = { 1: [TOKENS], 2: [15, 8], 3: [11, 0, 12], 4: [3, 9, 1, 10] };
+const TOKEN_SCHEDULES = ['baseline', 'auto', 'fixed:1:grouped', 'fixed:2:dense', 'fixed:3:grouped', 'fixed:8:grouped', 'fixed:16:dense'];
+
+/** The expert axis at D = 1, 2 (unions of groups when G > 2, uneven when G = 3) and G. */
+function expertSchedules(groups: number): string[] {
+  if (groups === 1) return [];
+  return [
+    ...new Set(['fixed:1:dense:experts', 'fixed:2:grouped:experts', `fixed:${groups}:dense:experts`, `fixed:${groups}:grouped:experts`]),
+  ];
+}
+
+// (world, G): G up to the experts a rank holds (8 experts: 8, 4, 3 (rank 2: 2, so an empty group), 2).
+const LAYOUTS: [number, number][] = [
+  [1, 1],
+  [1, 2],
+  [1, 4],
+  [2, 1],
+  [2, 2],
+  [2, 4],
+  [3, 1],
+  [3, 2],
+  [3, 3],
+  [4, 1],
+  [4, 2],
+];
+
+const routingCases = Object.entries(routings(TOKENS));
+const x = Float32Array.from({ length: TOKENS * H }, (_, i) => Math.sin(i * 0.37) * 1.5);
+const references = new Map(
+  routingCases.map(([name, routing]) => [
+    name,
+    moeLayerRef(
+      x,
+      routing.map((r) => r.idx),
+      routing.map((r) => r.w),
+      host,
+      { H, I, Is: IS },
+    ),
+  ]),
+);
 
 describe('every plan computes the same MoE layer', () => {
-  const layer = makeLayer();
-  const x = Float32Array.from({ length: 23 * H }, (_, i) => Math.sin(i * 0.37) * 1.5);
+  const layer = uploadLayer();
   const models = new Map<number, CostModel>();
 
   beforeAll(async () => {
@@ -160,20 +214,61 @@ describe('every plan computes the same MoE layer', () => {
     }
   });
 
-  for (const [name, routing] of Object.entries(routings(23))) {
-    test.each([1, 2, 3, 4])(`${name}: %i rank(s), every schedule`, async (world) => {
-      const reference = await runLayer(1, 'baseline', [23], routing, layer, x);
-      expect(reference.some((v) => v !== 0)).toBe(true);
-      for (const schedule of SCHEDULES) {
-        const got = await runLayer(world, schedule, SPLITS[world], routing, layer, x, models.get(world));
-        let maxDiff = 0;
-        let maxRef = 0;
-        reference.forEach((v, i) => {
-          maxDiff = Math.max(maxDiff, Math.abs(v - got[i]));
-          maxRef = Math.max(maxRef, Math.abs(v));
-        });
-        expect({ schedule, ok: maxDiff <= 1e-5 * maxRef }).toEqual({ schedule, ok: true });
+  for (const [name, routing] of routingCases) {
+    test.each(LAYOUTS)(`${name}: %i rank(s), %i expert group(s), every schedule`, async (world, groups) => {
+      const layout = expertLayout(E, world, groups);
+      const reference = references.get(name)!;
+      for (const schedule of [...TOKEN_SCHEDULES, ...expertSchedules(groups)]) {
+        const { out, plans } = await runLayer(layout, schedule, SPLITS[world], routing, layer, x, models.get(world));
+        expectCloseToReference(schedule, reference, out);
+        if (schedule.endsWith(':experts')) expect(plans.every((p) => p.axis === 'experts')).toBe(true);
       }
     });
   }
+
+  test('auto chooses the expert axis when GEMM launches dominate, and computes the same layer', async () => {
+    const layout = expertLayout(E, 2, 4);
+    const [name, routing] = routingCases[0];
+    const { out, plans } = await runLayer(layout, 'auto', SPLITS[2], routing, layer, x, launchBoundModel(2));
+    for (const p of plans) {
+      expect(p.axis).toBe('experts');
+      expect(p.degree).toBeGreaterThan(1);
+    }
+    expectCloseToReference('auto', references.get(name)!, out);
+  });
 });
+
+/**
+ * A synthetic cost model where every GEMM costs 1 ms up to 1024 rows (launch-bound: cutting tokens
+ * doubles the GEMMs, cutting expert groups does not) and the all-to-all about as much as the FFN.
+ */
+function launchBoundModel(world: number): CostModel {
+  const flat = {
+    overheadMs: 0,
+    points: [
+      { rows: 1, ms: 1 },
+      { rows: 1024, ms: 1 },
+    ],
+  };
+  const table = (n: number, k: number) => ({ n, k, segments: 4, grouped: flat, dense: flat });
+  const free = { fixedMs: 0, msPerRow: 0 };
+  return {
+    version: 1,
+    key: {
+      device: 'synthetic',
+      backend: 'cpu',
+      dtype: 'f32',
+      hidden: H,
+      expertIntermediate: I,
+      sharedIntermediate: IS,
+      numExperts: E,
+      topK: K,
+      versions: {},
+      worlds: [world],
+    },
+    measuredAt: '2025-01-01T00:00:00.000Z',
+    gemm: [table(2 * I, H), table(H, I), table(2 * IS, H), table(H, IS)],
+    allToAll: [{ world, latencyMs: 0, bytesPerMs: 300, points: [] }],
+    smallOps: { router: free, permute: free, swiglu: { ...free, width: I }, unpermute: free },
+  };
+}

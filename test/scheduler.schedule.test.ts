@@ -1,5 +1,12 @@
 // --moe-schedule parsing: the accepted spellings, their meaning, and one clear error per mistake.
-import { MAX_PIPELINE_DEGREE, ScheduleParseError, formatMoeSchedule, microChunkCount, parseMoeSchedule } from '../src/moe/schedule';
+import {
+  MAX_PIPELINE_DEGREE,
+  ScheduleParseError,
+  formatMoeSchedule,
+  microChunkCount,
+  parseMoeSchedule,
+  scheduleLayoutProblem,
+} from '../src/moe/schedule';
 
 describe('parseMoeSchedule', () => {
   test.each([
@@ -11,6 +18,10 @@ describe('parseMoeSchedule', () => {
     ['fixed:8:grouped', { kind: 'fixed', degree: 8, kernel: 'grouped' }],
     ['fixed:2:dense', { kind: 'fixed', degree: 2, kernel: 'dense' }],
     [`fixed:${MAX_PIPELINE_DEGREE}`, { kind: 'fixed', degree: MAX_PIPELINE_DEGREE }],
+    ['fixed:4:dense:experts', { kind: 'fixed', degree: 4, kernel: 'dense', axis: 'experts' }],
+    ['fixed:2:experts', { kind: 'fixed', degree: 2, axis: 'experts' }],
+    ['fixed:2:grouped:tokens', { kind: 'fixed', degree: 2, kernel: 'grouped', axis: 'tokens' }],
+    ['Fixed:8:Tokens', { kind: 'fixed', degree: 8, axis: 'tokens' }],
   ])('%s', (text, expected) => {
     expect(parseMoeSchedule(text)).toEqual(expected);
   });
@@ -28,7 +39,10 @@ describe('parseMoeSchedule', () => {
     [`fixed:${MAX_PIPELINE_DEGREE + 1}`, /D must be an integer from 1 to 64, got "65"/],
     ['fixed:4:cublas', /kernel must be grouped or dense, got "cublas"/],
     ['fixed:4:', /kernel must be grouped or dense, got ""/],
-    ['fixed:4:dense:x', /too many parts/],
+    ['fixed:4:dense:x', /axis must be tokens or experts, got "x"/],
+    ['fixed:4:experts:dense', /axis must be tokens or experts, got "dense"/],
+    ['fixed:4:x:experts', /kernel must be grouped or dense, got "x";/],
+    ['fixed:4:dense:experts:x', /too many parts/],
     ['auto:2', /unknown schedule "auto"/],
   ])('rejects %j', (text, message) => {
     let err: unknown;
@@ -40,20 +54,40 @@ describe('parseMoeSchedule', () => {
     expect(err).toBeInstanceOf(ScheduleParseError);
     expect((err as ScheduleParseError).code).toBe('EPS_BAD_MOE_SCHEDULE');
     expect((err as Error).message).toMatch(message);
-    expect((err as Error).message).toMatch(/expected auto, baseline or fixed:D\[:grouped\|dense\]/);
+    expect((err as Error).message).toMatch(/expected auto, baseline or fixed:D\[:grouped\|dense\]\[:tokens\|experts\]/);
   });
 });
 
 test('formatMoeSchedule inverts parsing', () => {
-  for (const text of ['auto', 'baseline', 'fixed:3', 'fixed:16:grouped', 'fixed:1:dense']) {
+  for (const text of [
+    'auto',
+    'baseline',
+    'fixed:3',
+    'fixed:16:grouped',
+    'fixed:1:dense',
+    'fixed:4:dense:experts',
+    'fixed:2:experts',
+    'fixed:2:tokens',
+  ]) {
     expect(formatMoeSchedule(parseMoeSchedule(text))).toBe(text);
   }
 });
 
-test('microChunkCount gives fixed:D at least D micro-chunks', () => {
+test('microChunkCount gives fixed:D at least D micro-chunks on the token axis', () => {
   expect(microChunkCount({ kind: 'auto' })).toBe(8);
   expect(microChunkCount({ kind: 'auto' }, 16)).toBe(16);
   expect(microChunkCount({ kind: 'baseline' })).toBe(1);
   expect(microChunkCount({ kind: 'fixed', degree: 4 })).toBe(8);
   expect(microChunkCount({ kind: 'fixed', degree: 12, kernel: 'dense' })).toBe(12);
+  // The expert axis cuts groups of every token: one micro-chunk suffices.
+  expect(microChunkCount({ kind: 'fixed', degree: 12, axis: 'experts' })).toBe(1);
+});
+
+test('an expert-axis D needs as many expert groups', () => {
+  expect(scheduleLayoutProblem(parseMoeSchedule('fixed:4:dense:experts'), 4)).toBeUndefined();
+  expect(scheduleLayoutProblem(parseMoeSchedule('fixed:4:dense:experts'), 2)).toMatch(
+    /cuts 4 chunks along expert groups, but the layout has 2/,
+  );
+  expect(scheduleLayoutProblem(parseMoeSchedule('fixed:8:dense'), 1)).toBeUndefined();
+  expect(scheduleLayoutProblem(parseMoeSchedule('auto'), 1)).toBeUndefined();
 });

@@ -15,6 +15,7 @@ export interface MoeBenchCommandOptions {
   reps?: number;
   json?: string;
   trace?: string;
+  expertGroups?: number;
 }
 
 export async function moeBenchCommand(o: MoeBenchCommandOptions): Promise<void> {
@@ -24,7 +25,15 @@ export async function moeBenchCommand(o: MoeBenchCommandOptions): Promise<void> 
   });
   const started = new Date().toISOString();
   const rows = await runMoeBench({ ...o, routings }, (line) => process.stderr.write(`eps-moe bench moe: ${line}\n`));
-  process.stdout.write(`## moe: one MoE layer on ${o.ranks} rank(s)\n${formatMoeBench(rows)}`);
+  const groups = o.expertGroups && o.expertGroups > 1 ? `, ${o.expertGroups} expert groups` : '';
+  process.stdout.write(`## moe: one MoE layer on ${o.ranks} rank(s)${groups}\n${formatMoeBench(rows)}`);
   if (o.json)
-    fs.writeFileSync(o.json, JSON.stringify({ date: started, suite: 'moe', ranks: o.ranks, versions: addon().versions(), rows }, null, 1));
+    fs.writeFileSync(
+      o.json,
+      JSON.stringify(
+        { date: started, suite: 'moe', ranks: o.ranks, expertGroups: o.expertGroups ?? 1, versions: addon().versions(), rows },
+        null,
+        1,
+      ),
+    );
 }

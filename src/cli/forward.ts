@@ -6,6 +6,7 @@ import { loadRankEngine } from '../engine/rankEngine';
 import type { BackendKind } from '../native/addonTypes';
 import { hasBackend } from '../native/addon';
 import { loadModelSpec } from '../model/config';
+import { ExpertLayoutError } from '../moe/placement';
 import { parseMoeSchedule } from '../moe/schedule';
 import { addForwardToTrace } from '../trace/forwardTrace';
 import { TraceCollector } from '../trace/traceCollector';
@@ -18,6 +19,8 @@ export interface ForwardCliOptions {
   backend?: BackendKind;
   allLogits?: boolean;
   moeSchedule?: string;
+  /** Groups of the experts, for the scheduler's expert axis (default 1). */
+  expertGroups?: number;
   trace?: string;
 }
 
@@ -35,7 +38,20 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
   } catch (e) {
     throw new CliError((e as Error).message);
   }
-  const engine = await loadRankEngine({ modelDir: opts.model, backend, deviceIndex: 0, comm: new LocalCommunicator(), schedule });
+  let engine;
+  try {
+    engine = await loadRankEngine({
+      modelDir: opts.model,
+      backend,
+      deviceIndex: 0,
+      comm: new LocalCommunicator(),
+      schedule,
+      expertGroups: opts.expertGroups,
+    });
+  } catch (e) {
+    if (e instanceof ExpertLayoutError) throw new CliError(e.message);
+    throw e;
+  }
   try {
     const result = await engine.runner.forward(sequences, { allLogits: opts.allLogits, trace: opts.trace !== undefined });
     if (opts.trace) {

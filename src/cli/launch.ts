@@ -31,8 +31,10 @@ export interface LaunchCommandOptions {
   stepTimeoutMs?: number;
   drainTimeoutMs?: number;
   failureLingerMs?: number;
-  /** auto | baseline | fixed:D[:grouped|dense], as for `eps-moe forward`. */
+  /** auto | baseline | fixed:D[:grouped|dense][:tokens|experts], as for `eps-moe forward`. */
   moeSchedule?: string;
+  /** Groups of each rank's experts (the scheduler's expert axis); every node must give the same. */
+  expertGroups?: number;
   logLevel?: string;
   /** Seeded random weights made on each rank's device from config.json alone (benchmarks of full-size shapes). */
   randomWeights?: boolean;
@@ -43,6 +45,8 @@ export interface LaunchCommandOptions {
 export const DEFAULT_HOST = '127.0.0.1';
 /** Set (to a seed) for rank processes that make random weights instead of reading a checkpoint. */
 export const RANDOM_WEIGHTS_ENV = 'EPS_RANDOM_WEIGHTS';
+/** Set (to G) for rank processes that load their experts in G groups (--expert-groups). */
+export const EXPERT_GROUPS_ENV = 'EPS_EXPERT_GROUPS';
 export const DEFAULT_PORT = 50051;
 
 export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
@@ -56,12 +60,20 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   const ranksPerNode = opts.ranks ?? (await defaultRanks(backend));
   if (!Number.isInteger(ranksPerNode) || ranksPerNode < 1) throw new CliError('--ranks must be a positive integer', 2);
   if (opts.moeSchedule !== undefined) {
-    const { parseMoeSchedule } = await import('../moe/schedule');
+    const { parseMoeSchedule, scheduleLayoutProblem } = await import('../moe/schedule');
+    let schedule;
     try {
-      parseMoeSchedule(opts.moeSchedule);
+      schedule = parseMoeSchedule(opts.moeSchedule);
     } catch (e) {
       throw new CliError(`--moe-schedule: ${(e as Error).message}`, 2);
     }
+    const problem = scheduleLayoutProblem(schedule, opts.expertGroups ?? 1);
+    if (problem) throw new CliError(problem, 2);
+  }
+  // Ranks inherit the environment: each loads its experts in these groups (rankEngineFactory).
+  if (opts.expertGroups !== undefined) {
+    if (!Number.isInteger(opts.expertGroups) || opts.expertGroups < 1) throw new CliError('--expert-groups must be a positive integer', 2);
+    process.env[EXPERT_GROUPS_ENV] = String(opts.expertGroups);
   }
   let modelDir: string;
   if (opts.randomWeights) {

@@ -19,6 +19,14 @@ function nonNegativeInt(name: string) {
   };
 }
 
+const SCHEDULE_HELP = 'auto | baseline | fixed:D[:grouped|dense][:tokens|experts] (experts: D chunks of expert groups)';
+
+const expertGroupsOption = (what: string) =>
+  new Option(
+    '--expert-groups <G>',
+    `groups of each rank's experts, the unit of the scheduler's expert axis (fixed:D:...:experts, auto)${what}; default 1`,
+  ).argParser(positiveInt('--expert-groups'));
+
 const backendOption = () => new Option('--backend <kind>', 'cpu or cuda (default: cuda when the addon has it)').choices(['cpu', 'cuda']);
 
 export function buildProgram(): Command {
@@ -47,7 +55,8 @@ export function buildProgram(): Command {
     .requiredOption('--input <file>', 'JSON {"sequences": [[token ids], ...]}')
     .addOption(backendOption())
     .option('--all-logits', 'logits for every position, not only the last')
-    .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', scheduleOption, 'auto')
+    .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption, 'auto')
+    .addOption(expertGroupsOption(''))
     .option('--trace <file>', 'write a Chrome/Perfetto trace of the MoE layers (measured and predicted)')
     .action(async (opts) => {
       const { forwardCommand } = await import('./forward');
@@ -77,7 +86,8 @@ export function buildProgram(): Command {
       'how long a failed cluster answers NOT_SERVING before exiting',
       nonNegativeInt('--failure-linger-ms'),
     )
-    .option('--moe-schedule <schedule>', 'auto | baseline | fixed:D[:grouped|dense]', scheduleOption)
+    .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption)
+    .addOption(expertGroupsOption('; give every node the same G'))
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
     .option('--trace <file>', "a Chrome/Perfetto trace of every step's MoE ops (measured and predicted), written when the cluster stops")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
@@ -125,17 +135,13 @@ export function buildProgram(): Command {
     .option('--json <file>', 'also write the results as JSON')
     .option('--quick', 'small shapes, seconds per suite (always on with the CPU backend)')
     .option('--reps <n>', 'timed repetitions per measurement; the median is reported (default 20, quick 5)', positiveInt('--reps'))
-    .option(
-      '--moe-schedule <schedule>',
-      'MoE schedule of the prefill suite: auto | baseline | fixed:D[:grouped|dense]',
-      scheduleOption,
-      'auto',
-    )
+    .option('--moe-schedule <schedule>', `MoE schedule of the prefill suite: ${SCHEDULE_HELP}`, scheduleOption, 'auto')
     .option('--ranks <n>', 'moe suite: ranks (GPUs; in-process ranks on the CPU)', positiveInt('--ranks'), 2)
     .option('--shapes <names>', 'moe suite: layer shapes, comma-separated (deepseek-v2, mixtral-8x7b, qwen3-30b-a3b)', list)
     .option('--tokens <n,...>', 'moe suite: tokens per rank, comma-separated', (v: string) => list(v).map(positiveInt('--tokens')))
     .addOption(new Option('--routings <kinds>', 'moe suite: balanced, skewed').argParser(list))
     .option('--trace <file>', 'moe suite: write a Chrome/Perfetto trace of one auto layer (the first shape, balanced)')
+    .addOption(expertGroupsOption(' of the moe suite, which then also sweeps fixed plans of the expert axis'))
     .action(async (suites: string[], opts) => {
       if (suites.includes('moe')) {
         if (suites.length > 1) throw new CliError('run the moe suite on its own: eps-moe bench moe [--ranks N]');

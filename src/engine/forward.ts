@@ -8,8 +8,8 @@ import type { ModelSpec } from '../model/config';
 import type { CostModel } from '../moe/costModel';
 import { moeLayer, type MoeRouting } from '../moe/moeLayer';
 import type { MoePlan } from '../moe/plan';
-import { type ExpertRange, expertRanges } from '../moe/placement';
-import type { MoeSchedule } from '../moe/schedule';
+import { type ExpertLayout, ExpertLayoutError, expertLayout } from '../moe/placement';
+import { scheduleLayoutProblem, type MoeSchedule } from '../moe/schedule';
 import type { OpSpan } from '../moe/spans';
 import { attentionBlock, type StepLayout } from './attention';
 import { swigluMlp } from './mlp';
@@ -55,7 +55,7 @@ export class ModelRunner {
   private readonly compute: Stream;
   private readonly commStream: Stream;
   private readonly routing: MoeRouting;
-  private readonly ranges: ExpertRange[];
+  private readonly layout: ExpertLayout;
 
   constructor(
     readonly spec: ModelSpec,
@@ -65,9 +65,13 @@ export class ModelRunner {
     readonly actDtype: DType,
     readonly options: RunnerOptions,
   ) {
+    const { moe } = spec;
+    // The layout the routers were loaded for: their output index is its virtual expert id.
+    this.layout = expertLayout(moe.numExperts, comm.world, weights.expertGroups);
+    const problem = scheduleLayoutProblem(options.schedule, this.layout.groups);
+    if (problem) throw new ExpertLayoutError(problem);
     this.compute = device.stream();
     this.commStream = device.stream();
-    const { moe } = spec;
     this.routing = {
       numExperts: moe.numExperts,
       topK: moe.topK,
@@ -76,7 +80,6 @@ export class ModelRunner {
       expertIntermediate: moe.expertIntermediate,
       sharedIntermediate: moe.sharedIntermediate,
     };
-    this.ranges = expertRanges(moe.numExperts, comm.world);
   }
 
   /** Checks sequences against the model; throws InvalidInputError naming the sequence and position. */
@@ -179,7 +182,7 @@ export class ModelRunner {
           communicator: this.comm,
           actDtype: this.actDtype,
           routing: this.routing,
-          ranges: this.ranges,
+          layout: this.layout,
           schedule: this.options.schedule,
           costModel: this.options.costModel,
           onSpan,

@@ -12,7 +12,8 @@ import { loadWeights, type WeightSource } from './weights';
 import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/costModel';
 import { costModelKeyFor } from '../moe/costModelCache';
 import type { Communicator } from '../comm/communicator';
-import type { MoeSchedule } from '../moe/schedule';
+import { scheduleLayoutProblem, type MoeSchedule } from '../moe/schedule';
+import { ExpertLayoutError, expertLayout } from '../moe/placement';
 import { planLabel } from '../moe/plan';
 import { addForwardToTrace } from '../trace/forwardTrace';
 import { rankTraceFile } from '../trace/merge';
@@ -57,6 +58,17 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   } else {
     throw new Error('loadRankEngine needs modelDir or spec');
   }
+  const asked = opts.schedule ?? { kind: 'auto' };
+  // A layout or schedule that cannot run fails here, before any weight is read.
+  let groups: number;
+  try {
+    groups = expertLayout(spec.moe.numExperts, opts.comm.world, opts.expertGroups ?? 1).groups;
+    const problem = scheduleLayoutProblem(asked, groups);
+    if (problem) throw new ExpertLayoutError(problem);
+  } catch (e) {
+    await close();
+    throw e;
+  }
   const device = Device.open(opts.backend, opts.deviceIndex);
   const weightDtype = opts.weightDtype ?? defaultDType(opts.backend);
   const actDtype = opts.actDtype ?? defaultDType(opts.backend);
@@ -67,12 +79,12 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
       rank: comm.rank,
       world: comm.world,
       weightDtype,
+      expertGroups: groups,
       onProgress: opts.onLoadProgress,
     });
   } finally {
     await close();
   }
-  const asked = opts.schedule ?? { kind: 'auto' };
   const costModel = opts.costModel ?? (asked.kind === 'auto' ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
   const schedule = effectiveSchedule(asked, costModel, comm.world);
   const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel });

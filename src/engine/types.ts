@@ -10,6 +10,12 @@ export interface RankEngineOptions {
   backend: BackendKind;
   deviceIndex: number;
   comm: Communicator;
+  /**
+   * Groups of each rank's experts (moe/placement.ts), the unit of the scheduler's expert axis
+   * (`fixed:D:...:experts`, and auto's search); default 1 (token chunks only). Every rank must load
+   * with the same value.
+   */
+  expertGroups?: number;
   /** Called while weights load: tensors loaded so far, of total. */
   onLoadProgress?: (loaded: number, total: number) => void;
 }

@@ -10,10 +10,11 @@ export interface MlpWeights {
 }
 
 export interface MoeWeights {
-  /** Router [E, H] over all experts. */
+  /** Router [E, H] over all experts, row v = virtual expert v (moe/placement.ts; the checkpoint's order with one group). */
   router: Tensor;
-  /** This rank's experts: gateUp [Elocal, 2I, H], down [Elocal, H, I]. */
+  /** This rank's experts in local (checkpoint) order: gateUp [Elocal, 2I, H], down [Elocal, H, I]. */
   experts: MlpWeights;
+  /** This rank's experts: checkpoint ids [first, first + count). */
   local: ExpertRange;
   /** Qwen2-MoE's shared expert and its sigmoid gate [1, H]. */
   shared?: MlpWeights;
@@ -45,6 +46,8 @@ export interface ModelWeights {
   invFreq: Tensor;
   attentionScaling: number;
   layers: LayerWeights[];
+  /** The expert groups the routers were ordered for (moe/placement.ts); 1: the checkpoint's order. */
+  expertGroups: number;
 }
 
 export function disposeWeights(w: ModelWeights): void {

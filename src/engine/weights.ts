@@ -2,11 +2,12 @@
 // (checkpointSource.ts) or seeded random values made on the device (randomSource.ts). The shapes
 // come from the ModelSpec alone; a source only fills tensors.
 import type { Device, Stream, Tensor } from '../native/device';
-import { tensorFromFloat32 } from '../native/device';
+import { tensorFromFloat32, tensorFromInt32 } from '../native/device';
 import type { DType } from '../native/addonTypes';
 import type { ModelSpec } from '../model/config';
 import { ropeInvFreq } from '../model/rope';
-import { expertRange } from '../moe/placement';
+import * as ops from '../native/ops';
+import { expertLayout, type ExpertLayout } from '../moe/placement';
 import type { LayerWeights, MlpWeights, ModelWeights, MoeWeights } from './weightTypes';
 
 /** A weight by role; `expert` names one routed expert of a MoE layer. */
@@ -54,6 +55,8 @@ export interface LoadOptions {
   rank: number;
   world: number;
   weightDtype: DType;
+  /** Groups of each rank's experts (moe/placement.ts): the routers' rows are put in their virtual order. Default 1. */
+  expertGroups?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -62,7 +65,8 @@ export async function loadWeights(spec: ModelSpec, device: Device, source: Weigh
   const dt = opts.weightDtype;
   const H = spec.hiddenSize;
   const hd = spec.headDim;
-  const plan = countTensors(spec, opts);
+  const layout = expertLayout(spec.moe.numExperts, opts.world, opts.expertGroups ?? 1);
+  const plan = countTensors(spec, layout.ranges[opts.rank].count);
   let done = 0;
   // Fills `into` (a view of a stacked tensor) when given, else a new tensor of the shape.
   const make = async (key: WeightKey, shape: number[], into?: Tensor): Promise<Tensor> => {
@@ -106,7 +110,7 @@ export async function loadWeights(spec: ModelSpec, device: Device, source: Weigh
       layer.kNorm = await at('kNorm', [hd]);
     }
     if (spec.layers[i].mlp === 'moe') {
-      layer.mlp = { kind: 'moe', moe: await moeWeights(spec, i, device, make, opts) };
+      layer.mlp = { kind: 'moe', moe: await moeWeights(spec, i, device, s, make, opts, layout) };
     } else {
       layer.mlp = { kind: 'dense', dense: await mlp(i, 'denseGateUp', 'denseDown', spec.denseIntermediate) };
     }
@@ -114,20 +118,22 @@ export async function loadWeights(spec: ModelSpec, device: Device, source: Weigh
   }
   await s.synchronize();
   s.dispose();
-  return { embed, finalNorm, lmHead, invFreq, attentionScaling: rope.attentionScaling, layers };
+  return { embed, finalNorm, lmHead, invFreq, attentionScaling: rope.attentionScaling, layers, expertGroups: layout.groups };
 }
 
 async function moeWeights(
   spec: ModelSpec,
   layer: number,
   device: Device,
+  s: Stream,
   make: (key: WeightKey, shape: number[], into?: Tensor) => Promise<Tensor>,
   opts: LoadOptions,
+  layout: ExpertLayout,
 ): Promise<MoeWeights> {
   const { numExperts: E, expertIntermediate: I, sharedIntermediate: Is } = spec.moe;
   const H = spec.hiddenSize;
-  const local = expertRange(E, opts.world, opts.rank);
-  const router = await make({ role: 'router', layer }, [E, H]);
+  const local = layout.ranges[opts.rank];
+  const router = await virtualRouter(device, s, layout, await make({ role: 'router', layer }, [E, H]));
   // Experts are stacked [Elocal, ...]: each is filled into its slice of the stack.
   const gateUp = device.tensor(opts.weightDtype, [local.count, 2 * I, H]);
   const down = device.tensor(opts.weightDtype, [local.count, H, I]);
@@ -147,12 +153,30 @@ async function moeWeights(
   return w;
 }
 
-function countTensors(spec: ModelSpec, opts: LoadOptions): number {
+/**
+ * The router with row v = the checkpoint's row of expert globalOf(v), so that the router's output
+ * index is the virtual id (a gather on the device; with one group, the checkpoint's router itself).
+ * Each logit is the same dot product as before, so top-k picks the same experts; only an exact tie
+ * between two logits breaks by the lower virtual id rather than the lower checkpoint id.
+ */
+async function virtualRouter(device: Device, s: Stream, layout: ExpertLayout, router: Tensor): Promise<Tensor> {
+  if (layout.identity) return router;
+  const order = Int32Array.from({ length: layout.numExperts }, (_, v) => layout.globalOf(v));
+  const idx = tensorFromInt32(device, s, [order.length], order);
+  const permuted = device.tensor(router.dtype, router.shape);
+  ops.gatherRows(s, permuted, router, idx);
+  // The gather holds its inputs until it has run (ops keep them alive natively).
+  idx.dispose();
+  router.dispose();
+  return permuted;
+}
+
+function countTensors(spec: ModelSpec, localExperts: number): number {
   let n = 3;
   for (let i = 0; i < spec.numLayers; i++) {
     n += 6 + (spec.attentionBias ? 3 : 0) + (spec.attentionOutputBias ? 1 : 0) + (spec.qkNorm ? 2 : 0);
     if (spec.layers[i].mlp === 'moe') {
-      n += 1 + 2 * expertRange(spec.moe.numExperts, opts.world, opts.rank).count;
+      n += 1 + 2 * localExperts;
       if (spec.moe.sharedIntermediate > 0) n += 2 + (spec.moe.sharedGate ? 1 : 0);
     } else n += 2;
   }

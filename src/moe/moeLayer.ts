@@ -5,6 +5,11 @@
 // expert FFN (compute), combine (communication), un-permute (compute). Two async chains, one per
 // stream, issue the work in the plan's orders; each waits for the other's events only once the other
 // has recorded them, so a Communicator that blocks the host (the CPU data plane) still overlaps.
+//
+// Expert ids are virtual (placement.ts): the router's rows are in that order, so the permuted buffer
+// is sorted by expert group, then destination rank. A chunk of the token axis permutes its own tokens;
+// on the expert axis the first chunk permutes every token once, each chunk sends its groups' slice of
+// that buffer and combines back into the same rows, and the last chunk un-permutes every token.
 import type { Communicator } from '../comm/communicator';
 import type { Event, Stream, Tensor } from '../native/device';
 import type { DType } from '../native/addonTypes';
@@ -15,7 +20,7 @@ import type { MlpWeights, MoeWeights } from '../engine/weightTypes';
 import { swigluMlp } from '../engine/mlp';
 import type { CostModel } from './costModel';
 import type { ChunkPlan, MoePlan } from './plan';
-import type { ExpertRange } from './placement';
+import type { ExpertLayout } from './placement';
 import { microChunkCount, type MoeSchedule } from './schedule';
 import { planMoeLayer } from './scheduler';
 import type { OpSpan } from './spans';
@@ -38,8 +43,8 @@ export interface MoeLayerContext {
   communicator: Communicator;
   actDtype: DType;
   routing: MoeRouting;
-  /** Every rank's experts, in rank order. */
-  ranges: readonly ExpertRange[];
+  /** Every rank's experts and their groups; expert ids (router rows, topkIdx) are its virtual ids. */
+  layout: ExpertLayout;
   schedule: MoeSchedule;
   costModel?: CostModel;
   /** Called with spans (start/end events per op) when tracing. */
@@ -63,8 +68,8 @@ export async function moeLayer(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, o
 }
 
 /**
- * The MoE layer after routing: topkIdx [T,k] (global expert ids) and topkW [T,k] f32 given. The
- * benchmark enters here with routings it makes (balanced, skewed).
+ * The MoE layer after routing: topkIdx [T,k] (virtual expert ids: the checkpoint's with one expert
+ * group) and topkW [T,k] f32 given. The benchmark enters here with routings it makes (balanced, skewed).
  */
 export async function routedMoeLayer(
   ctx: MoeLayerContext,
@@ -95,7 +100,8 @@ export async function routedMoeLayer(
       topK: k,
       microBounds,
       rank: ctx.communicator.rank,
-      ranges: ctx.ranges,
+      ranges: ctx.layout.ranges,
+      expertGroups: ctx.layout.groups,
       hidden: h.shape[1],
       expertIntermediate: routing.expertIntermediate,
       dtypeBytes: dtypeBytes[ctx.actDtype],
@@ -108,15 +114,32 @@ export async function routedMoeLayer(
   return plan;
 }
 
+/**
+ * The tokens one permute sorts and one unpermute adds back: a chunk's own (token axis) or every token
+ * of the layer, shared by all chunks (expert axis).
+ */
+interface PermuteUnit {
+  tokenStart: number;
+  tokens: number;
+  /** The chunk that permutes (the unit's first) and the one that un-permutes (its last). */
+  firstChunk: number;
+  lastChunk: number;
+  /** Rows sorted by virtual expert, and where each (token, slot) went. */
+  permuted?: Tensor;
+  rowMap?: Tensor;
+  /** The expert outputs back from the combines, in the permuted rows' order. */
+  combined?: Tensor;
+}
+
 /** Per chunk: the tensors it makes and the events that order its steps across the two streams. */
 interface ChunkState {
   plan: ChunkPlan;
-  tokens: number;
-  permuted?: Tensor;
-  rowMap?: Tensor;
+  unit: PermuteUnit;
+  /** The chunk's rows in the unit's permuted buffer (its exchanges follow one another there). */
+  rowStart: number;
+  rows: number;
   received?: Tensor;
   expertOut?: Tensor;
-  combined?: Tensor;
   permutedEv: Signal;
   dispatchedEv: Signal;
   ffnEv: Signal;
@@ -159,9 +182,19 @@ class LayerRun {
     private readonly topkW: Tensor,
     private readonly plan: MoePlan,
   ) {
-    this.chunks = plan.chunks.map((c) => ({
+    const unitOf = (i: number): PermuteUnit => ({
+      tokenStart: plan.chunks[i].tokenStart,
+      tokens: plan.chunks[i].tokenEnd - plan.chunks[i].tokenStart,
+      firstChunk: i,
+      lastChunk: i,
+    });
+    // The expert axis: one unit of every token (each chunk's token range is the whole layer's).
+    const shared = plan.axis === 'experts' ? { ...unitOf(0), lastChunk: plan.chunks.length - 1 } : undefined;
+    this.chunks = plan.chunks.map((c, i) => ({
       plan: c,
-      tokens: c.tokenEnd - c.tokenStart,
+      unit: shared ?? unitOf(i),
+      rowStart: c.exchanges.length > 0 ? c.exchanges[0].sendOffset : 0,
+      rows: sum(c.sentRows),
       permutedEv: new Signal(),
       dispatchedEv: new Signal(),
       ffnEv: new Signal(),
@@ -236,60 +269,87 @@ class LayerRun {
     }
   }
 
+  /** The unit's permute, by its first chunk (later chunks of the unit have nothing to sort). */
   private permute(c: ChunkState, s: Stream): void {
+    const { unit } = c;
+    if (c.plan.index !== unit.firstChunk) return;
     const { scope, actDtype, routing } = this.ctx;
     const k = routing.topK;
-    const t0 = c.plan.tokenStart;
-    c.permuted = scope.tensor(actDtype, [c.tokens * k, this.h.shape[1]]);
-    c.rowMap = scope.tensor('i32', [c.tokens, k]);
-    if (c.tokens === 0) return;
+    const H = this.h.shape[1];
+    unit.permuted = scope.tensor(actDtype, [unit.tokens * k, H]);
+    unit.rowMap = scope.tensor('i32', [unit.tokens, k]);
+    unit.combined = scope.tensor(actDtype, [unit.tokens * k, H]);
+    if (unit.tokens === 0) return;
     const sp = span(this.ctx, s);
     const counts = scope.tensor('i32', [routing.numExperts]);
-    ops.moePermute(s, c.permuted, c.rowMap, counts, this.h.rows(t0, c.tokens), this.topkIdx.rows(t0, c.tokens));
-    sp?.end('compute', `permute ${c.plan.index}`, { tokens: c.tokens });
+    const t0 = unit.tokenStart;
+    ops.moePermute(s, unit.permuted, unit.rowMap, counts, this.h.rows(t0, unit.tokens), this.topkIdx.rows(t0, unit.tokens));
+    sp?.end('compute', `permute ${c.plan.index}`, { tokens: unit.tokens });
   }
 
+  /** One all-to-all per exchange (group): its slice of the permuted rows to the peers owning its experts. */
   private async dispatch(c: ChunkState, s: Stream): Promise<void> {
     const { communicator, scope, actDtype } = this.ctx;
+    const permuted = c.unit.permuted!;
     if (communicator.world === 1) {
-      c.received = c.permuted;
+      // The rows stay here, in the order the FFN takes them: the chunk's slice itself.
+      c.received = permuted.rows(c.rowStart, c.rows);
       return;
     }
     const rows = sum(c.plan.recvRows);
     c.received = scope.tensor(actDtype, [rows, this.h.shape[1]]);
     const sp = span(this.ctx, s);
-    await communicator.allToAll(s, c.permuted!, c.plan.sentRows, c.received, c.plan.recvRows);
-    sp?.end(s === this.ctx.compute ? 'compute' : 'comm', `dispatch ${c.plan.index}`, { sent: sum(c.plan.sentRows), received: rows });
+    for (const x of c.plan.exchanges) {
+      const send = permuted.rows(x.sendOffset, sum(x.sentRows));
+      await communicator.allToAll(s, send, x.sentRows, c.received.rows(x.recvOffset, sum(x.recvRows)), x.recvRows);
+    }
+    sp?.end(s === this.ctx.compute ? 'compute' : 'comm', `dispatch ${c.plan.index}`, { sent: c.rows, received: rows });
   }
 
+  /** The experts' FFN over each exchange's rows, with the weights of the group's local experts (a view). */
   private ffn(c: ChunkState, s: Stream): void {
-    const { scope, actDtype } = this.ctx;
+    const { scope, actDtype, communicator } = this.ctx;
     const x = c.received!;
-    c.expertOut = scope.tensor(actDtype, [x.shape[0], this.h.shape[1]]);
+    // Alone, the outputs go straight where the combine would put them.
+    c.expertOut =
+      communicator.world === 1 ? c.unit.combined!.rows(c.rowStart, c.rows) : scope.tensor(actDtype, [x.shape[0], this.h.shape[1]]);
     if (x.shape[0] === 0 || this.w.local.count === 0) return;
     const sp = span(this.ctx, s);
-    expertFfn(s, scope, actDtype, this.w.experts, x, c.plan.segments, c.plan.kernel, c.expertOut);
+    const { gateUp, down } = this.w.experts;
+    const whole = c.plan.exchanges.length === 1 && c.plan.exchanges[0].localCount === this.w.local.count;
+    for (const ex of c.plan.exchanges) {
+      const n = sum(ex.recvRows);
+      if (n === 0 || ex.localCount === 0) continue;
+      // One group holding every local expert (G = 1) uses the stacks themselves, not views of them.
+      const experts = whole
+        ? this.w.experts
+        : { gateUp: gateUp.rows(ex.localFirst, ex.localCount), down: down.rows(ex.localFirst, ex.localCount) };
+      expertFfn(s, scope, actDtype, experts, x.rows(ex.recvOffset, n), ex.segments, c.plan.kernel, c.expertOut.rows(ex.recvOffset, n));
+    }
     sp?.end('compute', `ffn ${c.plan.index}`, { rows: x.shape[0], kernel: c.plan.kernel });
   }
 
+  /** The dispatch reversed: each exchange's outputs back to the rows its inputs came from. */
   private async combine(c: ChunkState, s: Stream): Promise<void> {
-    const { communicator, scope, actDtype, routing } = this.ctx;
-    if (communicator.world === 1) {
-      c.combined = c.expertOut;
-      return;
-    }
-    c.combined = scope.tensor(actDtype, [c.tokens * routing.topK, this.h.shape[1]]);
+    const { communicator } = this.ctx;
+    if (communicator.world === 1) return; // the FFN wrote them in place
+    const combined = c.unit.combined!;
     const sp = span(this.ctx, s);
-    await communicator.allToAll(s, c.expertOut!, c.plan.recvRows, c.combined, c.plan.sentRows);
+    for (const x of c.plan.exchanges) {
+      const back = combined.rows(x.sendOffset, sum(x.sentRows));
+      await communicator.allToAll(s, c.expertOut!.rows(x.recvOffset, sum(x.recvRows)), x.recvRows, back, x.sentRows);
+    }
     sp?.end(s === this.ctx.compute ? 'compute' : 'comm', `combine ${c.plan.index}`, { rows: sum(c.plan.recvRows) });
   }
 
+  /** The unit's unpermute, by its last chunk: after its combine, so after every combine of the unit (one comm stream, in order). */
   private unpermute(c: ChunkState, s: Stream): void {
-    if (c.tokens === 0) return;
-    const t0 = c.plan.tokenStart;
+    const { unit } = c;
+    if (c.plan.index !== unit.lastChunk || unit.tokens === 0) return;
+    const t0 = unit.tokenStart;
     const sp = span(this.ctx, s);
-    ops.moeUnpermute(s, this.out.rows(t0, c.tokens), c.combined!, c.rowMap!, this.topkW.rows(t0, c.tokens), this.sharedFirst);
-    sp?.end('compute', `unpermute ${c.plan.index}`, { tokens: c.tokens });
+    ops.moeUnpermute(s, this.out.rows(t0, unit.tokens), unit.combined!, unit.rowMap!, this.topkW.rows(t0, unit.tokens), this.sharedFirst);
+    sp?.end('compute', `unpermute ${c.plan.index}`, { tokens: unit.tokens });
   }
 
   /** Qwen2-MoE's shared expert: sigmoid(h @ gate^T) * SwiGLU(h), written (sharedFirst) or added onto out. */

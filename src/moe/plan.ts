@@ -9,8 +9,18 @@
 // So while chunk i's expert FFN runs, the comm stream carries chunk i+1's dispatch and chunk i-1's
 // combine. Without overlap (the baseline) everything runs in that order on one stream, with the
 // shared expert last.
+//
+// A chunk is a range of tokens (micro-chunks) times a range of expert groups (placement.ts):
+//   tokens axis:  chunk i = tokens of micro-chunks [a_i, b_i), every group. Permute i sorts its tokens,
+//                 unpermute i adds them back.
+//   experts axis: chunk i = every token, groups [g_i, h_i). Permute 0 sorts every token once and
+//                 unpermute D-1 adds every token back once, after the last combine; the other permute
+//                 and unpermute steps are empty (both axes share the orders above and the timeline model).
+// A chunk's dispatch (and combine) is one all-to-all per group it holds (ChunkExchange): one group's
+// rows are contiguous per peer in the permuted buffer, several groups' are not. With G = 1 every chunk
+// is one all-to-all, as the plain token chunking always was.
 import type { ExpertKernel } from '../native/ops';
-import type { MoeSchedule } from './schedule';
+import { formatMoeSchedule, type MoeSchedule, type PlanAxis } from './schedule';
 
 /**
  * Where the shared expert (Qwen2-MoE) runs on the compute stream: before the first FFN (in the
@@ -44,21 +54,47 @@ export interface ChunkTimes {
   unpermuteMs: number;
 }
 
+/** One all-to-all of a chunk: the rows of one expert group (contiguous per peer, in peer order). */
+export interface ChunkExchange {
+  group: number;
+  /** First row of the group in the permuted buffer of the chunk's tokens (the layer's on the expert axis). */
+  sendOffset: number;
+  /** Rows this rank sends each peer (and receives back in the combine). */
+  sentRows: number[];
+  /** First row in the chunk's receive buffer (the exchanges of a chunk follow one another there). */
+  recvOffset: number;
+  /** Rows this rank receives from each peer (and sends back in the combine). */
+  recvRows: number[];
+  /** This rank's experts of the group: indices into its stacked weights [localFirst, localFirst + localCount). */
+  localFirst: number;
+  localCount: number;
+  /** Rows per (source rank, local expert of the group), source-rank major: length world x localCount. */
+  segments: number[];
+}
+
 export interface ChunkPlan {
   index: number;
-  /** Micro-chunks [microStart, microEnd): the same on every rank. */
+  /** Micro-chunks [microStart, microEnd): the same on every rank (all of them on the expert axis). */
   microStart: number;
   microEnd: number;
   /** This rank's tokens [tokenStart, tokenEnd). */
   tokenStart: number;
   tokenEnd: number;
+  /** Expert groups [groupStart, groupEnd) (all of them on the token axis). */
+  groupStart: number;
+  groupEnd: number;
   /** This rank's expert kernel for the chunk (ranks may differ). */
   kernel: ExpertKernel;
-  /** (token, slot) rows this rank sends to each peer in the dispatch (and receives back in the combine). */
+  /** The chunk's all-to-alls, one per group, in group order. */
+  exchanges: ChunkExchange[];
+  /** (token, slot) rows this rank sends to each peer in the dispatch, all exchanges together. */
   sentRows: number[];
-  /** Rows this rank receives from each peer in the dispatch (and sends back in the combine). */
+  /** Rows this rank receives from each peer in the dispatch, all exchanges together. */
   recvRows: number[];
-  /** Rows per (source rank, local expert), source-rank major: the expert_matmul counts, length world x local experts. */
+  /**
+   * The expert_matmul segments of the chunk: the exchanges' segments one after the other (with G = 1,
+   * rows per (source rank, local expert), source-rank major, length world x local experts).
+   */
   segments: number[];
   /** Rows that cross the cluster in this chunk, all ranks together (0: every rank's all-to-all is empty). */
   globalRows: number;
@@ -67,6 +103,7 @@ export interface ChunkPlan {
 
 /** One alternative the search weighed (cluster-wide predicted layer time: the slowest rank's end). */
 export interface PlanCandidate {
+  axis: PlanAxis;
   degree: number;
   /** With the kernels chosen per rank and chunk (or as the schedule fixes them). */
   ms: number;
@@ -81,6 +118,10 @@ export interface MoePlan {
   world: number;
   /** Micro-chunks the counts came in (M). */
   microChunks: number;
+  /** The axis the chunks cut: tokens (micro-chunks) or expert groups. */
+  axis: PlanAxis;
+  /** Expert groups of the layout (G; 1: the plain token chunking). */
+  groups: number;
   /** Pipeline degree D: the number of chunks. */
   degree: number;
   /** Two streams (true) or one (the baseline). */
@@ -96,14 +137,14 @@ export interface MoePlan {
   /** This rank's predicted ops. */
   timeline: PredictedOp[];
   candidates: PlanCandidate[];
-  /** Why this D, kernel and shared placement: the alternatives with their predicted times. */
+  /** Why this axis, D, kernel and shared placement: the alternatives with their predicted times. */
   explain(): string;
 }
 
 /** A plan in a few words, e.g. "D=2 dense" or "D=1 grouped serial" (metrics, tables). */
-export function planLabel(plan: Pick<MoePlan, 'degree' | 'chunks' | 'overlap'>): string {
+export function planLabel(plan: Pick<MoePlan, 'degree' | 'chunks' | 'overlap' | 'axis'>): string {
   const kernels = [...new Set(plan.chunks.map((c) => c.kernel))].join('+');
-  return `D=${plan.degree} ${kernels}${plan.overlap ? '' : ' serial'}`;
+  return `D=${plan.degree}${plan.axis === 'experts' ? ' experts' : ''} ${kernels}${plan.overlap ? '' : ' serial'}`;
 }
 
 /** The comm stream's order for D chunks: dispatch 0, then dispatch i+1 before combine i. */
@@ -145,21 +186,21 @@ export interface ExplainContext {
   tolerance: number;
   /** (token, slot) rows of the whole cluster in this layer. */
   totalPairs: number;
-  /** The candidate of degree D with one kernel on every rank and chunk. */
-  kernelAlternatives(degree: number): { allGroupedMs: number; allDenseMs: number };
+  /** The candidate with one kernel on every rank and chunk. */
+  kernelAlternatives(candidate: PlanCandidate): { allGroupedMs: number; allDenseMs: number };
 }
 
 /** The text of plan.explain(): the choice, the alternatives and their predicted times, the chunks. */
 export function explainPlan(plan: MoePlan, ctx: ExplainContext): string {
   const ms = (v: number) => v.toFixed(3);
-  const schedule =
-    plan.schedule.kind === 'fixed'
-      ? `fixed:${plan.schedule.degree}${plan.schedule.kernel ? `:${plan.schedule.kernel}` : ''}`
-      : plan.schedule.kind;
+  // With one group there is one axis: the text stays as it was before expert groups.
+  const grouped = plan.groups > 1;
   const kernels = [...new Set(plan.chunks.map((c) => c.kernel))].join('+');
   const lines: string[] = [];
   lines.push(
-    `MoE plan, rank ${plan.rank} of ${plan.world}, schedule ${schedule}: D = ${plan.degree}, ${kernels} kernel on this rank, ` +
+    `MoE plan, rank ${plan.rank} of ${plan.world}, schedule ${formatMoeSchedule(plan.schedule)}: D = ${plan.degree}` +
+      (grouped ? ` along ${plan.axis} (${plan.groups} expert groups)` : '') +
+      `, ${kernels} kernel on this rank, ` +
       `${plan.overlap ? 'comm overlapped' : 'no overlap'}, shared expert ${plan.shared}` +
       (plan.predicted ? `; predicted ${ms(plan.predictedMs)} ms (slowest rank)` : '; no cost model, times not predicted'),
   );
@@ -171,10 +212,10 @@ export function explainPlan(plan: MoePlan, ctx: ExplainContext): string {
   if (plan.predicted) {
     lines.push('  candidates (predicted layer ms: chosen kernels | all grouped | all dense; all-to-all total; shared expert):');
     for (const c of plan.candidates) {
-      const { allGroupedMs, allDenseMs } = ctx.kernelAlternatives(c.degree);
-      const mark = c.degree === plan.degree ? ' <-' : '';
+      const { allGroupedMs, allDenseMs } = ctx.kernelAlternatives(c);
+      const mark = c.degree === plan.degree && c.axis === plan.axis ? ' <-' : '';
       lines.push(
-        `    D=${String(c.degree).padEnd(3)} ${ms(c.ms).padStart(9)} | ${ms(allGroupedMs).padStart(9)} | ${ms(allDenseMs).padStart(9)}; ` +
+        `    ${grouped ? `${c.axis.padEnd(7)} ` : ''}D=${String(c.degree).padEnd(3)} ${ms(c.ms).padStart(9)} | ${ms(allGroupedMs).padStart(9)} | ${ms(allDenseMs).padStart(9)}; ` +
           `comm ${ms(c.commMs)}; shared ${c.shared}${mark}`,
       );
     }
@@ -182,18 +223,19 @@ export function explainPlan(plan: MoePlan, ctx: ExplainContext): string {
       lines.push(
         plan.world === 1
           ? '  chose D = 1: a world of one has no all-to-all to hide'
-          : `  chose D = ${plan.degree}: the smallest D within ${(ctx.tolerance * 100).toFixed(0)}% of the best (${ms(ctx.bestMs)} ms)`,
+          : `  chose D = ${plan.degree}${grouped ? ` along ${plan.axis}` : ''}: the smallest D within ${(ctx.tolerance * 100).toFixed(0)}% of the best (${ms(ctx.bestMs)} ms)`,
       );
     } else {
-      lines.push(`  D = ${plan.degree} fixed by the schedule`);
+      lines.push(`  D = ${plan.degree}${grouped ? ` along ${plan.axis}` : ''} fixed by the schedule`);
     }
   }
   for (const c of plan.chunks) {
     const p = c.predicted;
     const why = plan.predicted ? ` (grouped ${ms(p.groupedMs)} ms, dense ${ms(p.denseMs)} ms)` : '';
     const times = plan.predicted ? `; dispatch ${ms(p.dispatchMs)}, ffn ${ms(p.ffnMs)}, combine ${ms(p.combineMs)} ms` : '';
+    const groups = grouped ? ` groups [${c.groupStart}, ${c.groupEnd})` : '';
     lines.push(
-      `  chunk ${c.index}: micro [${c.microStart}, ${c.microEnd}) tokens [${c.tokenStart}, ${c.tokenEnd}), kernel ${c.kernel}${why}; ` +
+      `  chunk ${c.index}: micro [${c.microStart}, ${c.microEnd}) tokens [${c.tokenStart}, ${c.tokenEnd})${groups}, kernel ${c.kernel}${why}; ` +
         `sends [${c.sentRows.join(', ')}], receives [${c.recvRows.join(', ')}]${times}`,
     );
   }

@@ -1,14 +1,23 @@
 // The EPS scheduler's decision for one MoE layer: a pure function of every rank's per-micro-chunk
-// expert counts (gathered, so every rank holds the same numbers) and the cost model. It groups the M
-// micro-chunks into D chunks, picks each chunk's expert kernel on this rank, and places the shared
-// expert, by predicting the cluster's timeline (pipelineModel.ts) for every alternative.
+// expert counts (gathered, so every rank holds the same numbers) and the cost model. It cuts the layer
+// into D chunks along one axis, tokens (unions of the M micro-chunks) or expert groups (unions of the
+// layout's G groups, placement.ts), picks each chunk's expert kernel on this rank, and places the
+// shared expert, by predicting the cluster's timeline (pipelineModel.ts) for every alternative.
+//
+// Why the expert axis: after the all-to-all from W ranks a chunk's rows come in W x local-experts
+// segments and the dense kernel launches one GEMM per segment, so D token chunks launch D times the
+// GEMMs, each 1/D the rows (DeepSeek-V2 on 4 H200s: D=2 19.1 ms, D=4 27.2 against 16.9 at D=1). D chunks
+// of expert groups keep the layer's segments and their rows as at D = 1, and still overlap the
+// dispatch of chunk i+1 with the GEMMs of chunk i.
 //
 // Ranks must agree on D and on the chunk boundaries (their all-to-alls pair up), so everything that
 // decides them is computed from the gathered counts and the model alone, identically on every rank;
 // this rank's own token bounds only name the token ranges of its chunks. The kernel is per rank: the
 // one the model predicts faster for the rows this rank's experts receive.
 import type { ExpertKernel } from '../native/ops';
-import { type CostModel, gemmMs, gemmTable, interpolateLogLog, linearMs, swigluMs, allToAllMs, type KernelCurve } from './costModel';
+import type { CostModel } from './costModel';
+import { layerCosts } from './layerCosts';
+import { type ChunkSpan, LayerCounts } from './layerCounts';
 import {
   type ChunkPlan,
   type MoePlan,
@@ -20,13 +29,14 @@ import {
   explainPlan,
 } from './plan';
 import { simulatePipeline, type RankCosts } from './pipelineModel';
-import type { ExpertRange } from './placement';
-import { formatMoeSchedule, type MoeSchedule } from './schedule';
+import { type ExpertRange, ExpertLayout, ExpertLayoutError } from './placement';
+import { formatMoeSchedule, scheduleAxis, type MoeSchedule, type PlanAxis } from './schedule';
 
 export interface MoePlanInput {
   /**
-   * Every rank's moe_count result in rank order, each flattened [M][E] (row m = micro-chunk m): what
-   * the allGather of the counts returns.
+   * Every rank's moe_count result in rank order, each flattened [M][E] (row m = micro-chunk m, column
+   * v = virtual expert v, placement.ts; the checkpoint's expert v when expertGroups is 1): what the
+   * allGather of the counts returns.
    */
   counts: readonly ArrayLike<number>[];
   /** M: micro-chunks per rank. */
@@ -38,6 +48,8 @@ export interface MoePlanInput {
   rank: number;
   /** Every rank's experts, in rank order (world = ranges.length). */
   ranges: readonly ExpertRange[];
+  /** G: groups of each rank's experts (the expert axis' unit; default 1: the token axis only). */
+  expertGroups?: number;
   hidden: number;
   expertIntermediate: number;
   /** Bytes per activation element (2 for bf16). */
@@ -72,22 +84,27 @@ export class NoCostModelError extends Error {
 export const DEGREE_TOLERANCE = 0.15;
 
 export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, schedule: MoeSchedule): MoePlan {
-  validate(input, schedule);
+  const layout = validate(input, schedule);
   const needsModel = schedule.kind === 'auto' || (schedule.kind === 'fixed' && !schedule.kernel);
   if (!model && needsModel) throw new NoCostModelError(schedule);
 
-  const world = input.ranges.length;
+  const world = layout.world;
   const M = input.microChunks;
-  const layer = new LayerCounts(input);
+  const G = layout.groups;
+  const layer = new LayerCounts(input, layout);
   const costs = model ? layerCosts(model, input, world) : undefined;
   const overlap = schedule.kind !== 'baseline';
   const fixedKernel: ExpertKernel | undefined =
     schedule.kind === 'baseline' ? 'dense' : schedule.kind === 'fixed' ? schedule.kernel : undefined;
 
-  let degrees: number[];
-  if (schedule.kind === 'fixed') degrees = [schedule.degree];
-  else if (schedule.kind === 'baseline' || world === 1) degrees = [1];
-  else degrees = autoDegrees(M);
+  // The candidates: (axis, D). D = 1 is the same plan on both axes: it is weighed once, on tokens.
+  const options: { axis: PlanAxis; degree: number }[] = [];
+  if (schedule.kind === 'fixed') options.push({ axis: scheduleAxis(schedule)!, degree: schedule.degree });
+  else if (schedule.kind === 'baseline' || world === 1) options.push({ axis: 'tokens', degree: 1 });
+  else {
+    for (const degree of autoDegrees(M)) options.push({ axis: 'tokens', degree });
+    if (G > 1) for (const degree of autoDegrees(G).filter((d) => d > 1)) options.push({ axis: 'experts', degree });
+  }
 
   const placements: SharedPlacement[] =
     input.sharedIntermediate === 0 ? ['none'] : overlap ? ['overlap-dispatch', 'overlap-combine'] : ['serial'];
@@ -97,25 +114,32 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     sharedMs: costs && input.sharedIntermediate > 0 ? costs.sharedMs(layer.rankPairs(r)) : 0,
   }));
 
-  const evaluated = degrees.map((degree) => {
-    const bounds = layer.chunkBounds(degree);
-    const chunks = bounds.slice(0, -1).map((start, i) => layer.chunk(start, bounds[i + 1], costs));
+  const evaluated = options.map(({ axis, degree }) => {
+    const spans = chunkSpans(layer, axis, degree, M, G);
+    const chunks = spans.map((span) => layer.chunk(span, costs));
     const kernels = chunks.map((c) => Array.from(c.ffnGrouped, (g, r): ExpertKernel => fixedKernel ?? pickKernel(g, c.ffnDense[r])));
     const commMs = new Float64Array(degree);
     chunks.forEach((c, i) => (commMs[i] = c.commMs));
+    // Permute and unpermute per chunk on the token axis; once for the layer on the expert axis (plan.ts).
+    const permuteMs = (r: number, i: number): number => {
+      if (!costs) return 0;
+      if (axis === 'tokens') return costs.permuteMs(chunks[i].pairs[r]);
+      return i === 0 ? costs.permuteMs(layer.rankPairs(r)) : 0;
+    };
+    const unpermuteMs = (r: number, i: number): number => {
+      if (!costs) return 0;
+      if (axis === 'tokens') return costs.unpermuteMs(chunks[i].pairs[r]);
+      return i === degree - 1 ? costs.unpermuteMs(layer.rankPairs(r)) : 0;
+    };
     const ranksWith = (kernelOf: (chunk: number, rank: number) => ExpertKernel): RankCosts[] =>
-      rankBase.map((base, r) => {
-        const permuteMs = new Float64Array(degree);
-        const unpermuteMs = new Float64Array(degree);
-        const ffnMs = new Float64Array(degree);
-        for (let i = 0; i < degree; i++) {
-          const c = chunks[i];
-          permuteMs[i] = c.permuteMs[r];
-          unpermuteMs[i] = c.unpermuteMs[r];
-          ffnMs[i] = kernelOf(i, r) === 'grouped' ? c.ffnGrouped[r] : c.ffnDense[r];
-        }
-        return { ...base, permuteMs, unpermuteMs, ffnMs };
-      });
+      rankBase.map((base, r) => ({
+        ...base,
+        permuteMs: Float64Array.from({ length: degree }, (_, i) => permuteMs(r, i)),
+        unpermuteMs: Float64Array.from({ length: degree }, (_, i) => unpermuteMs(r, i)),
+        ffnMs: Float64Array.from({ length: degree }, (_, i) =>
+          kernelOf(i, r) === 'grouped' ? chunks[i].ffnGrouped[r] : chunks[i].ffnDense[r],
+        ),
+      }));
     const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
       simulatePipeline(
         { overlap, commOrder: commOrder(degree, overlap), computeOrder: computeOrder(degree, overlap, shared), commMs, ranks },
@@ -129,12 +153,14 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       const ms = simulate(chosenRanks, shared);
       if (ms < best.ms) best = { shared, ms };
     }
-    const candidate: PlanCandidate = { degree, ms: best.ms, shared: best.shared, commMs: 2 * commMs.reduce((a, b) => a + b, 0) };
+    const candidate: PlanCandidate = { axis, degree, ms: best.ms, shared: best.shared, commMs: 2 * commMs.reduce((a, b) => a + b, 0) };
     return {
       candidate,
-      bounds,
+      spans,
       chunks,
       kernels,
+      permuteMs,
+      unpermuteMs,
       timeline: (t: PredictedOp[]) => simulate(chosenRanks, best.shared, input.rank, t),
       // For explain() only: what one kernel everywhere would have given.
       alternatives: () => ({
@@ -151,33 +177,37 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   });
 
   const bestMs = Math.min(...evaluated.map((e) => e.candidate.ms));
-  // Ascending D: the first within tolerance of the best is the smallest such D.
-  const chosen = evaluated.find((e) => e.candidate.ms <= bestMs * (1 + DEGREE_TOLERANCE)) ?? evaluated[0];
+  // By D, the faster axis first at equal D: the first within tolerance of the best is the smallest such D.
+  const byDegree = [...evaluated].sort((x, y) => x.candidate.degree - y.candidate.degree || x.candidate.ms - y.candidate.ms);
+  const chosen = byDegree.find((e) => e.candidate.ms <= bestMs * (1 + DEGREE_TOLERANCE)) ?? evaluated[0];
   const timeline: PredictedOp[] = [];
   if (costs) chosen.timeline(timeline);
 
-  const degree = chosen.candidate.degree;
+  const { axis, degree } = chosen.candidate;
   const rank = input.rank;
   const chunks: ChunkPlan[] = chosen.chunks.map((c, i) => {
-    const rows = layer.rankChunkRows(rank, chosen.bounds[i], chosen.bounds[i + 1]);
+    const span = chosen.spans[i];
+    const exchanges = layer.rankExchanges(rank, span);
     const kernel = chosen.kernels[i][rank];
     return {
       index: i,
-      microStart: chosen.bounds[i],
-      microEnd: chosen.bounds[i + 1],
-      tokenStart: input.microBounds[chosen.bounds[i]],
-      tokenEnd: input.microBounds[chosen.bounds[i + 1]],
+      ...span,
+      tokenStart: input.microBounds[span.microStart],
+      tokenEnd: input.microBounds[span.microEnd],
       kernel,
-      ...rows,
+      exchanges,
+      sentRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.sentRows[p], 0)),
+      recvRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.recvRows[p], 0)),
+      segments: exchanges.flatMap((x) => x.segments),
       globalRows: c.globalRows,
       predicted: {
-        permuteMs: c.permuteMs[rank],
+        permuteMs: chosen.permuteMs(rank, i),
         dispatchMs: c.commMs,
         ffnMs: kernel === 'grouped' ? c.ffnGrouped[rank] : c.ffnDense[rank],
         groupedMs: c.ffnGrouped[rank],
         denseMs: c.ffnDense[rank],
         combineMs: c.commMs,
-        unpermuteMs: c.unpermuteMs[rank],
+        unpermuteMs: chosen.unpermuteMs(rank, i),
       },
     };
   });
@@ -187,6 +217,8 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     rank,
     world,
     microChunks: M,
+    axis,
+    groups: G,
     degree,
     overlap,
     chunks,
@@ -202,25 +234,34 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
         bestMs,
         tolerance: DEGREE_TOLERANCE,
         totalPairs: layer.totalPairs(),
-        kernelAlternatives: (d) => evaluated.find((e) => e.candidate.degree === d)!.alternatives(),
+        kernelAlternatives: (c) => evaluated.find((e) => e.candidate === c)!.alternatives(),
       }),
   };
   return plan;
 }
 
+/** The chunks of a candidate: micro-chunk ranges of every group (tokens), or group ranges of every token (experts). */
+function chunkSpans(layer: LayerCounts, axis: PlanAxis, degree: number, M: number, G: number): ChunkSpan[] {
+  if (axis === 'tokens') {
+    const b = layer.microBounds(degree);
+    return b.slice(0, -1).map((start, i) => ({ microStart: start, microEnd: b[i + 1], groupStart: 0, groupEnd: G }));
+  }
+  const b = layer.groupBounds(degree);
+  return b.slice(0, -1).map((start, i) => ({ microStart: 0, microEnd: M, groupStart: start, groupEnd: b[i + 1] }));
+}
+
 /**
- * The D that auto weighs: powers of two up to M, and M itself. Chunks of a power-of-two count split
- * evenly loaded micro-chunks evenly; the other D mostly add uneven chunks at the price of planning time
- * (the plan is on the critical path of every layer).
+ * The D that auto weighs over n units (M micro-chunks, or G expert groups): powers of two up to n, and
+ * n itself. Chunks of a power-of-two count split evenly loaded units evenly; the other D mostly add
+ * uneven chunks at the price of planning time (the plan is on the critical path of every layer).
  */
-export function autoDegrees(microChunks: number): number[] {
+export function autoDegrees(units: number): number[] {
   const out: number[] = [];
-  for (let d = 1; d <= microChunks; d *= 2) out.push(d);
-  if (out[out.length - 1] !== microChunks) out.push(microChunks);
+  for (let d = 1; d <= units; d *= 2) out.push(d);
+  if (out[out.length - 1] !== units) out.push(units);
   return out;
 }
 
-/** The faster kernel; grouped on a tie (one launch). */
 /**
  * The grouped kernel must be predicted this much faster to be chosen: its cost model is the less
  * reliable of the two (cuBLAS's grouped GEMM slows with the group count, which the per-segment curve
@@ -232,291 +273,8 @@ function pickKernel(groupedMs: number, denseMs: number): ExpertKernel {
   return groupedMs < GROUPED_MARGIN * denseMs ? 'grouped' : 'dense';
 }
 
-/** What one chunk costs on every rank, and its all-to-all. */
-interface ChunkCosts {
-  commMs: number;
-  globalRows: number;
-  permuteMs: Float64Array;
-  unpermuteMs: Float64Array;
-  ffnGrouped: Float64Array;
-  ffnDense: Float64Array;
-}
-
-/** The gathered counts as prefix sums over micro-chunks, so any chunk's rows cost O(E) per rank. */
-class LayerCounts {
-  private readonly prefix: Float64Array[];
-  private readonly world: number;
-  private readonly chunkCache = new Map<number, ChunkCosts>();
-  private loadPrefix?: Float64Array;
-
-  constructor(private readonly input: MoePlanInput) {
-    const { microChunks: M, numExperts: E } = input;
-    this.world = input.ranges.length;
-    this.prefix = input.counts.map((c) => {
-      const p = new Float64Array((M + 1) * E);
-      for (let m = 0; m < M; m++) {
-        for (let e = 0; e < E; e++) p[(m + 1) * E + e] = p[m * E + e] + c[m * E + e];
-      }
-      return p;
-    });
-  }
-
-  /** Rows rank `src` routes to expert e in micro-chunks [start, end). */
-  rows(src: number, e: number, start: number, end: number): number {
-    const E = this.input.numExperts;
-    return this.prefix[src][end * E + e] - this.prefix[src][start * E + e];
-  }
-
-  rankPairs(rank: number): number {
-    let n = 0;
-    for (let e = 0; e < this.input.numExperts; e++) n += this.rows(rank, e, 0, this.input.microChunks);
-    return n;
-  }
-
-  totalPairs(): number {
-    let n = 0;
-    for (let r = 0; r < this.world; r++) n += this.rankPairs(r);
-    return n;
-  }
-
-  /**
-   * Micro-chunk boundaries of D chunks (D + 1 values from 0 to M), cutting the cluster's rows as evenly
-   * as micro-chunk granularity allows; equal micro-chunk counts when there are no rows at all.
-   */
-  chunkBounds(degree: number): number[] {
-    const M = this.input.microChunks;
-    const load = this.microLoadPrefix();
-    const total = load[M];
-    const bounds = [0];
-    for (let j = 1; j < degree; j++) {
-      const lo = bounds[j - 1] + 1; // every chunk holds at least one micro-chunk
-      const hi = M - (degree - j); // and leaves one for each chunk after it
-      let b = lo;
-      if (total > 0) {
-        const target = (total * j) / degree;
-        while (b < hi && load[b] < target) b++;
-        if (b > lo && target - load[b - 1] <= load[b] - target) b--; // the closer side; earlier on a tie
-      } else {
-        b = Math.max(lo, Math.min(hi, Math.round((M * j) / degree)));
-      }
-      bounds.push(b);
-    }
-    bounds.push(M);
-    return bounds;
-  }
-
-  /** Cumulative rows of the whole cluster over micro-chunks (M + 1 values). */
-  private microLoadPrefix(): Float64Array {
-    if (this.loadPrefix) return this.loadPrefix;
-    const { microChunks: M, numExperts: E } = this.input;
-    const load = new Float64Array(M + 1);
-    for (let m = 0; m < M; m++) {
-      let s = 0;
-      for (const p of this.prefix) for (let e = 0; e < E; e++) s += p[(m + 1) * E + e] - p[m * E + e];
-      load[m + 1] = load[m] + s;
-    }
-    this.loadPrefix = load;
-    return load;
-  }
-
-  /** Rows of this rank's chunk [start, end): to and from each peer, and per (source rank, local expert). */
-  rankChunkRows(rank: number, start: number, end: number): { sentRows: number[]; recvRows: number[]; segments: number[] } {
-    const { ranges } = this.input;
-    const own = ranges[rank];
-    const sentRows = ranges.map(({ first, count }) => {
-      let s = 0;
-      for (let e = first; e < first + count; e++) s += this.rows(rank, e, start, end);
-      return s;
-    });
-    const segments: number[] = [];
-    const recvRows = ranges.map((_, src) => {
-      let s = 0;
-      for (let e = own.first; e < own.first + own.count; e++) {
-        const n = this.rows(src, e, start, end);
-        segments.push(n);
-        s += n;
-      }
-      return s;
-    });
-    return { sentRows, recvRows, segments };
-  }
-
-  chunk(start: number, end: number, costs: LayerCosts | undefined): ChunkCosts {
-    const key = start * (this.input.microChunks + 1) + end;
-    const cached = this.chunkCache.get(key);
-    if (cached) return cached;
-    const W = this.world;
-    const { ranges } = this.input;
-    const E = this.input.numExperts;
-    // rows[src * E + e]: rows src routes to expert e in the chunk.
-    const rows = new Float64Array(W * E);
-    for (let src = 0; src < W; src++) {
-      const p = this.prefix[src];
-      for (let e = 0; e < E; e++) rows[src * E + e] = p[end * E + e] - p[start * E + e];
-    }
-    // sent[src * W + dst]: rows src sends dst.
-    const sent = new Float64Array(W * W);
-    for (let src = 0; src < W; src++) {
-      for (let dst = 0; dst < W; dst++) {
-        const { first, count } = ranges[dst];
-        let s = 0;
-        for (let e = first; e < first + count; e++) s += rows[src * E + e];
-        sent[src * W + dst] = s;
-      }
-    }
-    let globalRows = 0;
-    let busiestRows = 0; // rows the busiest rank sends to or receives from other ranks
-    const pairs = new Float64Array(W);
-    for (let r = 0; r < W; r++) {
-      let out = 0;
-      let inn = 0;
-      for (let p = 0; p < W; p++) {
-        pairs[r] += sent[r * W + p];
-        if (p === r) continue;
-        out += sent[r * W + p];
-        inn += sent[p * W + r];
-      }
-      globalRows += pairs[r];
-      busiestRows = Math.max(busiestRows, out, inn);
-    }
-    const result: ChunkCosts = {
-      commMs: costs ? costs.allToAllMs(busiestRows) : 0,
-      globalRows,
-      permuteMs: Float64Array.from(pairs, (n) => (costs ? costs.permuteMs(n) : 0)),
-      unpermuteMs: Float64Array.from(pairs, (n) => (costs ? costs.unpermuteMs(n) : 0)),
-      ffnGrouped: new Float64Array(W),
-      ffnDense: new Float64Array(W),
-    };
-    if (costs) {
-      for (let r = 0; r < W; r++) {
-        const own = ranges[r];
-        const segments = new Float64Array(W * own.count);
-        for (let src = 0; src < W; src++) for (let j = 0; j < own.count; j++) segments[src * own.count + j] = rows[src * E + own.first + j];
-        result.ffnGrouped[r] = costs.ffnMs('grouped', segments);
-        result.ffnDense[r] = costs.ffnMs('dense', segments);
-      }
-    }
-    this.chunkCache.set(key, result);
-    return result;
-  }
-}
-
-/**
- * The LayerCosts of a model and shape, kept while the model lives: every layer of a forward plans
- * with the same ones, and their per-segment caches fill once. (A model is never changed once loaded.)
- */
-const costsByModel = new WeakMap<CostModel, Map<string, LayerCosts>>();
-
-function layerCosts(model: CostModel, input: MoePlanInput, world: number): LayerCosts {
-  let byShape = costsByModel.get(model);
-  if (!byShape) {
-    byShape = new Map();
-    costsByModel.set(model, byShape);
-  }
-  const key = [input.hidden, input.expertIntermediate, input.sharedIntermediate, input.topK, input.dtypeBytes, world].join('/');
-  let costs = byShape.get(key);
-  if (!costs) {
-    const { hidden, expertIntermediate, sharedIntermediate, topK, dtypeBytes } = input;
-    costs = new LayerCosts(model, { hidden, expertIntermediate, sharedIntermediate, topK, dtypeBytes }, world);
-    byShape.set(key, costs);
-  }
-  return costs;
-}
-
-/** Per-segment costs cached by (integer) row count: the search asks for the same small counts many times. */
-const CACHED_ROWS = 4096;
-
-type LayerShape = Pick<MoePlanInput, 'hidden' | 'expertIntermediate' | 'sharedIntermediate' | 'topK' | 'dtypeBytes'>;
-
-/** The cost model applied to this layer's shapes. */
-class LayerCosts {
-  private readonly gateUp: { grouped: KernelCurve; dense: KernelCurve };
-  private readonly down: { grouped: KernelCurve; dense: KernelCurve };
-  private readonly segmentCache = {
-    grouped: new Float64Array(CACHED_ROWS + 1).fill(NaN),
-    dense: new Float64Array(CACHED_ROWS + 1).fill(NaN),
-  };
-  private readonly rowBytes: number;
-
-  private readonly input: LayerShape;
-
-  constructor(
-    private readonly model: CostModel,
-    shape: LayerShape,
-    private readonly world: number,
-  ) {
-    // Only the shape: the costs outlive this layer's counts (see costsByModel).
-    const input = { ...shape };
-    this.input = input;
-    const { hidden: H, expertIntermediate: I } = input;
-    this.gateUp = gemmTable(model, 2 * I, H);
-    this.down = gemmTable(model, H, I);
-    if (input.sharedIntermediate > 0) {
-      gemmTable(model, 2 * input.sharedIntermediate, H);
-      gemmTable(model, H, input.sharedIntermediate);
-    }
-    allToAllMs(model, world, 0); // fails now, naming the world, if the model lacks it
-    this.rowBytes = H * input.dtypeBytes;
-  }
-
-  /** gate_up expert_matmul, swiglu, down expert_matmul over the segments; 0 with no rows (skipped). */
-  ffnMs(kernel: ExpertKernel, segments: ArrayLike<number>): number {
-    const cache = this.segmentCache[kernel];
-    const gateUp = this.gateUp[kernel].points;
-    const down = this.down[kernel].points;
-    let rows = 0;
-    let gemms = 0;
-    for (let i = 0; i < segments.length; i++) {
-      const n = segments[i];
-      if (n <= 0) continue;
-      rows += n;
-      // Both GEMMs of one non-empty segment; their fixed overheads are added once below.
-      let ms = n <= CACHED_ROWS ? cache[n] : NaN;
-      if (Number.isNaN(ms)) {
-        ms = interpolateLogLog(gateUp, n) + interpolateLogLog(down, n);
-        if (n <= CACHED_ROWS) cache[n] = ms;
-      }
-      gemms += ms;
-    }
-    if (rows === 0) return 0;
-    const overhead = this.gateUp[kernel].overheadMs + this.down[kernel].overheadMs;
-    return overhead + gemms + swigluMs(this.model, rows, this.input.expertIntermediate);
-  }
-
-  allToAllMs(busiestRows: number): number {
-    return allToAllMs(this.model, this.world, busiestRows * this.rowBytes);
-  }
-
-  routerMs(pairs: number): number {
-    return linearMs(this.model.smallOps.router, pairs / this.input.topK);
-  }
-
-  permuteMs(pairs: number): number {
-    return linearMs(this.model.smallOps.permute, pairs);
-  }
-
-  unpermuteMs(pairs: number): number {
-    return linearMs(this.model.smallOps.unpermute, pairs / this.input.topK);
-  }
-
-  /**
-   * The shared expert over the rank's tokens: two dense GEMMs and a swiglu; its gate matmul and
-   * sigmoid_gate_add read and write [T, H] as unpermute does, so they are costed as one unpermute.
-   */
-  sharedMs(pairs: number): number {
-    const tokens = pairs / this.input.topK;
-    if (tokens === 0) return 0;
-    const { hidden: H, sharedIntermediate: Is } = this.input;
-    return (
-      gemmMs(this.model, 'dense', [tokens], 2 * Is, H) +
-      swigluMs(this.model, tokens, Is) +
-      gemmMs(this.model, 'dense', [tokens], H, Is) +
-      linearMs(this.model.smallOps.unpermute, tokens)
-    );
-  }
-}
-
-function validate(input: MoePlanInput, schedule: MoeSchedule): void {
+/** Checks the input; returns the expert layout it describes. */
+function validate(input: MoePlanInput, schedule: MoeSchedule): ExpertLayout {
   const { counts, microChunks: M, numExperts: E, ranges, rank, microBounds } = input;
   const world = ranges.length;
   const posInt = (v: number, name: string) => {
@@ -557,9 +315,25 @@ function validate(input: MoePlanInput, schedule: MoeSchedule): void {
       throw new PlanInputError(`microBounds must be non-decreasing integers, got [${microBounds.join(', ')}]`);
     }
   }
-  if (schedule.kind === 'fixed' && schedule.degree > M) {
-    throw new PlanInputError(
-      `fixed:${schedule.degree} needs at least ${schedule.degree} micro-chunks, the counts have ${M} (count microChunkCount(schedule) of them)`,
-    );
+  let layout: ExpertLayout;
+  try {
+    layout = new ExpertLayout(ranges, input.expertGroups ?? 1);
+  } catch (e) {
+    if (e instanceof ExpertLayoutError) throw new PlanInputError(e.message);
+    throw e;
   }
+  if (schedule.kind === 'fixed') {
+    const axis = scheduleAxis(schedule);
+    if (axis === 'tokens' && schedule.degree > M) {
+      throw new PlanInputError(
+        `fixed:${schedule.degree} needs at least ${schedule.degree} micro-chunks, the counts have ${M} (count microChunkCount(schedule) of them)`,
+      );
+    }
+    if (axis === 'experts' && schedule.degree > layout.groups) {
+      throw new PlanInputError(
+        `${formatMoeSchedule(schedule)} needs at least ${schedule.degree} expert groups, the layout has ${layout.groups}`,
+      );
+    }
+  }
+  return layout;
 }

@@ -14,6 +14,6 @@ export function addForwardToTrace(trace: TraceCollector, rank: number, result: F
   result.plans.forEach((plan, i) => {
     const start = layerStart.get(moeLayers[i]);
     if (start === undefined || !plan.predicted) return;
-    trace.predictedTimeline(rank, plan.timeline, offsetMs + start, { layer: moeLayers[i], degree: plan.degree });
+    trace.predictedTimeline(rank, plan.timeline, offsetMs + start, { layer: moeLayers[i], degree: plan.degree, axis: plan.axis });
   });
 }

@@ -25,6 +25,8 @@ export interface MoeBenchCliOptions {
   reps?: number;
   json?: string;
   trace?: string;
+  /** Expert groups per rank (the scheduler's expert axis); default 1. */
+  expertGroups?: number;
 }
 
 export const DEFAULT_SWEEP = ['fixed:1:dense', 'fixed:2:grouped', 'fixed:2:dense', 'fixed:4:grouped', 'fixed:4:dense', 'fixed:8:dense'];
@@ -47,6 +49,7 @@ export async function runMoeBench(o: MoeBenchCliOptions, progress: (line: string
     tokensPerRank: o.tokens ?? (quick ? [16, 64] : [1024, 4096, 16384, 32768]),
     routings: o.routings ?? ['balanced', 'skewed'],
     sweep: DEFAULT_SWEEP,
+    expertGroups: o.expertGroups ?? 1,
     warmup: quick ? 1 : 2,
     reps: o.reps ?? (quick ? 3 : 5),
     trace: o.trace ? { shape: shapes[0].name, tokens: quick ? 64 : 16384, routing: 'balanced', file: o.trace } : undefined,
@@ -122,6 +125,7 @@ export function formatMoeBench(rows: readonly MoeBenchRow[]): string {
     [
       { header: 'layer', cell: (r) => r.shape, align: 'left' },
       { header: 'W', cell: (r) => String(r.world) },
+      { header: 'G', cell: (r) => String(r.expertGroups) },
       { header: 'tokens/rank', cell: (r) => String(r.tokensPerRank) },
       { header: 'routing', cell: (r) => r.routing, align: 'left' },
       { header: 'baseline ms', cell: (r) => sig3(r.baselineMs) },

@@ -1,7 +1,8 @@
 // The MoE layer benchmark as one rank runs it: for each layer shape, this rank's experts with random
 // weights on its device, the cost model (cached or measured by all ranks), then for each token count
-// and routing, the layer under baseline, every fixed plan of the sweep, and auto. Times are the
-// slowest rank's (CUDA events on GPU), median of the repetitions.
+// and routing, the layer under baseline, every fixed plan of the sweep (with expert groups, the
+// expert-axis plans too), and auto. Times are the slowest rank's (CUDA events on GPU), median of the
+// repetitions. The routings' expert ids are the layout's virtual ids (placement.ts).
 import type { Communicator } from '../../comm/communicator';
 import type { DType } from '../../native/addonTypes';
 import { type Device, type Stream, type Tensor, dtypeBytes, tensorFromFloat32, tensorFromInt32 } from '../../native/device';
@@ -12,8 +13,9 @@ import { allToAllMs, type CostModel } from '../../moe/costModel';
 import { obtainCostModel } from '../../moe/costModelCache';
 import { routedMoeLayer, type MoeLayerContext } from '../../moe/moeLayer';
 import { planLabel, type MoePlan } from '../../moe/plan';
-import { expertRanges } from '../../moe/placement';
+import { type ExpertLayout, expertLayout } from '../../moe/placement';
 import { formatMoeSchedule, parseMoeSchedule, type MoeSchedule } from '../../moe/schedule';
+import { autoDegrees } from '../../moe/scheduler';
 import type { OpSpan } from '../../moe/spans';
 import { TraceCollector } from '../../trace/traceCollector';
 import { rankTraceFile } from '../../trace/merge';
@@ -26,6 +28,11 @@ export interface MoeBenchOptions {
   routings: RoutingKind[];
   /** Fixed plans to sweep, e.g. fixed:2:dense. */
   sweep: string[];
+  /**
+   * Expert groups of each rank's experts (the expert axis' unit; 1: token chunks only). A shape whose
+   * ranks hold fewer experts runs with as many groups as they hold.
+   */
+  expertGroups?: number;
   warmup: number;
   reps: number;
   /** Write a trace of this point (auto schedule) to `trace.file` (rank r writes file.rank<r>.json). */
@@ -42,6 +49,8 @@ export interface ScheduleResult {
 export interface MoeBenchRow {
   shape: string;
   world: number;
+  /** The expert groups this shape ran with. */
+  expertGroups: number;
   tokensPerRank: number;
   routing: RoutingKind;
   results: ScheduleResult[];
@@ -73,12 +82,13 @@ export async function runMoeBenchRank(ctx: RankContext, o: MoeBenchOptions): Pro
       shape,
       onProgress: (p) => p.done % 10 === 0 && ctx.progress(`cost model ${shape.name}: ${p.phase} ${p.done}/${p.total}`),
     });
-    const weights = await makeWeights(ctx, shape);
+    const layout = benchLayout(shape, ctx.comm.world, o.expertGroups ?? 1);
+    const weights = await makeWeights(ctx, shape, layout);
     try {
       for (const tokens of o.tokensPerRank) {
         for (const routing of o.routings) {
           ctx.progress(`${shape.name} ${tokens} tokens/rank ${routing}`);
-          rows.push(await benchPoint(ctx, o, shape, weights, model, tokens, routing, ceilingTflops));
+          rows.push(await benchPoint(ctx, o, shape, layout, weights, model, tokens, routing, ceilingTflops));
         }
       }
     } finally {
@@ -93,6 +103,7 @@ async function benchPoint(
   ctx: RankContext,
   o: MoeBenchOptions,
   shape: MoeLayerShape,
+  layout: ExpertLayout,
   w: MoeWeights,
   model: CostModel,
   T: number,
@@ -110,7 +121,6 @@ async function benchPoint(
   const idx = tensorFromInt32(device, s, [T, k], route.idx);
   const wts = tensorFromFloat32(device, s, 'f32', [T, k], route.weights);
   const out = device.tensor(ctx.dtype, [T, shape.hidden]);
-  const ranges = expertRanges(E, comm.world);
   try {
     const run = async (schedule: MoeSchedule, trace?: TraceCollector): Promise<{ ms: number; plan: MoePlan }> => {
       const scope = new TensorScope(device);
@@ -129,7 +139,7 @@ async function benchPoint(
           expertIntermediate: shape.expertIntermediate,
           sharedIntermediate: shape.sharedIntermediate,
         },
-        ranges,
+        layout,
         schedule,
         costModel: model,
         onSpan: trace ? (sp) => spans.push(sp) : undefined,
@@ -143,7 +153,10 @@ async function benchPoint(
         if (trace) {
           for (const sp of spans)
             trace.op(comm.rank, sp.stream, sp.name, sp.start.elapsedSince(start), sp.end.elapsedSince(start), sp.args);
-          trace.predictedTimeline(comm.rank, plan.timeline, spans.length ? spans[0].start.elapsedSince(start) : 0, { degree: plan.degree });
+          trace.predictedTimeline(comm.rank, plan.timeline, spans.length ? spans[0].start.elapsedSince(start) : 0, {
+            degree: plan.degree,
+            axis: plan.axis,
+          });
         }
         for (const e of [start, end, ...spans.flatMap((sp) => [sp.start, sp.end])]) e.dispose();
         return { ms, plan };
@@ -175,7 +188,7 @@ async function benchPoint(
     };
 
     const results: ScheduleResult[] = [];
-    for (const text of ['baseline', 'fixed:1:grouped', ...o.sweep, 'auto']) {
+    for (const text of ['baseline', 'fixed:1:grouped', ...o.sweep, ...expertSweep(layout.groups), 'auto']) {
       if (!results.some((r) => r.schedule === text)) results.push(await measure(text));
     }
     if (o.trace && o.trace.shape === shape.name && o.trace.tokens === T && o.trace.routing === routing) {
@@ -185,10 +198,11 @@ async function benchPoint(
     }
     const fixed = results.filter((r) => r.schedule.startsWith('fixed:'));
     const best = fixed.reduce((a, b) => (b.ms < a.ms ? b : a));
-    const floor = await floorOf(ctx, shape, route.idx, T, model, ceilingTflops);
+    const floor = await floorOf(ctx, shape, layout, route.idx, T, model, ceilingTflops);
     return {
       shape: shape.name,
       world: comm.world,
+      expertGroups: layout.groups,
       tokensPerRank: T,
       routing,
       results,
@@ -210,15 +224,19 @@ async function benchPoint(
  * all-to-all bytes of the busiest rank (dispatch + combine, rows as sent) over the measured all-to-all
  * bandwidth; the floor is the larger (perfect overlap).
  */
-async function floorOf(ctx: RankContext, shape: MoeLayerShape, idx: Int32Array, T: number, model: CostModel, ceilingTflops: number) {
+async function floorOf(
+  ctx: RankContext,
+  shape: MoeLayerShape,
+  layout: ExpertLayout,
+  idx: Int32Array,
+  T: number,
+  model: CostModel,
+  ceilingTflops: number,
+) {
   const { comm } = ctx;
-  const E = shape.numExperts;
-  const ranges = expertRanges(E, comm.world);
-  const owner = new Int32Array(E);
-  ranges.forEach((r, p) => owner.fill(p, r.first, r.first + r.count));
-  // Rows this rank sends to each rank (itself included), from its routing.
+  // Rows this rank sends to each rank (itself included), from its routing (virtual expert ids).
   const sendTo = new Int32Array(comm.world);
-  for (const e of idx) sendTo[owner[e]]++;
+  for (const v of idx) sendTo[layout.rankOf(v)]++;
   const all = comm.world > 1 ? await comm.allGather(sendTo) : [sendTo];
   const rowBytes = shape.hidden * dtypeBytes[ctx.dtype];
   let maxRows = 0;
@@ -238,10 +256,23 @@ async function floorOf(ctx: RankContext, shape: MoeLayerShape, idx: Int32Array, 
   return { gemmFloorMs, commFloorMs, floorMs: Math.max(gemmFloorMs, commFloorMs), maxRowsPerRank: maxRows };
 }
 
-async function makeWeights(ctx: RankContext, shape: MoeLayerShape): Promise<MoeWeights> {
+/** The layout of a shape: `groups` expert groups, or as many as its ranks hold experts when fewer. */
+export function benchLayout(shape: MoeLayerShape, world: number, groups: number): ExpertLayout {
+  const most = Math.ceil(shape.numExperts / world);
+  return expertLayout(shape.numExperts, world, Math.max(1, Math.min(groups, most)));
+}
+
+/** The expert-axis plans of G groups: dense at D = powers of two up to G (and G), grouped at D = G. */
+export function expertSweep(groups: number): string[] {
+  if (groups <= 1) return [];
+  const degrees = autoDegrees(groups).filter((d) => d > 1);
+  return [...degrees.map((d) => `fixed:${d}:dense:experts`), `fixed:${groups}:grouped:experts`];
+}
+
+async function makeWeights(ctx: RankContext, shape: MoeLayerShape, layout: ExpertLayout): Promise<MoeWeights> {
   const { device, comm } = ctx;
   const s = device.stream();
-  const local = expertRanges(shape.numExperts, comm.world)[comm.rank];
+  const local = layout.ranges[comm.rank];
   const H = shape.hidden;
   const I = shape.expertIntermediate;
   const make = (dims: number[], seed: number): Tensor => {

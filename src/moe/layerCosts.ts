@@ -1,0 +1,127 @@
+// The cost model applied to one layer shape: predicted ms of each op the executor enqueues, from the
+// row counts the scheduler sees. Kept per (model, shape) while the model lives, so that every layer of
+// a forward plans with the same object and its per-segment caches fill once.
+import type { ExpertKernel } from '../native/ops';
+import { type CostModel, gemmMs, gemmTable, interpolateLogLog, linearMs, swigluMs, allToAllMs, type KernelCurve } from './costModel';
+
+/** The layer shape the costs depend on (the counts do not: they change every layer). */
+export interface LayerShape {
+  hidden: number;
+  expertIntermediate: number;
+  /** 0 when the model has no shared expert. */
+  sharedIntermediate: number;
+  topK: number;
+  /** Bytes per activation element (2 for bf16). */
+  dtypeBytes: number;
+}
+
+/** Kept while the model lives. (A model is never changed once loaded.) */
+const costsByModel = new WeakMap<CostModel, Map<string, LayerCosts>>();
+
+/** The LayerCosts of a model, a layer shape and a world size. */
+export function layerCosts(model: CostModel, input: LayerShape, world: number): LayerCosts {
+  let byShape = costsByModel.get(model);
+  if (!byShape) {
+    byShape = new Map();
+    costsByModel.set(model, byShape);
+  }
+  const key = [input.hidden, input.expertIntermediate, input.sharedIntermediate, input.topK, input.dtypeBytes, world].join('/');
+  let costs = byShape.get(key);
+  if (!costs) {
+    const { hidden, expertIntermediate, sharedIntermediate, topK, dtypeBytes } = input;
+    costs = new LayerCosts(model, { hidden, expertIntermediate, sharedIntermediate, topK, dtypeBytes }, world);
+    byShape.set(key, costs);
+  }
+  return costs;
+}
+
+/** Per-segment costs cached by (integer) row count: the search asks for the same small counts many times. */
+const CACHED_ROWS = 4096;
+
+/** The cost model applied to this layer's shapes. */
+export class LayerCosts {
+  private readonly gateUp: { grouped: KernelCurve; dense: KernelCurve };
+  private readonly down: { grouped: KernelCurve; dense: KernelCurve };
+  private readonly segmentCache = {
+    grouped: new Float64Array(CACHED_ROWS + 1).fill(NaN),
+    dense: new Float64Array(CACHED_ROWS + 1).fill(NaN),
+  };
+  private readonly rowBytes: number;
+
+  private readonly input: LayerShape;
+
+  constructor(
+    private readonly model: CostModel,
+    shape: LayerShape,
+    private readonly world: number,
+  ) {
+    // Only the shape: the costs outlive this layer's counts (see costsByModel).
+    const input = { ...shape };
+    this.input = input;
+    const { hidden: H, expertIntermediate: I } = input;
+    this.gateUp = gemmTable(model, 2 * I, H);
+    this.down = gemmTable(model, H, I);
+    if (input.sharedIntermediate > 0) {
+      gemmTable(model, 2 * input.sharedIntermediate, H);
+      gemmTable(model, H, input.sharedIntermediate);
+    }
+    allToAllMs(model, world, 0); // fails now, naming the world, if the model lacks it
+    this.rowBytes = H * input.dtypeBytes;
+  }
+
+  /** gate_up expert_matmul, swiglu, down expert_matmul over the segments; 0 with no rows (skipped). */
+  ffnMs(kernel: ExpertKernel, segments: ArrayLike<number>): number {
+    const cache = this.segmentCache[kernel];
+    const gateUp = this.gateUp[kernel].points;
+    const down = this.down[kernel].points;
+    let rows = 0;
+    let gemms = 0;
+    for (let i = 0; i < segments.length; i++) {
+      const n = segments[i];
+      if (n <= 0) continue;
+      rows += n;
+      // Both GEMMs of one non-empty segment; their fixed overheads are added once below.
+      let ms = n <= CACHED_ROWS ? cache[n] : NaN;
+      if (Number.isNaN(ms)) {
+        ms = interpolateLogLog(gateUp, n) + interpolateLogLog(down, n);
+        if (n <= CACHED_ROWS) cache[n] = ms;
+      }
+      gemms += ms;
+    }
+    if (rows === 0) return 0;
+    const overhead = this.gateUp[kernel].overheadMs + this.down[kernel].overheadMs;
+    return overhead + gemms + swigluMs(this.model, rows, this.input.expertIntermediate);
+  }
+
+  allToAllMs(busiestRows: number): number {
+    return allToAllMs(this.model, this.world, busiestRows * this.rowBytes);
+  }
+
+  routerMs(pairs: number): number {
+    return linearMs(this.model.smallOps.router, pairs / this.input.topK);
+  }
+
+  permuteMs(pairs: number): number {
+    return linearMs(this.model.smallOps.permute, pairs);
+  }
+
+  unpermuteMs(pairs: number): number {
+    return linearMs(this.model.smallOps.unpermute, pairs / this.input.topK);
+  }
+
+  /**
+   * The shared expert over the rank's tokens: two dense GEMMs and a swiglu; its gate matmul and
+   * sigmoid_gate_add read and write [T, H] as unpermute does, so they are costed as one unpermute.
+   */
+  sharedMs(pairs: number): number {
+    const tokens = pairs / this.input.topK;
+    if (tokens === 0) return 0;
+    const { hidden: H, sharedIntermediate: Is } = this.input;
+    return (
+      gemmMs(this.model, 'dense', [tokens], 2 * Is, H) +
+      swigluMs(this.model, tokens, Is) +
+      gemmMs(this.model, 'dense', [tokens], H, Is) +
+      linearMs(this.model.smallOps.unpermute, tokens)
+    );
+  }
+}
