@@ -27,7 +27,6 @@ function freePort(): Promise<number> {
   });
 }
 
-
 // Two launchers, their ranks and a coordinator port handed between processes: under heavy load
 // (another test suite running beside this one) a node-1 rank once did not join in 90 s. Retried once
 // while that is investigated; a failure prints node 1's log (see the closing note of 2026-11-28).

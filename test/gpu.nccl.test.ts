@@ -39,7 +39,10 @@ describeOneGpu('NcclCommunicator, one rank', () => {
     const s = device.stream();
     const send = device.tensor('i32', [5, 3]);
     const recv = device.tensor('i32', [6, 3]);
-    send.upload(s, Int32Array.from({ length: 15 }, (_, i) => i * 7 - 3));
+    send.upload(
+      s,
+      Int32Array.from({ length: 15 }, (_, i) => i * 7 - 3),
+    );
     recv.upload(s, new Int32Array(18).fill(-1));
     await comm.allToAll(s, send, [4], recv, [4]);
     const got = Array.from(await recv.read(s));
@@ -182,8 +185,7 @@ describeTwoGpus('NCCL all-to-all between two processes on two GPUs', () => {
     }
     // eslint-disable-next-line no-console
     console.log(
-      'NCCL all-to-all, bytes received per rank and round: ' +
-        JSON.stringify(reports.map((r) => (r.rounds ?? []).map((x) => x.bytes))),
+      'NCCL all-to-all, bytes received per rank and round: ' + JSON.stringify(reports.map((r) => (r.rounds ?? []).map((x) => x.bytes))),
     );
   });
 });

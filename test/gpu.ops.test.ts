@@ -132,8 +132,10 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     st.cpu.dispose();
     st.gpu.dispose();
     // eslint-disable-next-line no-console
-    console.log(`CUDA vs CPU, relative L2 error per case (${dev.gpu.name}):\n` +
-      table.map((r) => `  ${r.name.padEnd(58)} ${r.error.toExponential(2)}`).join('\n'));
+    console.log(
+      `CUDA vs CPU, relative L2 error per case (${dev.gpu.name}):\n` +
+        table.map((r) => `  ${r.name.padEnd(58)} ${r.error.toExponential(2)}`).join('\n'),
+    );
   });
 
   test('the CUDA backend has every op the CPU backend has', () => {
@@ -186,7 +188,11 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     const rng = new Rng(T + nh + hd);
     const x = randomFloats(rng, dt, [T, nh, hd]);
     const positions = ints([T], rng.ints(T, 0, 8192));
-    const invFreq = floats('f32', [half], Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))));
+    const invFreq = floats(
+      'f32',
+      [half],
+      Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))),
+    );
     run((s, d) => ops.rope(s, x[d], positions[d], invFreq[d], 1.0));
     await expectClose(`rope ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
   });
@@ -214,7 +220,10 @@ describeGpu('CUDA ops vs the CPU backend', () => {
 
   test('attention over one sequence of 8192 tokens (bf16, hd=128, GQA 2/1)', async () => {
     const rng = new Rng(8192);
-    const T = 8192, nq = 2, nkv = 1, hd = 128;
+    const T = 8192,
+      nq = 2,
+      nkv = 1,
+      hd = 128;
     const q = randomFloats(rng, 'bf16', [T, nq, hd], -2, 2);
     const k = randomFloats(rng, 'bf16', [T, nkv, hd], -2, 2);
     const v = randomFloats(rng, 'bf16', [T, nkv, hd]);

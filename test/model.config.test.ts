@@ -325,17 +325,22 @@ describe('parseModelConfig: errors', () => {
     expect(e.message).toContain('"model_type"');
   });
 
-  test.each(['vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'num_local_experts', 'num_experts_per_tok', 'intermediate_size'])(
-    'missing %s names the field and the file',
-    (field) => {
-      const cfg: Record<string, unknown> = { ...mixtralV4 };
-      delete cfg[field];
-      const e = catchError(() => parseModelConfig(cfg, '/m/config.json'));
-      expect(e.code).toBe('CONFIG_MISSING_FIELD');
-      expect(e.message).toContain(`"${field}"`);
-      expect(e.message).toContain('/m/config.json');
-    },
-  );
+  test.each([
+    'vocab_size',
+    'hidden_size',
+    'num_hidden_layers',
+    'num_attention_heads',
+    'num_local_experts',
+    'num_experts_per_tok',
+    'intermediate_size',
+  ])('missing %s names the field and the file', (field) => {
+    const cfg: Record<string, unknown> = { ...mixtralV4 };
+    delete cfg[field];
+    const e = catchError(() => parseModelConfig(cfg, '/m/config.json'));
+    expect(e.code).toBe('CONFIG_MISSING_FIELD');
+    expect(e.message).toContain(`"${field}"`);
+    expect(e.message).toContain('/m/config.json');
+  });
 
   test.each([
     ['hidden_size', 0],

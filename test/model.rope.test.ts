@@ -64,7 +64,11 @@ describe('ropeInvFreq', () => {
 
   test('linear: default / factor', () => {
     const { invFreq } = ropeInvFreq(spec({ rope_type: 'linear', factor: 4 }));
-    expectClose(invFreq, closedForm(1e6, 128).map((x) => x / 4), 4e-7);
+    expectClose(
+      invFreq,
+      closedForm(1e6, 128).map((x) => x / 4),
+      4e-7,
+    );
   });
 
   test('dynamic: the default frequencies up to max_position_embeddings', () => {

@@ -5,16 +5,7 @@
 // runs on the bf16-rounded inputs (what the kernel sees) and the bound is relative L2 <= 1e-2.
 import { Device, type Stream, type Tensor } from '../src/native/device';
 import * as ops from '../src/native/ops';
-import {
-  Rng,
-  encodeFloats,
-  relL2,
-  relMaxErr,
-  roundBf16,
-  roundF16,
-  roundTo,
-  type FloatStorage,
-} from './reference/numeric';
+import { Rng, encodeFloats, relL2, relMaxErr, roundBf16, roundF16, roundTo, type FloatStorage } from './reference/numeric';
 import {
   attentionRef,
   expertMatmulRef,
@@ -63,7 +54,15 @@ function floats(dtype: FloatStorage, shape: number[], values: ArrayLike<number>,
 }
 
 function randomFloats(rng: Rng, dtype: FloatStorage, shape: number[], lo = -1, hi = 1): FloatInput {
-  return floats(dtype, shape, rng.array(shape.reduce((a, b) => a * b, 1), lo, hi));
+  return floats(
+    dtype,
+    shape,
+    rng.array(
+      shape.reduce((a, b) => a * b, 1),
+      lo,
+      hi,
+    ),
+  );
 }
 
 function ints(shape: number[], values: readonly number[], stream: Stream = s): Tensor {
@@ -384,9 +383,30 @@ describe('ops across storage types', () => {
   // Values chosen at the edges of the formats: ties at both ends of the mantissa, the largest
   // finite values, overflow, subnormals and their ties, signed zero, infinities.
   const edges = [
-    0, -0, 1, -1, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 65504, 65519, 65520, -70000, 2 ** -24,
-    2 ** -25, 3 * 2 ** -26, 2 ** -14 - 2 ** -25, 2 ** -14, 5.960464477539063e-8, 1e-30, 3.4e38, -Infinity, Infinity,
-    0.1, -123.456,
+    0,
+    -0,
+    1,
+    -1,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    1 + 2 ** -8,
+    1 + 3 * 2 ** -8,
+    65504,
+    65519,
+    65520,
+    -70000,
+    2 ** -24,
+    2 ** -25,
+    3 * 2 ** -26,
+    2 ** -14 - 2 ** -25,
+    2 ** -14,
+    5.960464477539063e-8,
+    1e-30,
+    3.4e38,
+    -Infinity,
+    Infinity,
+    0.1,
+    -123.456,
   ];
 
   test.each([
@@ -479,8 +499,16 @@ describe('errors found while an op runs fail the stream, naming the op', () => {
 
 describe('checkOp rejects calls that break the contract, naming the op and the argument', () => {
   const f = (shape: number[], dtype: FloatStorage | 'i32' = 'f32'): Tensor => empty(dtype, shape);
-  const call = (name: string, tensors: (Tensor | null)[], params: number[] = [], intArgs: number[] = []) => () =>
-    device.native.op(s.native, name, tensors.map((t) => t?.native ?? null), params, intArgs);
+  const call =
+    (name: string, tensors: (Tensor | null)[], params: number[] = [], intArgs: number[] = []) =>
+    () =>
+      device.native.op(
+        s.native,
+        name,
+        tensors.map((t) => t?.native ?? null),
+        params,
+        intArgs,
+      );
 
   test.each<[string, () => () => void, RegExp]>([
     ['unknown op', () => call('nope', []), /unknown op 'nope' \(known: .*matmul/],
@@ -489,39 +517,155 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
       () => () => ops.matmul(s, f([3, 5]), f([3, 64]), f([5, 32])),
       /matmul: w must be \[N,K\] with K=64 \(a is \[3,64\]\); got \[5,32\]/,
     ],
-    ['matmul out of the wrong shape', () => () => ops.matmul(s, f([3, 6]), f([3, 4]), f([5, 4])), /matmul: out must be \[M,N\] with M=3, N=5/],
-    ['matmul bias of the wrong length', () => () => ops.matmul(s, f([3, 5]), f([3, 4]), f([5, 4]), f([4])), /matmul: bias must be \[N\] with N=5/],
-    ['matmul with too few tensors', () => call('matmul', [f([1, 1]), f([1, 1])]), /matmul: expects 3 to 4 tensors \(out, a, w, bias\); got 2/],
+    [
+      'matmul out of the wrong shape',
+      () => () => ops.matmul(s, f([3, 6]), f([3, 4]), f([5, 4])),
+      /matmul: out must be \[M,N\] with M=3, N=5/,
+    ],
+    [
+      'matmul bias of the wrong length',
+      () => () => ops.matmul(s, f([3, 5]), f([3, 4]), f([5, 4]), f([4])),
+      /matmul: bias must be \[N\] with N=5/,
+    ],
+    [
+      'matmul with too few tensors',
+      () => call('matmul', [f([1, 1]), f([1, 1])]),
+      /matmul: expects 3 to 4 tensors \(out, a, w, bias\); got 2/,
+    ],
     ['a required tensor given as null', () => call('matmul', [f([1, 1]), null, f([1, 1])]), /matmul: a is required; got null/],
-    ['an i32 tensor where a float one belongs', () => () => ops.matmul(s, f([2, 2]), f([2, 2], 'i32'), f([2, 2])), /matmul: a must be a float tensor.*got i32/],
-    ['a float tensor where an i32 one belongs', () => () => ops.router(s, f([2, 1]), f([2, 1]), f([2, 4]), 1, false, 1), /router: topkIdx must be i32; got f32/],
-    ['router topkW in bf16', () => () => ops.router(s, f([2, 1], 'i32'), f([2, 1], 'bf16'), f([2, 4]), 1, false, 1), /router: topkW must be f32; got bf16/],
-    ['router k above E', () => () => ops.router(s, f([2, 5], 'i32'), f([2, 5]), f([2, 4]), 5, false, 1), /router: k must be an integer in \[1, 4\]; got 5/],
-    ['router output not [T,k]', () => () => ops.router(s, f([2, 3], 'i32'), f([2, 2]), f([2, 4]), 2, false, 1), /router: topkIdx must be \[T,k\] with T=2, k=2/],
+    [
+      'an i32 tensor where a float one belongs',
+      () => () => ops.matmul(s, f([2, 2]), f([2, 2], 'i32'), f([2, 2])),
+      /matmul: a must be a float tensor.*got i32/,
+    ],
+    [
+      'a float tensor where an i32 one belongs',
+      () => () => ops.router(s, f([2, 1]), f([2, 1]), f([2, 4]), 1, false, 1),
+      /router: topkIdx must be i32; got f32/,
+    ],
+    [
+      'router topkW in bf16',
+      () => () => ops.router(s, f([2, 1], 'i32'), f([2, 1], 'bf16'), f([2, 4]), 1, false, 1),
+      /router: topkW must be f32; got bf16/,
+    ],
+    [
+      'router k above E',
+      () => () => ops.router(s, f([2, 5], 'i32'), f([2, 5]), f([2, 4]), 5, false, 1),
+      /router: k must be an integer in \[1, 4\]; got 5/,
+    ],
+    [
+      'router output not [T,k]',
+      () => () => ops.router(s, f([2, 3], 'i32'), f([2, 2]), f([2, 4]), 2, false, 1),
+      /router: topkIdx must be \[T,k\] with T=2, k=2/,
+    ],
     ['rmsnorm without eps', () => call('rmsnorm', [f([2, 4]), f([2, 4]), f([4])]), /rmsnorm: expects 1 params \(eps\); got 0/],
-    ['rmsnorm x of another width than w', () => () => ops.rmsnorm(s, f([2, 4]), f([2, 4]), f([5]), 1e-6), /rmsnorm: x must be \[\.\.,H\] with H=5/],
+    [
+      'rmsnorm x of another width than w',
+      () => () => ops.rmsnorm(s, f([2, 4]), f([2, 4]), f([5]), 1e-6),
+      /rmsnorm: x must be \[\.\.,H\] with H=5/,
+    ],
     ['a NaN param', () => () => ops.rmsnorm(s, f([2, 4]), f([2, 4]), f([4]), NaN), /rmsnorm: eps must be finite/],
-    ['attention nq not a multiple of nkv', () => () => ops.attention(s, f([2, 3, 4]), f([2, 3, 4]), f([2, 2, 4]), f([2, 2, 4]), f([2], 'i32'), [0, 2], 1), /attention: nq % nkv must be 0.*nq=3, nkv=2/],
-    ['attention cuSeqlens not ending at T', () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 1, 4]), f([3], 'i32'), [0, 1, 2], 1), /attention: cuSeqlens\[B\] must be T=3.*got 2/],
-    ['attention host cuSeqlens of the wrong length', () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 1, 4]), f([3], 'i32'), [0, 3], 1), /attention: ints must hold the host copy of cuSeqlens/],
-    ['attention decreasing cuSeqlens', () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 1, 4]), f([4], 'i32'), [0, 2, 1, 3], 1), /attention: cuSeqlens must not decrease/],
-    ['attention v unlike k', () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 2, 4]), f([2], 'i32'), [0, 3], 1), /attention: v must be \[T,nkv,hd\] with nkv=1/],
-    ['expert_matmul counts not summing to R', () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [1, 2], 'grouped'), /expert_matmul: counts must sum to R=4 \(a is \[4,5\]\); got 3/],
-    ['expert_matmul counts not a multiple of E', () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [1, 2, 1], 'dense'), /expert_matmul: ints must hold counts\[S\] with S a positive multiple of E=2/],
-    ['expert_matmul a negative count', () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [5, -1], 'dense'), /expert_matmul: counts\[1\] must be >= 0; got -1/],
-    ['expert_matmul an unknown kernel code', () => call('expert_matmul', [f([1, 3]), f([1, 5]), f([1, 3, 5])], [2], [1]), /expert_matmul: kernel must be 0 or 1; got 2/],
-    ['swiglu gateUp of odd width', () => () => ops.swiglu(s, f([2, 2]), f([2, 5])), /swiglu: gateUp must be \[T,2I\] with an even last dimension/],
-    ['moe_count bounds not ending at T', () => () => ops.moeCount(s, f([2, 4], 'i32'), f([5, 2], 'i32'), [0, 2, 4]), /moe_count: bounds must start at 0 and end at T=5/],
-    ['moe_permute out not [T*k,H]', () => () => ops.moePermute(s, f([5, 4]), f([3, 2], 'i32'), f([4], 'i32'), f([3, 4]), f([3, 2], 'i32')), /moe_permute: out must be \[T\*k,H\] with T\*k=6, H=4/],
-    ['moe_unpermute topkW unlike rowMap', () => () => ops.moeUnpermute(s, f([3, 4]), f([6, 4]), f([3, 2], 'i32'), f([3, 1]), false), /moe_unpermute: topkW must be \[T,k\] with T=3, k=2/],
-    ['sigmoid_gate_add gate not [T,1]', () => () => ops.sigmoidGateAdd(s, f([3, 4]), f([3, 4]), f([3, 4])), /sigmoid_gate_add: gate must be \[T,1\] with T=3/],
-    ['add of different sizes', () => () => ops.add(s, f([3, 4]), f([3, 4]), f([4, 4])), /add: b must have 12 elements \(out is \[3,4\]\); got \[4,4\]/],
-    ['copy between float and i32', () => () => ops.copy(s, f([4], 'i32'), f([4])), /copy: dst and src must both be float or both i32; got dst i32, src f32/],
+    [
+      'attention nq not a multiple of nkv',
+      () => () => ops.attention(s, f([2, 3, 4]), f([2, 3, 4]), f([2, 2, 4]), f([2, 2, 4]), f([2], 'i32'), [0, 2], 1),
+      /attention: nq % nkv must be 0.*nq=3, nkv=2/,
+    ],
+    [
+      'attention cuSeqlens not ending at T',
+      () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 1, 4]), f([3], 'i32'), [0, 1, 2], 1),
+      /attention: cuSeqlens\[B\] must be T=3.*got 2/,
+    ],
+    [
+      'attention host cuSeqlens of the wrong length',
+      () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 1, 4]), f([3], 'i32'), [0, 3], 1),
+      /attention: ints must hold the host copy of cuSeqlens/,
+    ],
+    [
+      'attention decreasing cuSeqlens',
+      () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 1, 4]), f([4], 'i32'), [0, 2, 1, 3], 1),
+      /attention: cuSeqlens must not decrease/,
+    ],
+    [
+      'attention v unlike k',
+      () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 2, 4]), f([2], 'i32'), [0, 3], 1),
+      /attention: v must be \[T,nkv,hd\] with nkv=1/,
+    ],
+    [
+      'expert_matmul counts not summing to R',
+      () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [1, 2], 'grouped'),
+      /expert_matmul: counts must sum to R=4 \(a is \[4,5\]\); got 3/,
+    ],
+    [
+      'expert_matmul counts not a multiple of E',
+      () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [1, 2, 1], 'dense'),
+      /expert_matmul: ints must hold counts\[S\] with S a positive multiple of E=2/,
+    ],
+    [
+      'expert_matmul a negative count',
+      () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [5, -1], 'dense'),
+      /expert_matmul: counts\[1\] must be >= 0; got -1/,
+    ],
+    [
+      'expert_matmul an unknown kernel code',
+      () => call('expert_matmul', [f([1, 3]), f([1, 5]), f([1, 3, 5])], [2], [1]),
+      /expert_matmul: kernel must be 0 or 1; got 2/,
+    ],
+    [
+      'swiglu gateUp of odd width',
+      () => () => ops.swiglu(s, f([2, 2]), f([2, 5])),
+      /swiglu: gateUp must be \[T,2I\] with an even last dimension/,
+    ],
+    [
+      'moe_count bounds not ending at T',
+      () => () => ops.moeCount(s, f([2, 4], 'i32'), f([5, 2], 'i32'), [0, 2, 4]),
+      /moe_count: bounds must start at 0 and end at T=5/,
+    ],
+    [
+      'moe_permute out not [T*k,H]',
+      () => () => ops.moePermute(s, f([5, 4]), f([3, 2], 'i32'), f([4], 'i32'), f([3, 4]), f([3, 2], 'i32')),
+      /moe_permute: out must be \[T\*k,H\] with T\*k=6, H=4/,
+    ],
+    [
+      'moe_unpermute topkW unlike rowMap',
+      () => () => ops.moeUnpermute(s, f([3, 4]), f([6, 4]), f([3, 2], 'i32'), f([3, 1]), false),
+      /moe_unpermute: topkW must be \[T,k\] with T=3, k=2/,
+    ],
+    [
+      'sigmoid_gate_add gate not [T,1]',
+      () => () => ops.sigmoidGateAdd(s, f([3, 4]), f([3, 4]), f([3, 4])),
+      /sigmoid_gate_add: gate must be \[T,1\] with T=3/,
+    ],
+    [
+      'add of different sizes',
+      () => () => ops.add(s, f([3, 4]), f([3, 4]), f([4, 4])),
+      /add: b must have 12 elements \(out is \[3,4\]\); got \[4,4\]/,
+    ],
+    [
+      'copy between float and i32',
+      () => () => ops.copy(s, f([4], 'i32'), f([4])),
+      /copy: dst and src must both be float or both i32; got dst i32, src f32/,
+    ],
     ['gather_rows idx of floats', () => () => ops.gatherRows(s, f([2, 4]), f([3, 4]), f([2])), /gather_rows: idx must be i32; got f32/],
-    ['embedding host ids out of range', () => () => ops.embedding(s, f([2, 4]), f([3, 4]), f([2], 'i32'), [0, 3]), /embedding: ids\[1\] = 3 is outside \[0, 3\)/],
-    ['rope with more rotary dims than hd', () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([3]), 1), /rope: invFreq must be \[rd\/2\] with rd <= hd=4/],
-    ['rope invFreq in bf16', () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([2], 'bf16'), 1), /rope: invFreq must be f32; got bf16/],
-    ['fill_random a fractional seed', () => () => ops.fillRandom(s, f([4]), 1.5, 1), /fill_random: seed must be an integer in \[0, 9007199254740992\]; got 1.5/],
+    [
+      'embedding host ids out of range',
+      () => () => ops.embedding(s, f([2, 4]), f([3, 4]), f([2], 'i32'), [0, 3]),
+      /embedding: ids\[1\] = 3 is outside \[0, 3\)/,
+    ],
+    [
+      'rope with more rotary dims than hd',
+      () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([3]), 1),
+      /rope: invFreq must be \[rd\/2\] with rd <= hd=4/,
+    ],
+    [
+      'rope invFreq in bf16',
+      () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([2], 'bf16'), 1),
+      /rope: invFreq must be f32; got bf16/,
+    ],
+    [
+      'fill_random a fractional seed',
+      () => () => ops.fillRandom(s, f([4]), 1.5, 1),
+      /fill_random: seed must be an integer in \[0, 9007199254740992\]; got 1.5/,
+    ],
   ])('%s', (_name, makeCall, message) => {
     const fn = makeCall();
     expect(fn).toThrow(message);

@@ -31,7 +31,8 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
   const spec = await loadModelSpec(opts.model);
   const sequences = readSequencesFile(opts.input, spec.vocabSize);
   const backend = opts.backend ?? (hasBackend('cuda') ? 'cuda' : 'cpu');
-  if (!hasBackend(backend)) throw new CliError(`backend '${backend}' is not available in this build (have: cpu${hasBackend('cuda') ? ', cuda' : ''})`);
+  if (!hasBackend(backend))
+    throw new CliError(`backend '${backend}' is not available in this build (have: cpu${hasBackend('cuda') ? ', cuda' : ''})`);
   let schedule;
   try {
     schedule = parseMoeSchedule(opts.moeSchedule ?? 'auto');

@@ -21,10 +21,17 @@ export function presetHelp(): string {
 
 export async function makeModelCommand(opts: MakeModelCliOptions): Promise<void> {
   if (!findPreset(opts.preset)) {
-    throw new CliError(`unknown preset '${opts.preset}' (have: ${listPresets().map((p) => p.name).join(', ')})`);
+    throw new CliError(
+      `unknown preset '${opts.preset}' (have: ${listPresets()
+        .map((p) => p.name)
+        .join(', ')})`,
+    );
   }
   const showBar = process.stderr.isTTY === true;
-  const bar = new SingleBar({ format: 'writing {bar} {percentage}% | {value}/{total} MB | eta {eta}s', stream: process.stderr }, Presets.shades_classic);
+  const bar = new SingleBar(
+    { format: 'writing {bar} {percentage}% | {value}/{total} MB | eta {eta}s', stream: process.stderr },
+    Presets.shades_classic,
+  );
   let started = false;
   let lastLine = 0;
   const result = await makeModel({ preset: opts.preset, out: opts.out, seed: opts.seed, dtype: opts.dtype }, (written, total) => {
@@ -40,5 +47,7 @@ export async function makeModelCommand(opts: MakeModelCliOptions): Promise<void>
     }
   });
   if (started) bar.stop();
-  process.stdout.write(`${result.dir}: ${result.spec.family} ${opts.preset}, ${result.files.length} file(s), ${(result.totalBytes / 1e6).toFixed(1)} MB\n`);
+  process.stdout.write(
+    `${result.dir}: ${result.spec.family} ${opts.preset}, ${result.files.length} file(s), ${(result.totalBytes / 1e6).toFixed(1)} MB\n`,
+  );
 }

@@ -29,7 +29,16 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
     const seed = process.env.EPS_RANDOM_WEIGHTS;
     if (seed !== undefined) {
       const spec = await loadModelSpec(opts.modelDir);
-      return loadRankEngine({ ...opts, modelDir: undefined, spec, randomSeed: Number(seed) || 0, schedule, costModel, traceFile, expertGroups });
+      return loadRankEngine({
+        ...opts,
+        modelDir: undefined,
+        spec,
+        randomSeed: Number(seed) || 0,
+        schedule,
+        costModel,
+        traceFile,
+        expertGroups,
+      });
     }
     return loadRankEngine({ ...opts, schedule, costModel, traceFile, expertGroups });
   };

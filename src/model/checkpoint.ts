@@ -242,11 +242,7 @@ export class Checkpoint {
   private firstPresent(candidates: string[]): string {
     const name = candidates.find((n) => this.store.has(n));
     if (!name) {
-      throw new ModelError(
-        'TENSOR_MISSING',
-        `${this.dir}: checkpoint has none of ${candidates.map((c) => `"${c}"`).join(', ')}`,
-        this.dir,
-      );
+      throw new ModelError('TENSOR_MISSING', `${this.dir}: checkpoint has none of ${candidates.map((c) => `"${c}"`).join(', ')}`, this.dir);
     }
     return name;
   }

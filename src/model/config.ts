@@ -222,11 +222,7 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
   const layers = parseLayers(f, family, numLayers);
   const anyDense = layers.some((l) => l.mlp === 'dense');
   const denseIntermediate =
-    family === 'mixtral'
-      ? 0
-      : anyDense
-        ? f.int('intermediate_size', { why: 'layers with a dense MLP need it' })
-        : 0;
+    family === 'mixtral' ? 0 : anyDense ? f.int('intermediate_size', { why: 'layers with a dense MLP need it' }) : 0;
 
   const qwen3Bias = family === 'qwen3_moe' && f.bool('attention_bias', false);
   const architectures = f.raw('architectures');

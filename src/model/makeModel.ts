@@ -102,7 +102,11 @@ async function checkOutDir(out: string, force: boolean): Promise<void> {
     throw new ModelError('MAKE_MODEL_OPTIONS', `${out}: cannot use as output folder (${(e as Error).message})`, out);
   }
   if (entries.length > 0 && !force) {
-    throw new ModelError('MAKE_MODEL_OPTIONS', `${out}: output folder is not empty (${entries.length} entries); pass force to write into it`, out);
+    throw new ModelError(
+      'MAKE_MODEL_OPTIONS',
+      `${out}: output folder is not empty (${entries.length} entries); pass force to write into it`,
+      out,
+    );
   }
   // A stale index or shard from an earlier run would shadow or join the new checkpoint.
   for (const e of entries) {
@@ -114,10 +118,7 @@ async function checkOutDir(out: string, force: boolean): Promise<void> {
 export function presetConfig(presetName: string, dtype?: FloatDType): JsonObject {
   const preset = findPreset(presetName);
   if (!preset) {
-    throw new ModelError(
-      'PRESET_UNKNOWN',
-      `unknown preset "${presetName}"; presets: ${PRESETS.map((p) => p.name).join(', ')}`,
-    );
+    throw new ModelError('PRESET_UNKNOWN', `unknown preset "${presetName}"; presets: ${PRESETS.map((p) => p.name).join(', ')}`);
   }
   return dtype ? { ...preset.config, dtype: DTYPE_CONFIG_NAME[dtype] } : { ...preset.config };
 }
@@ -126,10 +127,7 @@ export function presetConfig(presetName: string, dtype?: FloatDType): JsonObject
  * Writes a random checkpoint. onProgress gets (bytes written, total bytes) of tensor data after
  * every chunk. Same options and seed => byte-identical files.
  */
-export async function makeModel(
-  opts: MakeModelOptions,
-  onProgress?: (written: number, total: number) => void,
-): Promise<MakeModelResult> {
+export async function makeModel(opts: MakeModelOptions, onProgress?: (written: number, total: number) => void): Promise<MakeModelResult> {
   const presetName = opts.preset ?? DEFAULT_PRESET;
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed) || seed < 0) {

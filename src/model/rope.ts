@@ -40,8 +40,7 @@ function yarn(spec: ModelSpec, dim: number): RopeTable {
   const getMscale = (scale: number, m = 1): number => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
   let attentionScaling = r.attentionFactor;
   if (attentionScaling === undefined) {
-    attentionScaling =
-      r.mscale && r.mscaleAllDim ? getMscale(factor, r.mscale) / getMscale(factor, r.mscaleAllDim) : getMscale(factor);
+    attentionScaling = r.mscale && r.mscaleAllDim ? getMscale(factor, r.mscale) / getMscale(factor, r.mscaleAllDim) : getMscale(factor);
   }
   const betaFast = r.betaFast || 32;
   const betaSlow = r.betaSlow || 1;
@@ -69,9 +68,7 @@ function yarn(spec: ModelSpec, dim: number): RopeTable {
     const interpolation = f32(1 / f32(fac * pos));
     const ramp = Math.min(1, Math.max(0, f32(f32(i - lo) / width)));
     const extrapolationFactor = f32(1 - ramp);
-    out[i] = f32(
-      f32(interpolation * f32(1 - extrapolationFactor)) + f32(extrapolation * extrapolationFactor),
-    );
+    out[i] = f32(f32(interpolation * f32(1 - extrapolationFactor)) + f32(extrapolation * extrapolationFactor));
   }
   return { invFreq: out, attentionScaling };
 }

@@ -66,9 +66,7 @@ export function parseRopeSpec(config: ConfigFields, defaultTheta: number, maxPos
     );
   }
   const type = typeName as RopeType;
-  const theta = dict?.has('rope_theta')
-    ? dict.positive('rope_theta')
-    : config.positive('rope_theta', { default: defaultTheta });
+  const theta = dict?.has('rope_theta') ? dict.positive('rope_theta') : config.positive('rope_theta', { default: defaultTheta });
   const prfSource = dict?.has('partial_rotary_factor') ? dict : config;
   const partialRotaryFactor = prfSource.positive('partial_rotary_factor', { default: 1 });
   if (partialRotaryFactor > 1) throw prfSource.invalid('partial_rotary_factor', 'in (0, 1]');
@@ -90,9 +88,7 @@ export function parseRopeSpec(config: ConfigFields, defaultTheta: number, maxPos
   }
   // yarn may leave factor out (DeepSeek-V3 style): it is then the context extension ratio.
   spec.factor =
-    type === 'yarn' && !dict.has('factor')
-      ? maxPositions / spec.originalMaxPositions
-      : dict.positive('factor', { default: undefined });
+    type === 'yarn' && !dict.has('factor') ? maxPositions / spec.originalMaxPositions : dict.positive('factor', { default: undefined });
   if (type === 'yarn') {
     spec.attentionFactor = dict.optionalNumber('attention_factor');
     spec.betaFast = dict.optionalNumber('beta_fast');

@@ -5,14 +5,7 @@ import { promises as fs } from 'fs';
 import type { FileHandle } from 'fs/promises';
 import type { DType } from '../native/addonTypes';
 import { ModelError } from './errors';
-import {
-  engineDType,
-  numel,
-  parseHeaderJson,
-  parseHeaderLength,
-  type SafetensorsHeader,
-  type TensorEntry,
-} from './safetensors';
+import { engineDType, numel, parseHeaderJson, parseHeaderLength, type SafetensorsHeader, type TensorEntry } from './safetensors';
 
 /** A tensor's raw little-endian bytes in the file's dtype. */
 export interface RawTensor {

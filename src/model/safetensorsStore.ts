@@ -37,9 +37,7 @@ export class SafetensorsStore {
     const indexPath = path.join(dir, INDEX_FILE);
     if (await exists(indexPath)) return SafetensorsStore.openIndexed(dir, indexPath);
     const single = path.join(dir, SINGLE_FILE);
-    const files = (await exists(single))
-      ? [SINGLE_FILE]
-      : (await fs.readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort();
+    const files = (await exists(single)) ? [SINGLE_FILE] : (await fs.readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort();
     if (files.length === 0) {
       throw new ModelError('CHECKPOINT_NO_WEIGHTS', `${dir}: no ${INDEX_FILE}, ${SINGLE_FILE} or other *.safetensors file`, dir);
     }
@@ -63,8 +61,7 @@ export class SafetensorsStore {
   }
 
   private static async openIndexed(dir: string, indexPath: string): Promise<SafetensorsStore> {
-    const badIndex = (problem: string): ModelError =>
-      new ModelError('CHECKPOINT_BAD_INDEX', `${indexPath}: ${problem}`, indexPath);
+    const badIndex = (problem: string): ModelError => new ModelError('CHECKPOINT_BAD_INDEX', `${indexPath}: ${problem}`, indexPath);
     let parsed: unknown;
     try {
       parsed = JSON.parse(await fs.readFile(indexPath, 'utf8'));

@@ -75,20 +75,7 @@ export function fusedExpertNames(l: number): FusedExpertNames {
 
 /** What a piece of a tensor is, for make-model's initialiser. */
 export type WeightRole =
-  | 'embed'
-  | 'lm_head'
-  | 'norm'
-  | 'q'
-  | 'k'
-  | 'v'
-  | 'o'
-  | 'qkv_bias'
-  | 'o_bias'
-  | 'router'
-  | 'gate'
-  | 'up'
-  | 'down'
-  | 'shared_gate';
+  'embed' | 'lm_head' | 'norm' | 'q' | 'k' | 'v' | 'o' | 'qkv_bias' | 'o_bias' | 'router' | 'gate' | 'up' | 'down' | 'shared_gate';
 
 /**
  * A contiguous run of a tensor's elements with one meaning. A fused gate_up tensor is E x [gate, up]

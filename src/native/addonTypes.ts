@@ -48,13 +48,7 @@ export interface NativeDevice {
   freeBytes(): number;
   opNames(): string[];
   /** Checks the call against native/ops.md (throws naming the op and argument), then enqueues it. */
-  op(
-    stream: NativeStream,
-    name: string,
-    tensors: (NativeTensor | null)[],
-    params: number[],
-    ints: number[],
-  ): void;
+  op(stream: NativeStream, name: string, tensors: (NativeTensor | null)[], params: number[], ints: number[]): void;
   dispose(): void;
 }
 

@@ -62,14 +62,7 @@ export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tens
  * Rows of a in segments of counts[s] rows; segment s gets out = a @ w[s % E]^T (counts.length a
  * multiple of E; sum = rows of a). The kernel choice changes speed, not the result.
  */
-export function expertMatmul(
-  s: Stream,
-  out: Tensor,
-  a: Tensor,
-  w: Tensor,
-  counts: readonly number[],
-  kernel: ExpertKernel,
-): void {
+export function expertMatmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, counts: readonly number[], kernel: ExpertKernel): void {
   enqueue(s, 'expert_matmul', [out, a, w], [expertKernelCode[kernel]], counts);
 }
 
@@ -79,15 +72,7 @@ export function swiglu(s: Stream, out: Tensor, gateUp: Tensor): void {
 }
 
 /** Softmax then top-k of logits[T,E] into topkIdx[T,k] (i32) and topkW[T,k] (f32). */
-export function router(
-  s: Stream,
-  topkIdx: Tensor,
-  topkW: Tensor,
-  logits: Tensor,
-  k: number,
-  renormalize: boolean,
-  scale: number,
-): void {
+export function router(s: Stream, topkIdx: Tensor, topkW: Tensor, logits: Tensor, k: number, renormalize: boolean, scale: number): void {
   enqueue(s, 'router', [topkIdx, topkW, logits], [k, renormalize ? 1 : 0, scale]);
 }
 

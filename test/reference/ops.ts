@@ -74,7 +74,15 @@ export function attentionRef(
  * product pos * invFreq[i], as transformers computes it (in float64 it would differ by up to
  * pos * 2^-24 radians, far above the test bound for large positions); the rest is float64.
  */
-export function ropeRef(x: Vec, positions: readonly number[], invFreq: Vec, T: number, nh: number, hd: number, scaling: number): Float64Array {
+export function ropeRef(
+  x: Vec,
+  positions: readonly number[],
+  invFreq: Vec,
+  T: number,
+  nh: number,
+  hd: number,
+  scaling: number,
+): Float64Array {
   const out = Float64Array.from(x);
   const half = invFreq.length;
   for (let t = 0; t < T; t++)
