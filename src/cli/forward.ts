@@ -11,6 +11,7 @@ import { parseMoeSchedule } from '../moe/schedule';
 import { addForwardToTrace } from '../trace/forwardTrace';
 import { TraceCollector } from '../trace/traceCollector';
 import { CliError } from './errors';
+import { ProgressView } from './progress';
 import { readSequencesFile } from './input';
 
 export interface ForwardCliOptions {
@@ -39,9 +40,12 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  // Loading a large checkpoint takes a while: a bar on a terminal (stderr stays clean otherwise).
+  const view = new ProgressView('loading weights', 'tensors');
   let engine;
   try {
     engine = await loadRankEngine({
+      onLoadProgress: process.stderr.isTTY ? (done, total) => view.update(done, total) : undefined,
       modelDir: opts.model,
       backend,
       deviceIndex: 0,
@@ -52,6 +56,8 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
   } catch (e) {
     if (e instanceof ExpertLayoutError) throw new CliError(e.message);
     throw e;
+  } finally {
+    view.stop();
   }
   try {
     const result = await engine.runner.forward(sequences, { allLogits: opts.allLogits, trace: opts.trace !== undefined });

@@ -6,12 +6,12 @@
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SingleBar } from 'cli-progress';
 import { DEFAULT_TUNING, launchCluster, type ClusterTuning } from '../cluster/launcher';
 import { createLogger, type Logger } from '../cluster/log';
 import type { ClusterLoadProgress } from '../cluster/router';
 import type { BackendKind } from '../native/addonTypes';
 import { CliError } from './errors';
+import { ProgressView } from './progress';
 
 export interface LaunchCommandOptions {
   model?: string;
@@ -99,7 +99,7 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
       failureLingerMs: opts.failureLingerMs,
     }),
   };
-  const progress = new LoadProgressView('loading weights', 'tensors', logger);
+  const progress = new ProgressView('loading weights', 'tensors', (fields, msg) => logger.info(fields, msg));
   let cluster;
   try {
     cluster = await launchCluster({
@@ -203,7 +203,7 @@ async function builtInModel(preset: string | undefined, logger: Logger): Promise
   await fs.mkdir(path.dirname(dir), { recursive: true });
   const partial = await fs.mkdtemp(`${dir}.partial-`);
   logger.info({ preset: name, dir }, 'making the built-in model (first run)');
-  const view = new LoadProgressView(`making ${name}`, 'MB', logger);
+  const view = new ProgressView(`making ${name}`, 'MB', (fields, msg) => logger.info(fields, msg));
   try {
     await makeModel({ preset: name, out: partial, seed: 0, force: true }, (written, total) => view.update(written, total, ''));
     view.stop();
@@ -218,46 +218,6 @@ async function builtInModel(preset: string | undefined, logger: Logger): Promise
     throw e;
   }
   return dir;
-}
-
-/** A progress bar on a terminal; on anything else, a log line every 10%. */
-class LoadProgressView {
-  private bar: SingleBar | null = null;
-  private lastTenth = -1;
-
-  /** `unit` 'MB' shows bytes as megabytes; any other unit shows counts as they are. */
-  constructor(
-    private readonly label: string,
-    private readonly unit: string,
-    private readonly logger: Logger,
-  ) {}
-
-  update(done: number, total: number, extra: string): void {
-    if (!(total > 0)) return;
-    const show = (n: number): string => (this.unit === 'MB' ? (n / 1e6).toFixed(1) : String(Math.round(n)));
-    if (process.stderr.isTTY) {
-      if (!this.bar) {
-        this.bar = new SingleBar({
-          stream: process.stderr,
-          format: `${this.label} [{bar}] {percentage}% | {shown}/{shownTotal} ${this.unit} {extra}`,
-          hideCursor: true,
-        });
-        this.bar.start(total, 0, { shown: '0', shownTotal: show(total), extra });
-      }
-      this.bar.setTotal(total);
-      this.bar.update(done, { shown: show(done), shownTotal: show(total), extra });
-      return;
-    }
-    const tenth = Math.floor((10 * done) / total);
-    if (tenth === this.lastTenth) return;
-    this.lastTenth = tenth;
-    this.logger.info({ done, total, unit: this.unit, percent: tenth * 10, extra }, this.label);
-  }
-
-  stop(): void {
-    this.bar?.stop();
-    this.bar = null;
-  }
 }
 
 function defined<T extends object>(o: T): Partial<T> {

@@ -3,7 +3,6 @@
 // ranks share this process; on GPUs with more than one rank, `eps-moe launch` measures it at start
 // (all ranks together, one process per GPU) the first time.
 import * as path from 'path';
-import { Presets, SingleBar } from 'cli-progress';
 import { InProcessCommunicator } from '../comm/inProcessCommunicator';
 import { LocalCommunicator } from '../comm/communicator';
 import { defaultDType } from '../engine/rankEngine';
@@ -14,6 +13,7 @@ import { defaultBackend, hasBackend } from '../native/addon';
 import type { BackendKind } from '../native/addonTypes';
 import { Device } from '../native/device';
 import { CliError } from './errors';
+import { ProgressView } from './progress';
 
 export interface ProfileCliOptions {
   model: string;
@@ -37,8 +37,7 @@ export async function profileCommand(o: ProfileCliOptions): Promise<void> {
     topK: spec.moe.topK,
   };
   const comms = world > 1 ? InProcessCommunicator.group(world) : [new LocalCommunicator()];
-  const bar = new SingleBar({ format: 'profiling {bar} {value}/{total} {label}', stream: process.stderr }, Presets.shades_classic);
-  let started = false;
+  const view = new ProgressView('profiling', 'measurements');
   const results = await Promise.all(
     comms.map((comm) => {
       const device = Device.open(backend, 0);
@@ -47,16 +46,11 @@ export async function profileCommand(o: ProfileCliOptions): Promise<void> {
         comm,
         dtype: defaultDType(backend),
         shape,
-        onProgress: (p) => {
-          if (comm.rank !== 0 || !process.stderr.isTTY) return;
-          if (!started) bar.start(p.total, 0, { label: '' });
-          started = true;
-          bar.update(p.done, { label: p.label });
-        },
+        onProgress: (p) => comm.rank === 0 && view.update(p.done, p.total, p.label),
       }).then((r) => ({ ...r, key: costModelKeyFor({ device, comm, dtype: defaultDType(backend), shape }) }));
     }),
   );
-  if (started) bar.stop();
+  view.stop();
   const { model, measured, key } = results[0];
   const file = path.join(defaultCostModelDir(), costModelKey(key));
   process.stdout.write(
