@@ -304,6 +304,41 @@ void checkMoeUnpermute(Check& c) {
   c.paramFlag(0);
 }
 
+void checkMoeRankDispatch(Check& c) {
+  c.floatType(0);
+  c.dtype(1, DType::I32);
+  c.dtype(2, DType::I32);
+  c.dtype(3, DType::I32);
+  c.dtype(4, DType::F32);
+  c.floatType(5);
+  c.dtype(6, DType::I32);
+  c.dtype(7, DType::F32);
+  c.rank(5, 2, "[T,H]");
+  c.rank(2, 1, "[W]");
+  const int64_t T = c.t(5).dim(0), H = c.t(5).dim(1), W = c.t(2).dim(0);
+  if (W < 1) c.fail("counts must have at least one rank (W >= 1); got " + shapeText(c.t(2).shape));
+  c.shape(6, {T, -1}, "[T,k]", "T=" + std::to_string(T) + " (" + c.is(5) + ")");
+  const int64_t k = c.t(6).dim(1);
+  const std::string tk = "T=" + std::to_string(T) + ", k=" + std::to_string(k) + " (" + c.is(6) + ")";
+  c.shape(7, {T, k}, "[T,k]", tk);
+  c.shape(1, {T, W}, "[T,W]", "T=" + std::to_string(T) + ", W=" + std::to_string(W) + " (" + c.is(5) + ", " + c.is(2) + ")");
+  // Each token goes to at most min(k, W) ranks.
+  const int64_t R = T * std::min(k, W);
+  const std::string rows = "R=T*min(k,W)=" + std::to_string(R) + " (" + c.is(6) + ", " + c.is(2) + ")";
+  c.shape(0, {R, H}, "[R,H]", rows + ", H=" + std::to_string(H));
+  c.shape(3, {R, k}, "[R,k]", rows);
+  c.shape(4, {R, k}, "[R,k]", rows);
+  const auto& o = c.args.ints;
+  if (int64_t(o.size()) != W + 1) {
+    c.fail("ints must hold offsets[W+1] with W=" + std::to_string(W) + " (" + c.is(2) + "); got " + std::to_string(o.size()));
+  }
+  if (o.front() != 0) c.fail("offsets must start at 0; got " + std::to_string(o.front()));
+  for (size_t p = 1; p < o.size(); ++p) {
+    if (o[p] < o[p - 1]) c.fail("offsets must not decrease; offsets[" + std::to_string(p) + "] < offsets[" + std::to_string(p - 1) + "]");
+  }
+  if (o.back() > INT32_MAX) c.fail("offsets[W] must fit in i32; got " + std::to_string(o.back()));
+}
+
 void sameNumel(Check& c, int i, int ref) {
   if (c.t(i).numel() != c.t(ref).numel()) {
     c.fail(std::string(c.name(i)) + " must have " + std::to_string(c.t(ref).numel()) + " elements (" + c.is(ref) + "); got " +
@@ -369,6 +404,8 @@ const std::vector<OpSpec>& opSpecs() {
       {"moe_permute", {"out", "rowMap", "counts", "x", "topkIdx"}, 5, {}, {{0, {}}, {1, {}}, {2, {}}}, checkMoePermute},
       {"moe_count", {"counts", "topkIdx"}, 2, {}, {{0, {}}}, checkMoeCount},
       {"moe_unpermute", {"out", "y", "rowMap", "topkW"}, 4, {"accumulate"}, {{0, {}}}, checkMoeUnpermute},
+      {"moe_rank_dispatch", {"out", "rowMap", "counts", "localIdx", "localW", "x", "topkIdx", "topkW"}, 8, {},
+       {{0, {}}, {1, {}}, {2, {}}, {3, {}}, {4, {}}}, checkMoeRankDispatch},
       {"add", {"out", "a", "b"}, 3, {}, {{0, {1, 2}}}, checkAdd},
       {"sigmoid_gate_add", {"out", "y", "gate"}, 3, {}, {{0, {}}}, checkSigmoidGateAdd},
       {"copy", {"dst", "src"}, 2, {}, {{0, {}}}, checkCopy},

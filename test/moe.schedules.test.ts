@@ -89,6 +89,8 @@ async function runLayer(
   layer: Layer,
   x: Float32Array,
   model?: CostModel,
+  dedupDispatch = false,
+  onDispatch?: (rank: number, args: Record<string, string | number>) => void,
 ): Promise<{ out: Float32Array; plans: MoePlan[] }> {
   const world = layout.world;
   const comms: Communicator[] = world > 1 ? InProcessCommunicator.group(world) : [new LocalCommunicator()];
@@ -116,6 +118,12 @@ async function runLayer(
           layout,
           schedule: parseMoeSchedule(schedule),
           costModel: model,
+          dedupDispatch,
+          onSpan: onDispatch
+            ? (sp) => {
+                if (sp.name.startsWith('dispatch')) onDispatch(r, sp.args);
+              }
+            : undefined,
         },
         rankWeights(layer, layout, r),
         h,
@@ -144,6 +152,9 @@ function expectCloseToReference(schedule: string, reference: Float64Array, got: 
 }
 
 const SPLITS: Record<number, number[]> = { 1: [TOKENS], 2: [15, 8], 3: [11, 0, 12], 4: [3, 9, 1, 10] };
+/** Schedules run with dedup dispatch: D = 1 ones use it, fixed:2 falls back to the per-pair path. */
+const DEDUP_SCHEDULES = ['baseline', 'auto', 'fixed:1:grouped', 'fixed:2:dense'];
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 const TOKEN_SCHEDULES = ['baseline', 'auto', 'fixed:1:grouped', 'fixed:2:dense', 'fixed:3:grouped', 'fixed:8:grouped', 'fixed:16:dense'];
 
 /** The expert axis at D = 1, 2 (unions of groups when G > 2, uneven when G = 3) and G. */
@@ -223,8 +234,36 @@ describe('every plan computes the same MoE layer', () => {
         expectCloseToReference(schedule, reference, out);
         if (schedule.endsWith(':experts')) expect(plans.every((p) => p.axis === 'experts')).toBe(true);
       }
+      // Dedup dispatch: D = 1 token-axis plans send each token once per rank; the other plans (D > 1,
+      // the expert axis, G > 1) fall back to the per-pair path. Every one still computes the layer.
+      for (const schedule of [...DEDUP_SCHEDULES, ...expertSchedules(groups)]) {
+        const { out } = await runLayer(layout, schedule, SPLITS[world], routing, layer, x, models.get(world), true);
+        expectCloseToReference(`${schedule} with dedup dispatch`, reference, out);
+      }
     });
   }
+
+  test.each([1, 2, 3, 4])('dedup dispatch on %i rank(s) sends one row per distinct (token, rank) pair', async (world) => {
+    const layout = expertLayout(E, world, 1);
+    const [name, routing] = routingCases[0];
+    const starts = SPLITS[world].map((_, r) => SPLITS[world].slice(0, r).reduce((a, b) => a + b, 0));
+    // Independent count: the distinct ranks owning each token's experts (ranges contiguous by checkpoint id).
+    const owner = (e: number) => layout.ranges.findIndex((g) => e >= g.first && e < g.first + g.count);
+    const distinct = SPLITS[world].map((T, r) =>
+      routing.slice(starts[r], starts[r] + T).reduce((acc, m) => acc + new Set(m.idx.map(owner)).size, 0),
+    );
+    const perPair = SPLITS[world].map((T) => T * K);
+    const sent = new Array<number>(world).fill(-1);
+    const { out } = await runLayer(layout, 'baseline', SPLITS[world], routing, layer, x, undefined, true, (r, args) => {
+      sent[r] = Number(args.sent);
+    });
+    expectCloseToReference('baseline with dedup dispatch', references.get(name)!, out);
+    // One rank keeps its rows in place: no all-to-all, so no dispatch span.
+    if (world > 1) {
+      expect(sent).toEqual(distinct);
+      expect(sum(sent)).toBeLessThan(sum(perPair));
+    }
+  });
 
   test('auto chooses the expert axis when GEMM launches dominate, and computes the same layer', async () => {
     const layout = expertLayout(E, 2, 4);

@@ -18,7 +18,7 @@ async function clusterForward(
   world: number,
   assign: (seq: number) => number,
   schedule = 'fixed:1:grouped',
-  opts: { expertGroups?: number; costModel?: CostModel } = {},
+  opts: { expertGroups?: number; costModel?: CostModel; dedupDispatch?: boolean } = {},
 ): Promise<Float32Array[]> {
   const golden = loadGolden(fixture);
   const comms: Communicator[] = world > 1 ? InProcessCommunicator.group(world) : [new LocalCommunicator()];
@@ -32,6 +32,7 @@ async function clusterForward(
         schedule: parseMoeSchedule(schedule),
         expertGroups: opts.expertGroups,
         costModel: opts.costModel,
+        dedupDispatch: opts.dedupDispatch,
       }),
     ),
   );
@@ -69,6 +70,12 @@ describe.each(GOLDEN_FIXTURES)('expert parallel %s', (fixture) => {
     expectCloseToGolden(fixture, single);
     for (const schedule of SCHEDULES) {
       const multi = await clusterForward(fixture, world, assign, schedule);
+      expectCloseToGolden(fixture, multi);
+      expectSameLogits(single, multi);
+    }
+    // Dedup dispatch: each token once per rank (D = 1 plans), the per-pair path for fixed:2.
+    for (const schedule of ['baseline', 'fixed:1:grouped', 'fixed:2:dense']) {
+      const multi = await clusterForward(fixture, world, assign, schedule, { dedupDispatch: true });
       expectCloseToGolden(fixture, multi);
       expectSameLogits(single, multi);
     }

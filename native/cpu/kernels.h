@@ -34,6 +34,7 @@ void routerKernel(const OpArgs& args);
 void moePermuteKernel(const OpArgs& args);
 void moeCountKernel(const OpArgs& args);
 void moeUnpermuteKernel(const OpArgs& args);
+void moeRankDispatchKernel(const OpArgs& args);
 // kernels_elementwise.cc
 void embeddingKernel(const OpArgs& args);
 void rmsnormKernel(const OpArgs& args);

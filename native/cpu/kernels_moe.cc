@@ -1,5 +1,6 @@
-// The MoE routing ops: router (softmax + top-k), moe_permute (group token copies by expert) and
-// moe_unpermute (weighted sum of the expert outputs back per token).
+// The MoE routing ops: router (softmax + top-k), moe_permute (group token copies by expert),
+// moe_unpermute (weighted sum of the expert outputs back per token), and moe_rank_dispatch (one row
+// per (token, destination rank): the deduplicated dispatch).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -121,6 +122,68 @@ void moeCountKernel(const OpArgs& args) {
       if (e >= 0 && e < E) ++counts[m * E + e];
     }
   }
+}
+
+// tensors: out[R,H], rowMap[T,W] i32, counts[W] i32, localIdx[R,k] i32, localW[R,k] f32, x[T,H],
+// topkIdx[T,k] i32, topkW[T,k] f32; ints: offsets[W+1] (rank p holds experts [offsets[p], offsets[p+1])).
+// One row per distinct (token, rank) pair, sorted by rank then token, so that each rank's rows are one
+// contiguous block of an all-to-all; each row carries its token's slots re-expressed for that rank.
+void moeRankDispatchKernel(const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  int32_t* rowMap = args.tensors[1].as<int32_t>();
+  int32_t* counts = args.tensors[2].as<int32_t>();
+  int32_t* localIdx = args.tensors[3].as<int32_t>();
+  float* localW = args.tensors[4].as<float>();
+  const TensorRef& x = args.tensors[5];
+  const int32_t* topkIdx = args.tensors[6].as<const int32_t>();
+  const float* topkW = args.tensors[7].as<const float>();
+  const int64_t T = x.dim(0), H = x.dim(1), k = args.tensors[6].dim(1), W = args.tensors[2].dim(0);
+  const std::vector<int64_t>& offsets = args.ints;
+  // The rank of expert e (the last p with offsets[p] <= e), or -1 outside [0, offsets[W]).
+  auto rankOf = [&](int32_t e) -> int64_t {
+    if (e < 0 || e >= offsets[W]) return -1;
+    return int64_t(std::upper_bound(offsets.begin(), offsets.end(), int64_t(e)) - offsets.begin()) - 1;
+  };
+
+  // Pass 1: which ranks each token goes to, and how many tokens each rank gets.
+  std::vector<int64_t> total(W, 0);
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t* map = rowMap + t * W;
+    std::fill(map, map + W, -1);
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t p = rankOf(topkIdx[t * k + j]);
+      if (p >= 0 && map[p] < 0) {
+        map[p] = 0;
+        ++total[p];
+      }
+    }
+  }
+  // Pass 2: rows in (rank, token) order.
+  std::vector<int64_t> cursor(W, 0);
+  for (int64_t p = 0, offset = 0; p < W; ++p) {
+    counts[p] = int32_t(total[p]);
+    cursor[p] = offset;
+    offset += total[p];
+  }
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t p = 0; p < W; ++p)
+      if (rowMap[t * W + p] >= 0) rowMap[t * W + p] = int32_t(cursor[p]++);
+
+  parallelFor(T, 16, [&](int64_t t0, int64_t t1) {
+    std::vector<float> buf;
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t p = 0; p < W; ++p) {
+        const int32_t row = rowMap[t * W + p];
+        if (row < 0) continue;
+        copyRow(out, int64_t(row) * H, x, t * H, H, buf);
+        for (int64_t j = 0; j < k; ++j) {
+          const int32_t e = topkIdx[t * k + j];
+          const bool here = rankOf(e) == p;
+          localIdx[int64_t(row) * k + j] = here ? int32_t(e - offsets[p]) : -1;
+          localW[int64_t(row) * k + j] = here ? topkW[t * k + j] : 0.0f;
+        }
+      }
+  });
 }
 
 // tensors: out[T,H], y[R,H], rowMap[T,k] i32, topkW[T,k] f32; params: accumulate.

@@ -15,6 +15,7 @@ const std::unordered_map<std::string, CpuKernel>& cpuKernels() {
       {"moe_permute", moePermuteKernel},
       {"moe_count", moeCountKernel},
       {"moe_unpermute", moeUnpermuteKernel},
+      {"moe_rank_dispatch", moeRankDispatchKernel},
       {"add", addKernel},
       {"sigmoid_gate_add", sigmoidGateAddKernel},
       {"copy", copyKernel},

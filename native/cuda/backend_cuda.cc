@@ -211,6 +211,7 @@ const std::unordered_map<std::string, CudaKernel>& cudaKernels() {
       {"moe_permute", moePermuteOp},
       {"moe_unpermute", moeUnpermuteOp},
       {"moe_count", moeCountOp},
+      {"moe_rank_dispatch", moeRankDispatchOp},
       {"add", addOp},
       {"sigmoid_gate_add", sigmoidGateAddOp},
       {"copy", copyOp},

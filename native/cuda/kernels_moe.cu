@@ -1,6 +1,6 @@
 // The MoE routing ops on the device: router (softmax, top-k, renormalise, scale in one kernel),
-// moe_permute (a stable counting sort of (token, slot) pairs by expert) and moe_unpermute (the
-// weighted combine back per token).
+// moe_permute (a stable counting sort of (token, slot) pairs by expert), moe_unpermute (the
+// weighted combine back per token) and moe_rank_dispatch (one row per (token, destination rank)).
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -262,6 +262,88 @@ __global__ void unpermuteBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* y, 
   }
 }
 
+// ---------------------------------------------------------------- moe_rank_dispatch
+
+// Pass 1, one block per rank p: walks the tokens in tiles of blockDim, flags those with a slot on
+// one of p's experts, and numbers them in token order with a block-wide exclusive scan; rowMap[t,p]
+// gets the number (the row within p's block of rows) or -1, counts[p] the total. Few blocks (W), but
+// each thread reads only k ids per tile, so this stays small next to the row copies of pass 2.
+__global__ void rankScanKernel(const int32_t* __restrict__ topkIdx, const int32_t* __restrict__ offsets, int64_t T, int k,
+                               int W, int32_t* __restrict__ rowMap, int32_t* __restrict__ counts) {
+  __shared__ int32_t warpTotals[32];
+  const int p = blockIdx.x;
+  const int32_t lo = offsets[p], hi = offsets[p + 1];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  int32_t running = 0;
+  for (int64_t base = 0; base < T; base += blockDim.x) {
+    const int64_t t = base + threadIdx.x;
+    int32_t flag = 0;
+    if (t < T && hi > lo)
+      for (int j = 0; j < k; ++j) {
+        const int32_t e = topkIdx[t * k + j];
+        if (e >= lo && e < hi) flag = 1;
+      }
+    // Inclusive scan within the warp, then over the warps' totals.
+    int32_t incl = flag;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int32_t v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    if (lane == 31) warpTotals[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+      int32_t w = lane < warps ? warpTotals[lane] : 0;
+      for (int o = 1; o < 32; o <<= 1) {
+        const int32_t v = __shfl_up_sync(0xffffffffu, w, o);
+        if (lane >= o) w += v;
+      }
+      if (lane < warps) warpTotals[lane] = w;  // inclusive over warps
+    }
+    __syncthreads();
+    const int32_t before = (warp > 0 ? warpTotals[warp - 1] : 0) + incl - flag;
+    if (t < T) rowMap[t * W + p] = flag ? running + before : -1;
+    running += warpTotals[warps - 1];
+    __syncthreads();  // warpTotals is rewritten by the next tile
+  }
+  if (threadIdx.x == 0) counts[p] = running;
+}
+
+// Pass 2, a block per token: each rank's first row (from counts) plus the token's number gives its
+// row; the block copies x[t] there and writes the row's k slots for that rank, then rowMap[t,p]
+// becomes the row itself.
+__global__ void rankRowsKernel(FloatDst out, FloatSrc x, const int32_t* __restrict__ topkIdx, const float* __restrict__ topkW,
+                               const int32_t* __restrict__ offsets, const int32_t* __restrict__ counts, int64_t T, int64_t H,
+                               int k, int W, int32_t* __restrict__ rowMap, int32_t* __restrict__ localIdx,
+                               float* __restrict__ localW) {
+  extern __shared__ int32_t firstRow[];  // [W]
+  if (threadIdx.x == 0) {
+    int32_t row = 0;
+    for (int p = 0; p < W; ++p) {
+      firstRow[p] = row;
+      row += counts[p];
+    }
+  }
+  __syncthreads();
+  for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
+    for (int p = 0; p < W; ++p) {
+      const int32_t local = rowMap[t * W + p];
+      if (local >= 0) {
+        const int64_t row = int64_t(firstRow[p]) + local;
+        for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out.store(row * H + h, x[t * H + h]);
+        const int32_t lo = offsets[p], hi = offsets[p + 1];
+        for (int j = threadIdx.x; j < k; j += blockDim.x) {
+          const int32_t e = topkIdx[t * k + j];
+          const bool here = e >= lo && e < hi;
+          localIdx[row * k + j] = here ? e - lo : -1;
+          localW[row * k + j] = here ? topkW[t * k + j] : 0.0f;
+        }
+      }
+      __syncthreads();  // every thread has read rowMap[t,p] before it changes
+      if (threadIdx.x == 0 && local >= 0) rowMap[t * W + p] = firstRow[p] + local;
+    }
+  }
+}
+
 }  // namespace
 
 // tensors: topkIdx[T,k] i32, topkW[T,k] f32, logits[T,E]; params: k, renormalize, scale
@@ -363,6 +445,32 @@ void moeUnpermuteOp(OpContext& c, const OpArgs& args) {
                                                 args.tensors[3].as<const float>(), T, H, R, k, args.params[0] != 0.0,
                                                 c.stream.errorSlot());
   checkLaunch("moe_unpermute");
+}
+
+
+// tensors: out[R,H], rowMap[T,W] i32, counts[W] i32, localIdx[R,k] i32, localW[R,k] f32, x[T,H],
+// topkIdx[T,k] i32, topkW[T,k] f32; ints: offsets[W+1]
+void moeRankDispatchOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& x = args.tensors[5];
+  const int64_t T = x.dim(0), H = x.dim(1), k = args.tensors[6].dim(1), W = args.tensors[2].dim(0);
+  int32_t* counts = args.tensors[2].as<int32_t>();
+  if (T == 0) {
+    checkCuda(cudaMemsetAsync(counts, 0, size_t(W) * sizeof(int32_t), c.cuda), "cudaMemsetAsync(counts)");
+    return;
+  }
+  if (T * W > INT32_MAX) throw std::invalid_argument("moe_rank_dispatch: more than 2^31 (token, rank) pairs");
+  if (W > 65535) throw std::invalid_argument("moe_rank_dispatch: more than 65535 ranks");
+  std::vector<int32_t> offsets(args.ints.begin(), args.ints.end());
+  const auto* devOffsets = static_cast<const int32_t*>(c.uploadTable(offsets.data(), offsets.size() * sizeof(int32_t)));
+  int32_t* rowMap = args.tensors[1].as<int32_t>();
+  const auto* topkIdx = args.tensors[6].as<const int32_t>();
+  rankScanKernel<<<unsigned(W), 1024, 0, c.cuda>>>(topkIdx, devOffsets, T, int(k), int(W), rowMap, counts);
+  checkLaunch("moe_rank_dispatch scan");
+  const unsigned blocks = unsigned(T < 65535LL * 16 ? T : 65535LL * 16);
+  rankRowsKernel<<<blocks, 128, size_t(W) * sizeof(int32_t), c.cuda>>>(
+      floatDst(args.tensors[0]), floatSrc(x), topkIdx, args.tensors[7].as<const float>(), devOffsets, counts, T, H, int(k),
+      int(W), rowMap, args.tensors[3].as<int32_t>(), args.tensors[4].as<float>());
+  checkLaunch("moe_rank_dispatch rows");
 }
 
 }  // namespace eps::cuda

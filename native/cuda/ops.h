@@ -57,6 +57,7 @@ void routerOp(OpContext& c, const OpArgs& args);
 void moePermuteOp(OpContext& c, const OpArgs& args);
 void moeUnpermuteOp(OpContext& c, const OpArgs& args);
 void moeCountOp(OpContext& c, const OpArgs& args);
+void moeRankDispatchOp(OpContext& c, const OpArgs& args);
 // attention.cu
 void attentionOp(OpContext& c, const OpArgs& args);
 // gemm.cc

@@ -16,6 +16,8 @@ export interface MoeBenchCommandOptions {
   json?: string;
   trace?: string;
   expertGroups?: number;
+  /** Also measure D = 1 plans with the dedup dispatch. */
+  dedupDispatch?: boolean;
 }
 
 export async function moeBenchCommand(o: MoeBenchCommandOptions): Promise<void> {

@@ -22,6 +22,8 @@ export interface ForwardCliOptions {
   moeSchedule?: string;
   /** Groups of the experts, for the scheduler's expert axis (default 1). */
   expertGroups?: number;
+  /** Send each token once per destination rank (D = 1 token-axis plans). */
+  dedupDispatch?: boolean;
   trace?: string;
 }
 
@@ -52,6 +54,7 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
       comm: new LocalCommunicator(),
       schedule,
       expertGroups: opts.expertGroups,
+      dedupDispatch: opts.dedupDispatch,
     });
   } catch (e) {
     if (e instanceof ExpertLayoutError) throw new CliError(e.message);

@@ -27,6 +27,12 @@ const expertGroupsOption = (what: string) =>
     `groups of each rank's experts, the unit of the scheduler's expert axis (fixed:D:...:experts, auto)${what}; default 1`,
   ).argParser(positiveInt('--expert-groups'));
 
+const dedupDispatchOption = () =>
+  new Option(
+    '--dedup-dispatch',
+    'send each token once per destination rank, not once per expert (D = 1 token-axis plans; auto plans D = 1; others keep the per-expert dispatch)',
+  );
+
 const backendOption = () => new Option('--backend <kind>', 'cpu or cuda (default: cuda when the addon has it)').choices(['cpu', 'cuda']);
 
 export function buildProgram(): Command {
@@ -57,6 +63,7 @@ export function buildProgram(): Command {
     .option('--all-logits', 'logits for every position, not only the last')
     .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption, 'auto')
     .addOption(expertGroupsOption(''))
+    .addOption(dedupDispatchOption())
     .option('--trace <file>', 'write a Chrome/Perfetto trace of the MoE layers (measured and predicted)')
     .action(async (opts) => {
       const { forwardCommand } = await import('./forward');
@@ -88,6 +95,7 @@ export function buildProgram(): Command {
     )
     .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption)
     .addOption(expertGroupsOption('; give every node the same G'))
+    .addOption(dedupDispatchOption())
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
     .option('--trace <file>', "a Chrome/Perfetto trace of every step's MoE ops (measured and predicted), written when the cluster stops")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
@@ -142,6 +150,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--routings <kinds>', 'moe suite: balanced, skewed').argParser(list))
     .option('--trace <file>', 'moe suite: write a Chrome/Perfetto trace of one auto layer (the first shape, balanced)')
     .addOption(expertGroupsOption(' of the moe suite, which then also sweeps fixed plans of the expert axis'))
+    .addOption(dedupDispatchOption())
     .action(async (suites: string[], opts) => {
       if (suites.includes('moe')) {
         if (suites.length > 1) throw new CliError('run the moe suite on its own: eps-moe bench moe [--ranks N]');

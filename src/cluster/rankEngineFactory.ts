@@ -23,6 +23,8 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
       const { moe } = await loadModelSpec(opts.modelDir);
       expertLayout(moe.numExperts, opts.comm.world, expertGroups);
     }
+    // `eps-moe launch --dedup-dispatch`: EPS_DEDUP_DISPATCH=1, inherited.
+    const dedupDispatch = opts.dedupDispatch ?? dedupDispatchFromEnv();
     const costModel = schedule.kind === 'auto' && opts.comm.world > 1 ? await clusterCostModel(opts, logger) : undefined;
     // `eps-moe launch --random-weights`: the folder holds only config.json; weights are made on the device.
     const traceFile = process.env.EPS_TRACE_FILE || undefined; // `eps-moe launch --trace FILE`
@@ -38,9 +40,10 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
         costModel,
         traceFile,
         expertGroups,
+        dedupDispatch,
       });
     }
-    return loadRankEngine({ ...opts, schedule, costModel, traceFile, expertGroups });
+    return loadRankEngine({ ...opts, schedule, costModel, traceFile, expertGroups, dedupDispatch });
   };
 }
 
@@ -51,6 +54,12 @@ export function expertGroupsFromEnv(env: NodeJS.ProcessEnv = process.env): numbe
   const groups = /^[0-9]+$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(groups) || groups < 1) throw new ExpertLayoutError(`EPS_EXPERT_GROUPS must be a positive integer, got "${text}"`);
   return groups;
+}
+
+/** EPS_DEDUP_DISPATCH (set to 1 by `eps-moe launch --dedup-dispatch`): on for "1" or "true". */
+export function dedupDispatchFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  const text = (env.EPS_DEDUP_DISPATCH ?? '').trim().toLowerCase();
+  return text === '1' || text === 'true';
 }
 
 async function clusterCostModel(opts: RankEngineOptions, logger: Logger): Promise<CostModel> {

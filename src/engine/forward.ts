@@ -45,6 +45,8 @@ export interface ForwardResult {
 export interface RunnerOptions {
   schedule: MoeSchedule;
   costModel?: CostModel;
+  /** Send each token once per destination rank (moe/dedupDispatch.ts); D = 1 token-axis plans only. */
+  dedupDispatch?: boolean;
 }
 
 export class InvalidInputError extends Error {
@@ -185,6 +187,7 @@ export class ModelRunner {
           layout: this.layout,
           schedule: this.options.schedule,
           costModel: this.options.costModel,
+          dedupDispatch: this.options.dedupDispatch,
           onSpan,
         },
         w.mlp.moe,

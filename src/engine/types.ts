@@ -16,6 +16,11 @@ export interface RankEngineOptions {
    * with the same value.
    */
   expertGroups?: number;
+  /**
+   * Dedup dispatch: each token crosses to a rank once, not once per expert there (moe/dedupDispatch.ts).
+   * Every rank must load with the same value.
+   */
+  dedupDispatch?: boolean;
   /** Called while weights load: tensors loaded so far, of total. */
   onLoadProgress?: (loaded: number, total: number) => void;
 }

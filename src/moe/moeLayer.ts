@@ -24,6 +24,7 @@ import type { ExpertLayout } from './placement';
 import { microChunkCount, type MoeSchedule } from './schedule';
 import { planMoeLayer } from './scheduler';
 import type { OpSpan } from './spans';
+import { dedupSchedule, enqueueRankDispatch, runDedupLayer, type RankDispatch } from './dedupDispatch';
 
 export interface MoeRouting {
   numExperts: number;
@@ -49,6 +50,11 @@ export interface MoeLayerContext {
   costModel?: CostModel;
   /** Called with spans (start/end events per op) when tracing. */
   onSpan?: (span: OpSpan) => void;
+  /**
+   * Send each token once per destination rank instead of once per (token, expert) pair
+   * (dedupDispatch.ts). Token axis at D = 1 with one expert group; other plans ignore it.
+   */
+  dedupDispatch?: boolean;
 }
 
 /** out[T,H] = MoE(h[T,H]). T may be 0: the rank still serves the other ranks' tokens. */
@@ -83,15 +89,25 @@ export async function routedMoeLayer(
   const T = h.shape[0];
   const E = routing.numExperts;
   const k = routing.topK;
-  const M = microChunkCount(ctx.schedule);
+  // With dedup dispatch (where it applies) the layer plans a D = 1 token-axis schedule.
+  const dedup = ctx.dedupDispatch ? dedupSchedule(ctx.schedule, ctx.layout) : undefined;
+  const schedule = dedup ?? ctx.schedule;
+  const W = dedup ? ctx.layout.world : 0;
+  const M = microChunkCount(schedule);
   const microBounds = Array.from({ length: M + 1 }, (_, m) => Math.round((m * T) / M));
-  let counts: Int32Array = new Int32Array(M * E);
+  // [M*E] expert counts, then (dedup) [W] rows per destination rank: one read, one allGather.
+  let counts: Int32Array = new Int32Array(M * E + W);
+  let dispatch: RankDispatch | undefined;
   if (T > 0) {
-    const countsDev = scope.tensor('i32', [M, E]);
-    ops.moeCount(cs, countsDev, topkIdx, microBounds);
+    const countsDev = scope.tensor('i32', [M * E + W]);
+    ops.moeCount(cs, countsDev.rows(0, M * E).reshape([M, E]), topkIdx, microBounds);
+    if (dedup) dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, countsDev.rows(M * E, W));
     counts = (await countsDev.read(cs)) as Int32Array; // the layer's one host sync
+  } else if (dedup) {
+    dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, scope.tensor('i32', [W]));
   }
-  const all = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
+  const gathered = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
+  const all = gathered.map((c) => c.subarray(0, M * E));
   const plan = planMoeLayer(
     {
       counts: all,
@@ -108,8 +124,31 @@ export async function routedMoeLayer(
       sharedIntermediate: w.shared ? routing.sharedIntermediate : 0,
     },
     ctx.costModel,
-    ctx.schedule,
+    schedule,
   );
+  if (dispatch) {
+    const local = ctx.layout.ranges[ctx.communicator.rank];
+    const localSegments = Array.from({ length: local.count }, (_, i) => {
+      let rows = 0;
+      for (const c of all) for (let m = 0; m < M; m++) rows += c[m * E + local.first + i];
+      return rows;
+    });
+    const run = new LayerRun(ctx, w, h, out, topkIdx, topkW, plan);
+    await runDedupLayer({
+      ctx,
+      w,
+      h,
+      out,
+      plan,
+      dispatch,
+      rankCounts: gathered.map((c) => Array.from(c.subarray(M * E))),
+      localSegments,
+      expertFfn: (s, x, segments, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, plan.chunks[0].kernel, y),
+      sharedExpert: (s, writeFirst) => run.sharedExpertOn(s, writeFirst),
+      span: (s) => span(ctx, s),
+    });
+    return plan;
+  }
   await new LayerRun(ctx, w, h, out, topkIdx, topkW, plan).run();
   return plan;
 }
@@ -350,6 +389,12 @@ class LayerRun {
     const sp = span(this.ctx, s);
     ops.moeUnpermute(s, this.out.rows(t0, unit.tokens), unit.combined!, unit.rowMap!, this.topkW.rows(t0, unit.tokens), this.sharedFirst);
     sp?.end('compute', `unpermute ${c.plan.index}`, { tokens: unit.tokens });
+  }
+
+  /** The shared expert for the dedup path, which orders it itself. */
+  sharedExpertOn(s: Stream, writeFirst: boolean): void {
+    this.sharedFirst = writeFirst;
+    this.sharedExpert(s);
   }
 
   /** Qwen2-MoE's shared expert: sigmoid(h @ gate^T) * SwiGLU(h), written (sharedFirst) or added onto out. */

@@ -91,6 +91,27 @@ export function moeUnpermute(s: Stream, out: Tensor, y: Tensor, rowMap: Tensor, 
   enqueue(s, 'moe_unpermute', [out, y, rowMap, topkW], [accumulate ? 1 : 0]);
 }
 
+/**
+ * The deduplicated dispatch: one row of x per distinct (token, rank) pair, rank p holding experts
+ * [offsets[p], offsets[p+1]); rows sorted by rank then token (out[T*min(k,W),H], tail unwritten),
+ * counts[W] rows per rank, rowMap[T,W] the row of (t,p) or -1, and per row the token's k slots for
+ * that rank: localIdx (expert - offsets[p], or -1 where the slot's expert is elsewhere) and localW.
+ */
+export function moeRankDispatch(
+  s: Stream,
+  out: Tensor,
+  rowMap: Tensor,
+  counts: Tensor,
+  localIdx: Tensor,
+  localW: Tensor,
+  x: Tensor,
+  topkIdx: Tensor,
+  topkW: Tensor,
+  offsets: readonly number[],
+): void {
+  enqueue(s, 'moe_rank_dispatch', [out, rowMap, counts, localIdx, localW, x, topkIdx, topkW], [], offsets);
+}
+
 /** out = a + b (same number of elements); out may be a or b. */
 export function add(s: Stream, out: Tensor, a: Tensor, b: Tensor): void {
   enqueue(s, 'add', [out, a, b]);

@@ -27,6 +27,8 @@ export interface MoeBenchCliOptions {
   trace?: string;
   /** Expert groups per rank (the scheduler's expert axis); default 1. */
   expertGroups?: number;
+  /** Also measure baseline, fixed:1:grouped and fixed:1:dense with the dedup dispatch ("+dedup"). */
+  dedupDispatch?: boolean;
 }
 
 export const DEFAULT_SWEEP = ['fixed:1:dense', 'fixed:2:grouped', 'fixed:2:dense', 'fixed:4:grouped', 'fixed:4:dense', 'fixed:8:dense'];
@@ -50,6 +52,7 @@ export async function runMoeBench(o: MoeBenchCliOptions, progress: (line: string
     routings: o.routings ?? ['balanced', 'skewed'],
     sweep: DEFAULT_SWEEP,
     expertGroups: o.expertGroups ?? 1,
+    dedupDispatch: o.dedupDispatch ?? false,
     warmup: quick ? 1 : 2,
     reps: o.reps ?? (quick ? 3 : 5),
     trace: o.trace ? { shape: shapes[0].name, tokens: quick ? 64 : 16384, routing: 'balanced', file: o.trace } : undefined,

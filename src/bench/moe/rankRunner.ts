@@ -22,6 +22,10 @@ import { rankTraceFile } from '../../trace/merge';
 import { makeRouting, type RoutingKind } from './routing';
 import type { MoeLayerShape } from './shapes';
 
+/** Schedules measured again with the dedup dispatch (it runs D = 1 token-axis plans only). */
+const DEDUP_SWEEP = ['baseline', 'fixed:1:grouped', 'fixed:1:dense'];
+const DEDUP_SUFFIX = '+dedup';
+
 export interface MoeBenchOptions {
   shapes: MoeLayerShape[];
   tokensPerRank: number[];
@@ -33,6 +37,8 @@ export interface MoeBenchOptions {
    * ranks hold fewer experts runs with as many groups as they hold.
    */
   expertGroups?: number;
+  /** Also measure D = 1 plans with the dedup dispatch (schedules named "<schedule>+dedup"). */
+  dedupDispatch?: boolean;
   warmup: number;
   reps: number;
   /** Write a trace of this point (auto schedule) to `trace.file` (rank r writes file.rank<r>.json). */
@@ -122,7 +128,7 @@ async function benchPoint(
   const wts = tensorFromFloat32(device, s, 'f32', [T, k], route.weights);
   const out = device.tensor(ctx.dtype, [T, shape.hidden]);
   try {
-    const run = async (schedule: MoeSchedule, trace?: TraceCollector): Promise<{ ms: number; plan: MoePlan }> => {
+    const run = async (schedule: MoeSchedule, trace?: TraceCollector, dedupDispatch = false): Promise<{ ms: number; plan: MoePlan }> => {
       const scope = new TensorScope(device);
       const spans: OpSpan[] = [];
       const layerCtx: MoeLayerContext = {
@@ -142,6 +148,7 @@ async function benchPoint(
         layout,
         schedule,
         costModel: model,
+        dedupDispatch,
         onSpan: trace ? (sp) => spans.push(sp) : undefined,
       };
       try {
@@ -169,12 +176,14 @@ async function benchPoint(
       return Math.max(...all.map((a) => a[0])) / 1000;
     };
     const measure = async (text: string): Promise<ScheduleResult> => {
-      const schedule = parseMoeSchedule(text);
-      for (let i = 0; i < o.warmup; i++) await run(schedule);
+      // "<schedule>+dedup": the same schedule with the dedup dispatch.
+      const dedup = text.endsWith(DEDUP_SUFFIX);
+      const schedule = parseMoeSchedule(dedup ? text.slice(0, -DEDUP_SUFFIX.length) : text);
+      for (let i = 0; i < o.warmup; i++) await run(schedule, undefined, dedup);
       const times: number[] = [];
       let plan: MoePlan | undefined;
       for (let i = 0; i < o.reps; i++) {
-        const r = await run(schedule);
+        const r = await run(schedule, undefined, dedup);
         times.push(await slowest(r.ms));
         plan = r.plan;
       }
@@ -188,7 +197,8 @@ async function benchPoint(
     };
 
     const results: ScheduleResult[] = [];
-    for (const text of ['baseline', 'fixed:1:grouped', ...o.sweep, ...expertSweep(layout.groups), 'auto']) {
+    const dedupSweep = o.dedupDispatch ? DEDUP_SWEEP.map((t) => t + DEDUP_SUFFIX) : [];
+    for (const text of ['baseline', 'fixed:1:grouped', ...o.sweep, ...expertSweep(layout.groups), 'auto', ...dedupSweep]) {
       if (!results.some((r) => r.schedule === text)) results.push(await measure(text));
     }
     if (o.trace && o.trace.shape === shape.name && o.trace.tokens === T && o.trace.routing === routing) {
