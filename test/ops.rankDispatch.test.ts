@@ -48,7 +48,13 @@ const cases: Case[] = [
   { name: 'k > W: top-4 on 3 ranks', T: 11, k: 4, offsets: [0, 3, 6, 9] },
   { name: 'k < W: top-2 on 4 ranks', T: 9, k: 2, offsets: [0, 2, 4, 6, 8] },
   // Every token's experts on rank 1 only; rank 0 gets no rows.
-  { name: 'all experts of each token on one rank, an empty rank', T: 5, k: 3, offsets: [0, 4, 8], topk: [4, 5, 6, 7, 6, 5, 4, 4, 7, 5, 6, 4, 7, 6, 5] },
+  {
+    name: 'all experts of each token on one rank, an empty rank',
+    T: 5,
+    k: 3,
+    offsets: [0, 4, 8],
+    topk: [4, 5, 6, 7, 6, 5, 4, 4, 7, 5, 6, 4, 7, 6, 5],
+  },
   // Rank 1 holds no experts; -1 and 9 (= offsets[W]) name no expert, token 2 goes nowhere.
   { name: 'a rank with no experts, slots naming no expert', T: 4, k: 2, offsets: [0, 5, 5, 9], topk: [0, 8, -1, 3, -1, 9, 6, 7] },
   { name: 'one rank', T: 6, k: 3, offsets: [0, 6] },
@@ -121,7 +127,18 @@ test('the rows equal the distinct (token, rank) pairs: top-6 of 160 experts on 2
   w.upload(s, new Float32Array(T * k).fill(1));
   const x = tensor('f32', [T, 4]);
   x.upload(s, new Float32Array(T * 4));
-  ops.moeRankDispatch(s, tensor('f32', [R, 4]), tensor('i32', [T, 2]), counts, tensor('i32', [R, k]), tensor('f32', [R, k]), x, idx, w, offsets);
+  ops.moeRankDispatch(
+    s,
+    tensor('f32', [R, 4]),
+    tensor('i32', [T, 2]),
+    counts,
+    tensor('i32', [R, k]),
+    tensor('f32', [R, k]),
+    x,
+    idx,
+    w,
+    offsets,
+  );
   const c = await read(counts);
   expect(c[0] + c[1]).toBe(distinct);
   expect(distinct).toBeLessThanOrEqual(2 * T);
@@ -129,19 +146,21 @@ test('the rows equal the distinct (token, rank) pairs: top-6 of 160 experts on 2
 });
 
 describe('checkOp rejects moe_rank_dispatch calls that break the contract', () => {
-  const call = (R: number, W: number, offsets: number[], rowMapW = W) => () =>
-    ops.moeRankDispatch(
-      s,
-      tensor('f32', [R, 4]),
-      tensor('i32', [3, rowMapW]),
-      tensor('i32', [W]),
-      tensor('i32', [R, 2]),
-      tensor('f32', [R, 2]),
-      tensor('f32', [3, 4]),
-      tensor('i32', [3, 2]),
-      tensor('f32', [3, 2]),
-      offsets,
-    );
+  const call =
+    (R: number, W: number, offsets: number[], rowMapW = W) =>
+    () =>
+      ops.moeRankDispatch(
+        s,
+        tensor('f32', [R, 4]),
+        tensor('i32', [3, rowMapW]),
+        tensor('i32', [W]),
+        tensor('i32', [R, 2]),
+        tensor('f32', [R, 2]),
+        tensor('f32', [3, 4]),
+        tensor('i32', [3, 2]),
+        tensor('f32', [3, 2]),
+        offsets,
+      );
   test.each([
     ['out rows not T*min(k,W)', call(9, 3, [0, 1, 2, 3]), /moe_rank_dispatch: out must be \[R,H\] with R=T\*min\(k,W\)=6/],
     ['rowMap not [T,W]', call(6, 3, [0, 1, 2, 3], 2), /moe_rank_dispatch: rowMap must be \[T,W\] with T=3, W=3/],

@@ -13,7 +13,13 @@ export interface RankDispatchRef {
 }
 
 /** `offsets`: W+1 expert offsets, rank p holding experts [offsets[p], offsets[p+1]). */
-export function rankDispatchRef(topkIdx: readonly number[], topkW: ArrayLike<number>, T: number, k: number, offsets: readonly number[]): RankDispatchRef {
+export function rankDispatchRef(
+  topkIdx: readonly number[],
+  topkW: ArrayLike<number>,
+  T: number,
+  k: number,
+  offsets: readonly number[],
+): RankDispatchRef {
   const W = offsets.length - 1;
   const owner = (e: number): number => {
     for (let p = 0; p < W; p++) if (e >= offsets[p] && e < offsets[p + 1]) return p;
