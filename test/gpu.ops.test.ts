@@ -327,6 +327,40 @@ describeGpu('CUDA ops vs the CPU backend', () => {
   });
 
   test.each([
+    ['bf16', 200, 6, 16, 2, 128],
+    ['bf16', 1, 2, 8, 4, 64],
+    ['f32', 3000, 8, 64, 4, 24],
+  ] as const)('moe_rank_dispatch %s T=%d k=%d E=%d W=%d H=%d (one row per token and rank)', async (dt, T, k, E, W, H) => {
+    const rng = new Rng(T * k + E * W);
+    // Distinct experts per token, some tokens all on rank 0's experts; a few slots name no expert.
+    const topk: number[] = [];
+    for (let t = 0; t < T; t++) {
+      const pool = t % 5 === 0 ? Math.max(k, E / W) : E;
+      const picked = new Set<number>();
+      while (picked.size < k) picked.add(rng.int(0, pool));
+      for (const e of picked) topk.push(rng.next() < 0.02 ? -1 : e);
+    }
+    const offsets = Array.from({ length: W + 1 }, (_, p) => Math.round((p * E) / W));
+    const R = T * Math.min(k, W);
+    const x = randomFloats(rng, dt, [T, H]);
+    const topkT = ints([T, k], topk);
+    const topkW = floats('f32', [T, k], rng.array(T * k, 0, 1));
+    const out = floats(dt, [R, H]);
+    const rowMap = ints([T, W]);
+    const counts = ints([W]);
+    const localIdx = ints([R, k]);
+    const localW = floats('f32', [R, k]);
+    run((s, d) => ops.moeRankDispatch(s, out[d], rowMap[d], counts[d], localIdx[d], localW[d], x[d], topkT[d], topkW[d], offsets));
+    await expectSame(`moe_rank_dispatch ${dt} T=${T}: counts`, counts);
+    await expectSame(`moe_rank_dispatch ${dt} T=${T}: rowMap`, rowMap);
+    const cpuCounts = Array.from(await counts.cpu.read(st.cpu));
+    const rows = cpuCounts.reduce((a, b) => a + b, 0);
+    await expectSame(`moe_rank_dispatch ${dt} T=${T}: rows`, out, { count: rows, width: H });
+    await expectSame(`moe_rank_dispatch ${dt} T=${T}: localIdx`, localIdx, { count: rows, width: k });
+    await expectClose(`moe_rank_dispatch ${dt} T=${T}: localW`, localW, 0, { count: rows, width: k });
+  });
+
+  test.each([
     ['bf16', 'bf16', 50, 4, 256, false],
     ['bf16', 'f32', 1, 2, 33, true],
     ['f32', 'bf16', 300, 8, 64, true],
