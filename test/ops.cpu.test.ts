@@ -3,7 +3,8 @@
 //
 // Bounds: f32 storage: relative L2 and relative max error <= 1e-5. bf16 storage: the reference
 // runs on the bf16-rounded inputs (what the kernel sees) and the bound is relative L2 <= 1e-2.
-import { Device, type Stream, type Tensor } from '../src/native/device';
+import type { Stream, Tensor } from '../src/native/device';
+import { cpuTestDevice } from './helpers/cpuDevice';
 import * as ops from '../src/native/ops';
 import { Rng, encodeFloats, relL2, relMaxErr, roundBf16, roundF16, roundTo, type FloatStorage } from './reference/numeric';
 import {
@@ -21,22 +22,7 @@ import {
   unpermuteRef,
 } from './reference/ops';
 
-let device: Device;
-let s: Stream;
-const made: Tensor[] = [];
-
-beforeAll(() => {
-  device = Device.open('cpu');
-  s = device.stream();
-});
-afterEach(async () => {
-  await s.synchronize();
-  for (const t of made.splice(0)) t.dispose();
-});
-afterAll(() => {
-  s.dispose();
-  device.dispose();
-});
+const { device, stream: s, keep } = cpuTestDevice();
 
 interface FloatInput {
   t: Tensor;
@@ -48,7 +34,7 @@ interface FloatInput {
 function floats(dtype: FloatStorage, shape: number[], values: ArrayLike<number>, stream: Stream = s): FloatInput {
   const v = Float64Array.from(values, (x) => roundTo(dtype, x));
   const t = device.tensor(dtype, shape);
-  made.push(t);
+  keep(t);
   t.upload(stream, encodeFloats(dtype, v));
   return { t, v };
 }
@@ -67,14 +53,14 @@ function randomFloats(rng: Rng, dtype: FloatStorage, shape: number[], lo = -1, h
 
 function ints(shape: number[], values: readonly number[], stream: Stream = s): Tensor {
   const t = device.tensor('i32', shape);
-  made.push(t);
+  keep(t);
   t.upload(stream, Int32Array.from(values));
   return t;
 }
 
 function empty(dtype: FloatStorage | 'i32', shape: number[]): Tensor {
   const t = device.tensor(dtype, shape);
-  made.push(t);
+  keep(t);
   return t;
 }
 

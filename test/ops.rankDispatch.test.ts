@@ -2,31 +2,17 @@
 // (test/reference/rankDispatch.ts): exact rows, maps, counts and slots, for f32 and bf16 rows, with
 // k > W, tokens whose experts all sit on one rank, ranks that get nothing, ranks with no experts,
 // and slots naming no expert; plus the contract checks.
-import { Device, type Stream, type Tensor } from '../src/native/device';
+import type { Tensor } from '../src/native/device';
+import { cpuTestDevice } from './helpers/cpuDevice';
 import * as ops from '../src/native/ops';
 import { Rng, encodeFloats, roundTo, type FloatStorage } from './reference/numeric';
 import { rankDispatchRef } from './reference/rankDispatch';
 
-let device: Device;
-let s: Stream;
-const made: Tensor[] = [];
-
-beforeAll(() => {
-  device = Device.open('cpu');
-  s = device.stream();
-});
-afterEach(async () => {
-  await s.synchronize();
-  for (const t of made.splice(0)) t.dispose();
-});
-afterAll(() => {
-  s.dispose();
-  device.dispose();
-});
+const { device, stream: s, keep } = cpuTestDevice();
 
 function tensor(dtype: FloatStorage | 'i32', shape: number[]): Tensor {
   const t = device.tensor(dtype, shape);
-  made.push(t);
+  keep(t);
   return t;
 }
 
