@@ -10,6 +10,7 @@ import type { BackendKind } from '../native/addonTypes';
 import { SERVER_OPTIONS } from './channelOptions';
 import { Coordinator, type JoinedRank } from './coordinator';
 import { ClusterError, RendezvousError, UnavailableError, messageOf } from './errors';
+import type { ClusterTuning } from './launcher';
 import type { Logger } from './log';
 import { prefillHandlers, tolerantPrefillService } from './prefillService';
 import { coordinatorService, prefillPackageDefinition, type LoadProgressMsg, type ModelInfoMsg, type StepResponseMsg } from './protos';
@@ -18,7 +19,10 @@ import { Scheduler } from './scheduler';
 import type { TextTokenizer } from './textTokenizer';
 import { admitRequest, type RequestLimits } from './validate';
 
-export interface RouterOptions {
+export interface RouterOptions extends Pick<
+  ClusterTuning,
+  'maxTokensPerRank' | 'maxWaitMs' | 'maxQueuedSequences' | 'maxSequencesPerRequest' | 'maxTopLogprobs' | 'stepTimeoutMs'
+> {
   modelDir: string;
   spec: ModelSpec;
   tokenizer: TextTokenizer | null;
@@ -30,12 +34,6 @@ export interface RouterOptions {
   /** Rendezvous server (ranks join here). */
   coordinatorHost: string;
   coordinatorPort: number;
-  maxTokensPerRank: number;
-  maxWaitMs: number;
-  maxQueuedSequences: number;
-  maxSequencesPerRequest: number;
-  maxTopLogprobs: number;
-  stepTimeoutMs: number;
   logger: Logger;
 }
 

@@ -17,19 +17,23 @@ import type { ExpertKernel } from '../native/ops';
 
 export const COST_MODEL_VERSION = 1;
 
-/** What a cost model was measured on and for; a model answers only for its own key. */
-export interface CostModelKey {
-  /** The device name the backend reports, e.g. "NVIDIA H200" or "cpu (2 threads)". */
-  device: string;
-  backend: BackendKind;
-  /** Activation (and expert weight) dtype of the layer. */
-  dtype: DType;
+/** The dimensions of a MoE layer that its costs depend on. */
+export interface MoeLayerDims {
   hidden: number;
   expertIntermediate: number;
   /** 0 when the model has no shared expert. */
   sharedIntermediate: number;
   numExperts: number;
   topK: number;
+}
+
+/** What a cost model was measured on and for; a model answers only for its own key. */
+export interface CostModelKey extends MoeLayerDims {
+  /** The device name the backend reports, e.g. "NVIDIA H200" or "cpu (2 threads)". */
+  device: string;
+  backend: BackendKind;
+  /** Activation (and expert weight) dtype of the layer. */
+  dtype: DType;
   /** Library versions (the addon's versions(): cuda, cublas, nccl, napi). */
   versions: Record<string, string>;
   /** World sizes with a measured all-to-all curve. */

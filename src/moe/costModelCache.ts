@@ -6,22 +6,22 @@ import type { Communicator } from '../comm/communicator';
 import { addon } from '../native/addon';
 import type { DType } from '../native/addonTypes';
 import type { Device } from '../native/device';
-import { type CostModel, type CostModelKey, costModelFingerprint, defaultCostModelDir, loadCostModel, saveCostModel } from './costModel';
+import {
+  type CostModel,
+  type CostModelKey,
+  type MoeLayerDims,
+  costModelFingerprint,
+  defaultCostModelDir,
+  loadCostModel,
+  saveCostModel,
+} from './costModel';
 import { measureCostModel, type MeasureProgress } from './costModelProfiler';
-
-export interface LayerShapeForCost {
-  hidden: number;
-  expertIntermediate: number;
-  sharedIntermediate: number;
-  numExperts: number;
-  topK: number;
-}
 
 export interface ObtainCostModelOptions {
   device: Device;
   comm: Communicator;
   dtype: DType;
-  shape: LayerShapeForCost;
+  shape: MoeLayerDims;
   dir?: string;
   onProgress?: (p: MeasureProgress) => void;
 }

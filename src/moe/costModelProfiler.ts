@@ -17,6 +17,7 @@ import {
   type GemmTable,
   type KernelCurve,
   type LinearCost,
+  type MoeLayerDims,
   type SmallOpCosts,
   fitLatencyBandwidth,
 } from './costModel';
@@ -30,17 +31,11 @@ export interface MeasureProgress {
   label: string;
 }
 
-export interface MeasureCostModelOptions {
+export interface MeasureCostModelOptions extends MoeLayerDims {
   device: Device;
   /** Measures the all-to-all of its world (none in a world of one). */
   comm?: Communicator;
   dtype: DType;
-  hidden: number;
-  expertIntermediate: number;
-  /** 0: no shared expert. */
-  sharedIntermediate: number;
-  numExperts: number;
-  topK: number;
   /** The addon's versions() (part of the key). */
   versions?: Record<string, string>;
   /** Default: 1, 2, 4, ... 4096 on CUDA; 1 .. 32 on the CPU (a few seconds for the tiny presets). */

@@ -1,14 +1,10 @@
 // The MoE layer shapes the EPS benchmark measures (issue 5): hidden, expert intermediate, experts,
 // top-k and shared experts of the three families the paper and our users care about.
+import type { MoeLayerDims } from '../../moe/costModel';
 
-export interface MoeLayerShape {
+/** A named layer shape; sharedIntermediate is the total of the shared experts (DeepSeek-V2: 2 x 1536). */
+export interface MoeLayerShape extends MoeLayerDims {
   name: string;
-  hidden: number;
-  expertIntermediate: number;
-  numExperts: number;
-  topK: number;
-  /** Total intermediate of the shared experts (DeepSeek-V2: 2 x 1536); 0 = none. */
-  sharedIntermediate: number;
 }
 
 export const MOE_SHAPES: readonly MoeLayerShape[] = [
