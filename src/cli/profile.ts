@@ -8,7 +8,7 @@ import { LocalCommunicator } from '../comm/communicator';
 import { defaultDType } from '../engine/rankEngine';
 import { loadModelSpec } from '../model/config';
 import { defaultCostModelDir, costModelKey } from '../moe/costModel';
-import { costModelKeyFor, obtainCostModel } from '../moe/costModelCache';
+import { costModelKeyFor, moeLayerDims, obtainCostModel } from '../moe/costModelCache';
 import { defaultBackend, hasBackend } from '../native/addon';
 import type { BackendKind } from '../native/addonTypes';
 import { Device } from '../native/device';
@@ -29,13 +29,7 @@ export async function profileCommand(o: ProfileCliOptions): Promise<void> {
     throw new CliError('on GPUs a cost model of several ranks is measured by `eps-moe launch` at its first start (one process per GPU)');
   }
   const spec = await loadModelSpec(o.model);
-  const shape = {
-    hidden: spec.hiddenSize,
-    expertIntermediate: spec.moe.expertIntermediate,
-    sharedIntermediate: spec.moe.sharedIntermediate,
-    numExperts: spec.moe.numExperts,
-    topK: spec.moe.topK,
-  };
+  const shape = moeLayerDims(spec);
   const comms = world > 1 ? InProcessCommunicator.group(world) : [new LocalCommunicator()];
   const view = new ProgressView('profiling', 'measurements');
   const results = await Promise.all(

@@ -5,7 +5,7 @@
 // by all ranks and saved by rank 0), so every rank plans alike and their all-to-alls pair up.
 import type { Logger } from './log';
 import { loadModelSpec } from '../model/config';
-import { obtainCostModel } from '../moe/costModelCache';
+import { moeLayerDims, obtainCostModel } from '../moe/costModelCache';
 import type { CostModel } from '../moe/costModel';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
 import { parseMoeSchedule, type MoeSchedule } from '../moe/schedule';
@@ -71,13 +71,7 @@ async function clusterCostModel(opts: RankEngineOptions, logger: Logger): Promis
       device,
       comm: opts.comm,
       dtype: defaultDType(opts.backend),
-      shape: {
-        hidden: spec.hiddenSize,
-        expertIntermediate: spec.moe.expertIntermediate,
-        sharedIntermediate: spec.moe.sharedIntermediate,
-        numExperts: spec.moe.numExperts,
-        topK: spec.moe.topK,
-      },
+      shape: moeLayerDims(spec),
     });
     logger.info({ measured, ms: Date.now() - t0 }, measured ? 'cost model measured (saved for next time)' : 'cost model from the cache');
     return model;

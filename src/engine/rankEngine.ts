@@ -10,7 +10,7 @@ import type { RankEngine, RankEngineOptions } from './types';
 import { disposeWeights } from './weightTypes';
 import { loadWeights, type WeightSource } from './weights';
 import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/costModel';
-import { costModelKeyFor } from '../moe/costModelCache';
+import { costModelKeyFor, moeLayerDims } from '../moe/costModelCache';
 import type { Communicator } from '../comm/communicator';
 import { scheduleLayoutProblem, type MoeSchedule } from '../moe/schedule';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
@@ -129,16 +129,8 @@ export function effectiveSchedule(schedule: MoeSchedule, costModel: CostModel | 
 
 /** A cost model `eps-moe profile` (or an earlier cluster) left in the cache folder, if any; never measures. */
 async function cachedCostModel(device: Device, comm: Communicator, dtype: DType, spec: ModelSpec): Promise<CostModel | undefined> {
-  const { moe } = spec;
-  const shape = {
-    hidden: spec.hiddenSize,
-    expertIntermediate: moe.expertIntermediate,
-    sharedIntermediate: moe.sharedIntermediate,
-    numExperts: moe.numExperts,
-    topK: moe.topK,
-  };
   try {
-    return await loadCostModel(defaultCostModelDir(), costModelKeyFor({ device, comm, dtype, shape }));
+    return await loadCostModel(defaultCostModelDir(), costModelKeyFor({ device, comm, dtype, shape: moeLayerDims(spec) }));
   } catch {
     return undefined; // a damaged file: plan without it
   }

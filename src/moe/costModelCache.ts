@@ -6,6 +6,7 @@ import type { Communicator } from '../comm/communicator';
 import { addon } from '../native/addon';
 import type { DType } from '../native/addonTypes';
 import type { Device } from '../native/device';
+import type { ModelSpec } from '../model/config';
 import {
   type CostModel,
   type CostModelKey,
@@ -16,6 +17,18 @@ import {
   saveCostModel,
 } from './costModel';
 import { measureCostModel, type MeasureProgress } from './costModelProfiler';
+
+/** A model's MoE layer dimensions, as cost models are keyed by them. */
+export function moeLayerDims(spec: ModelSpec): MoeLayerDims {
+  const { moe } = spec;
+  return {
+    hidden: spec.hiddenSize,
+    expertIntermediate: moe.expertIntermediate,
+    sharedIntermediate: moe.sharedIntermediate,
+    numExperts: moe.numExperts,
+    topK: moe.topK,
+  };
+}
 
 export interface ObtainCostModelOptions {
   device: Device;
