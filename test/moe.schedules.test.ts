@@ -12,7 +12,7 @@ import type { CostModel } from '../src/moe/costModel';
 import { routedMoeLayer } from '../src/moe/moeLayer';
 import type { MoePlan } from '../src/moe/plan';
 import { type ExpertLayout, expertLayout } from '../src/moe/placement';
-import { parseMoeSchedule } from '../src/moe/schedule';
+import { parseMoeSchedule, type DispatchMode } from '../src/moe/schedule';
 import { Device, type Tensor, tensorFromFloat32, tensorFromInt32 } from '../src/native/device';
 import { moeLayerRef, type MoeLayerRefWeights } from './reference/moe';
 import { fillRandomRef } from './reference/ops';
@@ -89,7 +89,7 @@ async function runLayer(
   layer: Layer,
   x: Float32Array,
   model?: CostModel,
-  dedupDispatch = false,
+  dispatch: DispatchMode = 'auto',
   onDispatch?: (rank: number, args: Record<string, string | number>) => void,
 ): Promise<{ out: Float32Array; plans: MoePlan[] }> {
   const world = layout.world;
@@ -118,7 +118,7 @@ async function runLayer(
           layout,
           schedule: parseMoeSchedule(schedule),
           costModel: model,
-          dedupDispatch,
+          dispatch,
           onSpan: onDispatch
             ? (sp) => {
                 if (sp.name.startsWith('dispatch')) onDispatch(r, sp.args);
@@ -237,7 +237,7 @@ describe('every plan computes the same MoE layer', () => {
       // Dedup dispatch: D = 1 token-axis plans send each token once per rank; the other plans (D > 1,
       // the expert axis, G > 1) fall back to the per-pair path. Every one still computes the layer.
       for (const schedule of [...DEDUP_SCHEDULES, ...expertSchedules(groups)]) {
-        const { out } = await runLayer(layout, schedule, SPLITS[world], routing, layer, x, models.get(world), true);
+        const { out } = await runLayer(layout, schedule, SPLITS[world], routing, layer, x, models.get(world), 'dedup');
         expectCloseToReference(`${schedule} with dedup dispatch`, reference, out);
       }
     });
@@ -254,7 +254,7 @@ describe('every plan computes the same MoE layer', () => {
     );
     const perPair = SPLITS[world].map((T) => T * K);
     const sent = new Array<number>(world).fill(-1);
-    const { out } = await runLayer(layout, 'baseline', SPLITS[world], routing, layer, x, undefined, true, (r, args) => {
+    const { out } = await runLayer(layout, 'baseline', SPLITS[world], routing, layer, x, undefined, 'dedup', (r, args) => {
       sent[r] = Number(args.sent);
     });
     expectCloseToReference('baseline with dedup dispatch', references.get(name)!, out);
@@ -263,6 +263,22 @@ describe('every plan computes the same MoE layer', () => {
       expect(sent).toEqual(distinct);
       expect(sum(sent)).toBeLessThan(sum(perPair));
     }
+  });
+
+  test('auto weighs the dedup dispatch: chosen when the all-to-all dominates, never with --dispatch pairs', async () => {
+    const layout = expertLayout(E, 2, 1);
+    const [name, routing] = routingCases[0];
+    const commBound = { ...launchBoundModel(2), allToAll: [{ world: 2, latencyMs: 0, bytesPerMs: 1, points: [] }] };
+    const auto = await runLayer(layout, 'auto', SPLITS[2], routing, layer, x, commBound);
+    expect(auto.plans.map((p) => p.dispatch)).toEqual(['dedup', 'dedup']);
+    expect(auto.plans[0].candidates.map((c) => c.dispatch)).toContain('pairs');
+    expectCloseToReference('auto (dedup)', references.get(name)!, auto.out);
+    const pairs = await runLayer(layout, 'auto', SPLITS[2], routing, layer, x, commBound, 'pairs');
+    expect(pairs.plans.every((p) => p.dispatch === 'pairs' && p.candidates.every((c) => c.dispatch === 'pairs'))).toBe(true);
+    expectCloseToReference('auto (pairs)', references.get(name)!, pairs.out);
+    // baseline and fixed plans keep the per-pair dispatch unless it is asked for.
+    const fixed = await runLayer(layout, 'fixed:1:dense', SPLITS[2], routing, layer, x, commBound);
+    expect(fixed.plans.map((p) => p.dispatch)).toEqual(['pairs', 'pairs']);
   });
 
   test('auto chooses the expert axis when GEMM launches dominate, and computes the same layer', async () => {

@@ -9,7 +9,7 @@ import { loadRankEngine, type LoadedEngine } from '../src/engine/rankEngine';
 import { loadModelSpec } from '../src/model/config';
 import type { CostModel } from '../src/moe/costModel';
 import { measureCostModel } from '../src/moe/costModelProfiler';
-import { parseMoeSchedule } from '../src/moe/schedule';
+import { parseMoeSchedule, type DispatchMode } from '../src/moe/schedule';
 import { Device } from '../src/native/device';
 import { FIXTURES, GOLDEN_FIXTURES, loadGolden } from './helpers/cli';
 
@@ -18,7 +18,7 @@ async function clusterForward(
   world: number,
   assign: (seq: number) => number,
   schedule = 'fixed:1:grouped',
-  opts: { expertGroups?: number; costModel?: CostModel; dedupDispatch?: boolean } = {},
+  opts: { expertGroups?: number; costModel?: CostModel; dispatch?: DispatchMode } = {},
 ): Promise<Float32Array[]> {
   const golden = loadGolden(fixture);
   const comms: Communicator[] = world > 1 ? InProcessCommunicator.group(world) : [new LocalCommunicator()];
@@ -32,7 +32,7 @@ async function clusterForward(
         schedule: parseMoeSchedule(schedule),
         expertGroups: opts.expertGroups,
         costModel: opts.costModel,
-        dedupDispatch: opts.dedupDispatch,
+        dispatch: opts.dispatch,
       }),
     ),
   );
@@ -75,7 +75,7 @@ describe.each(GOLDEN_FIXTURES)('expert parallel %s', (fixture) => {
     }
     // Dedup dispatch: each token once per rank (D = 1 plans), the per-pair path for fixed:2.
     for (const schedule of ['baseline', 'fixed:1:grouped', 'fixed:2:dense']) {
-      const multi = await clusterForward(fixture, world, assign, schedule, { dedupDispatch: true });
+      const multi = await clusterForward(fixture, world, assign, schedule, { dispatch: 'dedup' });
       expectCloseToGolden(fixture, multi);
       expectSameLogits(single, multi);
     }

@@ -1,6 +1,7 @@
 // `eps-moe bench moe`: the EPS MoE-layer benchmark across ranks (src/bench/moe/).
 import * as fs from 'fs';
 import type { BackendKind } from '../native/addonTypes';
+import type { DispatchMode } from '../moe/schedule';
 import { formatMoeBench, runMoeBench } from '../bench/moe/moeBench';
 import type { RoutingKind } from '../bench/moe/routing';
 import { addon } from '../native/addon';
@@ -16,8 +17,8 @@ export interface MoeBenchCommandOptions {
   json?: string;
   trace?: string;
   expertGroups?: number;
-  /** Also measure D = 1 plans with the dedup dispatch. */
-  dedupDispatch?: boolean;
+  /** --dispatch: what auto may use; unless pairs, the D = 1 plans are also measured with the dedup dispatch. */
+  dispatch?: DispatchMode;
 }
 
 export async function moeBenchCommand(o: MoeBenchCommandOptions): Promise<void> {

@@ -7,7 +7,7 @@ import type { BackendKind } from '../native/addonTypes';
 import { hasBackend } from '../native/addon';
 import { loadModelSpec } from '../model/config';
 import { ExpertLayoutError } from '../moe/placement';
-import { parseMoeSchedule } from '../moe/schedule';
+import { parseMoeSchedule, type DispatchMode } from '../moe/schedule';
 import { addForwardToTrace } from '../trace/forwardTrace';
 import { TraceCollector } from '../trace/traceCollector';
 import { CliError } from './errors';
@@ -22,8 +22,8 @@ export interface ForwardCliOptions {
   moeSchedule?: string;
   /** Groups of the experts, for the scheduler's expert axis (default 1). */
   expertGroups?: number;
-  /** Send each token once per destination rank (D = 1 token-axis plans). */
-  dedupDispatch?: boolean;
+  /** --dispatch: auto, pairs or dedup (checked by the option's parser). */
+  dispatch?: DispatchMode;
   trace?: string;
 }
 
@@ -54,7 +54,7 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
       comm: new LocalCommunicator(),
       schedule,
       expertGroups: opts.expertGroups,
-      dedupDispatch: opts.dedupDispatch,
+      dispatch: opts.dispatch,
     });
   } catch (e) {
     if (e instanceof ExpertLayoutError) throw new CliError(e.message);

@@ -10,6 +10,7 @@ import { DEFAULT_TUNING, launchCluster, type ClusterTuning } from '../cluster/la
 import { createLogger, type Logger } from '../cluster/log';
 import type { ClusterLoadProgress } from '../cluster/router';
 import type { BackendKind } from '../native/addonTypes';
+import type { DispatchMode } from '../moe/schedule';
 import { CliError } from './errors';
 import { ProgressView } from './progress';
 
@@ -35,8 +36,8 @@ export interface LaunchCommandOptions {
   moeSchedule?: string;
   /** Groups of each rank's experts (the scheduler's expert axis); every node must give the same. */
   expertGroups?: number;
-  /** Send each token once per destination rank (D = 1 token-axis plans); the ranks read EPS_DEDUP_DISPATCH. */
-  dedupDispatch?: boolean;
+  /** --dispatch: auto, pairs or dedup; the ranks read EPS_DISPATCH. */
+  dispatch?: DispatchMode;
   logLevel?: string;
   /** Seeded random weights made on each rank's device from config.json alone (benchmarks of full-size shapes). */
   randomWeights?: boolean;
@@ -49,8 +50,8 @@ export const DEFAULT_HOST = '127.0.0.1';
 export const RANDOM_WEIGHTS_ENV = 'EPS_RANDOM_WEIGHTS';
 /** Set (to G) for rank processes that load their experts in G groups (--expert-groups). */
 export const EXPERT_GROUPS_ENV = 'EPS_EXPERT_GROUPS';
-/** Set (to 1) for rank processes that dedup the MoE dispatch (--dedup-dispatch). */
-export const DEDUP_DISPATCH_ENV = 'EPS_DEDUP_DISPATCH';
+/** Set (to auto, pairs or dedup) for rank processes: how their MoE dispatch sends rows (--dispatch). */
+export const DISPATCH_ENV = 'EPS_DISPATCH';
 export const DEFAULT_PORT = 50051;
 
 export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
@@ -79,8 +80,8 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
     if (!Number.isInteger(opts.expertGroups) || opts.expertGroups < 1) throw new CliError('--expert-groups must be a positive integer', 2);
     process.env[EXPERT_GROUPS_ENV] = String(opts.expertGroups);
   }
-  // Ranks inherit the environment: each dedups its MoE dispatch (rankEngineFactory).
-  if (opts.dedupDispatch) process.env[DEDUP_DISPATCH_ENV] = '1';
+  // Ranks inherit the environment: how each sends its MoE dispatch (rankEngineFactory).
+  if (opts.dispatch) process.env[DISPATCH_ENV] = opts.dispatch;
   let modelDir: string;
   if (opts.randomWeights) {
     // Ranks inherit the environment: each makes its weights from config.json alone (rankEngineFactory).

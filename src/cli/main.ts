@@ -1,6 +1,6 @@
 // The `eps-moe` command line. Each subcommand lives in its own file; this one only wires flags.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { parseMoeSchedule } from '../moe/schedule';
+import { DISPATCH_MODES, parseMoeSchedule } from '../moe/schedule';
 import { CliError, reportAndExit } from './errors';
 
 function positiveInt(name: string) {
@@ -27,11 +27,13 @@ const expertGroupsOption = (what: string) =>
     `groups of each rank's experts, the unit of the scheduler's expert axis (fixed:D:...:experts, auto)${what}; default 1`,
   ).argParser(positiveInt('--expert-groups'));
 
-const dedupDispatchOption = () =>
+const dispatchOption = () =>
   new Option(
-    '--dedup-dispatch',
-    'send each token once per destination rank, not once per expert (D = 1 token-axis plans; auto plans D = 1; others keep the per-expert dispatch)',
-  );
+    '--dispatch <mode>',
+    'how the MoE dispatch sends rows: pairs (once per token and expert), dedup (once per token and destination rank; D = 1 token-axis plans), auto (the auto schedule weighs both)',
+  )
+    .choices(DISPATCH_MODES)
+    .default('auto');
 
 const backendOption = () => new Option('--backend <kind>', 'cpu or cuda (default: cuda when the addon has it)').choices(['cpu', 'cuda']);
 
@@ -63,7 +65,7 @@ export function buildProgram(): Command {
     .option('--all-logits', 'logits for every position, not only the last')
     .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption, 'auto')
     .addOption(expertGroupsOption(''))
-    .addOption(dedupDispatchOption())
+    .addOption(dispatchOption())
     .option('--trace <file>', 'write a Chrome/Perfetto trace of the MoE layers (measured and predicted)')
     .action(async (opts) => {
       const { forwardCommand } = await import('./forward');
@@ -95,7 +97,7 @@ export function buildProgram(): Command {
     )
     .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption)
     .addOption(expertGroupsOption('; give every node the same G'))
-    .addOption(dedupDispatchOption())
+    .addOption(dispatchOption())
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
     .option('--trace <file>', "a Chrome/Perfetto trace of every step's MoE ops (measured and predicted), written when the cluster stops")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
@@ -148,9 +150,9 @@ export function buildProgram(): Command {
     .option('--shapes <names>', 'moe suite: layer shapes, comma-separated (deepseek-v2, mixtral-8x7b, qwen3-30b-a3b)', list)
     .option('--tokens <n,...>', 'moe suite: tokens per rank, comma-separated', (v: string) => list(v).map(positiveInt('--tokens')))
     .addOption(new Option('--routings <kinds>', 'moe suite: balanced, skewed').argParser(list))
-    .option('--trace <file>', 'moe suite: write a Chrome/Perfetto trace of one auto layer (the first shape, balanced)')
+    .option('--trace <file>', 'moe suite: write a Chrome/Perfetto trace of one layer under baseline, fixed:1:dense+dedup and auto, one after the other (the first shape, balanced)')
     .addOption(expertGroupsOption(' of the moe suite, which then also sweeps fixed plans of the expert axis'))
-    .addOption(dedupDispatchOption())
+    .addOption(dispatchOption())
     .action(async (suites: string[], opts) => {
       if (suites.includes('moe')) {
         if (suites.length > 1) throw new CliError('run the moe suite on its own: eps-moe bench moe [--ranks N]');

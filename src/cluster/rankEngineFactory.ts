@@ -8,7 +8,7 @@ import { loadModelSpec } from '../model/config';
 import { moeLayerDims, obtainCostModel } from '../moe/costModelCache';
 import type { CostModel } from '../moe/costModel';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
-import { parseMoeSchedule, type MoeSchedule } from '../moe/schedule';
+import { DISPATCH_MODES, parseMoeSchedule, type DispatchMode, type MoeSchedule } from '../moe/schedule';
 import { defaultDType, loadRankEngine } from '../engine/rankEngine';
 import type { RankEngine, RankEngineOptions } from '../engine/types';
 import { Device } from '../native/device';
@@ -23,8 +23,8 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
       const { moe } = await loadModelSpec(opts.modelDir);
       expertLayout(moe.numExperts, opts.comm.world, expertGroups);
     }
-    // `eps-moe launch --dedup-dispatch`: EPS_DEDUP_DISPATCH=1, inherited.
-    const dedupDispatch = opts.dedupDispatch ?? dedupDispatchFromEnv();
+    // `eps-moe launch --dispatch MODE`: EPS_DISPATCH, inherited.
+    const dispatch = opts.dispatch ?? dispatchFromEnv();
     const costModel = schedule.kind === 'auto' && opts.comm.world > 1 ? await clusterCostModel(opts, logger) : undefined;
     // `eps-moe launch --random-weights`: the folder holds only config.json; weights are made on the device.
     const traceFile = process.env.EPS_TRACE_FILE || undefined; // `eps-moe launch --trace FILE`
@@ -40,10 +40,10 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
         costModel,
         traceFile,
         expertGroups,
-        dedupDispatch,
+        dispatch,
       });
     }
-    return loadRankEngine({ ...opts, schedule, costModel, traceFile, expertGroups, dedupDispatch });
+    return loadRankEngine({ ...opts, schedule, costModel, traceFile, expertGroups, dispatch });
   };
 }
 
@@ -56,10 +56,14 @@ export function expertGroupsFromEnv(env: NodeJS.ProcessEnv = process.env): numbe
   return groups;
 }
 
-/** EPS_DEDUP_DISPATCH (set to 1 by `eps-moe launch --dedup-dispatch`): on for "1" or "true". */
-export function dedupDispatchFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
-  const text = (env.EPS_DEDUP_DISPATCH ?? '').trim().toLowerCase();
-  return text === '1' || text === 'true';
+/** EPS_DISPATCH (set by `eps-moe launch --dispatch MODE`), or undefined (auto). */
+export function dispatchFromEnv(env: NodeJS.ProcessEnv = process.env): DispatchMode | undefined {
+  const text = (env.EPS_DISPATCH ?? '').trim().toLowerCase();
+  if (text === '') return undefined;
+  if (!(DISPATCH_MODES as readonly string[]).includes(text)) {
+    throw new ExpertLayoutError(`EPS_DISPATCH must be one of ${DISPATCH_MODES.join(', ')}, got "${text}"`);
+  }
+  return text as DispatchMode;
 }
 
 async function clusterCostModel(opts: RankEngineOptions, logger: Logger): Promise<CostModel> {

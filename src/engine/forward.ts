@@ -9,7 +9,7 @@ import type { CostModel } from '../moe/costModel';
 import { moeLayer, type MoeRouting } from '../moe/moeLayer';
 import type { MoePlan } from '../moe/plan';
 import { type ExpertLayout, ExpertLayoutError, expertLayout } from '../moe/placement';
-import { scheduleLayoutProblem, type MoeSchedule } from '../moe/schedule';
+import { scheduleLayoutProblem, type DispatchMode, type MoeSchedule } from '../moe/schedule';
 import type { OpSpan } from '../moe/spans';
 import { attentionBlock, type StepLayout } from './attention';
 import { swigluMlp } from './mlp';
@@ -45,8 +45,8 @@ export interface ForwardResult {
 export interface RunnerOptions {
   schedule: MoeSchedule;
   costModel?: CostModel;
-  /** Send each token once per destination rank (moe/dedupDispatch.ts); D = 1 token-axis plans only. */
-  dedupDispatch?: boolean;
+  /** How the MoE dispatch sends rows (moe/schedule.ts DispatchMode; default auto). */
+  dispatch?: DispatchMode;
 }
 
 export class InvalidInputError extends Error {
@@ -187,7 +187,7 @@ export class ModelRunner {
           layout: this.layout,
           schedule: this.options.schedule,
           costModel: this.options.costModel,
-          dedupDispatch: this.options.dedupDispatch,
+          dispatch: this.options.dispatch,
           onSpan,
         },
         w.mlp.moe,

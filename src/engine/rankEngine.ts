@@ -87,7 +87,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   }
   const costModel = opts.costModel ?? (asked.kind === 'auto' ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
   const schedule = effectiveSchedule(asked, costModel, comm.world);
-  const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel, dedupDispatch: opts.dedupDispatch });
+  const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel, dispatch: opts.dispatch });
   const trace = opts.traceFile ? new TraceCollector() : undefined;
   const moeLayers = spec.layers.flatMap((l, i) => (l.mlp === 'moe' ? [i] : []));
   const planCounts: Record<string, number> = {};

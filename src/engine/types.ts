@@ -3,6 +3,7 @@
 import type { Communicator } from '../comm/communicator';
 import type { BackendKind } from '../native/addonTypes';
 import type { ModelSpec } from '../model/config';
+import type { DispatchMode } from '../moe/schedule';
 
 export interface RankEngineOptions {
   /** A Hugging Face checkpoint folder (config.json + safetensors). */
@@ -17,10 +18,10 @@ export interface RankEngineOptions {
    */
   expertGroups?: number;
   /**
-   * Dedup dispatch: each token crosses to a rank once, not once per expert there (moe/dedupDispatch.ts).
-   * Every rank must load with the same value.
+   * How the MoE dispatch sends rows: per (token, expert) pair, per (token, rank) (moe/dedupDispatch.ts),
+   * or auto (default). Every rank must load with the same value.
    */
-  dedupDispatch?: boolean;
+  dispatch?: DispatchMode;
   /** Called while weights load: tensors loaded so far, of total. */
   onLoadProgress?: (loaded: number, total: number) => void;
 }

@@ -11,8 +11,9 @@
 // and the source sums each token's rows over ranks (moe_unpermute with rowMap [T,W] and weights 1).
 //
 // Scope: the token axis at D = 1 with one expert group (ranks' experts contiguous in the router's ids).
-// Other plans run the per-(token, expert) path (see dedupSchedule). The cost model and the planner do
-// not know about it yet: the plan's predicted times are those of the per-pair dispatch.
+// Other plans run the per-(token, expert) path (see dedupSchedule). The planner weighs it as one more
+// candidate (scheduler.ts weighDedup) when --dispatch is auto and the schedule is auto; --dispatch dedup
+// makes it the only one.
 import type { Stream, Tensor } from '../native/device';
 import * as ops from '../native/ops';
 import type { MoeWeights } from '../engine/weightTypes';

@@ -97,6 +97,20 @@ export class LayerCosts {
     return allToAllMs(this.model, this.world, busiestRows * this.rowBytes);
   }
 
+  /**
+   * The dedup dispatch of rows (dedupDispatch.ts): the rows, then each row's slot indices and weights
+   * (i32 and f32 per slot), three all-to-alls. Its combine sends the rows alone (allToAllMs).
+   */
+  dedupDispatchMs(busiestRows: number): number {
+    const slotBytes = busiestRows * this.input.topK * 4;
+    return this.allToAllMs(busiestRows) + 2 * allToAllMs(this.model, this.world, slotBytes);
+  }
+
+  /** moe_unpermute over `rows` output rows (tokens, or received rows on the dedup path). */
+  unpermuteRowsMs(rows: number): number {
+    return linearMs(this.model.smallOps.unpermute, rows);
+  }
+
   routerMs(pairs: number): number {
     return linearMs(this.model.smallOps.router, pairs / this.input.topK);
   }

@@ -21,7 +21,7 @@ import { swigluMlp } from '../engine/mlp';
 import type { CostModel } from './costModel';
 import type { ChunkPlan, MoePlan } from './plan';
 import type { ExpertLayout } from './placement';
-import { microChunkCount, type MoeSchedule } from './schedule';
+import { microChunkCount, type DispatchMode, type MoeSchedule } from './schedule';
 import { planMoeLayer } from './scheduler';
 import type { OpSpan } from './spans';
 import { dedupSchedule, enqueueRankDispatch, runDedupLayer, type RankDispatch } from './dedupDispatch';
@@ -51,10 +51,10 @@ export interface MoeLayerContext {
   /** Called with spans (start/end events per op) when tracing. */
   onSpan?: (span: OpSpan) => void;
   /**
-   * Send each token once per destination rank instead of once per (token, expert) pair
-   * (dedupDispatch.ts). Token axis at D = 1 with one expert group; other plans ignore it.
+   * How the dispatch sends rows (dedupDispatch.ts): once per (token, expert) pair, once per (token,
+   * destination rank), or (auto, the default) as the auto schedule's cost model predicts faster.
    */
-  dedupDispatch?: boolean;
+  dispatch?: DispatchMode;
 }
 
 /** out[T,H] = MoE(h[T,H]). T may be 0: the rank still serves the other ranks' tokens. */
@@ -89,10 +89,14 @@ export async function routedMoeLayer(
   const T = h.shape[0];
   const E = routing.numExperts;
   const k = routing.topK;
-  // With dedup dispatch (where it applies) the layer plans a D = 1 token-axis schedule.
-  const dedup = ctx.dedupDispatch ? dedupSchedule(ctx.schedule, ctx.layout) : undefined;
-  const schedule = dedup ?? ctx.schedule;
-  const W = dedup ? ctx.layout.world : 0;
+  // The dedup dispatch: forced (where it applies the layer plans a D = 1 token-axis schedule), or
+  // weighed by auto against the per-pair plans (one expert group, several ranks).
+  const mode = ctx.dispatch ?? 'auto';
+  const world = ctx.layout.world;
+  const forced = mode === 'dedup' ? dedupSchedule(ctx.schedule, ctx.layout) : undefined;
+  const weighed = mode === 'auto' && ctx.schedule.kind === 'auto' && world > 1 && ctx.layout.groups === 1;
+  const schedule = forced ?? ctx.schedule;
+  const W = forced || weighed ? world : 0;
   const M = microChunkCount(schedule);
   const microBounds = Array.from({ length: M + 1 }, (_, m) => Math.round((m * T) / M));
   // [M*E] expert counts, then (dedup) [W] rows per destination rank: one read, one allGather.
@@ -101,13 +105,14 @@ export async function routedMoeLayer(
   if (T > 0) {
     const countsDev = scope.tensor('i32', [M * E + W]);
     ops.moeCount(cs, countsDev.rows(0, M * E).reshape([M, E]), topkIdx, microBounds);
-    if (dedup) dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, countsDev.rows(M * E, W));
+    if (W > 0) dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, countsDev.rows(M * E, W));
     counts = (await countsDev.read(cs)) as Int32Array; // the layer's one host sync
-  } else if (dedup) {
+  } else if (W > 0) {
     dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, scope.tensor('i32', [W]));
   }
   const gathered = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
   const all = gathered.map((c) => c.subarray(0, M * E));
+  const rankRows = gathered.map((c) => Array.from(c.subarray(M * E)));
   const plan = planMoeLayer(
     {
       counts: all,
@@ -122,17 +127,12 @@ export async function routedMoeLayer(
       expertIntermediate: routing.expertIntermediate,
       dtypeBytes: dtypeBytes[ctx.actDtype],
       sharedIntermediate: w.shared ? routing.sharedIntermediate : 0,
+      dedup: W > 0 ? { rankRows, only: forced !== undefined } : undefined,
     },
     ctx.costModel,
     schedule,
   );
-  if (dispatch) {
-    const local = ctx.layout.ranges[ctx.communicator.rank];
-    const localSegments = Array.from({ length: local.count }, (_, i) => {
-      let rows = 0;
-      for (const c of all) for (let m = 0; m < M; m++) rows += c[m * E + local.first + i];
-      return rows;
-    });
+  if (plan.dispatch === 'dedup') {
     const run = new LayerRun(ctx, w, h, out, topkIdx, topkW, plan);
     await runDedupLayer({
       ctx,
@@ -140,9 +140,9 @@ export async function routedMoeLayer(
       h,
       out,
       plan,
-      dispatch,
-      rankCounts: gathered.map((c) => Array.from(c.subarray(M * E))),
-      localSegments,
+      dispatch: dispatch!,
+      rankCounts: rankRows,
+      localSegments: plan.chunks[0].segments,
       expertFfn: (s, x, segments, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, plan.chunks[0].kernel, y),
       sharedExpert: (s, writeFirst) => run.sharedExpertOn(s, writeFirst),
       span: (s) => span(ctx, s),

@@ -22,8 +22,10 @@ export interface PipelineInput {
   overlap: boolean;
   commOrder: readonly CommStep[];
   computeOrder: readonly ComputeStep[];
-  /** One all-to-all of chunk i (dispatch and combine move the same rows, so take the same time). */
+  /** The dispatch of chunk i (and its combine, unless combineMs is given: they move the same rows). */
   commMs: ArrayLike<number>;
+  /** The combine of chunk i when it differs from the dispatch (the dedup dispatch also sends slot metadata). */
+  combineMs?: ArrayLike<number>;
   ranks: readonly RankCosts[];
 }
 
@@ -110,7 +112,7 @@ export function simulatePipeline(input: PipelineInput, timelineRank?: number, ti
       // One stream: the collective also waits for whatever the rank enqueued before it.
       if (!overlap) ready = Math.max(ready, computeFree[rank]);
     }
-    const end = ready + input.commMs[i];
+    const end = ready + (op === 'combine' && input.combineMs ? input.combineMs[i] : input.commMs[i]);
     for (let rank = 0; rank < world; rank++) {
       record(rank, overlap ? 'comm' : 'compute', `${op} ${i}`, ready, end);
       if (!overlap) computeFree[rank] = end;

@@ -31,6 +31,12 @@ export type SharedPlacement = 'overlap-dispatch' | 'overlap-combine' | 'serial' 
 
 export type StreamName = 'compute' | 'comm';
 
+/**
+ * How a plan's dispatch sends rows: one per (token, slot) pair, or one per (token, destination rank)
+ * (dedupDispatch.ts: D = 1, one expert group).
+ */
+export type DispatchKind = 'pairs' | 'dedup';
+
 export type CommStep = { op: 'dispatch' | 'combine'; chunk: number };
 export type ComputeStep = { op: 'permute' | 'ffn' | 'unpermute'; chunk: number } | { op: 'shared' };
 
@@ -105,6 +111,7 @@ export interface ChunkPlan {
 export interface PlanCandidate {
   axis: PlanAxis;
   degree: number;
+  dispatch: DispatchKind;
   /** With the kernels chosen per rank and chunk (or as the schedule fixes them). */
   ms: number;
   shared: SharedPlacement;
@@ -124,6 +131,7 @@ export interface MoePlan {
   groups: number;
   /** Pipeline degree D: the number of chunks. */
   degree: number;
+  dispatch: DispatchKind;
   /** Two streams (true) or one (the baseline). */
   overlap: boolean;
   chunks: ChunkPlan[];
@@ -142,9 +150,10 @@ export interface MoePlan {
 }
 
 /** A plan in a few words, e.g. "D=2 dense" or "D=1 grouped serial" (metrics, tables). */
-export function planLabel(plan: Pick<MoePlan, 'degree' | 'chunks' | 'overlap' | 'axis'>): string {
+export function planLabel(plan: Pick<MoePlan, 'degree' | 'chunks' | 'overlap' | 'axis' | 'dispatch'>): string {
   const kernels = [...new Set(plan.chunks.map((c) => c.kernel))].join('+');
-  return `D=${plan.degree}${plan.axis === 'experts' ? ' experts' : ''} ${kernels}${plan.overlap ? '' : ' serial'}`;
+  const axis = plan.axis === 'experts' ? ' experts' : '';
+  return `D=${plan.degree}${axis} ${kernels}${plan.dispatch === 'dedup' ? ' dedup' : ''}${plan.overlap ? '' : ' serial'}`;
 }
 
 /** The comm stream's order for D chunks: dispatch 0, then dispatch i+1 before combine i. */
@@ -200,6 +209,7 @@ export function explainPlan(plan: MoePlan, ctx: ExplainContext): string {
   lines.push(
     `MoE plan, rank ${plan.rank} of ${plan.world}, schedule ${formatMoeSchedule(plan.schedule)}: D = ${plan.degree}` +
       (grouped ? ` along ${plan.axis} (${plan.groups} expert groups)` : '') +
+      (plan.dispatch === 'dedup' ? ', dedup dispatch (a row per token and destination rank)' : '') +
       `, ${kernels} kernel on this rank, ` +
       `${plan.overlap ? 'comm overlapped' : 'no overlap'}, shared expert ${plan.shared}` +
       (plan.predicted ? `; predicted ${ms(plan.predictedMs)} ms (slowest rank)` : '; no cost model, times not predicted'),
@@ -213,9 +223,9 @@ export function explainPlan(plan: MoePlan, ctx: ExplainContext): string {
     lines.push('  candidates (predicted layer ms: chosen kernels | all grouped | all dense; all-to-all total; shared expert):');
     for (const c of plan.candidates) {
       const { allGroupedMs, allDenseMs } = ctx.kernelAlternatives(c);
-      const mark = c.degree === plan.degree && c.axis === plan.axis ? ' <-' : '';
+      const mark = c.degree === plan.degree && c.axis === plan.axis && c.dispatch === plan.dispatch ? ' <-' : '';
       lines.push(
-        `    ${grouped ? `${c.axis.padEnd(7)} ` : ''}D=${String(c.degree).padEnd(3)} ${ms(c.ms).padStart(9)} | ${ms(allGroupedMs).padStart(9)} | ${ms(allDenseMs).padStart(9)}; ` +
+        `    ${grouped ? `${c.axis.padEnd(7)} ` : ''}D=${String(c.degree).padEnd(3)}${c.dispatch === 'dedup' ? ' dedup' : ''} ${ms(c.ms).padStart(9)} | ${ms(allGroupedMs).padStart(9)} | ${ms(allDenseMs).padStart(9)}; ` +
           `comm ${ms(c.commMs)}; shared ${c.shared}${mark}`,
       );
     }

@@ -15,6 +15,17 @@ export type PlanAxis = 'tokens' | 'experts';
 export type MoeSchedule =
   { kind: 'auto' } | { kind: 'baseline' } | { kind: 'fixed'; degree: number; kernel?: ExpertKernel; axis?: PlanAxis };
 
+/**
+ * The --dispatch option: how a MoE layer's dispatch sends rows (moe/dedupDispatch.ts).
+ *   auto    the auto schedule's cost model weighs both below; baseline and fixed plans send pairs
+ *   pairs   one row per (token, expert) pair: the usual expert-parallel dispatch
+ *   dedup   one row per (token, destination rank) wherever it applies (D = 1 on the token axis, one
+ *           expert group): auto plans D = 1; other plans keep the pairs
+ */
+export type DispatchMode = 'auto' | 'pairs' | 'dedup';
+
+export const DISPATCH_MODES: readonly DispatchMode[] = ['auto', 'pairs', 'dedup'];
+
 /** The largest pipeline degree fixed:D accepts; far beyond what hides an all-to-all. */
 export const MAX_PIPELINE_DEGREE = 64;
 

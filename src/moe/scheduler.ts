@@ -17,7 +17,8 @@
 import type { ExpertKernel } from '../native/ops';
 import type { CostModel } from './costModel';
 import { layerCosts } from './layerCosts';
-import { type ChunkSpan, LayerCounts } from './layerCounts';
+import { type ChunkSpan, LayerCounts, dedupCosts } from './layerCounts';
+import type { LayerCosts } from './layerCosts';
 import {
   type ChunkPlan,
   type MoePlan,
@@ -56,6 +57,12 @@ export interface MoePlanInput {
   dtypeBytes: number;
   /** 0 when the model has no shared expert. */
   sharedIntermediate: number;
+  /**
+   * The dedup dispatch's row counts, when the layer made them (moe_rank_dispatch before the host sync):
+   * rankRows[q][p] = rows rank q would send rank p. The search then weighs the dedup candidate (one
+   * expert group only); `only`: it is the sole candidate (the user asked for the dedup dispatch).
+   */
+  dedup?: { rankRows: readonly ArrayLike<number>[]; only: boolean };
 }
 
 export class PlanInputError extends Error {
@@ -114,7 +121,46 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     sharedMs: costs && input.sharedIntermediate > 0 ? costs.sharedMs(layer.rankPairs(r)) : 0,
   }));
 
-  const evaluated = options.map(({ axis, degree }) => {
+  /** A candidate's predicted layer time with its best shared-expert placement, and what the plan needs of it. */
+  const weigh = (
+    what: Pick<PlanCandidate, 'axis' | 'degree' | 'dispatch'>,
+    comm: { commMs: Float64Array; combineMs?: Float64Array },
+    chosenRanks: RankCosts[],
+    ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
+    chunkPlans: (rank: number) => ChunkPlan[],
+  ): Evaluated => {
+    const D = what.degree;
+    const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
+      simulatePipeline(
+        { overlap, commOrder: commOrder(D, overlap), computeOrder: computeOrder(D, overlap, shared), ...comm, ranks },
+        timelineRank,
+        timeline,
+      ).layerMs;
+    let best = { shared: placements[0], ms: Infinity };
+    for (const shared of placements) {
+      const ms = simulate(chosenRanks, shared);
+      if (ms < best.ms) best = { shared, ms };
+    }
+    const passes = comm.commMs.reduce((a, b) => a + b, 0) + (comm.combineMs ?? comm.commMs).reduce((a, b) => a + b, 0);
+    return {
+      candidate: { ...what, ms: best.ms, shared: best.shared, commMs: passes },
+      chunkPlans,
+      timeline: (t: PredictedOp[]) => simulate(chosenRanks, best.shared, input.rank, t),
+      // For explain() only: what one kernel everywhere would have given.
+      alternatives: () => ({
+        allGroupedMs: simulate(
+          ranksWith(() => 'grouped'),
+          best.shared,
+        ),
+        allDenseMs: simulate(
+          ranksWith(() => 'dense'),
+          best.shared,
+        ),
+      }),
+    };
+  };
+
+  const evaluated: Evaluated[] = options.map(({ axis, degree }) => {
     const spans = chunkSpans(layer, axis, degree, M, G);
     const chunks = spans.map((span) => layer.chunk(span, costs));
     const kernels = chunks.map((c) => Array.from(c.ffnGrouped, (g, r): ExpertKernel => fixedKernel ?? pickKernel(g, c.ffnDense[r])));
@@ -140,77 +186,50 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
           kernelOf(i, r) === 'grouped' ? chunks[i].ffnGrouped[r] : chunks[i].ffnDense[r],
         ),
       }));
-    const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
-      simulatePipeline(
-        { overlap, commOrder: commOrder(degree, overlap), computeOrder: computeOrder(degree, overlap, shared), commMs, ranks },
-        timelineRank,
-        timeline,
-      ).layerMs;
-
-    const chosenRanks = ranksWith((i, r) => kernels[i][r]);
-    let best = { shared: placements[0], ms: Infinity };
-    for (const shared of placements) {
-      const ms = simulate(chosenRanks, shared);
-      if (ms < best.ms) best = { shared, ms };
-    }
-    const candidate: PlanCandidate = { axis, degree, ms: best.ms, shared: best.shared, commMs: 2 * commMs.reduce((a, b) => a + b, 0) };
-    return {
-      candidate,
-      spans,
-      chunks,
-      kernels,
-      permuteMs,
-      unpermuteMs,
-      timeline: (t: PredictedOp[]) => simulate(chosenRanks, best.shared, input.rank, t),
-      // For explain() only: what one kernel everywhere would have given.
-      alternatives: () => ({
-        allGroupedMs: simulate(
-          ranksWith(() => 'grouped'),
-          best.shared,
-        ),
-        allDenseMs: simulate(
-          ranksWith(() => 'dense'),
-          best.shared,
-        ),
-      }),
-    };
+    const chunkPlans = (rank: number): ChunkPlan[] =>
+      chunks.map((c, i) => {
+        const span = spans[i];
+        const exchanges = layer.rankExchanges(rank, span);
+        const kernel = kernels[i][rank];
+        return {
+          index: i,
+          ...span,
+          tokenStart: input.microBounds[span.microStart],
+          tokenEnd: input.microBounds[span.microEnd],
+          kernel,
+          exchanges,
+          sentRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.sentRows[p], 0)),
+          recvRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.recvRows[p], 0)),
+          segments: exchanges.flatMap((x) => x.segments),
+          globalRows: c.globalRows,
+          predicted: {
+            permuteMs: permuteMs(rank, i),
+            dispatchMs: c.commMs,
+            ffnMs: kernel === 'grouped' ? c.ffnGrouped[rank] : c.ffnDense[rank],
+            groupedMs: c.ffnGrouped[rank],
+            denseMs: c.ffnDense[rank],
+            combineMs: c.commMs,
+            unpermuteMs: unpermuteMs(rank, i),
+          },
+        };
+      });
+    return weigh({ axis, degree, dispatch: 'pairs' }, { commMs }, ranksWith((i, r) => kernels[i][r]), ranksWith, chunkPlans);
   });
+  if (input.dedup && world > 1 && G === 1) {
+    if (input.dedup.only) evaluated.length = 0;
+    evaluated.push(weighDedup(input, layout, layer, costs, rankBase, fixedKernel, weigh));
+  }
 
   const bestMs = Math.min(...evaluated.map((e) => e.candidate.ms));
-  // By D, the faster axis first at equal D: the first within tolerance of the best is the smallest such D.
+  // By D, the faster candidate first at equal D: the first within tolerance of the best is the smallest such D.
   const byDegree = [...evaluated].sort((x, y) => x.candidate.degree - y.candidate.degree || x.candidate.ms - y.candidate.ms);
   const chosen = byDegree.find((e) => e.candidate.ms <= bestMs * (1 + DEGREE_TOLERANCE)) ?? evaluated[0];
   const timeline: PredictedOp[] = [];
   if (costs) chosen.timeline(timeline);
 
-  const { axis, degree } = chosen.candidate;
+  const { axis, degree, dispatch } = chosen.candidate;
   const rank = input.rank;
-  const chunks: ChunkPlan[] = chosen.chunks.map((c, i) => {
-    const span = chosen.spans[i];
-    const exchanges = layer.rankExchanges(rank, span);
-    const kernel = chosen.kernels[i][rank];
-    return {
-      index: i,
-      ...span,
-      tokenStart: input.microBounds[span.microStart],
-      tokenEnd: input.microBounds[span.microEnd],
-      kernel,
-      exchanges,
-      sentRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.sentRows[p], 0)),
-      recvRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.recvRows[p], 0)),
-      segments: exchanges.flatMap((x) => x.segments),
-      globalRows: c.globalRows,
-      predicted: {
-        permuteMs: chosen.permuteMs(rank, i),
-        dispatchMs: c.commMs,
-        ffnMs: kernel === 'grouped' ? c.ffnGrouped[rank] : c.ffnDense[rank],
-        groupedMs: c.ffnGrouped[rank],
-        denseMs: c.ffnDense[rank],
-        combineMs: c.commMs,
-        unpermuteMs: chosen.unpermuteMs(rank, i),
-      },
-    };
-  });
+  const chunks = chosen.chunkPlans(rank);
   const shared = chosen.candidate.shared;
   const plan: MoePlan = {
     schedule,
@@ -220,6 +239,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     axis,
     groups: G,
     degree,
+    dispatch,
     overlap,
     chunks,
     shared,
@@ -238,6 +258,82 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       }),
   };
   return plan;
+}
+
+/** One weighed candidate: its predicted time, and how to make its chunks, timeline and explanation. */
+interface Evaluated {
+  candidate: PlanCandidate;
+  chunkPlans: (rank: number) => ChunkPlan[];
+  timeline: (t: PredictedOp[]) => number;
+  alternatives: () => { allGroupedMs: number; allDenseMs: number };
+}
+
+type Weigh = (
+  what: Pick<PlanCandidate, 'axis' | 'degree' | 'dispatch'>,
+  comm: { commMs: Float64Array; combineMs?: Float64Array },
+  chosenRanks: RankCosts[],
+  ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
+  chunkPlans: (rank: number) => ChunkPlan[],
+) => Evaluated;
+
+/**
+ * The dedup dispatch's candidate (dedupDispatch.ts): one chunk of every token; the source's
+ * moe_rank_dispatch in the permute's place, a dispatch that also carries the slots, and on the receiver
+ * a permute to one segment per local expert (the sources' rows merged) around the FFN.
+ */
+function weighDedup(
+  input: MoePlanInput,
+  layout: ExpertLayout,
+  layer: LayerCounts,
+  costs: LayerCosts | undefined,
+  rankBase: { routerMs: number; sharedMs: number }[],
+  fixedKernel: ExpertKernel | undefined,
+  weigh: Weigh,
+): Evaluated {
+  const world = layout.world;
+  const rankRows = input.dedup!.rankRows;
+  const d = dedupCosts(layer, layout, rankRows, costs);
+  const kernels = rankBase.map((_, r): ExpertKernel => fixedKernel ?? pickKernel(d.ffnGrouped[r], d.ffnDense[r]));
+  const ranksWith = (kernelOf: (chunk: number, rank: number) => ExpertKernel): RankCosts[] =>
+    rankBase.map((base, r) => ({
+      ...base,
+      permuteMs: [d.sourceMs[r]],
+      unpermuteMs: [d.unpermuteMs[r]],
+      ffnMs: [kernelOf(0, r) === 'grouped' ? d.ffnGrouped[r] : d.ffnDense[r]],
+    }));
+  const chunkPlans = (rank: number): ChunkPlan[] => [
+    {
+      index: 0,
+      microStart: 0,
+      microEnd: input.microChunks,
+      groupStart: 0,
+      groupEnd: 1,
+      tokenStart: 0,
+      tokenEnd: input.microBounds[input.microChunks],
+      kernel: kernels[rank],
+      exchanges: [],
+      sentRows: Array.from(rankRows[rank]),
+      recvRows: rankRows.map((row) => row[rank]),
+      segments: d.localSegments[rank],
+      globalRows: d.globalRows,
+      predicted: {
+        permuteMs: d.sourceMs[rank],
+        dispatchMs: d.dispatchMs,
+        ffnMs: kernels[rank] === 'grouped' ? d.ffnGrouped[rank] : d.ffnDense[rank],
+        groupedMs: d.ffnGrouped[rank],
+        denseMs: d.ffnDense[rank],
+        combineMs: d.combineMs,
+        unpermuteMs: d.unpermuteMs[rank],
+      },
+    },
+  ];
+  return weigh(
+    { axis: 'tokens', degree: 1, dispatch: 'dedup' },
+    { commMs: Float64Array.of(d.dispatchMs), combineMs: Float64Array.of(d.combineMs) },
+    ranksWith((_, r) => kernels[r]),
+    ranksWith,
+    chunkPlans,
+  );
 }
 
 /** The chunks of a candidate: micro-chunk ranges of every group (tokens), or group ranges of every token (experts). */

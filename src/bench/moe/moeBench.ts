@@ -8,6 +8,7 @@ import { LocalCommunicator } from '../../comm/communicator';
 import { ncclUniqueId } from '../../comm/ncclCommunicator';
 import { hasBackend, defaultBackend } from '../../native/addon';
 import type { BackendKind } from '../../native/addonTypes';
+import type { DispatchMode } from '../../moe/schedule';
 import { Device } from '../../native/device';
 import { mergeRankTraces } from '../../trace/merge';
 import { BenchError } from '../errors';
@@ -27,8 +28,8 @@ export interface MoeBenchCliOptions {
   trace?: string;
   /** Expert groups per rank (the scheduler's expert axis); default 1. */
   expertGroups?: number;
-  /** Also measure baseline, fixed:1:grouped and fixed:1:dense with the dedup dispatch ("+dedup"). */
-  dedupDispatch?: boolean;
+  /** What auto may use; unless pairs, baseline and fixed:1 are also measured with the dedup dispatch ("+dedup"). */
+  dispatch?: DispatchMode;
 }
 
 export const DEFAULT_SWEEP = ['fixed:1:dense', 'fixed:2:grouped', 'fixed:2:dense', 'fixed:4:grouped', 'fixed:4:dense', 'fixed:8:dense'];
@@ -52,7 +53,7 @@ export async function runMoeBench(o: MoeBenchCliOptions, progress: (line: string
     routings: o.routings ?? ['balanced', 'skewed'],
     sweep: DEFAULT_SWEEP,
     expertGroups: o.expertGroups ?? 1,
-    dedupDispatch: o.dedupDispatch ?? false,
+    dispatch: o.dispatch ?? 'auto',
     warmup: quick ? 1 : 2,
     reps: o.reps ?? (quick ? 3 : 5),
     trace: o.trace ? { shape: shapes[0].name, tokens: quick ? 64 : 16384, routing: 'balanced', file: o.trace } : undefined,

@@ -5,7 +5,7 @@
 // repetitions. The routings' expert ids are the layout's virtual ids (placement.ts).
 import type { Communicator } from '../../comm/communicator';
 import type { DType } from '../../native/addonTypes';
-import { type Device, type Stream, type Tensor, dtypeBytes, tensorFromFloat32, tensorFromInt32 } from '../../native/device';
+import { type Device, type Event, type Stream, type Tensor, dtypeBytes, tensorFromFloat32, tensorFromInt32 } from '../../native/device';
 import * as ops from '../../native/ops';
 import { TensorScope } from '../../engine/scope';
 import type { MoeWeights } from '../../engine/weightTypes';
@@ -14,7 +14,7 @@ import { obtainCostModel } from '../../moe/costModelCache';
 import { routedMoeLayer, type MoeLayerContext } from '../../moe/moeLayer';
 import { planLabel, type MoePlan } from '../../moe/plan';
 import { type ExpertLayout, expertLayout } from '../../moe/placement';
-import { formatMoeSchedule, parseMoeSchedule, type MoeSchedule } from '../../moe/schedule';
+import { formatMoeSchedule, parseMoeSchedule, type DispatchMode, type MoeSchedule } from '../../moe/schedule';
 import { autoDegrees } from '../../moe/scheduler';
 import type { OpSpan } from '../../moe/spans';
 import { TraceCollector } from '../../trace/traceCollector';
@@ -25,6 +25,19 @@ import type { MoeLayerShape } from './shapes';
 /** Schedules measured again with the dedup dispatch (it runs D = 1 token-axis plans only). */
 const DEDUP_SWEEP = ['baseline', 'fixed:1:grouped', 'fixed:1:dense'];
 const DEDUP_SUFFIX = '+dedup';
+
+/** The layers a --trace shows, one after the other. */
+export const TRACED_SCHEDULES = ['baseline', 'fixed:1:dense+dedup', 'auto'];
+
+/**
+ * A benchmark schedule's text: "<schedule>+dedup" runs it with the dedup dispatch, auto with the
+ * benchmark's dispatch mode, the others with the per-pair dispatch.
+ */
+export function benchSchedule(text: string, autoDispatch: DispatchMode): { schedule: MoeSchedule; dispatch: DispatchMode } {
+  if (text.endsWith(DEDUP_SUFFIX)) return { schedule: parseMoeSchedule(text.slice(0, -DEDUP_SUFFIX.length)), dispatch: 'dedup' };
+  const schedule = parseMoeSchedule(text);
+  return { schedule, dispatch: schedule.kind === 'auto' ? autoDispatch : 'pairs' };
+}
 
 export interface MoeBenchOptions {
   shapes: MoeLayerShape[];
@@ -37,11 +50,17 @@ export interface MoeBenchOptions {
    * ranks hold fewer experts runs with as many groups as they hold.
    */
   expertGroups?: number;
-  /** Also measure D = 1 plans with the dedup dispatch (schedules named "<schedule>+dedup"). */
-  dedupDispatch?: boolean;
+  /**
+   * What auto may use (default auto: it weighs the dedup dispatch); unless pairs, D = 1 plans are also
+   * measured with the dedup dispatch (schedules named "<schedule>+dedup") where it applies.
+   */
+  dispatch?: DispatchMode;
   warmup: number;
   reps: number;
-  /** Write a trace of this point (auto schedule) to `trace.file` (rank r writes file.rank<r>.json). */
+  /**
+   * Write a trace of this point to `trace.file` (rank r writes file.rank<r>.json): one layer under each
+   * of TRACED_SCHEDULES, one after the other.
+   */
   trace?: { shape: string; tokens: number; routing: RoutingKind; file: string };
 }
 
@@ -128,7 +147,11 @@ async function benchPoint(
   const wts = tensorFromFloat32(device, s, 'f32', [T, k], route.weights);
   const out = device.tensor(ctx.dtype, [T, shape.hidden]);
   try {
-    const run = async (schedule: MoeSchedule, trace?: TraceCollector, dedupDispatch = false): Promise<{ ms: number; plan: MoePlan }> => {
+    const run = async (
+      schedule: MoeSchedule,
+      dispatch: DispatchMode,
+      trace?: { collector: TraceCollector; offsetMs: number; label: string },
+    ): Promise<{ ms: number; plan: MoePlan }> => {
       const scope = new TensorScope(device);
       const spans: OpSpan[] = [];
       const layerCtx: MoeLayerContext = {
@@ -148,7 +171,7 @@ async function benchPoint(
         layout,
         schedule,
         costModel: model,
-        dedupDispatch,
+        dispatch,
         onSpan: trace ? (sp) => spans.push(sp) : undefined,
       };
       try {
@@ -158,11 +181,11 @@ async function benchPoint(
         await s.synchronize();
         const ms = end.elapsedSince(start);
         if (trace) {
-          for (const sp of spans)
-            trace.op(comm.rank, sp.stream, sp.name, sp.start.elapsedSince(start), sp.end.elapsedSince(start), sp.args);
-          trace.predictedTimeline(comm.rank, plan.timeline, spans.length ? spans[0].start.elapsedSince(start) : 0, {
-            degree: plan.degree,
-            axis: plan.axis,
+          const at = (e: Event) => trace.offsetMs + e.elapsedSince(start);
+          for (const sp of spans) trace.collector.op(comm.rank, sp.stream, `${trace.label}: ${sp.name}`, at(sp.start), at(sp.end), sp.args);
+          const timeline = plan.timeline.map((op) => ({ ...op, name: `${trace.label}: ${op.name}` }));
+          trace.collector.predictedTimeline(comm.rank, timeline, spans.length ? at(spans[0].start) : trace.offsetMs, {
+            plan: planLabel(plan),
           });
         }
         for (const e of [start, end, ...spans.flatMap((sp) => [sp.start, sp.end])]) e.dispose();
@@ -176,14 +199,12 @@ async function benchPoint(
       return Math.max(...all.map((a) => a[0])) / 1000;
     };
     const measure = async (text: string): Promise<ScheduleResult> => {
-      // "<schedule>+dedup": the same schedule with the dedup dispatch.
-      const dedup = text.endsWith(DEDUP_SUFFIX);
-      const schedule = parseMoeSchedule(dedup ? text.slice(0, -DEDUP_SUFFIX.length) : text);
-      for (let i = 0; i < o.warmup; i++) await run(schedule, undefined, dedup);
+      const { schedule, dispatch } = benchSchedule(text, o.dispatch ?? 'auto');
+      for (let i = 0; i < o.warmup; i++) await run(schedule, dispatch);
       const times: number[] = [];
       let plan: MoePlan | undefined;
       for (let i = 0; i < o.reps; i++) {
-        const r = await run(schedule, undefined, dedup);
+        const r = await run(schedule, dispatch);
         times.push(await slowest(r.ms));
         plan = r.plan;
       }
@@ -197,14 +218,22 @@ async function benchPoint(
     };
 
     const results: ScheduleResult[] = [];
-    const dedupSweep = o.dedupDispatch ? DEDUP_SWEEP.map((t) => t + DEDUP_SUFFIX) : [];
+    const dedupApplies = comm.world > 1 && layout.groups === 1 && o.dispatch !== 'pairs';
+    const dedupSweep = dedupApplies ? DEDUP_SWEEP.map((t) => t + DEDUP_SUFFIX) : [];
     for (const text of ['baseline', 'fixed:1:grouped', ...o.sweep, ...expertSweep(layout.groups), 'auto', ...dedupSweep]) {
       if (!results.some((r) => r.schedule === text)) results.push(await measure(text));
     }
     if (o.trace && o.trace.shape === shape.name && o.trace.tokens === T && o.trace.routing === routing) {
-      const trace = new TraceCollector();
-      await run({ kind: 'auto' }, trace);
-      await trace.write(rankTraceFile(o.trace.file, comm.rank));
+      const collector = new TraceCollector();
+      let offsetMs = 0;
+      for (const text of TRACED_SCHEDULES) {
+        if (text.endsWith(DEDUP_SUFFIX) && !dedupApplies) continue;
+        const { schedule, dispatch } = benchSchedule(text, o.dispatch ?? 'auto');
+        await run(schedule, dispatch); // warm
+        const { ms } = await run(schedule, dispatch, { collector, offsetMs, label: text });
+        offsetMs += (await slowest(ms)) + 1;
+      }
+      await collector.write(rankTraceFile(o.trace.file, comm.rank));
     }
     const fixed = results.filter((r) => r.schedule.startsWith('fixed:'));
     const best = fixed.reduce((a, b) => (b.ms < a.ms ? b : a));

@@ -1,0 +1,60 @@
+// The planner's dedup-dispatch candidate (dedupDispatch.ts): its all-to-all moves the distinct (token,
+// rank) rows (plus the slots), its FFN sees one segment per local expert, and it is weighed only where
+// the layer made the rank counts (one expert group, several ranks).
+import { parseMoeSchedule } from '../src/moe/schedule';
+import { planMoeLayer } from '../src/moe/scheduler';
+import { BYTES, H, inputFor, syntheticModel, uniform } from './helpers/planning';
+
+const W = 2;
+const M = 4;
+const E = 8;
+const K = 2;
+
+// Every rank routes 16 rows to each of the 8 experts in each of 4 micro-chunks (512 pairs per rank); the
+// dedup rows per destination are given as moe_rank_dispatch would have counted them.
+const counts = uniform(W, M, E, 16);
+const rankRows = [
+  [200, 180],
+  [170, 210],
+];
+
+const bytesPerMs = 1000;
+const model = syntheticModel({ world: W, bytesPerMs, densePerRow: 0.0001, groupedPerRow: 0.0001 });
+
+function plan(rank: number, schedule: string, dedup?: { only: boolean }, expertGroups?: number) {
+  const input = { ...inputFor(counts, rank, { topK: K, expertGroups }), dedup: dedup && { rankRows, only: dedup.only } };
+  return planMoeLayer(input, model, parseMoeSchedule(schedule));
+}
+
+test('the dedup candidate moves the distinct (token, rank) rows and their slots', () => {
+  const p = plan(0, 'auto', { only: false });
+  const dedup = p.candidates.find((c) => c.dispatch === 'dedup')!;
+  const pairs = p.candidates.find((c) => c.dispatch === 'pairs' && c.degree === 1)!;
+  // The busiest rank: rank 0 sends 180 away and receives 170; rank 1 sends 170 and receives 180.
+  const rows = 180;
+  const dispatchMs = (rows * H * BYTES + 2 * rows * K * 4) / bytesPerMs;
+  const combineMs = (rows * H * BYTES) / bytesPerMs;
+  expect(dedup.commMs).toBeCloseTo(dispatchMs + combineMs, 9);
+  // Per pair: each rank sends half its 512 pairs (the other rank's experts) each way.
+  expect(pairs.commMs).toBeCloseTo((2 * 256 * H * BYTES) / bytesPerMs, 9);
+  expect(p.dispatch).toBe('dedup'); // the all-to-all dominates this model
+  expect(p.chunks).toHaveLength(1);
+  expect(p.chunks[0].sentRows).toEqual([200, 180]);
+  expect(p.chunks[0].recvRows).toEqual([200, 170]);
+  // One segment per local expert, every source's rows merged: 2 ranks x 4 micro-chunks x 16.
+  expect(p.chunks[0].segments).toEqual([128, 128, 128, 128]);
+  expect(p.explain()).toContain('dedup dispatch');
+});
+
+test('only: the dedup plan is the sole candidate, with the schedule kernel', () => {
+  const p = plan(1, 'baseline', { only: true });
+  expect(p.candidates.map((c) => c.dispatch)).toEqual(['dedup']);
+  expect(p.dispatch).toBe('dedup');
+  expect(p.overlap).toBe(false);
+  expect(p.chunks[0].kernel).toBe('dense');
+});
+
+test('no dedup candidate without rank counts or with expert groups', () => {
+  expect(plan(0, 'auto').candidates.every((c) => c.dispatch === 'pairs')).toBe(true);
+  expect(plan(0, 'auto', { only: false }, 2).candidates.every((c) => c.dispatch === 'pairs')).toBe(true);
+});
