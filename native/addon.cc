@@ -170,7 +170,8 @@ Napi::Value DeviceWrap::Alloc(const Napi::CallbackInfo& info) {
     auto obj = TensorWrap::constructor->New({});
     auto* t = TensorWrap::Unwrap(obj);
     t->backend = backend;
-    t->storage = storage;
+    t->cell = std::make_shared<std::shared_ptr<Storage>>(storage);
+    t->owner = true;
     t->dtype = dt;
     t->shape = shape;
     if (backend->kind() == "cpu" && bytes > 0) {
@@ -236,7 +237,7 @@ Napi::Value DeviceWrap::Op(const Napi::CallbackInfo& info) {
       auto* t = unwrapAs<TensorWrap>(v, ("tensor " + std::to_string(i)).c_str());
       if (t->backend != backend) throw std::invalid_argument("tensor " + std::to_string(i) + " lives on another device");
       args.tensors.push_back(t->ref(("tensor " + std::to_string(i)).c_str()));
-      args.keepAlive.push_back(t->storage);
+      args.keepAlive.push_back(t->storage());
     }
     auto params = info[3].As<Napi::Array>();
     for (uint32_t i = 0; i < params.Length(); ++i) args.params.push_back(params.Get(i).As<Napi::Number>().DoubleValue());
@@ -280,7 +281,13 @@ TensorWrap::~TensorWrap() {
 
 size_t TensorWrap::byteLength() const { return static_cast<size_t>(numelOf(shape)) * dtypeSize(dtype); }
 
+const std::shared_ptr<Storage>& TensorWrap::storage() const {
+  static const std::shared_ptr<Storage> none;
+  return cell ? *cell : none;
+}
+
 TensorRef TensorWrap::ref(const char* what) const {
+  const auto& storage = this->storage();
   if (!storage) throw std::invalid_argument(std::string(what) + " was disposed");
   TensorRef r;
   r.data = static_cast<uint8_t*>(storage->data) + byteOffset;
@@ -297,7 +304,7 @@ Napi::Value TensorWrap::GetByteLength(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::View(const Napi::CallbackInfo& info) {
   return guarded(info, "view", [&]() -> Napi::Value {
-    if (!storage) throw std::invalid_argument("the tensor was disposed");
+    if (!storage()) throw std::invalid_argument("the tensor was disposed");
     double off = info[0].As<Napi::Number>().DoubleValue();
     auto newShape = toShape(info[1], "view");
     if (off < 0) throw std::invalid_argument("offset must be >= 0");
@@ -308,7 +315,7 @@ Napi::Value TensorWrap::View(const Napi::CallbackInfo& info) {
     auto obj = constructor->New({});
     auto* t = Unwrap(obj);
     t->backend = backend;
-    t->storage = storage;
+    t->cell = cell;
     t->byteOffset = newOffset;
     t->dtype = dtype;
     t->shape = newShape;
@@ -318,6 +325,7 @@ Napi::Value TensorWrap::View(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::Upload(const Napi::CallbackInfo& info) {
   return guarded(info, "upload", [&]() -> Napi::Value {
+    const auto& storage = this->storage();
     if (!storage) throw std::invalid_argument("the tensor was disposed");
     auto* stream = unwrapAs<StreamWrap>(info[0], "stream");
     if (!info[1].IsTypedArray()) throw std::invalid_argument("data must be a Uint8Array");
@@ -333,6 +341,7 @@ Napi::Value TensorWrap::Upload(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::Download(const Napi::CallbackInfo& info) {
   return guarded(info, "download", [&]() -> Napi::Value {
+    const auto& storage = this->storage();
     if (!storage) throw std::invalid_argument("the tensor was disposed");
     auto* stream = unwrapAs<StreamWrap>(info[0], "stream");
     auto bytes = std::make_shared<std::vector<uint8_t>>(byteLength());
@@ -347,7 +356,8 @@ Napi::Value TensorWrap::Download(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
-  storage.reset();
+  if (owner && cell) cell->reset();
+  cell.reset();
   if (trackedBytes > 0) {
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -trackedBytes);
     trackedBytes = 0;

@@ -35,7 +35,13 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   explicit TensorWrap(const Napi::CallbackInfo& info);
   ~TensorWrap() override;
   std::shared_ptr<Backend> backend;
-  std::shared_ptr<Storage> storage;  // null once disposed
+  // The memory, through a cell that the tensor and all its views share: dispose() of the tensor that
+  // allocated it (the owner) empties the cell, so the memory goes back to the allocator at once (after
+  // the ops already enqueued, which hold their own references) instead of when the garbage collector
+  // finalizes the last view; a view's dispose() or finalization only drops the view's reference.
+  std::shared_ptr<std::shared_ptr<Storage>> cell;
+  bool owner = false;
+  const std::shared_ptr<Storage>& storage() const;  // null once disposed
   size_t byteOffset = 0;
   DType dtype = DType::F32;
   std::vector<int64_t> shape;

@@ -82,3 +82,17 @@ test('a disposed tensor is an error naming it, not a crash', () => {
   t.dispose();
   expect(() => ops.add(s, t, t, t)).toThrow(/disposed/);
 });
+
+test("disposing a tensor frees its memory for its views too; a view's dispose leaves the tensor", async () => {
+  const s = device.stream();
+  const t = tensorFromFloat32(device, s, 'f32', [4, 2], filled(8, 3));
+  const view = t.rows(1, 2);
+  view.dispose(); // only the view's handle
+  expect(Array.from(await t.rows(2, 1).readFloat32(s))).toEqual([3, 3]);
+  // Views made per op used to keep the memory until the garbage collector finalized them (GPU memory
+  // ran out in the MoE benchmark); now the tensor's dispose releases it and a view left over says so.
+  const other = t.reshape([8]);
+  t.dispose();
+  expect(() => ops.add(s, other, other, other)).toThrow(/disposed/);
+  await expect(other.readFloat32(s)).rejects.toThrow(/disposed/);
+});
