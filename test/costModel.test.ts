@@ -35,7 +35,7 @@ const key: CostModelKey = {
 
 function model(): CostModel {
   return {
-    version: 1,
+    version: 2,
     key,
     measuredAt: '2025-01-01T00:00:00.000Z',
     gemm: [
@@ -214,7 +214,7 @@ describe('the cache on disk', () => {
 
   test('file names: readable, and different for different keys', () => {
     const name = costModelKey(key);
-    expect(name).toMatch(/^cuda-nvidia-h200-bf16-h2048-i768-s0-e128-k8-w2_4-[0-9a-f]{12}\.json$/);
+    expect(name).toMatch(/^cuda-nvidia-h200-bf16-h2048-i768-s0-e128-k8-w2_4-[0-9a-f]{12}-v2\.json$/);
     expect(costModelKey({ ...key, versions: { ...key.versions, nccl: '2.27.0' } })).not.toBe(name);
     expect(costModelKey({ ...key, worlds: [4, 2] })).toBe(name);
   });

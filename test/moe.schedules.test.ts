@@ -308,7 +308,7 @@ function launchBoundModel(world: number): CostModel {
   const table = (n: number, k: number) => ({ n, k, segments: 4, grouped: flat, dense: flat });
   const free = { fixedMs: 0, msPerRow: 0 };
   return {
-    version: 1,
+    version: 2,
     key: {
       device: 'synthetic',
       backend: 'cpu',

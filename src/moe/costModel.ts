@@ -15,7 +15,11 @@ import * as path from 'path';
 import type { BackendKind, DType } from '../native/addonTypes';
 import type { ExpertKernel } from '../native/ops';
 
-export const COST_MODEL_VERSION = 1;
+/**
+ * The format and the way of measuring. Part of the file name: a model measured by an older version is
+ * not read (version 1 timed single runs and underestimated the GEMMs; see costModelProfiler.ts OpTimer).
+ */
+export const COST_MODEL_VERSION = 2;
 
 /** The dimensions of a MoE layer that its costs depend on. */
 export interface MoeLayerDims {
@@ -246,7 +250,7 @@ export function defaultCostModelDir(env: NodeJS.ProcessEnv = process.env): strin
   return path.join(root, 'cost-models');
 }
 
-/** The file name of a key: readable fields, then a hash of the whole key (versions included). */
+/** The file name of a key: readable fields, then a hash of the whole key (versions included), then the model version. */
 export function costModelKey(key: CostModelKey): string {
   const slug = (s: string) =>
     s
@@ -258,7 +262,7 @@ export function costModelKey(key: CostModelKey): string {
   const worlds = normal.worlds.join('_');
   return (
     `${key.backend}-${slug(key.device)}-${key.dtype}-h${key.hidden}-i${key.expertIntermediate}-s${key.sharedIntermediate}` +
-    `-e${key.numExperts}-k${key.topK}-w${worlds}-${hash}.json`
+    `-e${key.numExperts}-k${key.topK}-w${worlds}-${hash}-v${COST_MODEL_VERSION}.json`
   );
 }
 

@@ -61,7 +61,7 @@ export function syntheticModel(o: Synthetic): CostModel {
   }
   const free = { fixedMs: 0, msPerRow: 0 };
   return {
-    version: 1,
+    version: 2,
     key: {
       device: 'synthetic',
       backend: 'cpu',
