@@ -6,7 +6,7 @@ import * as path from 'path';
 import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { Device, type Stream, type Tensor, dtypeBytes } from '../src/native/device';
 import { type CostModel, loadCostModel, saveCostModel, validateCostModel } from '../src/moe/costModel';
-import { type MeasureCostModelOptions, type MeasureProgress, measureCostModel } from '../src/moe/costModelProfiler';
+import { type MeasureCostModelOptions, type MeasureProgress, defaultMaxActivationBytes, measureCostModel } from '../src/moe/costModelProfiler';
 import { expertRanges } from '../src/moe/placement';
 import { planMoeLayer } from '../src/moe/scheduler';
 
@@ -133,4 +133,10 @@ test('two ranks: all-to-all by size, and both ranks hold the same model', async 
   for (const p of curve.points) expect(p.ms).toBeGreaterThan(0);
   expect(curve.latencyMs).toBeGreaterThanOrEqual(0);
   expect(curve.bytesPerMs).toBeGreaterThan(0);
+});
+
+test('the GEMM measurements may use 4 GiB of activations on a large GPU (not 0: a 32-bit shift once made it 0)', () => {
+  expect(defaultMaxActivationBytes(true, 139e9)).toBe(4 * 2 ** 30);
+  expect(defaultMaxActivationBytes(true, 8 * 2 ** 30)).toBe(2 * 2 ** 30);
+  expect(defaultMaxActivationBytes(false, 0)).toBe(64 * 2 ** 20);
 });

@@ -59,6 +59,15 @@ const powersOfTwo = (from: number, to: number): number[] => {
   return out;
 };
 
+/**
+ * Activation bytes one GEMM measurement may allocate: on a GPU 4 GiB or a quarter of the free memory,
+ * whichever is less (written `4 << 30` this was 0, a 32-bit shift: every point measured one segment,
+ * and the grouped kernel, which needs two, never ran); 64 MiB on the CPU.
+ */
+export function defaultMaxActivationBytes(cuda: boolean, freeBytes: number): number {
+  return cuda ? Math.min(4 * 2 ** 30, freeBytes / 4) : 64 * 2 ** 20;
+}
+
 /** The smallest positive time a curve point may hold (log-log interpolation needs ms > 0). */
 const MIN_MS = 1e-6;
 
@@ -71,7 +80,7 @@ export async function measureCostModel(o: MeasureCostModelOptions): Promise<Cost
   const [t1, t2] = o.smallOpTokens ?? (cuda ? [256, 8192] : [16, 256]);
   const warmup = o.warmup ?? (cuda ? 3 : 1);
   const reps = o.reps ?? (cuda ? 10 : 3);
-  const maxActivationBytes = o.maxActivationBytes ?? (cuda ? Math.min(4 << 30, o.device.freeBytes() / 4) : 64 << 20);
+  const maxActivationBytes = o.maxActivationBytes ?? defaultMaxActivationBytes(cuda, cuda ? o.device.freeBytes() : 0);
   const H = o.hidden;
   const I = o.expertIntermediate;
   const Is = o.sharedIntermediate;
