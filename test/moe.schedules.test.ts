@@ -279,6 +279,13 @@ describe('every plan computes the same MoE layer', () => {
     // baseline and fixed plans keep the per-pair dispatch unless it is asked for.
     const fixed = await runLayer(layout, 'fixed:1:dense', SPLITS[2], routing, layer, x, commBound);
     expect(fixed.plans.map((p) => p.dispatch)).toEqual(['pairs', 'pairs']);
+    // The shared expert runs before the host sync in every overlapping plan, last in the baseline.
+    expect([...auto.plans, ...pairs.plans, ...fixed.plans].every((p) => p.shared === 'early' && p.computeOrder[0].op !== 'ffn')).toBe(true);
+    expect(fixed.plans[0].computeOrder[0]).toEqual({ op: 'shared' });
+    expect(auto.plans[0].computeOrder.map((c) => c.op)).toEqual(['permute', 'shared', 'ffn', 'unpermute']);
+    const baseline = await runLayer(layout, 'baseline', SPLITS[2], routing, layer, x, commBound);
+    expect(baseline.plans.map((p) => p.shared)).toEqual(['serial', 'serial']);
+    expectCloseToReference('fixed:1:dense (early shared expert)', references.get(name)!, fixed.out);
   });
 
   test('auto chooses the expert axis when GEMM launches dominate, and computes the same layer', async () => {

@@ -103,7 +103,9 @@ export async function runDedupLayer(a: DedupRunInput): Promise<void> {
   // then runs in the dispatch's shadow, as the plan's 'overlap-dispatch' does).
   const cm = plan.overlap ? ctx.comm : cs;
   const hasShared = a.w.shared !== undefined && plan.shared !== 'none';
-  const sharedFirst = hasShared && cm !== cs;
+  // Early (moeLayer.ts) it has run already, onto out; else it runs in the dispatch's shadow when there is one.
+  const sharedDone = plan.shared === 'early';
+  const sharedFirst = hasShared && (sharedDone || cm !== cs);
   const handOver = (from: Stream, to: Stream) => {
     if (from === to) return;
     const ev = from.record();
@@ -113,7 +115,7 @@ export async function runDedupLayer(a: DedupRunInput): Promise<void> {
 
   // Dispatch: rows, slot indices, slot weights.
   handOver(cs, cm);
-  if (sharedFirst) a.sharedExpert(cs, true);
+  if (sharedFirst && !sharedDone) a.sharedExpert(cs, true);
   let x = dispatch.rows.rows(0, sent);
   let localIdx = dispatch.localIdx.rows(0, sent);
   let localW = dispatch.localW.rows(0, sent);

@@ -102,11 +102,16 @@ export async function routedMoeLayer(
   // [M*E] expert counts, then (dedup) [W] rows per destination rank: one read, one allGather.
   let counts: Int32Array = new Int32Array(M * E + W);
   let dispatch: RankDispatch | undefined;
+  // Every plan but the baseline runs the shared expert early: enqueued after the counts' read, the GPU
+  // runs it while the host waits for the counts, gathers them and plans (plan.ts 'early').
+  const sharedEarly = w.shared !== undefined && schedule.kind !== 'baseline' && T > 0;
   if (T > 0) {
     const countsDev = scope.tensor('i32', [M * E + W]);
     ops.moeCount(cs, countsDev.rows(0, M * E).reshape([M, E]), topkIdx, microBounds);
     if (W > 0) dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, countsDev.rows(M * E, W));
-    counts = (await countsDev.read(cs)) as Int32Array; // the layer's one host sync
+    const read = countsDev.read(cs);
+    if (sharedEarly) sharedExpertOnto(ctx, w.shared!, w.sharedGate, h, out, cs, true);
+    counts = (await read) as Int32Array; // the layer's one host sync
   } else if (W > 0) {
     dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, scope.tensor('i32', [W]));
   }
@@ -128,12 +133,12 @@ export async function routedMoeLayer(
       dtypeBytes: dtypeBytes[ctx.actDtype],
       sharedIntermediate: w.shared ? routing.sharedIntermediate : 0,
       dedup: W > 0 ? { rankRows, only: forced !== undefined } : undefined,
+      sharedEarly,
     },
     ctx.costModel,
     schedule,
   );
   if (plan.dispatch === 'dedup') {
-    const run = new LayerRun(ctx, w, h, out, topkIdx, topkW, plan);
     await runDedupLayer({
       ctx,
       w,
@@ -144,7 +149,9 @@ export async function routedMoeLayer(
       rankCounts: rankRows,
       localSegments: plan.chunks[0].segments,
       expertFfn: (s, x, segments, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, plan.chunks[0].kernel, y),
-      sharedExpert: (s, writeFirst) => run.sharedExpertOn(s, writeFirst),
+      sharedExpert: (s, writeFirst) => {
+        if (w.shared) sharedExpertOnto(ctx, w.shared, w.sharedGate, h, out, s, writeFirst);
+      },
       span: (s) => span(ctx, s),
     });
     return plan;
@@ -249,6 +256,7 @@ class LayerRun {
       } else {
         const sharedAt = plan.computeOrder.findIndex((s) => s.op === 'shared');
         const firstUnpermute = plan.computeOrder.findIndex((s) => s.op === 'unpermute');
+        // (An early shared expert has run already: its step is skipped, and it wrote first.)
         this.sharedFirst = sharedAt >= 0 && sharedAt < firstUnpermute;
         await Promise.all([this.commChain(), this.computeChain()]);
       }
@@ -290,7 +298,7 @@ class LayerRun {
     const s = this.ctx.compute;
     for (const step of this.plan.computeOrder) {
       if (step.op === 'shared') {
-        if (this.w.shared) this.sharedExpert(s);
+        if (this.w.shared && this.plan.shared !== 'early') this.sharedExpert(s);
         continue;
       }
       const c = this.chunks[step.chunk];
@@ -391,30 +399,39 @@ class LayerRun {
     sp?.end('compute', `unpermute ${c.plan.index}`, { tokens: unit.tokens });
   }
 
-  /** The shared expert for the dedup path, which orders it itself. */
-  sharedExpertOn(s: Stream, writeFirst: boolean): void {
-    this.sharedFirst = writeFirst;
-    this.sharedExpert(s);
-  }
-
-  /** Qwen2-MoE's shared expert: sigmoid(h @ gate^T) * SwiGLU(h), written (sharedFirst) or added onto out. */
   private sharedExpert(s: Stream): void {
-    const { scope, actDtype } = this.ctx;
-    const T = this.h.shape[0];
-    if (T === 0 || !this.w.shared) return;
-    const sp = span(this.ctx, s);
-    const y = scope.tensor(actDtype, [T, this.h.shape[1]]);
-    swigluMlp(s, scope, actDtype, this.w.shared, this.h, y);
-    if (this.sharedFirst) ops.fillRandom(s, this.out, 0, 0); // std 0: zeros, so that the gate below writes
-    if (this.w.sharedGate) {
-      const g = scope.tensor('f32', [T, 1]);
-      ops.matmul(s, g, this.h, this.w.sharedGate);
-      ops.sigmoidGateAdd(s, this.out, y, g);
-    } else {
-      ops.add(s, this.out, this.out, y);
-    }
-    sp?.end('compute', 'shared expert', { tokens: T });
+    if (this.w.shared) sharedExpertOnto(this.ctx, this.w.shared, this.w.sharedGate, this.h, this.out, s, this.sharedFirst);
   }
+}
+
+/**
+ * The shared expert (Qwen2-MoE's, DeepSeek's): sigmoid(h @ gate^T) * SwiGLU(h) (no gate: SwiGLU(h)),
+ * written onto out (writeFirst: out is overwritten) or added to it.
+ */
+function sharedExpertOnto(
+  ctx: MoeLayerContext,
+  shared: MlpWeights,
+  sharedGate: Tensor | undefined,
+  h: Tensor,
+  out: Tensor,
+  s: Stream,
+  writeFirst: boolean,
+): void {
+  const { scope, actDtype } = ctx;
+  const T = h.shape[0];
+  if (T === 0) return;
+  const sp = span(ctx, s);
+  const y = scope.tensor(actDtype, [T, h.shape[1]]);
+  swigluMlp(s, scope, actDtype, shared, h, y);
+  if (writeFirst) ops.fillRandom(s, out, 0, 0); // std 0: zeros, so that the gate below writes
+  if (sharedGate) {
+    const g = scope.tensor('f32', [T, 1]);
+    ops.matmul(s, g, h, sharedGate);
+    ops.sigmoidGateAdd(s, out, y, g);
+  } else {
+    ops.add(s, out, out, y);
+  }
+  sp?.end('compute', 'shared expert', { tokens: T });
 }
 
 /** The experts' SwiGLU FFN over rows in segments (segment i uses local expert i % Elocal). */

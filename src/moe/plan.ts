@@ -1,7 +1,7 @@
 // What the EPS scheduler decides for one MoE layer on one rank (scheduler.ts makes it), and the order
 // in which the executor must enqueue it so that the prediction holds:
 //
-//   compute stream: permute 0..D-1, [shared if overlap-dispatch], ffn 0..D-1,
+//   compute stream: [shared if early], permute 0..D-1, [shared if overlap-dispatch], ffn 0..D-1,
 //                   [shared if overlap-combine], unpermute 0..D-1 (each waits its combine)
 //   comm stream:    dispatch 0, dispatch 1, combine 0, dispatch 2, combine 1, ..., combine D-1
 //                   (dispatch i waits permute i; combine i waits ffn i)
@@ -23,11 +23,13 @@ import type { ExpertKernel } from '../native/ops';
 import { formatMoeSchedule, type MoeSchedule, type PlanAxis } from './schedule';
 
 /**
- * Where the shared expert (Qwen2-MoE) runs on the compute stream: before the first FFN (in the
- * shadow of the first dispatch), after the last FFN (in the shadow of the last combine), after
- * everything (no overlap), or nowhere (the model has none).
+ * Where the shared expert (Qwen2-MoE, DeepSeek) runs on the compute stream: early (enqueued before the
+ * layer's host sync, so that the GPU runs it while the host reads the counts, gathers them and plans;
+ * the executor does this for every overlapping plan), before the first FFN (in the shadow of the first
+ * dispatch), after the last FFN (in the shadow of the last combine), after everything (no overlap), or
+ * nowhere (the model has none).
  */
-export type SharedPlacement = 'overlap-dispatch' | 'overlap-combine' | 'serial' | 'none';
+export type SharedPlacement = 'early' | 'overlap-dispatch' | 'overlap-combine' | 'serial' | 'none';
 
 export type StreamName = 'compute' | 'comm';
 
@@ -181,6 +183,7 @@ export function computeOrder(degree: number, overlap: boolean, shared: SharedPla
     if (shared !== 'none') steps.push({ op: 'shared' });
     return steps;
   }
+  if (shared === 'early') steps.push({ op: 'shared' });
   for (let i = 0; i < degree; i++) steps.push({ op: 'permute', chunk: i });
   if (shared === 'overlap-dispatch') steps.push({ op: 'shared' });
   for (let i = 0; i < degree; i++) steps.push({ op: 'ffn', chunk: i });

@@ -21,6 +21,7 @@ import { type ChunkSpan, LayerCounts, dedupCosts } from './layerCounts';
 import type { LayerCosts } from './layerCosts';
 import {
   type ChunkPlan,
+  type ComputeStep,
   type MoePlan,
   type PlanCandidate,
   type PredictedOp,
@@ -63,6 +64,11 @@ export interface MoePlanInput {
    * expert group only); `only`: it is the sole candidate (the user asked for the dedup dispatch).
    */
   dedup?: { rankRows: readonly ArrayLike<number>[]; only: boolean };
+  /**
+   * The shared expert was enqueued before the host sync (moeLayer.ts): the only placement is 'early'.
+   * Ignored without overlap (the baseline runs it last).
+   */
+  sharedEarly?: boolean;
 }
 
 export class PlanInputError extends Error {
@@ -114,7 +120,13 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   }
 
   const placements: SharedPlacement[] =
-    input.sharedIntermediate === 0 ? ['none'] : overlap ? ['overlap-dispatch', 'overlap-combine'] : ['serial'];
+    input.sharedIntermediate === 0
+      ? ['none']
+      : !overlap
+        ? ['serial']
+        : input.sharedEarly
+          ? ['early']
+          : ['overlap-dispatch', 'overlap-combine'];
 
   const rankBase = Array.from({ length: world }, (_, r) => ({
     routerMs: costs ? costs.routerMs(layer.rankPairs(r)) : 0,
@@ -128,11 +140,12 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     chosenRanks: RankCosts[],
     ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
     chunkPlans: (rank: number) => ChunkPlan[],
+    order: (shared: SharedPlacement) => ComputeStep[] = (shared) => computeOrder(what.degree, overlap, shared),
   ): Evaluated => {
     const D = what.degree;
     const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
       simulatePipeline(
-        { overlap, commOrder: commOrder(D, overlap), computeOrder: computeOrder(D, overlap, shared), ...comm, ranks },
+        { overlap, commOrder: commOrder(D, overlap), computeOrder: order(shared), ...comm, ranks },
         timelineRank,
         timeline,
       ).layerMs;
@@ -145,6 +158,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     return {
       candidate: { ...what, ms: best.ms, shared: best.shared, commMs: passes },
       chunkPlans,
+      computeOrder: order(best.shared),
       timeline: (t: PredictedOp[]) => simulate(chosenRanks, best.shared, input.rank, t),
       // For explain() only: what one kernel everywhere would have given.
       alternatives: () => ({
@@ -217,7 +231,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   });
   if (input.dedup && world > 1 && G === 1) {
     if (input.dedup.only) evaluated.length = 0;
-    evaluated.push(weighDedup(input, layout, layer, costs, rankBase, fixedKernel, weigh));
+    evaluated.push(weighDedup(input, layout, layer, costs, rankBase, fixedKernel, overlap, weigh));
   }
 
   const bestMs = Math.min(...evaluated.map((e) => e.candidate.ms));
@@ -244,7 +258,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     chunks,
     shared,
     commOrder: commOrder(degree, overlap),
-    computeOrder: computeOrder(degree, overlap, shared),
+    computeOrder: chosen.computeOrder,
     predicted: costs !== undefined,
     predictedMs: costs ? chosen.candidate.ms : 0,
     timeline,
@@ -264,6 +278,8 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
 interface Evaluated {
   candidate: PlanCandidate;
   chunkPlans: (rank: number) => ChunkPlan[];
+  /** The compute stream's order with the chosen shared-expert placement. */
+  computeOrder: ComputeStep[];
   timeline: (t: PredictedOp[]) => number;
   alternatives: () => { allGroupedMs: number; allDenseMs: number };
 }
@@ -274,6 +290,7 @@ type Weigh = (
   chosenRanks: RankCosts[],
   ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
   chunkPlans: (rank: number) => ChunkPlan[],
+  order?: (shared: SharedPlacement) => ComputeStep[],
 ) => Evaluated;
 
 /**
@@ -288,6 +305,7 @@ function weighDedup(
   costs: LayerCosts | undefined,
   rankBase: { routerMs: number; sharedMs: number }[],
   fixedKernel: ExpertKernel | undefined,
+  overlap: boolean,
   weigh: Weigh,
 ): Evaluated {
   const world = layout.world;
@@ -333,6 +351,8 @@ function weighDedup(
     ranksWith((_, r) => kernels[r]),
     ranksWith,
     chunkPlans,
+    // moe_rank_dispatch (the source's permute) is enqueued before the host sync, before an early shared expert.
+    (shared) => computeOrder(1, overlap, shared === 'early' ? 'overlap-dispatch' : shared),
   );
 }
 
