@@ -47,21 +47,29 @@ export async function runMoeBench(o: MoeBenchCliOptions, progress: (line: string
       );
     return shape;
   });
+  const tokensPerRank = o.tokens ?? (quick ? [16, 64] : [1024, 4096, 16384, 32768]);
   const options: MoeBenchOptions = {
     shapes,
-    tokensPerRank: o.tokens ?? (quick ? [16, 64] : [1024, 4096, 16384, 32768]),
+    tokensPerRank,
     routings: o.routings ?? ['balanced', 'skewed'],
     sweep: DEFAULT_SWEEP,
     expertGroups: o.expertGroups ?? 1,
     dispatch: o.dispatch ?? 'auto',
     warmup: quick ? 1 : 2,
     reps: o.reps ?? (quick ? 3 : 5),
-    trace: o.trace ? { shape: shapes[0].name, tokens: quick ? 64 : 16384, routing: 'balanced', file: o.trace } : undefined,
+    // The traced point: the first shape at 16K tokens per rank (64 on the CPU), else at the first count given.
+    trace: o.trace
+      ? { shape: shapes[0].name, tokens: traceTokens(tokensPerRank, quick ? 64 : 16384), routing: 'balanced', file: o.trace }
+      : undefined,
   };
   const rows =
     backend === 'cuda' && o.ranks > 1 ? await forkRanks(o.ranks, options, progress) : await inProcess(backend, o.ranks, options, progress);
   if (o.trace) await mergeRankTraces(o.trace, o.ranks);
   return rows;
+}
+
+function traceTokens(tokensPerRank: number[], preferred: number): number {
+  return tokensPerRank.includes(preferred) ? preferred : tokensPerRank[0];
 }
 
 async function inProcess(
