@@ -58,3 +58,21 @@ test('no dedup candidate without rank counts or with expert groups', () => {
   expect(plan(0, 'auto').candidates.every((c) => c.dispatch === 'pairs')).toBe(true);
   expect(plan(0, 'auto', { only: false }, 2).candidates.every((c) => c.dispatch === 'pairs')).toBe(true);
 });
+
+test('auto remembers its decision by load signature: a like load weighs one candidate, another load searches', () => {
+  const fresh = syntheticModel({ world: W, bytesPerMs, densePerRow: 0.0001, groupedPerRow: 0.0001 });
+  const auto = (rows: number[][], c = counts) =>
+    planMoeLayer({ ...inputFor(c, 0, { topK: K }), dedup: { rankRows: rows, only: false } }, fresh, parseMoeSchedule('auto'));
+  const first = auto(rankRows);
+  expect(first.candidates.length).toBeGreaterThan(1);
+  // Within the signature's 10% buckets: the same decision, from one candidate.
+  const again = auto([
+    [201, 181],
+    [171, 211],
+  ]);
+  expect(again.candidates).toHaveLength(1);
+  expect([again.dispatch, again.degree, again.axis]).toEqual([first.dispatch, first.degree, first.axis]);
+  // Twice the load: a new search.
+  const heavier = auto(rankRows, uniform(W, M, E, 32));
+  expect(heavier.candidates.length).toBeGreaterThan(1);
+});

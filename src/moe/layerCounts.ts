@@ -108,6 +108,17 @@ export class LayerCounts {
 
   /** Micro-chunk boundaries of D token chunks (D + 1 values from 0 to M), cutting the cluster's rows evenly. */
   microBounds(degree: number): number[] {
+    return balancedBounds(this.microPrefix(), degree);
+  }
+
+  /** The cluster's rows in each micro-chunk (M values). */
+  microLoads(): number[] {
+    const p = this.microPrefix();
+    return Array.from({ length: p.length - 1 }, (_, m) => p[m + 1] - p[m]);
+  }
+
+  /** Cumulative rows of the cluster over micro-chunks (M + 1 values). */
+  private microPrefix(): Float64Array {
     if (!this.microLoad) {
       const { microChunks: M, numExperts: E } = this.input;
       const load = new Float64Array(M + 1);
@@ -118,7 +129,7 @@ export class LayerCounts {
       }
       this.microLoad = load;
     }
-    return balancedBounds(this.microLoad, degree);
+    return this.microLoad;
   }
 
   /** Group boundaries of D expert chunks (D + 1 values from 0 to G), cutting the cluster's rows evenly. */

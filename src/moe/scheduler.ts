@@ -18,6 +18,7 @@ import type { ExpertKernel } from '../native/ops';
 import type { CostModel } from './costModel';
 import { layerCosts } from './layerCosts';
 import { type ChunkSpan, LayerCounts, dedupCosts } from './layerCounts';
+import { cachedDecision, loadSignature, rememberDecision } from './planCache';
 import type { LayerCosts } from './layerCosts';
 import {
   type ChunkPlan,
@@ -111,10 +112,17 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     schedule.kind === 'baseline' ? 'dense' : schedule.kind === 'fixed' ? schedule.kernel : undefined;
 
   // The candidates: (axis, D). D = 1 is the same plan on both axes: it is weighed once, on tokens.
+  // auto with a load like an earlier layer's weighs only what was chosen then (planCache.ts).
+  const dedupWeighed = input.dedup !== undefined && world > 1 && G === 1;
+  const signature = model && schedule.kind === 'auto' && world > 1 ? searchSignature(input, layer, layout, dedupWeighed) : undefined;
+  const known = signature !== undefined ? cachedDecision(model!, signature) : undefined;
+
   const options: { axis: PlanAxis; degree: number }[] = [];
   if (schedule.kind === 'fixed') options.push({ axis: scheduleAxis(schedule)!, degree: schedule.degree });
   else if (schedule.kind === 'baseline' || world === 1) options.push({ axis: 'tokens', degree: 1 });
-  else {
+  else if (known) {
+    if (known.dispatch === 'pairs') options.push({ axis: known.axis, degree: known.degree });
+  } else {
     for (const degree of autoDegrees(M)) options.push({ axis: 'tokens', degree });
     if (G > 1) for (const degree of autoDegrees(G).filter((d) => d > 1)) options.push({ axis: 'experts', degree });
   }
@@ -229,8 +237,8 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       });
     return weigh({ axis, degree, dispatch: 'pairs' }, { commMs }, ranksWith((i, r) => kernels[i][r]), ranksWith, chunkPlans);
   });
-  if (input.dedup && world > 1 && G === 1) {
-    if (input.dedup.only) evaluated.length = 0;
+  if (dedupWeighed && (!known || known.dispatch === 'dedup')) {
+    if (input.dedup!.only) evaluated.length = 0;
     evaluated.push(weighDedup(input, layout, layer, costs, rankBase, fixedKernel, overlap, weigh));
   }
 
@@ -242,6 +250,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   if (costs) chosen.timeline(timeline);
 
   const { axis, degree, dispatch } = chosen.candidate;
+  if (signature !== undefined && !known) rememberDecision(model!, signature, { axis, degree, dispatch });
   const rank = input.rank;
   const chunks = chosen.chunkPlans(rank);
   const shared = chosen.candidate.shared;
@@ -272,6 +281,43 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       }),
   };
   return plan;
+}
+
+/**
+ * What auto's search depends on beyond the cost model: its options (micro-chunks, groups, ranks, the
+ * dedup candidate, the shared expert's placement, the layer's dimensions) and, per rank, the loads
+ * (pairs sent and received, the busiest local expert, dedup rows sent and received), and the busiest
+ * micro-chunk (how token chunks would split).
+ */
+function searchSignature(input: MoePlanInput, layer: LayerCounts, layout: ExpertLayout, dedupWeighed: boolean): string {
+  const W = layout.world;
+  const M = input.microChunks;
+  const loads: number[] = [];
+  for (let r = 0; r < W; r++) {
+    const { first, count } = layout.ranges[r];
+    let received = 0;
+    let busiest = 0;
+    for (let v = first; v < first + count; v++) {
+      const n = layer.expertRows(layout.virtualOf(v));
+      received += n;
+      busiest = Math.max(busiest, n);
+    }
+    loads.push(layer.rankPairs(r), received, busiest);
+    if (dedupWeighed) {
+      const rows = input.dedup!.rankRows;
+      let sent = 0;
+      let got = 0;
+      for (let p = 0; p < W; p++) {
+        sent += rows[r][p];
+        got += rows[p][r];
+      }
+      loads.push(sent, got);
+    }
+  }
+  loads.push(...layer.microLoads());
+  const fixed = [M, layout.groups, W, dedupWeighed ? (input.dedup!.only ? 2 : 1) : 0, input.sharedEarly ? 1 : 0];
+  fixed.push(input.topK, input.hidden, input.expertIntermediate, input.sharedIntermediate, input.dtypeBytes);
+  return loadSignature(fixed, loads);
 }
 
 /** One weighed candidate: its predicted time, and how to make its chunks, timeline and explanation. */

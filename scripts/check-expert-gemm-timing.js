@@ -1,4 +1,5 @@
-// Diagnostic: the profiler's expert GEMM curve on one GPU vs plain wall-clock timing.
+// GPU-host check: expert_matmul timed by a plain event pair around 5 runs against the cost-model profiler's curve
+// (they must agree; a 32-bit overflow once made the profiler measure one segment). Run: node scripts/check-expert-gemm-timing.js
 const { Device } = require('../dist/native/device');
 const ops = require('../dist/native/ops');
 const { measureCostModel } = require('../dist/moe/costModelProfiler');
