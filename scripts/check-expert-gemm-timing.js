@@ -6,15 +6,20 @@ const { measureCostModel } = require('../dist/moe/costModelProfiler');
 (async () => {
   const device = Device.open('cuda', 0);
   const s = device.stream();
-  const E = 80, N = 3072, K = 5120;
-  const w = device.tensor('bf16', [E, N, K]); ops.fillRandom(s, w, 1, 0.02);
+  const E = 80,
+    N = 3072,
+    K = 5120;
+  const w = device.tensor('bf16', [E, N, K]);
+  ops.fillRandom(s, w, 1, 0.02);
   for (const rows of [64, 256, 1024, 2048]) {
     const R = rows * E;
-    const a = device.tensor('bf16', [R, K]); ops.fillRandom(s, a, 2, 1);
+    const a = device.tensor('bf16', [R, K]);
+    ops.fillRandom(s, a, 2, 1);
     const out = device.tensor('bf16', [R, N]);
     for (const kernel of ['dense', 'grouped']) {
       const counts = new Array(E).fill(rows);
-      ops.expertMatmul(s, out, a, w, counts, kernel); await s.synchronize();
+      ops.expertMatmul(s, out, a, w, counts, kernel);
+      await s.synchronize();
       const t0 = process.hrtime.bigint();
       const ev0 = s.record();
       for (let i = 0; i < 5; i++) ops.expertMatmul(s, out, a, w, counts, kernel);
@@ -23,12 +28,24 @@ const { measureCostModel } = require('../dist/moe/costModelProfiler');
       const wall = Number(process.hrtime.bigint() - t0) / 1e6 / 5;
       const evms = ev1.elapsedSince(ev0) / 5;
       const tf = (2 * R * N * K) / (evms * 1e9);
-      console.log(`rows ${rows} ${kernel}: events ${evms.toFixed(3)} ms, wall ${wall.toFixed(3)} ms, ${tf.toFixed(0)} TFLOP/s, per segment ${(evms / E * 1000).toFixed(1)} us`);
+      console.log(
+        `rows ${rows} ${kernel}: events ${evms.toFixed(3)} ms, wall ${wall.toFixed(3)} ms, ${tf.toFixed(0)} TFLOP/s, per segment ${((evms / E) * 1000).toFixed(1)} us`,
+      );
     }
-    a.dispose(); out.dispose();
+    a.dispose();
+    out.dispose();
   }
   w.dispose();
-  const m = await measureCostModel({ device, dtype: 'bf16', hidden: 5120, expertIntermediate: 1536, sharedIntermediate: 0, numExperts: 80, topK: 6, rowsPerExpert: [1, 16, 64, 256, 1024, 2048, 4096] });
+  const m = await measureCostModel({
+    device,
+    dtype: 'bf16',
+    hidden: 5120,
+    expertIntermediate: 1536,
+    sharedIntermediate: 0,
+    numExperts: 80,
+    topK: 6,
+    rowsPerExpert: [1, 16, 64, 256, 1024, 2048, 4096],
+  });
   for (const g of m.gemm) {
     console.log('profiler N', g.n, 'K', g.k, 'segments', g.segments);
     console.log('  dense  ', g.dense.points.map((p) => `${p.rows}:${(p.ms * 1000).toFixed(1)}`).join(' '));

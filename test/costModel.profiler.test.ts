@@ -6,7 +6,12 @@ import * as path from 'path';
 import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { Device, type Stream, type Tensor, dtypeBytes } from '../src/native/device';
 import { type CostModel, loadCostModel, saveCostModel, validateCostModel } from '../src/moe/costModel';
-import { type MeasureCostModelOptions, type MeasureProgress, defaultMaxActivationBytes, measureCostModel } from '../src/moe/costModelProfiler';
+import {
+  type MeasureCostModelOptions,
+  type MeasureProgress,
+  defaultMaxActivationBytes,
+  measureCostModel,
+} from '../src/moe/costModelProfiler';
 import { expertRanges } from '../src/moe/placement';
 import { planMoeLayer } from '../src/moe/scheduler';
 

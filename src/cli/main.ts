@@ -150,7 +150,10 @@ export function buildProgram(): Command {
     .option('--shapes <names>', 'moe suite: layer shapes, comma-separated (deepseek-v2, mixtral-8x7b, qwen3-30b-a3b)', list)
     .option('--tokens <n,...>', 'moe suite: tokens per rank, comma-separated', (v: string) => list(v).map(positiveInt('--tokens')))
     .addOption(new Option('--routings <kinds>', 'moe suite: balanced, skewed').argParser(list))
-    .option('--trace <file>', 'moe suite: write a Chrome/Perfetto trace of one layer under baseline, fixed:1:dense+dedup and auto, one after the other (the first shape, balanced, 16K tokens per rank or else the first --tokens)')
+    .option(
+      '--trace <file>',
+      'moe suite: write a Chrome/Perfetto trace of one layer under baseline, fixed:1:dense+dedup and auto, one after the other (the first shape, balanced, 16K tokens per rank or else the first --tokens)',
+    )
     .addOption(expertGroupsOption(' of the moe suite, which then also sweeps fixed plans of the expert axis'))
     .addOption(dispatchOption())
     .action(async (suites: string[], opts) => {

@@ -240,7 +240,12 @@ export class LayerCounts {
  * The dedup dispatch of the whole layer (D = 1, one expert group): rankRows[q][p] = rows rank q sends
  * rank p (its distinct (token, p) pairs, moe_rank_dispatch's counts).
  */
-export function dedupCosts(layer: LayerCounts, layout: ExpertLayout, rankRows: readonly ArrayLike<number>[], costs?: LayerCosts): DedupCosts {
+export function dedupCosts(
+  layer: LayerCounts,
+  layout: ExpertLayout,
+  rankRows: readonly ArrayLike<number>[],
+  costs?: LayerCosts,
+): DedupCosts {
   const W = layout.world;
   let busiest = 0;
   let globalRows = 0;

@@ -152,11 +152,8 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   ): Evaluated => {
     const D = what.degree;
     const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
-      simulatePipeline(
-        { overlap, commOrder: commOrder(D, overlap), computeOrder: order(shared), ...comm, ranks },
-        timelineRank,
-        timeline,
-      ).layerMs;
+      simulatePipeline({ overlap, commOrder: commOrder(D, overlap), computeOrder: order(shared), ...comm, ranks }, timelineRank, timeline)
+        .layerMs;
     let best = { shared: placements[0], ms: Infinity };
     for (const shared of placements) {
       const ms = simulate(chosenRanks, shared);
@@ -235,7 +232,13 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
           },
         };
       });
-    return weigh({ axis, degree, dispatch: 'pairs' }, { commMs }, ranksWith((i, r) => kernels[i][r]), ranksWith, chunkPlans);
+    return weigh(
+      { axis, degree, dispatch: 'pairs' },
+      { commMs },
+      ranksWith((i, r) => kernels[i][r]),
+      ranksWith,
+      chunkPlans,
+    );
   });
   if (dedupWeighed && (!known || known.dispatch === 'dedup')) {
     if (input.dedup!.only) evaluated.length = 0;
