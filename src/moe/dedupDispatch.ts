@@ -14,7 +14,7 @@
 // Other plans run the per-(token, expert) path (see dedupSchedule). The planner weighs it as one more
 // candidate (scheduler.ts weighDedup) when --dispatch is auto and the schedule is auto; --dispatch dedup
 // makes it the only one.
-import type { Stream, Tensor } from '../native/device';
+import type { Event, Stream, Tensor } from '../native/device';
 import * as ops from '../native/ops';
 import type { MoeWeights } from '../engine/weightTypes';
 import type { MoePlan } from './plan';
@@ -48,6 +48,11 @@ export interface RankDispatch {
   rowMap: Tensor;
   localIdx: Tensor;
   localW: Tensor;
+  /**
+   * Recorded on the compute stream right after moe_rank_dispatch: the dispatch waits for this, not for
+   * what the compute stream has queued since (an early shared expert, which it should overlap).
+   */
+  ready: Event;
 }
 
 /** Enqueues moe_rank_dispatch over the layer's tokens; per-rank row counts go to `counts` [W]. */
@@ -57,14 +62,14 @@ export function enqueueRankDispatch(ctx: MoeLayerContext, h: Tensor, topkIdx: Te
   const W = layout.world;
   const k = routing.topK;
   const R = T * Math.min(k, W);
-  const d: RankDispatch = {
+  const d = {
     rows: scope.tensor(actDtype, [R, h.shape[1]]),
     rowMap: scope.tensor('i32', [T, W]),
     localIdx: scope.tensor('i32', [R, k]),
     localW: scope.tensor('f32', [R, k]),
   };
   ops.moeRankDispatch(ctx.compute, d.rows, d.rowMap, counts, d.localIdx, d.localW, h, topkIdx, topkW, rankOffsets(layout));
-  return d;
+  return { ...d, ready: ctx.compute.record() };
 }
 
 /** What the rest of the layer needs, once every rank's counts are on the host. */
@@ -114,7 +119,7 @@ export async function runDedupLayer(a: DedupRunInput): Promise<void> {
   };
 
   // Dispatch: rows, slot indices, slot weights.
-  handOver(cs, cm);
+  if (cm !== cs) cm.wait(dispatch.ready);
   if (sharedFirst && !sharedDone) a.sharedExpert(cs, true);
   let x = dispatch.rows.rows(0, sent);
   let localIdx = dispatch.localIdx.rows(0, sent);

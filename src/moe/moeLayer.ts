@@ -138,25 +138,27 @@ export async function routedMoeLayer(
     ctx.costModel,
     schedule,
   );
-  if (plan.dispatch === 'dedup') {
-    await runDedupLayer({
-      ctx,
-      w,
-      h,
-      out,
-      plan,
-      dispatch: dispatch!,
-      rankCounts: rankRows,
-      localSegments: plan.chunks[0].segments,
-      expertFfn: (s, x, segments, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, plan.chunks[0].kernel, y),
-      sharedExpert: (s, writeFirst) => {
-        if (w.shared) sharedExpertOnto(ctx, w.shared, w.sharedGate, h, out, s, writeFirst);
-      },
-      span: (s) => span(ctx, s),
-    });
-    return plan;
+  try {
+    if (plan.dispatch === 'dedup')
+      await runDedupLayer({
+        ctx,
+        w,
+        h,
+        out,
+        plan,
+        dispatch: dispatch!,
+        rankCounts: rankRows,
+        localSegments: plan.chunks[0].segments,
+        expertFfn: (s, x, segments, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, plan.chunks[0].kernel, y),
+        sharedExpert: (s, writeFirst) => {
+          if (w.shared) sharedExpertOnto(ctx, w.shared, w.sharedGate, h, out, s, writeFirst);
+        },
+        span: (s) => span(ctx, s),
+      });
+    else await new LayerRun(ctx, w, h, out, topkIdx, topkW, plan).run();
+  } finally {
+    dispatch?.ready.dispose();
   }
-  await new LayerRun(ctx, w, h, out, topkIdx, topkW, plan).run();
   return plan;
 }
 
