@@ -188,7 +188,7 @@ Napi::Value DeviceWrap::CreateStream(const Napi::CallbackInfo& info) {
     auto obj = StreamWrap::constructor->New({});
     auto* s = StreamWrap::Unwrap(obj);
     s->backend = backend;
-    s->stream = backend->createStream();
+    s->stream = backend->createStream(info.Length() > 0 && info[0].ToBoolean().Value());
     return obj;
   });
 }

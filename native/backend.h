@@ -84,7 +84,9 @@ class Backend {
   virtual std::shared_ptr<Storage> alloc(size_t bytes) = 0;
   virtual size_t freeBytes() const = 0;
 
-  virtual std::shared_ptr<Stream> createStream() = 0;
+  // highPriority: the device schedules this stream's blocks first as others retire (CUDA stream
+  // priorities), so that communication is not starved by GEMMs filling every SM. The CPU ignores it.
+  virtual std::shared_ptr<Stream> createStream(bool highPriority = false) = 0;
   virtual std::shared_ptr<Event> createEvent() = 0;
   virtual void record(Stream& s, Event& e) = 0;
   virtual void wait(Stream& s, Event& e) = 0;

@@ -101,7 +101,7 @@ class CpuBackend : public Backend {
   std::shared_ptr<Storage> alloc(size_t bytes) override { return std::make_shared<CpuStorage>(bytes); }
   size_t freeBytes() const override { return 0; }
 
-  std::shared_ptr<Stream> createStream() override { return std::make_shared<CpuStream>(); }
+  std::shared_ptr<Stream> createStream(bool /*highPriority*/) override { return std::make_shared<CpuStream>(); }
   std::shared_ptr<Event> createEvent() override { return std::make_shared<CpuEvent>(); }
 
   void record(Stream& s, Event& e) override {

@@ -72,7 +72,7 @@ class CudaBackend : public Backend {
     return freeB + ctx_->allocator->cachedBytes();
   }
 
-  std::shared_ptr<Stream> createStream() override { return std::make_shared<CudaStream>(ctx_); }
+  std::shared_ptr<Stream> createStream(bool highPriority) override { return std::make_shared<CudaStream>(ctx_, highPriority); }
   std::shared_ptr<Event> createEvent() override { return std::make_shared<CudaEvent>(ctx_); }
 
   void record(Stream& s, Event& e) override {

@@ -174,7 +174,7 @@ class NcclCommWrap : public Napi::ObjectWrap<NcclCommWrap> {
       state_->rank = rank;
       cuda::checkCuda(cudaSetDevice(state_->device), "cudaSetDevice(nccl)");
       cuda::checkCuda(cudaEventCreateWithFlags(&state_->lastOp, cudaEventDisableTiming), "cudaEventCreateWithFlags(nccl)");
-      state_->gatherStream = dev->backend->createStream();
+      state_->gatherStream = dev->backend->createStream(true);  // the layer's counts: never behind GEMMs
       checkNccl(ncclCommInitRank(&state_->comm, world, id, rank), "ncclCommInitRank");
     } catch (const Napi::Error&) {
       throw;

@@ -42,9 +42,12 @@ std::string describeIndexError(const volatile DeviceErrorSlot& slot) {
 
 }  // namespace
 
-CudaStream::CudaStream(std::shared_ptr<CudaContext> context) : context_(std::move(context)) {
+CudaStream::CudaStream(std::shared_ptr<CudaContext> context, bool highPriority) : context_(std::move(context)) {
   context_->activate();
-  checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  int least = 0, greatest = 0;  // numerically, greatest < least: lower numbers are higher priorities
+  checkCuda(cudaDeviceGetStreamPriorityRange(&least, &greatest), "cudaDeviceGetStreamPriorityRange");
+  checkCuda(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, highPriority ? greatest : least),
+            "cudaStreamCreateWithPriority");
   cudaError_t st = cudaHostAlloc(reinterpret_cast<void**>(&hostSlot_), sizeof(DeviceErrorSlot), cudaHostAllocMapped);
   if (st == cudaSuccess) {
     std::memset(hostSlot_, 0, sizeof(DeviceErrorSlot));

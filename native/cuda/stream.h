@@ -26,7 +26,7 @@ namespace eps::cuda {
 
 class CudaStream : public Stream {
  public:
-  explicit CudaStream(std::shared_ptr<CudaContext> context);
+  CudaStream(std::shared_ptr<CudaContext> context, bool highPriority);
   // Waits for the stream's work first: allocator fences cover live streams only, and the
   // backend's contract keeps a stream's queued work running after JS drops it.
   ~CudaStream() override;

@@ -73,7 +73,7 @@ export class ModelRunner {
     const problem = scheduleLayoutProblem(options.schedule, this.layout.groups);
     if (problem) throw new ExpertLayoutError(problem);
     this.compute = device.stream();
-    this.commStream = device.stream();
+    this.commStream = device.stream({ highPriority: true });
     this.routing = {
       numExperts: moe.numExperts,
       topK: moe.topK,

@@ -43,7 +43,7 @@ export interface NativeDevice {
   readonly index: number;
   readonly name: string;
   alloc(dtype: DType, shape: number[]): NativeTensor;
-  createStream(): NativeStream;
+  createStream(highPriority?: boolean): NativeStream;
   createEvent(): NativeEvent;
   freeBytes(): number;
   opNames(): string[];

@@ -32,8 +32,12 @@ export class Device {
   tensor(dtype: DType, shape: readonly number[]): Tensor {
     return new Tensor(this, this.native.alloc(dtype, [...shape]));
   }
-  stream(): Stream {
-    return new Stream(this, this.native.createStream());
+  /**
+   * A new stream. highPriority (communication streams): its work is scheduled first as the device's
+   * SMs free up, so an all-to-all is not starved by the GEMMs of another stream (CUDA; the CPU ignores it).
+   */
+  stream(opts: { highPriority?: boolean } = {}): Stream {
+    return new Stream(this, this.native.createStream(opts.highPriority ?? false));
   }
   event(): Event {
     return new Event(this.native.createEvent());

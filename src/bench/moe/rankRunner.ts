@@ -137,7 +137,7 @@ async function benchPoint(
 ): Promise<MoeBenchRow> {
   const { device, comm } = ctx;
   const s = device.stream();
-  const commStream = device.stream();
+  const commStream = device.stream({ highPriority: true });
   const E = shape.numExperts;
   const k = shape.topK;
   const route = makeRouting(routing, T, E, k, 1000 + comm.rank);
