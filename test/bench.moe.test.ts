@@ -1,6 +1,7 @@
 // The MoE-layer benchmark on the CPU backend (in-process ranks, tiny shapes): every point has every
 // schedule timed, the best fixed plan is the fastest fixed one, and the floor is its larger part.
 import { runMoeBench, DEFAULT_SWEEP, formatMoeBench } from '../src/bench/moe/moeBench';
+import { busiestCrossRows } from '../src/bench/moe/rankRunner';
 import { makeRouting } from '../src/bench/moe/routing';
 
 test('bench moe at 2 ranks on the CPU: every point, every schedule', async () => {
@@ -72,4 +73,16 @@ test('routings: k distinct experts per token, weights summing to 1, skewed is sk
     if (kind === 'balanced') expect(ratio).toBeLessThan(1.3);
     else expect(ratio).toBeGreaterThan(3);
   }
+});
+
+test('the floor counts the busiest rank’s rows to and from the others', () => {
+  // rank 0 sends 5 away and receives 7; rank 1 sends 7 and receives 5; rank 2 sends 1 and receives 1.
+  expect(
+    busiestCrossRows([
+      [9, 4, 1],
+      [7, 2, 0],
+      [0, 1, 3],
+    ]),
+  ).toBe(7);
+  expect(busiestCrossRows([[12]])).toBe(0);
 });

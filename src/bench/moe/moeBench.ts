@@ -157,5 +157,5 @@ export function formatMoeBench(rows: readonly MoeBenchRow[]): string {
     .flatMap((r) => r.results.filter((x) => x.predictedMs !== null).map((x) => Math.abs(x.predictedMs! - x.ms) / x.ms))
     .sort((a, b) => a - b);
   const medianErr = errors.length ? errors[errors.length >> 1] : NaN;
-  return `${table}\n  median |predicted - measured| / measured over every timed plan: ${(medianErr * 100).toFixed(1)}%\n  time = slowest rank, CUDA events (CPU: host clock), median of the reps; floor = max(GEMM FLOPs of the busiest rank / GEMM ceiling, 2 x all-to-all bytes of the busiest rank / measured all-to-all bandwidth)\n`;
+  return `${table}\n  median |predicted - measured| / measured over every timed plan: ${(medianErr * 100).toFixed(1)}%\n  time = slowest rank, CUDA events (CPU: host clock), median of the reps; floor = max(GEMM FLOPs of the busiest rank / GEMM ceiling, 2 x all-to-all bytes of the busiest rank, rows as the dedup dispatch sends them, / measured all-to-all bandwidth)\n`;
 }

@@ -260,8 +260,9 @@ async function benchPoint(
 
 /**
  * The layer's floor: its GEMM FLOPs on the busiest rank over the measured GEMM ceiling, and the
- * all-to-all bytes of the busiest rank (dispatch + combine, rows as sent) over the measured all-to-all
- * bandwidth; the floor is the larger (perfect overlap).
+ * all-to-all bytes of the busiest rank (dispatch + combine) over the measured all-to-all bandwidth,
+ * with rows as the dedup dispatch sends them (one per token and destination rank: the fewer bytes of
+ * the two ways this system can send); the floor is the larger (perfect overlap).
  */
 async function floorOf(
   ctx: RankContext,
@@ -273,26 +274,45 @@ async function floorOf(
   ceilingTflops: number,
 ) {
   const { comm } = ctx;
-  // Rows this rank sends to each rank (itself included), from its routing (virtual expert ids).
-  const sendTo = new Int32Array(comm.world);
-  for (const v of idx) sendTo[layout.rankOf(v)]++;
-  const all = comm.world > 1 ? await comm.allGather(sendTo) : [sendTo];
-  const rowBytes = shape.hidden * dtypeBytes[ctx.dtype];
-  let maxRows = 0;
-  let maxCrossRows = 0;
-  for (let p = 0; p < comm.world; p++) {
-    const received = all.reduce((sum, from) => sum + from[p], 0);
-    maxRows = Math.max(maxRows, received);
-    const sentAway = all[p].reduce((a, b) => a + b, 0) - all[p][p];
-    const receivedFromOthers = received - all[p][p];
-    maxCrossRows = Math.max(maxCrossRows, sentAway, receivedFromOthers);
+  const W = comm.world;
+  const k = shape.topK;
+  // Rows this rank sends to each rank (itself included), from its routing (virtual expert ids): per
+  // (token, slot) pair, then per distinct (token, rank).
+  const counts = new Int32Array(2 * W);
+  const ranks = new Set<number>();
+  for (let t = 0; t < T; t++) {
+    ranks.clear();
+    for (let j = 0; j < k; j++) ranks.add(layout.rankOf(idx[t * k + j]));
+    for (const p of ranks) counts[W + p]++;
   }
+  for (const v of idx) counts[layout.rankOf(v)]++;
+  const all = W > 1 ? await comm.allGather(counts) : [counts];
+  const pairs = all.map((c) => c.subarray(0, W));
+  const maxRows = Math.max(...Array.from({ length: W }, (_, p) => pairs.reduce((sum, from) => sum + from[p], 0)));
+  const crossRows = Math.min(busiestCrossRows(pairs), busiestCrossRows(all.map((c) => c.subarray(W))));
+  const rowBytes = shape.hidden * dtypeBytes[ctx.dtype];
   const flops =
     2 * maxRows * 3 * shape.expertIntermediate * shape.hidden +
     (shape.sharedIntermediate ? 2 * T * 3 * shape.sharedIntermediate * shape.hidden : 0);
   const gemmFloorMs = flops / (ceilingTflops * 1e9);
-  const commFloorMs = comm.world > 1 ? 2 * allToAllMs(model, comm.world, maxCrossRows * rowBytes) : 0;
+  const commFloorMs = W > 1 ? 2 * allToAllMs(model, W, crossRows * rowBytes) : 0;
   return { gemmFloorMs, commFloorMs, floorMs: Math.max(gemmFloorMs, commFloorMs), maxRowsPerRank: maxRows };
+}
+
+/** rows[q][p]: rows rank q sends rank p. The most any rank sends to or receives from the others. */
+export function busiestCrossRows(rows: readonly ArrayLike<number>[]): number {
+  let most = 0;
+  rows.forEach((_, p) => {
+    let sent = 0;
+    let received = 0;
+    rows.forEach((from, q) => {
+      if (q === p) return;
+      sent += rows[p][q];
+      received += from[p];
+    });
+    most = Math.max(most, sent, received);
+  });
+  return most;
 }
 
 /** The layout of a shape: `groups` expert groups, or as many as its ranks hold experts when fewer. */
