@@ -1,7 +1,7 @@
 // Measures a cost model (costModel.ts) on the loaded device: expert_matmul with both kernels at
 // rows-per-expert 1, 2, 4, ... for the layer's GEMM shapes, the all-to-all by message size over the
-// Communicator, and the small ops by rows. Times come from events around each call, after warm-up,
-// as the median of several repetitions. With a Communicator of several ranks every rank must call
+// Communicator, and the small ops by rows. Times come from events around batches of calls, after
+// warm-up, as the median of the batches (OpTimer). With a Communicator of several ranks every rank must call
 // this with the same options (the all-to-alls pair up), and every rank ends with the same model: the
 // element-wise median of all ranks' measurements, so that every rank's scheduler chooses alike.
 import type { Communicator } from '../comm/communicator';
