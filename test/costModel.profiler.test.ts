@@ -69,6 +69,9 @@ function expectCurves(model: CostModel, localExperts: number): void {
     expect(model.smallOps[op].msPerRow).toBeGreaterThanOrEqual(0);
   }
   expect(model.smallOps.swiglu.width).toBe(I);
+  // The host sync: a read and (several ranks) a gather, on the host clock: above 0, well under a second.
+  expect(model.smallOps.hostSyncMs).toBeGreaterThan(0);
+  expect(model.smallOps.hostSyncMs).toBeLessThan(1000);
   expect(validateCostModel(JSON.parse(JSON.stringify(model)))).toEqual(model);
 }
 

@@ -35,7 +35,7 @@ const key: CostModelKey = {
 
 function model(): CostModel {
   return {
-    version: 2,
+    version: 3,
     key,
     measuredAt: '2025-01-01T00:00:00.000Z',
     gemm: [
@@ -66,6 +66,7 @@ function model(): CostModel {
       permute: { fixedMs: 0.02, msPerRow: 0.002 },
       swiglu: { fixedMs: 0.003, msPerRow: 0.0001, width: 768 },
       unpermute: { fixedMs: 0.04, msPerRow: 0.004 },
+      hostSyncMs: 0.3,
     },
   };
 }
@@ -214,7 +215,7 @@ describe('the cache on disk', () => {
 
   test('file names: readable, and different for different keys', () => {
     const name = costModelKey(key);
-    expect(name).toMatch(/^cuda-nvidia-h200-bf16-h2048-i768-s0-e128-k8-w2_4-[0-9a-f]{12}-v2\.json$/);
+    expect(name).toMatch(/^cuda-nvidia-h200-bf16-h2048-i768-s0-e128-k8-w2_4-[0-9a-f]{12}-v3\.json$/);
     expect(costModelKey({ ...key, versions: { ...key.versions, nccl: '2.27.0' } })).not.toBe(name);
     expect(costModelKey({ ...key, worlds: [4, 2] })).toBe(name);
   });

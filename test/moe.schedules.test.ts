@@ -315,7 +315,7 @@ function launchBoundModel(world: number): CostModel {
   const table = (n: number, k: number) => ({ n, k, segments: 4, grouped: flat, dense: flat });
   const free = { fixedMs: 0, msPerRow: 0 };
   return {
-    version: 2,
+    version: 3,
     key: {
       device: 'synthetic',
       backend: 'cpu',
@@ -331,6 +331,6 @@ function launchBoundModel(world: number): CostModel {
     measuredAt: '2025-01-01T00:00:00.000Z',
     gemm: [table(2 * I, H), table(H, I), table(2 * IS, H), table(H, IS)],
     allToAll: [{ world, latencyMs: 0, bytesPerMs: 300, points: [] }],
-    smallOps: { router: free, permute: free, swiglu: { ...free, width: I }, unpermute: free },
+    smallOps: { router: free, permute: free, swiglu: { ...free, width: I }, unpermute: free, hostSyncMs: 0 },
   };
 }

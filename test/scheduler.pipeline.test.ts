@@ -110,3 +110,46 @@ test('one stream: the all-to-alls wait for everything before them', () => {
     ['shared', 9.5, 9.5],
   ]);
 });
+
+test('the host sync: queued work runs through it, everything enqueued after it waits for the slowest rank', () => {
+  const a: RankCosts = { routerMs: 1, sharedMs: 3, permuteMs: [1], ffnMs: [2], unpermuteMs: [1] };
+  const b: RankCosts = { routerMs: 2, sharedMs: 0, permuteMs: [1], ffnMs: [2], unpermuteMs: [1] };
+  const order = computeOrder(1, true, 'early');
+  expect(order.map((s) => s.op)).toEqual(['shared', 'permute', 'ffn', 'unpermute']);
+  const timeline: PredictedOp[] = [];
+  // Reads done at 1 (a) and 2 (b): the hosts enqueue again at 2 + 5 = 7. a's shared expert, queued
+  // before, runs [1,4]; permute [7,8] on both; dispatch [8,9]; ffn [9,11]; combine [11,12]; unpermute [12,13].
+  const r = simulatePipeline(
+    {
+      overlap: true,
+      commOrder: commOrder(1, true),
+      computeOrder: order,
+      commMs: [1],
+      ranks: [a, b],
+      sync: { ms: 5, afterSteps: 0, preSyncSteps: 1 },
+    },
+    0,
+    timeline,
+  );
+  expect(r.layerMs).toBe(13);
+  expect(timeline.map((op) => [op.name, op.startMs, op.endMs])).toEqual([
+    ['router', 0, 1],
+    ['shared', 1, 4],
+    ['permute 0', 7, 8],
+    ['dispatch 0', 8, 9],
+    ['ffn 0', 9, 11],
+    ['combine 0', 11, 12],
+    ['unpermute 0', 12, 13],
+  ]);
+  // The dedup path's permute (moe_rank_dispatch) runs before the read: the read is done at 2 (a) and 3 (b).
+  const dedup = simulatePipeline({
+    overlap: true,
+    commOrder: commOrder(1, true),
+    computeOrder: computeOrder(1, true, 'overlap-dispatch'),
+    commMs: [1],
+    ranks: [a, b],
+    sync: { ms: 5, afterSteps: 1, preSyncSteps: 2 },
+  });
+  // sync ends 3 + 5 = 8: dispatch [8,9], ffn [9,11] (a's shared [2,5] is done), combine [11,12], unpermute [12,13].
+  expect(dedup.layerMs).toBe(13);
+});

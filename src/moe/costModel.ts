@@ -17,9 +17,10 @@ import type { ExpertKernel } from '../native/ops';
 
 /**
  * The format and the way of measuring. Part of the file name: a model measured by an older version is
- * not read (version 1 timed single runs and underestimated the GEMMs; see costModelProfiler.ts OpTimer).
+ * not read (version 1 timed single runs and underestimated the GEMMs, see costModelProfiler.ts OpTimer;
+ * version 2 had no host sync).
  */
-export const COST_MODEL_VERSION = 2;
+export const COST_MODEL_VERSION = 3;
 
 /** The dimensions of a MoE layer that its costs depend on. */
 export interface MoeLayerDims {
@@ -81,6 +82,11 @@ export interface SmallOpCosts {
   swiglu: LinearCost & { width: number };
   /** moe_unpermute, per token. */
   unpermute: LinearCost;
+  /**
+   * The layer's host sync: from the GPU reaching the counts' read until the host can enqueue again,
+   * every rank's counts gathered (host clock). The GPU idles through it unless work was queued before.
+   */
+  hostSyncMs: number;
 }
 
 export interface AllToAllPoint {
@@ -372,6 +378,7 @@ export function validateCostModel(json: unknown, where = 'cost model'): CostMode
     num(c.msPerRow, `smallOps.${op}.msPerRow`);
   }
   num(obj(small.swiglu, 'smallOps.swiglu').width, 'smallOps.swiglu.width', 1);
+  num(small.hostSyncMs, 'smallOps.hostSyncMs');
   return json as CostModel;
 }
 

@@ -92,7 +92,7 @@ export async function measureCostModel(o: MeasureCostModelOptions): Promise<Cost
   ];
   if (Is > 0) shapes.push([2 * Is, H, 1], [H, Is, 1]);
 
-  const measureCount = shapes.length * (2 * rowsPerExpert.length + 2) + (world > 1 ? a2aBytes.length : 0) + 8;
+  const measureCount = shapes.length * (2 * rowsPerExpert.length + 2) + (world > 1 ? a2aBytes.length : 0) + 9; // 8 small-op points, the host sync
   let done = 0;
   const progress = (phase: MeasureProgress['phase'], label: string) => {
     done++;
@@ -163,8 +163,9 @@ class OpTimer {
   constructor(
     private readonly s: Stream,
     private readonly warmup: number,
-    reps: number,
+    readonly runs: number,
   ) {
+    const reps = runs;
     this.batches = Math.max(1, Math.min(reps, 5));
     this.perBatch = Math.max(1, Math.ceil(reps / this.batches));
   }
@@ -330,7 +331,10 @@ async function measureSmallOps(
     };
     const a = await at(t1);
     const b = await at(t2);
+    const hostSyncMs = await measureHostSync(s, tensor('i32', [E]), o.comm, timer.runs);
+    progress('host sync');
     return {
+      hostSyncMs,
       router: line(t1, a.routerMs, t2, b.routerMs),
       permute: line(t1 * k, a.permuteMs, t2 * k, b.permuteMs),
       swiglu: { ...line(t1 * k, a.swigluMs, t2 * k, b.swigluMs), width: I },
@@ -342,6 +346,24 @@ async function measureSmallOps(
   }
 }
 
+/**
+ * The layer's host sync as the host sees it (its clock): the read of a counts-sized tensor from an idle
+ * stream and, with several ranks, the gather of every rank's, as moeLayer.ts does before it plans.
+ */
+async function measureHostSync(s: Stream, counts: Tensor, comm: Communicator | undefined, runs: number): Promise<number> {
+  const local = new Int32Array(counts.shape[0]);
+  const times: number[] = [];
+  for (let i = 0; i < runs + 2; i++) {
+    await s.synchronize();
+    const t0 = performance.now();
+    await counts.read(s);
+    if (comm && comm.world > 1) await comm.allGather(local);
+    if (i >= 2) times.push(performance.now() - t0); // the first two warm up
+  }
+  times.sort((x, y) => x - y);
+  return times[times.length >> 1];
+}
+
 /** fixed + perRow x rows through two measurements, neither part negative. */
 function line(x1: number, y1: number, x2: number, y2: number): LinearCost {
   const msPerRow = Math.max(0, (y2 - y1) / (x2 - x1));
@@ -349,7 +371,7 @@ function line(x1: number, y1: number, x2: number, y2: number): LinearCost {
 }
 
 /** The fields that hold measured times (the rest, row counts and shapes, are equal on every rank). */
-const MEASURED_FIELDS = new Set(['ms', 'overheadMs', 'latencyMs', 'bytesPerMs', 'fixedMs', 'msPerRow']);
+const MEASURED_FIELDS = new Set(['ms', 'overheadMs', 'latencyMs', 'bytesPerMs', 'fixedMs', 'msPerRow', 'hostSyncMs']);
 
 /**
  * Every rank replaces each measured number by the median of all ranks' values (sent as float32, so

@@ -111,6 +111,11 @@ export class LayerCosts {
     return linearMs(this.model.smallOps.unpermute, rows);
   }
 
+  /** The layer's host sync (read, gather, until the host enqueues again): the same for every layer. */
+  hostSyncMs(): number {
+    return this.model.smallOps.hostSyncMs;
+  }
+
   routerMs(pairs: number): number {
     return linearMs(this.model.smallOps.router, pairs / this.input.topK);
   }

@@ -26,6 +26,13 @@ export interface PipelineInput {
   commMs: ArrayLike<number>;
   /** The combine of chunk i when it differs from the dispatch (the dedup dispatch also sends slot metadata). */
   combineMs?: ArrayLike<number>;
+  /**
+   * The layer's host sync: the counts' read is enqueued after the router and the first `afterSteps`
+   * compute steps; once every rank's read is done, the host needs `ms` (gather, plan) before it enqueues
+   * anything else. The first `preSyncSteps` compute steps (>= afterSteps) were enqueued before it and
+   * run regardless; later steps and every all-to-all start after it.
+   */
+  sync?: { ms: number; afterSteps: number; preSyncSteps: number };
   ranks: readonly RankCosts[];
 }
 
@@ -61,14 +68,30 @@ export function simulatePipeline(input: PipelineInput, timelineRank?: number, ti
   const next = new Array<number>(world).fill(0);
   let commFree = 0;
   let commNext = 0;
+  const sync = input.sync;
+  // When each rank's read of the counts is done, and when the host can enqueue again (NaN: not yet known).
+  const readDone = new Float64Array(world).fill(NaN);
+  let syncEnd = sync ? NaN : 0;
+  /** Notes the rank's read once its steps before it have run; true when that makes the sync's end known. */
+  const noteRead = (rank: number): boolean => {
+    if (!sync || !Number.isNaN(readDone[rank]) || next[rank] < sync.afterSteps) return false;
+    readDone[rank] = computeFree[rank];
+    if (!readDone.every((t) => !Number.isNaN(t))) return false;
+    syncEnd = Math.max(...readDone) + sync.ms;
+    return true;
+  };
 
   /** Runs the rank's compute steps until one waits on a collective that has not run. */
   const advance = (rank: number): boolean => {
     const r = ranks[rank];
-    let moved = false;
+    let moved = noteRead(rank);
     while (next[rank] < computeOrder.length) {
       const step = computeOrder[next[rank]];
       let ready = computeFree[rank];
+      if (sync && next[rank] >= sync.preSyncSteps) {
+        if (Number.isNaN(syncEnd)) break;
+        ready = Math.max(ready, syncEnd);
+      }
       let ms: number;
       let name: string;
       if (step.op === 'shared') {
@@ -94,6 +117,7 @@ export function simulatePipeline(input: PipelineInput, timelineRank?: number, ti
       if (step.op === 'permute') permuteEnd[rank][step.chunk] = end;
       else if (step.op === 'ffn') ffnEnd[rank][step.chunk] = end;
       next[rank]++;
+      noteRead(rank);
       moved = true;
     }
     return moved;
@@ -104,7 +128,8 @@ export function simulatePipeline(input: PipelineInput, timelineRank?: number, ti
     if (commNext >= commOrder.length) return false;
     const { op, chunk: i } = commOrder[commNext];
     const inputs = op === 'dispatch' ? permuteEnd : ffnEnd;
-    let ready = commFree;
+    if (Number.isNaN(syncEnd)) return false;
+    let ready = Math.max(commFree, syncEnd);
     for (let rank = 0; rank < world; rank++) {
       const t = inputs[rank][i];
       if (Number.isNaN(t)) return false;

@@ -152,9 +152,17 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     order: (shared: SharedPlacement) => ComputeStep[] = (shared) => computeOrder(what.degree, overlap, shared),
   ): Evaluated => {
     const D = what.degree;
+    // The counts' read follows the dedup path's moe_rank_dispatch (its permute 0); an early shared expert
+    // was enqueued after the read, before the host sync.
+    const readAfter = what.dispatch === 'dedup' ? 1 : 0;
+    const syncOf = (shared: SharedPlacement) =>
+      costs && { ms: costs.hostSyncMs(), afterSteps: readAfter, preSyncSteps: readAfter + (shared === 'early' ? 1 : 0) };
     const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
-      simulatePipeline({ overlap, commOrder: commOrder(D, overlap), computeOrder: order(shared), ...comm, ranks }, timelineRank, timeline)
-        .layerMs;
+      simulatePipeline(
+        { overlap, commOrder: commOrder(D, overlap), computeOrder: order(shared), ...comm, ranks, sync: syncOf(shared) },
+        timelineRank,
+        timeline,
+      ).layerMs;
     let best = { shared: placements[0], ms: Infinity };
     for (const shared of placements) {
       const ms = simulate(chosenRanks, shared);

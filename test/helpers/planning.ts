@@ -61,7 +61,7 @@ export function syntheticModel(o: Synthetic): CostModel {
   }
   const free = { fixedMs: 0, msPerRow: 0 };
   return {
-    version: 2,
+    version: 3,
     key: {
       device: 'synthetic',
       backend: 'cpu',
@@ -77,7 +77,7 @@ export function syntheticModel(o: Synthetic): CostModel {
     measuredAt: '2025-01-01T00:00:00.000Z',
     gemm,
     allToAll: o.world > 1 ? [{ world: o.world, latencyMs: o.latencyMs ?? 0, bytesPerMs: o.bytesPerMs ?? 1e30, points: [] }] : [],
-    smallOps: { router: free, permute: free, swiglu: { ...free, width: I }, unpermute: free },
+    smallOps: { router: free, permute: free, swiglu: { ...free, width: I }, unpermute: free, hostSyncMs: 0 },
   };
 }
 
