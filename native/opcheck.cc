@@ -289,6 +289,27 @@ void checkMoeCount(Check& c) {
   }
 }
 
+void checkMoeRankCount(Check& c) {
+  c.dtype(0, DType::I32);
+  c.dtype(1, DType::I32);
+  c.rank(0, 2, "[M,W]");
+  c.rank(1, 2, "[T,k]");
+  const int64_t M = c.t(0).dim(0), W = c.t(0).dim(1), T = c.t(1).dim(0);
+  if (W < 1) c.fail("counts must have at least one rank (W >= 1); got " + shapeText(c.t(0).shape));
+  const auto& ints = c.args.ints;
+  if (int64_t(ints.size()) != W + 1 + M + 1) {
+    c.fail("ints must hold offsets[W+1] then bounds[M+1] with W=" + std::to_string(W) + ", M=" + std::to_string(M) + " (" + c.is(0) +
+           "); got " + std::to_string(ints.size()));
+  }
+  if (ints[0] != 0) c.fail("offsets must start at 0");
+  for (int64_t p = 1; p <= W; ++p)
+    if (ints[p] < ints[p - 1]) c.fail("offsets must not decrease; offsets[" + std::to_string(p) + "] < offsets[" + std::to_string(p - 1) + "]");
+  const int64_t* b = ints.data() + W + 1;
+  if (b[0] != 0 || b[M] != T) c.fail("bounds must start at 0 and end at T=" + std::to_string(T) + " (" + c.is(1) + ")");
+  for (int64_t m = 1; m <= M; ++m)
+    if (b[m] < b[m - 1]) c.fail("bounds must not decrease; bounds[" + std::to_string(m) + "] < bounds[" + std::to_string(m - 1) + "]");
+}
+
 void checkMoeUnpermute(Check& c) {
   c.floatType(0);
   c.floatType(1);
@@ -403,6 +424,7 @@ const std::vector<OpSpec>& opSpecs() {
       {"router", {"topkIdx", "topkW", "logits"}, 3, {"k", "renormalize", "scale"}, {{0, {}}, {1, {}}}, checkRouter},
       {"moe_permute", {"out", "rowMap", "counts", "x", "topkIdx"}, 5, {}, {{0, {}}, {1, {}}, {2, {}}}, checkMoePermute},
       {"moe_count", {"counts", "topkIdx"}, 2, {}, {{0, {}}}, checkMoeCount},
+      {"moe_rank_count", {"counts", "topkIdx"}, 2, {}, {{0, {}}}, checkMoeRankCount},
       {"moe_unpermute", {"out", "y", "rowMap", "topkW"}, 4, {"accumulate"}, {{0, {}}}, checkMoeUnpermute},
       {"moe_rank_dispatch", {"out", "rowMap", "counts", "localIdx", "localW", "x", "topkIdx", "topkW"}, 8, {},
        {{0, {}}, {1, {}}, {2, {}}, {3, {}}, {4, {}}}, checkMoeRankDispatch},

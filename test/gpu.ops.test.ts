@@ -358,6 +358,11 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     await expectSame(`moe_rank_dispatch ${dt} T=${T}: rows`, out, { count: rows, width: H });
     await expectSame(`moe_rank_dispatch ${dt} T=${T}: localIdx`, localIdx, { count: rows, width: k });
     await expectClose(`moe_rank_dispatch ${dt} T=${T}: localW`, localW, 0, { count: rows, width: k });
+    // The same rows counted per micro-chunk (one empty), as the dedup pipeline plans its chunks.
+    const bounds = [0, Math.floor(T / 2), Math.floor(T / 2), T];
+    const microCounts = ints([3, W]);
+    run((s, d) => ops.moeRankCount(s, microCounts[d], topkT[d], offsets, bounds));
+    await expectSame(`moe_rank_count T=${T} W=${W}`, microCounts);
   });
 
   test.each([

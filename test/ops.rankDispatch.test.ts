@@ -131,6 +131,37 @@ test('the rows equal the distinct (token, rank) pairs: top-6 of 160 experts on 2
   expect(distinct).toBeLessThan(T * k);
 });
 
+describe('moe_rank_count: the rows moe_rank_dispatch sends each rank, per micro-chunk', () => {
+  test.each(cases)('$name', async ({ T, k, offsets, topk }) => {
+    const W = offsets.length - 1;
+    const rng = new Rng(T * 17 + k);
+    const topkIdx = topk ?? rng.ints(T * k, 0, offsets[W] - 1);
+    const bounds = [0, Math.floor(T / 3), Math.floor(T / 3), T]; // an empty micro-chunk in the middle
+    const M = bounds.length - 1;
+    const idx = tensor('i32', [T, k]);
+    idx.upload(s, Int32Array.from(topkIdx));
+    const counts = tensor('i32', [M, W]);
+    ops.moeRankCount(s, counts, idx, offsets, bounds);
+    // Independent count: the distinct owners of each token's experts, per micro-chunk.
+    const owner = (e: number) => (e < 0 || e >= offsets[W] ? -1 : offsets.findLastIndex((o) => o <= e));
+    const expected = new Array<number>(M * W).fill(0);
+    for (let m = 0; m < M; m++)
+      for (let t = bounds[m]; t < bounds[m + 1]; t++)
+        for (const p of new Set(topkIdx.slice(t * k, t * k + k).map(owner))) if (p >= 0) expected[m * W + p]++;
+    expect(await read(counts)).toEqual(expected);
+    // Summed over micro-chunks: moe_rank_dispatch's counts.
+    const ref = rankDispatchRef(topkIdx, new Array(T * k).fill(1), T, k, offsets);
+    expect(Array.from({ length: W }, (_, p) => expected.filter((_, i) => i % W === p).reduce((a, b) => a + b, 0))).toEqual(ref.counts);
+  });
+
+  test('contract: ints hold offsets then bounds', () => {
+    const idx = tensor('i32', [4, 2]);
+    expect(() => ops.moeRankCount(s, tensor('i32', [2, 2]), idx, [0, 2, 4], [0, 4])).toThrow(/offsets\[W\+1\] then bounds\[M\+1\]/);
+    expect(() => ops.moeRankCount(s, tensor('i32', [1, 2]), idx, [0, 2, 4], [0, 3])).toThrow(/bounds must start at 0 and end at T=4/);
+    expect(() => ops.moeRankCount(s, tensor('i32', [1, 2]), idx, [0, 3, 2], [0, 4])).toThrow(/offsets must not decrease/);
+  });
+});
+
 describe('checkOp rejects moe_rank_dispatch calls that break the contract', () => {
   const call =
     (R: number, W: number, offsets: number[], rowMapW = W) =>

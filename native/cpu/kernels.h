@@ -33,6 +33,7 @@ void ropeKernel(const OpArgs& args);
 void routerKernel(const OpArgs& args);
 void moePermuteKernel(const OpArgs& args);
 void moeCountKernel(const OpArgs& args);
+void moeRankCountKernel(const OpArgs& args);
 void moeUnpermuteKernel(const OpArgs& args);
 void moeRankDispatchKernel(const OpArgs& args);
 // kernels_elementwise.cc

@@ -1,6 +1,6 @@
 // The MoE routing ops: router (softmax + top-k), moe_permute (group token copies by expert),
 // moe_unpermute (weighted sum of the expert outputs back per token), and moe_rank_dispatch (one row
-// per (token, destination rank): the deduplicated dispatch).
+// per (token, destination rank): the deduplicated dispatch) with moe_rank_count (its rows per micro-chunk).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -122,6 +122,32 @@ void moeCountKernel(const OpArgs& args) {
       if (e >= 0 && e < E) ++counts[m * E + e];
     }
   }
+}
+
+// tensors: counts[M,W] i32, topkIdx[T,k] i32; ints: offsets[W+1], then bounds[M+1]. counts[m,p] =
+// tokens of micro-chunk m with a slot on one of rank p's experts: the rows moe_rank_dispatch sends p
+// from those tokens.
+void moeRankCountKernel(const OpArgs& args) {
+  int32_t* counts = args.tensors[0].as<int32_t>();
+  const int32_t* topkIdx = args.tensors[1].as<const int32_t>();
+  const int64_t M = args.tensors[0].dim(0), W = args.tensors[0].dim(1), k = args.tensors[1].dim(1);
+  const std::vector<int64_t> offsets(args.ints.begin(), args.ints.begin() + W + 1);
+  const int64_t* bounds = args.ints.data() + W + 1;
+  std::fill(counts, counts + M * W, 0);
+  std::vector<char> seen(W);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t t = bounds[m]; t < bounds[m + 1]; ++t) {
+      std::fill(seen.begin(), seen.end(), 0);
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t e = topkIdx[t * k + j];
+        if (e < 0 || e >= offsets[W]) continue;
+        const int64_t p = int64_t(std::upper_bound(offsets.begin(), offsets.end(), int64_t(e)) - offsets.begin()) - 1;
+        if (!seen[p]) {
+          seen[p] = 1;
+          ++counts[m * W + p];
+        }
+      }
+    }
 }
 
 // tensors: out[R,H], rowMap[T,W] i32, counts[W] i32, localIdx[R,k] i32, localW[R,k] f32, x[T,H],

@@ -14,6 +14,7 @@ const std::unordered_map<std::string, CpuKernel>& cpuKernels() {
       {"router", routerKernel},
       {"moe_permute", moePermuteKernel},
       {"moe_count", moeCountKernel},
+      {"moe_rank_count", moeRankCountKernel},
       {"moe_unpermute", moeUnpermuteKernel},
       {"moe_rank_dispatch", moeRankDispatchKernel},
       {"add", addKernel},

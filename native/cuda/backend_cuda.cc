@@ -212,6 +212,7 @@ const std::unordered_map<std::string, CudaKernel>& cudaKernels() {
       {"moe_unpermute", moeUnpermuteOp},
       {"moe_count", moeCountOp},
       {"moe_rank_dispatch", moeRankDispatchOp},
+      {"moe_rank_count", moeRankCountOp},
       {"add", addOp},
       {"sigmoid_gate_add", sigmoidGateAddOp},
       {"copy", copyOp},

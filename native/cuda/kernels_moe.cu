@@ -262,6 +262,51 @@ __global__ void unpermuteBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* y, 
   }
 }
 
+// ---------------------------------------------------------------- moe_rank_count
+
+constexpr int kRankCountSlice = 4096;  // tokens per block
+constexpr int kRankCountMaxRanks = 4096;  // (2W + 1) ints of shared memory
+
+// The rank holding expert e (offs[p] <= e < offs[p+1]), or -1 outside [0, offs[W]).
+__device__ int rankOfExpert(int32_t e, const int32_t* offs, int W) {
+  if (e < 0 || e >= offs[W]) return -1;
+  int lo = 0, hi = W;  // offs[lo] <= e < offs[hi]
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (offs[mid] <= e) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// Grid (slices, M): a block counts the distinct ranks of each token of one slice of micro-chunk m in a
+// shared histogram (a slot counts only if no earlier slot of the token is on the same rank).
+__global__ void rankCountKernel(int32_t* __restrict__ counts, const int32_t* __restrict__ topkIdx,
+                                const int32_t* __restrict__ offsets, const int32_t* __restrict__ bounds, int k, int W) {
+  extern __shared__ int32_t shared[];
+  int32_t* hist = shared;      // [W]
+  int32_t* offs = shared + W;  // [W+1]
+  const int m = blockIdx.y;
+  const int64_t begin = int64_t(bounds[m]) + int64_t(blockIdx.x) * kRankCountSlice, chunkEnd = bounds[m + 1];
+  if (begin >= chunkEnd) return;
+  const int64_t end = begin + kRankCountSlice < chunkEnd ? begin + kRankCountSlice : chunkEnd;
+  for (int p = threadIdx.x; p < W; p += blockDim.x) hist[p] = 0;
+  for (int p = threadIdx.x; p <= W; p += blockDim.x) offs[p] = offsets[p];
+  __syncthreads();
+  for (int64_t t = begin + threadIdx.x; t < end; t += blockDim.x) {
+    for (int j = 0; j < k; ++j) {
+      const int p = rankOfExpert(topkIdx[t * k + j], offs, W);
+      if (p < 0) continue;
+      bool earlier = false;
+      for (int i = 0; i < j && !earlier; ++i) earlier = rankOfExpert(topkIdx[t * k + i], offs, W) == p;
+      if (!earlier) atomicAdd(&hist[p], 1);
+    }
+  }
+  __syncthreads();
+  for (int p = threadIdx.x; p < W; p += blockDim.x)
+    if (hist[p] != 0) atomicAdd(&counts[int64_t(m) * W + p], hist[p]);
+}
+
 // ---------------------------------------------------------------- moe_rank_dispatch
 
 // Pass 1, one block per rank p: walks the tokens in tiles of blockDim, flags those with a slot on
@@ -447,6 +492,27 @@ void moeUnpermuteOp(OpContext& c, const OpArgs& args) {
   checkLaunch("moe_unpermute");
 }
 
+
+// tensors: counts[M,W] i32, topkIdx[T,k] i32; ints: offsets[W+1], then bounds[M+1]
+void moeRankCountOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& counts = args.tensors[0];
+  const int64_t M = counts.dim(0), W = counts.dim(1), k = args.tensors[1].dim(1);
+  if (M * W == 0) return;
+  if (W > kRankCountMaxRanks)
+    throw std::invalid_argument("moe_rank_count: W=" + std::to_string(W) + " ranks is more than the CUDA kernel holds (" +
+                                std::to_string(kRankCountMaxRanks) + ")");
+  if (M > 65535) throw std::invalid_argument("moe_rank_count: more than 65535 micro-chunks");
+  checkCuda(cudaMemsetAsync(counts.data, 0, size_t(M * W) * sizeof(int32_t), c.cuda), "cudaMemsetAsync(moe_rank_count)");
+  std::vector<int32_t> table(args.ints.begin(), args.ints.end());  // offsets[W+1], bounds[M+1]
+  int64_t widest = 0;
+  for (int64_t m = 0; m < M; ++m) widest = std::max<int64_t>(widest, table[W + 1 + m + 1] - table[W + 1 + m]);
+  if (widest == 0 || k == 0) return;
+  const auto* dev = static_cast<const int32_t*>(c.uploadTable(table.data(), table.size() * sizeof(int32_t)));
+  const dim3 grid(unsigned((widest + kRankCountSlice - 1) / kRankCountSlice), unsigned(M));
+  rankCountKernel<<<grid, 256, size_t(2 * W + 1) * sizeof(int32_t), c.cuda>>>(counts.as<int32_t>(), args.tensors[1].as<const int32_t>(),
+                                                                             dev, dev + W + 1, int(k), int(W));
+  checkLaunch("moe_rank_count");
+}
 
 // tensors: out[R,H], rowMap[T,W] i32, counts[W] i32, localIdx[R,k] i32, localW[R,k] f32, x[T,H],
 // topkIdx[T,k] i32, topkW[T,k] f32; ints: offsets[W+1]

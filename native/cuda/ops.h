@@ -58,6 +58,7 @@ void moePermuteOp(OpContext& c, const OpArgs& args);
 void moeUnpermuteOp(OpContext& c, const OpArgs& args);
 void moeCountOp(OpContext& c, const OpArgs& args);
 void moeRankDispatchOp(OpContext& c, const OpArgs& args);
+void moeRankCountOp(OpContext& c, const OpArgs& args);
 // attention.cu
 void attentionOp(OpContext& c, const OpArgs& args);
 // gemm.cc

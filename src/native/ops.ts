@@ -86,6 +86,14 @@ export function moeCount(s: Stream, counts: Tensor, topkIdx: Tensor, bounds: rea
   enqueue(s, 'moe_count', [counts, topkIdx], [], bounds);
 }
 
+/**
+ * counts[m,p] = tokens of micro-chunk m (tokens [bounds[m], bounds[m+1])) with a slot on one of rank p's
+ * experts [offsets[p], offsets[p+1]): the rows moe_rank_dispatch sends p from those tokens.
+ */
+export function moeRankCount(s: Stream, counts: Tensor, topkIdx: Tensor, offsets: readonly number[], bounds: readonly number[]): void {
+  enqueue(s, 'moe_rank_count', [counts, topkIdx], [], [...offsets, ...bounds]);
+}
+
 /** out[t] (+)= sum_j topkW[t,j] * y[rowMap[t,j]] over the slots that were routed. */
 export function moeUnpermute(s: Stream, out: Tensor, y: Tensor, rowMap: Tensor, topkW: Tensor, accumulate: boolean): void {
   enqueue(s, 'moe_unpermute', [out, y, rowMap, topkW], [accumulate ? 1 : 0]);
