@@ -9,8 +9,8 @@ test('bench moe at 2 ranks on the CPU: every point, every schedule', async () =>
   expect(rows).toHaveLength(2 * 2 * 2); // 2 tiny shapes x 2 token counts x 2 routings
   for (const r of rows) {
     expect(r.world).toBe(2);
-    // With one expert group on 2 ranks, the D = 1 plans are also timed with the dedup dispatch.
-    const dedup = ['baseline+dedup', 'fixed:1:grouped+dedup', 'fixed:1:dense+dedup'];
+    // With one expert group on 2 ranks, token-axis plans are also timed with the dedup dispatch.
+    const dedup = ['baseline+dedup', 'fixed:1:grouped+dedup', 'fixed:1:dense+dedup', 'fixed:2:dense+dedup', 'fixed:4:dense+dedup'];
     expect(r.results.map((x) => x.schedule)).toEqual(['baseline', 'fixed:1:grouped', ...DEFAULT_SWEEP, 'auto', ...dedup]);
     for (const x of r.results) expect(x.ms).toBeGreaterThan(0);
     const fixed = r.results.filter((x) => x.schedule.startsWith('fixed:'));

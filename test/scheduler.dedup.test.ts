@@ -17,12 +17,25 @@ const rankRows = [
   [200, 180],
   [170, 210],
 ];
+/** The rows per (micro-chunk, destination) that sum to rows[q]: the first micro-chunk holds the rest. */
+const perMicro = (rows: number[][]) =>
+  rows.map((row) => {
+    const micro = new Array<number>(M * W).fill(0);
+    row.forEach((n, p) => {
+      const each = Math.floor(n / M);
+      for (let m = 0; m < M; m++) micro[m * W + p] = each + (m === 0 ? n - each * M : 0);
+    });
+    return micro;
+  });
 
 const bytesPerMs = 1000;
 const model = syntheticModel({ world: W, bytesPerMs, densePerRow: 0.0001, groupedPerRow: 0.0001 });
 
 function plan(rank: number, schedule: string, dedup?: { only: boolean }, expertGroups?: number) {
-  const input = { ...inputFor(counts, rank, { topK: K, expertGroups }), dedup: dedup && { rankRows, only: dedup.only } };
+  const input = {
+    ...inputFor(counts, rank, { topK: K, expertGroups }),
+    dedup: dedup && { microRows: perMicro(rankRows), only: dedup.only },
+  };
   return planMoeLayer(input, model, parseMoeSchedule(schedule));
 }
 
@@ -62,7 +75,7 @@ test('no dedup candidate without rank counts or with expert groups', () => {
 test('auto remembers its decision by load signature: a like load weighs one candidate, another load searches', () => {
   const fresh = syntheticModel({ world: W, bytesPerMs, densePerRow: 0.0001, groupedPerRow: 0.0001 });
   const auto = (rows: number[][], c = counts) =>
-    planMoeLayer({ ...inputFor(c, 0, { topK: K }), dedup: { rankRows: rows, only: false } }, fresh, parseMoeSchedule('auto'));
+    planMoeLayer({ ...inputFor(c, 0, { topK: K }), dedup: { microRows: perMicro(rows), only: false } }, fresh, parseMoeSchedule('auto'));
   const first = auto(rankRows);
   expect(first.candidates.length).toBeGreaterThan(1);
   // Within the signature's 10% buckets: the same decision, from one candidate.

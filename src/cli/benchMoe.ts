@@ -17,7 +17,7 @@ export interface MoeBenchCommandOptions {
   json?: string;
   trace?: string;
   expertGroups?: number;
-  /** --dispatch: what auto may use; unless pairs, the D = 1 plans are also measured with the dedup dispatch. */
+  /** --dispatch: what auto may use; unless pairs, baseline and fixed:1/2/4 are also measured with the dedup dispatch. */
   dispatch?: DispatchMode;
 }
 

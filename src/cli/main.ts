@@ -30,7 +30,7 @@ const expertGroupsOption = (what: string) =>
 const dispatchOption = () =>
   new Option(
     '--dispatch <mode>',
-    'how the MoE dispatch sends rows: pairs (once per token and expert), dedup (once per token and destination rank; D = 1 token-axis plans), auto (the auto schedule weighs both)',
+    'how the MoE dispatch sends rows: pairs (once per token and expert), dedup (once per token and destination rank; token-axis plans with one expert group), auto (the auto schedule weighs both)',
   )
     .choices(DISPATCH_MODES)
     .default('auto');

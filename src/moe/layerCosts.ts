@@ -98,12 +98,11 @@ export class LayerCosts {
   }
 
   /**
-   * The dedup dispatch of rows (dedupDispatch.ts): the rows, then each row's slot indices and weights
-   * (i32 and f32 per slot), three all-to-alls. Its combine sends the rows alone (allToAllMs).
+   * The dedup dispatch's slots of `busiestRows` rows (dedupDispatch.ts): each row's expert indices and
+   * weights (i32 and f32 per slot), two all-to-alls beside the rows' own.
    */
-  dedupDispatchMs(busiestRows: number): number {
-    const slotBytes = busiestRows * this.input.topK * 4;
-    return this.allToAllMs(busiestRows) + 2 * allToAllMs(this.model, this.world, slotBytes);
+  slotsMs(busiestRows: number): number {
+    return 2 * allToAllMs(this.model, this.world, busiestRows * this.input.topK * 4);
   }
 
   /** moe_unpermute over `rows` output rows (tokens, or received rows on the dedup path). */

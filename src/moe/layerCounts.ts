@@ -25,22 +25,6 @@ export interface ChunkCosts {
   ffnDense: Float64Array;
 }
 
-/** The layer as one chunk of the dedup dispatch (dedupDispatch.ts) on every rank. */
-export interface DedupCosts {
-  dispatchMs: number;
-  combineMs: number;
-  globalRows: number;
-  /** Per rank: moe_rank_dispatch at the source (costed as a permute of the rows it writes). */
-  sourceMs: Float64Array;
-  /** Per rank: the receiver's permute, expert FFN (one segment per local expert) and unpermute, by kernel. */
-  ffnGrouped: Float64Array;
-  ffnDense: Float64Array;
-  /** Per rank: the source's sum of each token's rows over ranks. */
-  unpermuteMs: Float64Array;
-  /** Per rank: rows per local expert, every source's tokens together. */
-  localSegments: number[][];
-}
-
 export interface CountsInput {
   /** Every rank's moe_count result in rank order, each flattened [M][E] (row m = micro-chunk m). */
   counts: readonly ArrayLike<number>[];
@@ -234,57 +218,6 @@ export class LayerCounts {
     this.chunkCache.set(key, result);
     return result;
   }
-}
-
-/**
- * The dedup dispatch of the whole layer (D = 1, one expert group): rankRows[q][p] = rows rank q sends
- * rank p (its distinct (token, p) pairs, moe_rank_dispatch's counts).
- */
-export function dedupCosts(
-  layer: LayerCounts,
-  layout: ExpertLayout,
-  rankRows: readonly ArrayLike<number>[],
-  costs?: LayerCosts,
-): DedupCosts {
-  const W = layout.world;
-  let busiest = 0;
-  let globalRows = 0;
-  for (let r = 0; r < W; r++) {
-    let out = 0;
-    let inn = 0;
-    for (let p = 0; p < W; p++) {
-      globalRows += rankRows[r][p];
-      if (p === r) continue;
-      out += rankRows[r][p];
-      inn += rankRows[p][r];
-    }
-    busiest = Math.max(busiest, out, inn);
-  }
-  const result: DedupCosts = {
-    dispatchMs: costs ? costs.dedupDispatchMs(busiest) : 0,
-    combineMs: costs ? costs.allToAllMs(busiest) : 0,
-    globalRows,
-    sourceMs: new Float64Array(W),
-    ffnGrouped: new Float64Array(W),
-    ffnDense: new Float64Array(W),
-    unpermuteMs: new Float64Array(W),
-    localSegments: [],
-  };
-  for (let r = 0; r < W; r++) {
-    const { first, count } = layout.ranges[r];
-    const segments = Array.from({ length: count }, (_, j) => layer.expertRows(first + j));
-    result.localSegments.push(segments);
-    if (!costs) continue;
-    let received = 0;
-    for (let q = 0; q < W; q++) received += rankRows[q][r];
-    const localPairs = sum(segments);
-    const around = costs.permuteMs(localPairs) + costs.unpermuteRowsMs(received);
-    result.ffnGrouped[r] = around + costs.ffnMs('grouped', segments);
-    result.ffnDense[r] = around + costs.ffnMs('dense', segments);
-    result.sourceMs[r] = costs.permuteMs(sum(Array.from(rankRows[r])));
-    result.unpermuteMs[r] = costs.unpermuteRowsMs(layer.rankPairs(r) / layer.topK);
-  }
-  return result;
 }
 
 /**

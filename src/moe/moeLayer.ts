@@ -24,7 +24,9 @@ import type { ExpertLayout } from './placement';
 import { microChunkCount, type DispatchMode, type MoeSchedule } from './schedule';
 import { planMoeLayer } from './scheduler';
 import type { OpSpan } from './spans';
-import { dedupSchedule, enqueueRankDispatch, runDedupLayer, type RankDispatch } from './dedupDispatch';
+import { Signal } from './signal';
+import { dedupApplies, enqueueRankDispatch, rankOffsets, runDedupLayer, type RankDispatch } from './dedupDispatch';
+import { dedupRows } from './dedupPlan';
 
 export interface MoeRouting {
   numExperts: number;
@@ -89,26 +91,29 @@ export async function routedMoeLayer(
   const T = h.shape[0];
   const E = routing.numExperts;
   const k = routing.topK;
-  // The dedup dispatch: forced (where it applies the layer plans a D = 1 token-axis schedule), or
-  // weighed by auto against the per-pair plans (one expert group, several ranks).
+  // The dedup dispatch: forced (--dispatch dedup, where it applies), or weighed by auto against the
+  // per-pair plans (one expert group, several ranks).
   const mode = ctx.dispatch ?? 'auto';
   const world = ctx.layout.world;
-  const forced = mode === 'dedup' ? dedupSchedule(ctx.schedule, ctx.layout) : undefined;
-  const weighed = mode === 'auto' && ctx.schedule.kind === 'auto' && world > 1 && ctx.layout.groups === 1;
-  const schedule = forced ?? ctx.schedule;
+  const schedule = ctx.schedule;
+  const forced = mode === 'dedup' && dedupApplies(schedule, ctx.layout);
+  const weighed = mode === 'auto' && schedule.kind === 'auto' && world > 1 && ctx.layout.groups === 1;
   const W = forced || weighed ? world : 0;
   const M = microChunkCount(schedule);
   const microBounds = Array.from({ length: M + 1 }, (_, m) => Math.round((m * T) / M));
-  // [M*E] expert counts, then (dedup) [W] rows per destination rank: one read, one allGather.
-  let counts: Int32Array = new Int32Array(M * E + W);
+  // [M][E] expert counts, then (dedup) [M][W] rows per destination rank: one read, one allGather.
+  let counts: Int32Array = new Int32Array(M * E + M * W);
   let dispatch: RankDispatch | undefined;
   // Every plan but the baseline runs the shared expert early: enqueued after the counts' read, the GPU
   // runs it while the host waits for the counts, gathers them and plans (plan.ts 'early').
   const sharedEarly = w.shared !== undefined && schedule.kind !== 'baseline' && T > 0;
   if (T > 0) {
-    const countsDev = scope.tensor('i32', [M * E + W]);
+    const countsDev = scope.tensor('i32', [M * E + M * W]);
     ops.moeCount(cs, countsDev.rows(0, M * E).reshape([M, E]), topkIdx, microBounds);
-    if (W > 0) dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, countsDev.rows(M * E, W));
+    if (W > 0) {
+      ops.moeRankCount(cs, countsDev.rows(M * E, M * W).reshape([M, W]), topkIdx, rankOffsets(ctx.layout), microBounds);
+      dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, scope.tensor('i32', [W]));
+    }
     const read = countsDev.read(cs);
     if (sharedEarly) sharedExpertOnto(ctx, w.shared!, w.sharedGate, h, out, cs, true);
     counts = (await read) as Int32Array; // the layer's one host sync
@@ -117,7 +122,7 @@ export async function routedMoeLayer(
   }
   const gathered = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
   const all = gathered.map((c) => c.subarray(0, M * E));
-  const rankRows = gathered.map((c) => Array.from(c.subarray(M * E)));
+  const microRows = gathered.map((c) => c.subarray(M * E));
   const plan = planMoeLayer(
     {
       counts: all,
@@ -132,7 +137,7 @@ export async function routedMoeLayer(
       expertIntermediate: routing.expertIntermediate,
       dtypeBytes: dtypeBytes[ctx.actDtype],
       sharedIntermediate: w.shared ? routing.sharedIntermediate : 0,
-      dedup: W > 0 ? { rankRows, only: forced !== undefined } : undefined,
+      dedup: W > 0 ? { microRows, only: forced } : undefined,
       sharedEarly,
     },
     ctx.costModel,
@@ -147,9 +152,8 @@ export async function routedMoeLayer(
         out,
         plan,
         dispatch: dispatch!,
-        rankCounts: rankRows,
-        localSegments: plan.chunks[0].segments,
-        expertFfn: (s, x, segments, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, plan.chunks[0].kernel, y),
+        rankCounts: dedupRows(microRows, world, 0, M),
+        expertFfn: (s, x, segments, kernel, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, kernel, y),
         sharedExpert: (s, writeFirst) => {
           if (w.shared) sharedExpertOnto(ctx, w.shared, w.sharedGate, h, out, s, writeFirst);
         },
@@ -192,28 +196,6 @@ interface ChunkState {
   dispatchedEv: Signal;
   ffnEv: Signal;
   combinedEv: Signal;
-}
-
-/** An event plus a promise that resolves once the event has been recorded (so a wait on it is valid). */
-class Signal {
-  event?: Event;
-  readonly recorded: Promise<void>;
-  private resolve!: () => void;
-  constructor() {
-    this.recorded = new Promise((r) => (this.resolve = r));
-  }
-  record(s: Stream): void {
-    this.event = s.record();
-    this.resolve();
-  }
-  /** Makes `s` wait for the event, once it has been recorded. */
-  async waitOn(s: Stream): Promise<void> {
-    await this.recorded;
-    s.wait(this.event!);
-  }
-  dispose(): void {
-    this.event?.dispose();
-  }
 }
 
 class LayerRun {

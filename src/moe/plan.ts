@@ -35,7 +35,7 @@ export type StreamName = 'compute' | 'comm';
 
 /**
  * How a plan's dispatch sends rows: one per (token, slot) pair, or one per (token, destination rank)
- * (dedupDispatch.ts: D = 1, one expert group).
+ * (dedupDispatch.ts: the token axis, one expert group).
  */
 export type DispatchKind = 'pairs' | 'dedup';
 

@@ -19,8 +19,8 @@ export type MoeSchedule =
  * The --dispatch option: how a MoE layer's dispatch sends rows (moe/dedupDispatch.ts).
  *   auto    the auto schedule's cost model weighs both below; baseline and fixed plans send pairs
  *   pairs   one row per (token, expert) pair: the usual expert-parallel dispatch
- *   dedup   one row per (token, destination rank) wherever it applies (D = 1 on the token axis, one
- *           expert group): auto plans D = 1; other plans keep the pairs
+ *   dedup   one row per (token, destination rank) wherever it applies (the token axis, one expert
+ *           group): auto weighs only dedup plans; the expert axis keeps the pairs
  */
 export type DispatchMode = 'auto' | 'pairs' | 'dedup';
 

@@ -17,8 +17,9 @@
 import type { ExpertKernel } from '../native/ops';
 import type { CostModel } from './costModel';
 import { layerCosts } from './layerCosts';
-import { type ChunkSpan, LayerCounts, dedupCosts } from './layerCounts';
-import { cachedDecision, loadSignature, rememberDecision } from './planCache';
+import { type ChunkSpan, LayerCounts } from './layerCounts';
+import { dedupRows, weighDedup } from './dedupPlan';
+import { cachedDecision, loadSignature, rememberDecision, type PlanDecision } from './planCache';
 import type { LayerCosts } from './layerCosts';
 import {
   type ChunkPlan,
@@ -60,11 +61,12 @@ export interface MoePlanInput {
   /** 0 when the model has no shared expert. */
   sharedIntermediate: number;
   /**
-   * The dedup dispatch's row counts, when the layer made them (moe_rank_dispatch before the host sync):
-   * rankRows[q][p] = rows rank q would send rank p. The search then weighs the dedup candidate (one
-   * expert group only); `only`: it is the sole candidate (the user asked for the dedup dispatch).
+   * The dedup dispatch's row counts, when the layer made them (moe_rank_count before the host sync):
+   * microRows[q], flattened [M][W], = rows rank q would send rank p from micro-chunk m. The search then
+   * weighs dedup candidates (one expert group only); `only`: they are the sole candidates (the user
+   * asked for the dedup dispatch).
    */
-  dedup?: { rankRows: readonly ArrayLike<number>[]; only: boolean };
+  dedup?: { microRows: readonly ArrayLike<number>[]; only: boolean };
   /**
    * The shared expert was enqueued before the host sync (moeLayer.ts): the only placement is 'early'.
    * Ignored without overlap (the baseline runs it last).
@@ -251,7 +253,9 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   });
   if (dedupWeighed && (!known || known.dispatch === 'dedup')) {
     if (input.dedup!.only) evaluated.length = 0;
-    evaluated.push(weighDedup(input, layout, layer, costs, rankBase, fixedKernel, overlap, weigh));
+    const kernelFor = (groupedMs: number, denseMs: number) => fixedKernel ?? pickKernel(groupedMs, denseMs);
+    for (const degree of dedupDegrees(schedule, M, known))
+      evaluated.push(weighDedup(input, layout, layer, costs, rankBase, kernelFor, overlap, weigh, degree));
   }
 
   const bestMs = Math.min(...evaluated.map((e) => e.candidate.ms));
@@ -316,7 +320,7 @@ function searchSignature(input: MoePlanInput, layer: LayerCounts, layout: Expert
     }
     loads.push(layer.rankPairs(r), received, busiest);
     if (dedupWeighed) {
-      const rows = input.dedup!.rankRows;
+      const rows = dedupRows(input.dedup!.microRows, W, 0, M);
       let sent = 0;
       let got = 0;
       for (let p = 0; p < W; p++) {
@@ -333,7 +337,7 @@ function searchSignature(input: MoePlanInput, layer: LayerCounts, layout: Expert
 }
 
 /** One weighed candidate: its predicted time, and how to make its chunks, timeline and explanation. */
-interface Evaluated {
+export interface Evaluated {
   candidate: PlanCandidate;
   chunkPlans: (rank: number) => ChunkPlan[];
   /** The compute stream's order with the chosen shared-expert placement. */
@@ -342,7 +346,7 @@ interface Evaluated {
   alternatives: () => { allGroupedMs: number; allDenseMs: number };
 }
 
-type Weigh = (
+export type Weigh = (
   what: Pick<PlanCandidate, 'axis' | 'degree' | 'dispatch'>,
   comm: { commMs: Float64Array; combineMs?: Float64Array },
   chosenRanks: RankCosts[],
@@ -351,67 +355,12 @@ type Weigh = (
   order?: (shared: SharedPlacement) => ComputeStep[],
 ) => Evaluated;
 
-/**
- * The dedup dispatch's candidate (dedupDispatch.ts): one chunk of every token; the source's
- * moe_rank_dispatch in the permute's place, a dispatch that also carries the slots, and on the receiver
- * a permute to one segment per local expert (the sources' rows merged) around the FFN.
- */
-function weighDedup(
-  input: MoePlanInput,
-  layout: ExpertLayout,
-  layer: LayerCounts,
-  costs: LayerCosts | undefined,
-  rankBase: { routerMs: number; sharedMs: number }[],
-  fixedKernel: ExpertKernel | undefined,
-  overlap: boolean,
-  weigh: Weigh,
-): Evaluated {
-  const world = layout.world;
-  const rankRows = input.dedup!.rankRows;
-  const d = dedupCosts(layer, layout, rankRows, costs);
-  const kernels = rankBase.map((_, r): ExpertKernel => fixedKernel ?? pickKernel(d.ffnGrouped[r], d.ffnDense[r]));
-  const ranksWith = (kernelOf: (chunk: number, rank: number) => ExpertKernel): RankCosts[] =>
-    rankBase.map((base, r) => ({
-      ...base,
-      permuteMs: [d.sourceMs[r]],
-      unpermuteMs: [d.unpermuteMs[r]],
-      ffnMs: [kernelOf(0, r) === 'grouped' ? d.ffnGrouped[r] : d.ffnDense[r]],
-    }));
-  const chunkPlans = (rank: number): ChunkPlan[] => [
-    {
-      index: 0,
-      microStart: 0,
-      microEnd: input.microChunks,
-      groupStart: 0,
-      groupEnd: 1,
-      tokenStart: 0,
-      tokenEnd: input.microBounds[input.microChunks],
-      kernel: kernels[rank],
-      exchanges: [],
-      sentRows: Array.from(rankRows[rank]),
-      recvRows: rankRows.map((row) => row[rank]),
-      segments: d.localSegments[rank],
-      globalRows: d.globalRows,
-      predicted: {
-        permuteMs: d.sourceMs[rank],
-        dispatchMs: d.dispatchMs,
-        ffnMs: kernels[rank] === 'grouped' ? d.ffnGrouped[rank] : d.ffnDense[rank],
-        groupedMs: d.ffnGrouped[rank],
-        denseMs: d.ffnDense[rank],
-        combineMs: d.combineMs,
-        unpermuteMs: d.unpermuteMs[rank],
-      },
-    },
-  ];
-  return weigh(
-    { axis: 'tokens', degree: 1, dispatch: 'dedup' },
-    { commMs: Float64Array.of(d.dispatchMs), combineMs: Float64Array.of(d.combineMs) },
-    ranksWith((_, r) => kernels[r]),
-    ranksWith,
-    chunkPlans,
-    // moe_rank_dispatch (the source's permute) is enqueued before the host sync, before an early shared expert.
-    (shared) => computeOrder(1, overlap, shared === 'early' ? 'overlap-dispatch' : shared),
-  );
+/** The pipeline degrees of the dedup candidates: the schedule's, auto's (or the one remembered). */
+function dedupDegrees(schedule: MoeSchedule, M: number, known: PlanDecision | undefined): number[] {
+  if (known) return [known.degree];
+  if (schedule.kind === 'fixed') return [schedule.degree];
+  if (schedule.kind === 'baseline') return [1];
+  return autoDegrees(M);
 }
 
 /** The chunks of a candidate: micro-chunk ranges of every group (tokens), or group ranges of every token (experts). */

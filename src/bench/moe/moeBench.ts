@@ -28,7 +28,7 @@ export interface MoeBenchCliOptions {
   trace?: string;
   /** Expert groups per rank (the scheduler's expert axis); default 1. */
   expertGroups?: number;
-  /** What auto may use; unless pairs, baseline and fixed:1 are also measured with the dedup dispatch ("+dedup"). */
+  /** What auto may use; unless pairs, baseline and fixed:1/2/4 are also measured with the dedup dispatch ("+dedup"). */
   dispatch?: DispatchMode;
 }
 

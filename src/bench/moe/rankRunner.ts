@@ -22,8 +22,8 @@ import { rankTraceFile } from '../../trace/merge';
 import { makeRouting, type RoutingKind } from './routing';
 import type { MoeLayerShape } from './shapes';
 
-/** Schedules measured again with the dedup dispatch (it runs D = 1 token-axis plans only). */
-const DEDUP_SWEEP = ['baseline', 'fixed:1:grouped', 'fixed:1:dense'];
+/** Schedules measured again with the dedup dispatch (token-axis plans). */
+const DEDUP_SWEEP = ['baseline', 'fixed:1:grouped', 'fixed:1:dense', 'fixed:2:dense', 'fixed:4:dense'];
 const DEDUP_SUFFIX = '+dedup';
 
 /** The layers a --trace shows, one after the other. */
