@@ -101,18 +101,20 @@ export async function routedMoeLayer(
   const W = forced || weighed ? world : 0;
   const M = microChunkCount(schedule);
   const microBounds = Array.from({ length: M + 1 }, (_, m) => Math.round((m * T) / M));
-  // [M][E] expert counts, then (dedup) [M][W] rows per destination rank: one read, one allGather.
-  let counts: Int32Array = new Int32Array(M * E + M * W);
+  // [M][E] expert counts, then (dedup) [M][W] rows per micro-chunk and destination rank and moe_rank_dispatch's
+  // own [W] (their sums must agree): one read, one allGather.
+  const countsLength = M * E + (W > 0 ? M * W + W : 0);
+  let counts: Int32Array = new Int32Array(countsLength);
   let dispatch: RankDispatch | undefined;
   // Every plan but the baseline runs the shared expert early: enqueued after the counts' read, the GPU
   // runs it while the host waits for the counts, gathers them and plans (plan.ts 'early').
   const sharedEarly = w.shared !== undefined && schedule.kind !== 'baseline' && T > 0;
   if (T > 0) {
-    const countsDev = scope.tensor('i32', [M * E + M * W]);
+    const countsDev = scope.tensor('i32', [countsLength]);
     ops.moeCount(cs, countsDev.rows(0, M * E).reshape([M, E]), topkIdx, microBounds);
     if (W > 0) {
       ops.moeRankCount(cs, countsDev.rows(M * E, M * W).reshape([M, W]), topkIdx, rankOffsets(ctx.layout), microBounds);
-      dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, scope.tensor('i32', [W]));
+      dispatch = enqueueRankDispatch(ctx, h, topkIdx, topkW, countsDev.rows(M * E + M * W, W));
     }
     const read = countsDev.read(cs);
     if (sharedEarly) sharedExpertOnto(ctx, w.shared!, w.sharedGate, h, out, cs, true);
@@ -122,7 +124,9 @@ export async function routedMoeLayer(
   }
   const gathered = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
   const all = gathered.map((c) => c.subarray(0, M * E));
-  const microRows = gathered.map((c) => c.subarray(M * E));
+  const microRows = gathered.map((c) => c.subarray(M * E, M * E + M * W));
+  const rankCounts = gathered.map((c) => Array.from(c.subarray(M * E + M * W)));
+  if (W > 0) checkRankCounts(microRows, rankCounts, M, W);
   const plan = planMoeLayer(
     {
       counts: all,
@@ -152,7 +156,7 @@ export async function routedMoeLayer(
         out,
         plan,
         dispatch: dispatch!,
-        rankCounts: dedupRows(microRows, world, 0, M),
+        rankCounts,
         expertFfn: (s, x, segments, kernel, y) => expertFfn(s, scope, ctx.actDtype, w.experts, x, segments, kernel, y),
         sharedExpert: (s, writeFirst) => {
           if (w.shared) sharedExpertOnto(ctx, w.shared, w.sharedGate, h, out, s, writeFirst);
@@ -164,6 +168,19 @@ export async function routedMoeLayer(
     dispatch?.ready.dispose();
   }
   return plan;
+}
+
+/** The per-micro-chunk rows (moe_rank_count) must add up to moe_rank_dispatch's: the chunks' all-to-alls pair up on them. */
+function checkRankCounts(microRows: readonly ArrayLike<number>[], rankCounts: readonly number[][], M: number, W: number): void {
+  const sums = dedupRows(microRows, W, 0, M);
+  sums.forEach((row, q) =>
+    row.forEach((n, p) => {
+      if (n !== rankCounts[q][p])
+        throw new Error(
+          `moe_rank_count and moe_rank_dispatch disagree: rank ${q} sends rank ${p} ${n} rows by one, ${rankCounts[q][p]} by the other`,
+        );
+    }),
+  );
 }
 
 /**
