@@ -67,6 +67,10 @@ describe('eps-moe forward rejects bad input with one line', () => {
     const r = await runCli(['forward', '--model', model, '--input', inputFile('ok2.json', '{"sequences": [[1]]}'), '--backend', 'tpu']);
     expectOneLineError(r, /--backend/);
   });
+  test('an unknown dispatch mode', async () => {
+    const r = await runCli(['forward', '--model', model, '--input', inputFile('ok3.json', '{"sequences": [[1]]}'), '--dispatch', 'twice']);
+    expectOneLineError(r, /--dispatch.*twice/);
+  });
   test('more expert groups than the experts allow (mixtral: 8 experts on one rank)', async () => {
     const r = await runCli(['forward', '--model', model, '--input', inputFile('g.json', '{"sequences": [[1]]}'), '--expert-groups', '9']);
     expectOneLineError(r, /expert groups must be an integer from 1 to 8 .* got 9/);

@@ -1,7 +1,7 @@
 // Small pure pieces of the cluster: addresses, the load generator's statistics, the ranks' settings
 // from the environment.
 import { nearestRank, summarizeLoad } from '../src/cluster/loadStats';
-import { expertGroupsFromEnv } from '../src/cluster/rankEngineFactory';
+import { dispatchFromEnv, expertGroupsFromEnv } from '../src/cluster/rankEngineFactory';
 import { parseHostPort, peerHost } from '../src/cluster/peerAddress';
 
 describe('peerHost', () => {
@@ -48,5 +48,17 @@ describe('expertGroupsFromEnv (launch --expert-groups G)', () => {
   });
   test.each(['0', '-2', '2.5', 'four', '0x4'])('refuses %j', (text) => {
     expect(() => expertGroupsFromEnv({ EPS_EXPERT_GROUPS: text })).toThrow(/EPS_EXPERT_GROUPS must be a positive integer/);
+  });
+});
+
+describe('dispatchFromEnv (launch --dispatch MODE)', () => {
+  test('unset or empty: auto; a mode, in any case', () => {
+    expect(dispatchFromEnv({})).toBeUndefined();
+    expect(dispatchFromEnv({ EPS_DISPATCH: ' ' })).toBeUndefined();
+    expect(dispatchFromEnv({ EPS_DISPATCH: 'dedup' })).toBe('dedup');
+    expect(dispatchFromEnv({ EPS_DISPATCH: 'PAIRS' })).toBe('pairs');
+  });
+  test('refuses anything else, naming the variable and the modes', () => {
+    expect(() => dispatchFromEnv({ EPS_DISPATCH: '1' })).toThrow(/EPS_DISPATCH must be one of auto, pairs, dedup, got "1"/);
   });
 });

@@ -8,7 +8,7 @@ import { loadModelSpec } from '../model/config';
 import { moeLayerDims, obtainCostModel } from '../moe/costModelCache';
 import type { CostModel } from '../moe/costModel';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
-import { DISPATCH_MODES, parseMoeSchedule, type DispatchMode, type MoeSchedule } from '../moe/schedule';
+import { parseDispatchMode, parseMoeSchedule, type DispatchMode, type MoeSchedule } from '../moe/schedule';
 import { defaultDType, loadRankEngine } from '../engine/rankEngine';
 import type { RankEngine, RankEngineOptions } from '../engine/types';
 import { Device } from '../native/device';
@@ -58,12 +58,8 @@ export function expertGroupsFromEnv(env: NodeJS.ProcessEnv = process.env): numbe
 
 /** EPS_DISPATCH (set by `eps-moe launch --dispatch MODE`), or undefined (auto). */
 export function dispatchFromEnv(env: NodeJS.ProcessEnv = process.env): DispatchMode | undefined {
-  const text = (env.EPS_DISPATCH ?? '').trim().toLowerCase();
-  if (text === '') return undefined;
-  if (!(DISPATCH_MODES as readonly string[]).includes(text)) {
-    throw new ExpertLayoutError(`EPS_DISPATCH must be one of ${DISPATCH_MODES.join(', ')}, got "${text}"`);
-  }
-  return text as DispatchMode;
+  const text = env.EPS_DISPATCH ?? '';
+  return text.trim() === '' ? undefined : parseDispatchMode(text, 'EPS_DISPATCH');
 }
 
 async function clusterCostModel(opts: RankEngineOptions, logger: Logger): Promise<CostModel> {

@@ -26,6 +26,19 @@ export type DispatchMode = 'auto' | 'pairs' | 'dedup';
 
 export const DISPATCH_MODES: readonly DispatchMode[] = ['auto', 'pairs', 'dedup'];
 
+export class DispatchModeError extends Error {
+  readonly code = 'EPS_BAD_DISPATCH';
+}
+
+/** A dispatch mode from text (case and spaces ignored); `where` names the text's source in the error. */
+export function parseDispatchMode(text: string, where: string): DispatchMode {
+  const mode = text.trim().toLowerCase();
+  if (!(DISPATCH_MODES as readonly string[]).includes(mode)) {
+    throw new DispatchModeError(`${where} must be one of ${DISPATCH_MODES.join(', ')}, got "${text}"`);
+  }
+  return mode as DispatchMode;
+}
+
 /** The largest pipeline degree fixed:D accepts; far beyond what hides an all-to-all. */
 export const MAX_PIPELINE_DEGREE = 64;
 
