@@ -89,3 +89,42 @@ test('auto remembers its decision by load signature: a like load weighs one cand
   const heavier = auto(rankRows, uniform(W, M, E, 32));
   expect(heavier.candidates.length).toBeGreaterThan(1);
 });
+
+test('dedup chunks: each chunk moves its micro-chunks’ rows, the slots go with the first, and the chunks add up', () => {
+  const model4 = syntheticModel({ world: W, bytesPerMs, densePerRow: 0.0001, groupedPerRow: 0.0001 });
+  // Micro-chunk m of rank q sends rank p (m + 1) * (q + p + 1) rows.
+  const micro = [0, 1].map((q) => Array.from({ length: M * W }, (_, i) => (Math.floor(i / W) + 1) * (q + (i % W) + 1)));
+  const input = { ...inputFor(counts, 1, { topK: K }), dedup: { microRows: micro, only: true } };
+  const p = planMoeLayer(input, model4, parseMoeSchedule('fixed:2:dense'));
+  expect([p.dispatch, p.degree]).toEqual(['dedup', 2]);
+  // Two chunks of two micro-chunks each (the loads are even): rank 1 sends rank p (1+2)(p+2) then (3+4)(p+2).
+  expect(p.chunks.map((c) => c.sentRows)).toEqual([
+    [6, 9],
+    [14, 21],
+  ]);
+  expect(p.chunks.map((c) => c.recvRows)).toEqual([
+    [6, 9],
+    [14, 21],
+  ]);
+  // Each chunk's local segments: its tokens' rows to rank 1's experts from both ranks (16 per micro-chunk each).
+  expect(p.chunks.map((c) => c.segments)).toEqual([
+    [64, 64, 64, 64],
+    [64, 64, 64, 64],
+  ]);
+  // The first dispatch also carries the slots of the layer's rows: two all-to-alls of rows x k x 4 bytes.
+  const rowBytes = H * BYTES;
+  const busiest = (rows: number[][]) => Math.max(...rows.map((row, r) => Math.max(row[1 - r], rows[1 - r][r])));
+  const whole = [0, 1].map((q) => [0, 1].map((d) => [0, 1, 2, 3].reduce((a, m) => a + micro[q][m * W + d], 0)));
+  const chunk0 = [0, 1].map((q) => [0, 1].map((d) => micro[q][d] + micro[q][W + d]));
+  expect(p.chunks[0].predicted.dispatchMs).toBeCloseTo((busiest(chunk0) * rowBytes + 2 * busiest(whole) * K * 4) / bytesPerMs, 9);
+  expect(p.chunks[0].predicted.combineMs).toBeCloseTo((busiest(chunk0) * rowBytes) / bytesPerMs, 9);
+  // The first chunk permutes (moe_rank_dispatch), the last unpermutes; the others do neither.
+  expect(p.computeOrder.map((s) => ('chunk' in s ? `${s.op} ${s.chunk}` : s.op))).toEqual([
+    'permute 0',
+    'permute 1',
+    'ffn 0',
+    'ffn 1',
+    'unpermute 0',
+    'unpermute 1',
+  ]);
+});
