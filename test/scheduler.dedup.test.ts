@@ -128,3 +128,20 @@ test('dedup chunks: each chunk moves its micro-chunks’ rows, the slots go with
     'unpermute 1',
   ]);
 });
+
+test('one chunk and no shared expert: one stream (nothing to overlap); a shared expert or a second chunk: two', () => {
+  const plan1 = (schedule: string, sharedIntermediate: number) =>
+    planMoeLayer(
+      inputFor(counts, 0, { topK: K, sharedIntermediate }),
+      syntheticModel({ world: W, bytesPerMs, sharedIntermediate: sharedIntermediate || undefined, sharedPerRow: 1e-4 }),
+      parseMoeSchedule(schedule),
+    );
+  expect(plan1('fixed:1:dense', 0).overlap).toBe(false);
+  expect(plan1('fixed:1:dense', 0).commOrder).toEqual([
+    { op: 'dispatch', chunk: 0 },
+    { op: 'combine', chunk: 0 },
+  ]);
+  expect(plan1('fixed:2:dense', 0).overlap).toBe(true);
+  expect(plan1('fixed:1:dense', 16).overlap).toBe(true);
+  expect(plan1('baseline', 16).overlap).toBe(false);
+});

@@ -121,7 +121,6 @@ export function weighDedup(
   costs: LayerCosts | undefined,
   rankBase: { routerMs: number; sharedMs: number }[],
   kernelFor: (groupedMs: number, denseMs: number) => ExpertKernel,
-  overlap: boolean,
   weigh: Weigh,
   degree: number,
 ): Evaluated {
@@ -178,6 +177,6 @@ export function weighDedup(
     ranksWith((i, r) => kernels[i][r]),
     ranksWith,
     chunkPlans,
-    (shared) => dedupComputeOrder(degree, overlap, shared),
+    (shared, overlap) => dedupComputeOrder(degree, overlap, shared),
   );
 }

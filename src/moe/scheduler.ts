@@ -111,6 +111,9 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   const layer = new LayerCounts(input, layout);
   const costs = model ? layerCosts(model, input, world) : undefined;
   const overlap = schedule.kind !== 'baseline';
+  // One chunk and no shared expert leave nothing to overlap: such plans run on one stream, which measured
+  // up to 14% faster than two on 2 H200s (Mixtral-8x7B and Qwen3-30B-A3B layers, BENCHMARKS.md session 2).
+  const overlapOf = (degree: number) => overlap && (degree > 1 || input.sharedIntermediate > 0);
   const fixedKernel: ExpertKernel | undefined =
     schedule.kind === 'baseline' ? 'dense' : schedule.kind === 'fixed' ? schedule.kernel : undefined;
 
@@ -151,9 +154,10 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     chosenRanks: RankCosts[],
     ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
     chunkPlans: (rank: number) => ChunkPlan[],
-    order: (shared: SharedPlacement) => ComputeStep[] = (shared) => computeOrder(what.degree, overlap, shared),
+    order: (shared: SharedPlacement, overlap: boolean) => ComputeStep[] = (shared, ovl) => computeOrder(what.degree, ovl, shared),
   ): Evaluated => {
     const D = what.degree;
+    const ovl = overlapOf(D);
     // The counts' read follows the dedup path's moe_rank_dispatch (its permute 0); an early shared expert
     // was enqueued after the read, before the host sync.
     const readAfter = what.dispatch === 'dedup' ? 1 : 0;
@@ -161,7 +165,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       costs && { ms: costs.hostSyncMs(), afterSteps: readAfter, preSyncSteps: readAfter + (shared === 'early' ? 1 : 0) };
     const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
       simulatePipeline(
-        { overlap, commOrder: commOrder(D, overlap), computeOrder: order(shared), ...comm, ranks, sync: syncOf(shared) },
+        { overlap: ovl, commOrder: commOrder(D, ovl), computeOrder: order(shared, ovl), ...comm, ranks, sync: syncOf(shared) },
         timelineRank,
         timeline,
       ).layerMs;
@@ -174,7 +178,8 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     return {
       candidate: { ...what, ms: best.ms, shared: best.shared, commMs: passes },
       chunkPlans,
-      computeOrder: order(best.shared),
+      overlap: ovl,
+      computeOrder: order(best.shared, ovl),
       timeline: (t: PredictedOp[]) => simulate(chosenRanks, best.shared, input.rank, t),
       // For explain() only: what one kernel everywhere would have given.
       alternatives: () => ({
@@ -255,7 +260,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     if (input.dedup!.only) evaluated.length = 0;
     const kernelFor = (groupedMs: number, denseMs: number) => fixedKernel ?? pickKernel(groupedMs, denseMs);
     for (const degree of dedupDegrees(schedule, M, known))
-      evaluated.push(weighDedup(input, layout, layer, costs, rankBase, kernelFor, overlap, weigh, degree));
+      evaluated.push(weighDedup(input, layout, layer, costs, rankBase, kernelFor, weigh, degree));
   }
 
   const bestMs = Math.min(...evaluated.map((e) => e.candidate.ms));
@@ -279,10 +284,10 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     groups: G,
     degree,
     dispatch,
-    overlap,
+    overlap: chosen.overlap,
     chunks,
     shared,
-    commOrder: commOrder(degree, overlap),
+    commOrder: commOrder(degree, chosen.overlap),
     computeOrder: chosen.computeOrder,
     predicted: costs !== undefined,
     predictedMs: costs ? chosen.candidate.ms : 0,
@@ -340,6 +345,8 @@ function searchSignature(input: MoePlanInput, layer: LayerCounts, layout: Expert
 export interface Evaluated {
   candidate: PlanCandidate;
   chunkPlans: (rank: number) => ChunkPlan[];
+  /** Two streams (false: one, the baseline and plans with nothing to overlap). */
+  overlap: boolean;
   /** The compute stream's order with the chosen shared-expert placement. */
   computeOrder: ComputeStep[];
   timeline: (t: PredictedOp[]) => number;
@@ -352,7 +359,7 @@ export type Weigh = (
   chosenRanks: RankCosts[],
   ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
   chunkPlans: (rank: number) => ChunkPlan[],
-  order?: (shared: SharedPlacement) => ComputeStep[],
+  order?: (shared: SharedPlacement, overlap: boolean) => ComputeStep[],
 ) => Evaluated;
 
 /** The pipeline degrees of the dedup candidates: the schedule's, auto's (or the one remembered). */

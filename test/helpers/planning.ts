@@ -54,8 +54,9 @@ export function syntheticModel(o: Synthetic): CostModel {
       n,
       k,
       segments: 1,
-      grouped: proportional(o.sharedPerRow ?? 0),
-      dense: proportional(o.sharedPerRow ?? 0),
+      // Positive even by default: a log-log curve through 0 ms gives NaN (real models hold ms > 0).
+      grouped: proportional(o.sharedPerRow ?? 1e-9),
+      dense: proportional(o.sharedPerRow ?? 1e-9),
     });
     gemm.push(shared(2 * Is, H), shared(H, Is));
   }
