@@ -80,6 +80,33 @@ describe('mixtral on 2 ranks with 2 expert groups, chunked along them (launch --
   });
 });
 
+describe('qwen2-moe on 3 ranks, the dedup dispatch in 3 token chunks, the kernel left to the cost model (launch --dispatch dedup --moe-schedule fixed:3)', () => {
+  let cluster: TestCluster;
+  const golden = loadGolden('qwen2-moe');
+
+  beforeAll(async () => {
+    // No kernel in the schedule: the ranks measure a cost model at start (it once failed the first step instead).
+    cluster = await startCluster({ model: path.join(FIXTURES, 'qwen2-moe'), ranks: 3, dispatch: 'dedup', moeSchedule: 'fixed:3' });
+  });
+  afterAll(async () => {
+    await cluster?.destroy();
+  });
+
+  test('a batch of mixed lengths: same top log-probs as transformers', async () => {
+    const cases = goldenCases(golden, PREFIXES);
+    const res = await cluster.client.prefill({ sequences: cases.map((c) => ({ ids: c.ids })), topLogprobs: K }, { timeoutMs: 60_000 });
+    res.sequences.forEach((got, i) => expectMatchesReference(got, cases[i].logits, K, cases[i].ids.length));
+    // Every rank ran every MoE layer as 3 chunks with the dedup dispatch.
+    const metrics = await cluster.client.metrics({ timeoutMs: 10_000 });
+    expect(metrics.ranks).toHaveLength(3);
+    for (const r of metrics.ranks) {
+      const labels = Object.keys(r.planCounts);
+      expect(labels.length).toBeGreaterThan(0);
+      for (const label of labels) expect(label).toMatch(/: D=3 (dense|grouped)(\+(dense|grouped))? dedup$/);
+    }
+  });
+});
+
 describe('text input', () => {
   let cluster: TestCluster;
   afterEach(async () => {

@@ -7,6 +7,8 @@ import {
   parseMoeSchedule,
   scheduleLayoutProblem,
 } from '../src/moe/schedule';
+import { effectiveSchedule } from '../src/engine/rankEngine';
+import type { CostModel } from '../src/moe/costModel';
 
 describe('parseMoeSchedule', () => {
   test.each([
@@ -90,4 +92,17 @@ test('an expert-axis D needs as many expert groups', () => {
   );
   expect(scheduleLayoutProblem(parseMoeSchedule('fixed:8:dense'), 1)).toBeUndefined();
   expect(scheduleLayoutProblem(parseMoeSchedule('auto'), 1)).toBeUndefined();
+});
+
+describe('effectiveSchedule: what runs without a cost model', () => {
+  const model = {} as CostModel; // only its presence matters
+  test('one rank, no model: auto is one chunk and fixed picks the dense kernel; given kernels stay', () => {
+    expect(effectiveSchedule(parseMoeSchedule('auto'), undefined, 1)).toEqual({ kind: 'fixed', degree: 1, kernel: 'dense' });
+    expect(effectiveSchedule(parseMoeSchedule('fixed:2'), undefined, 1)).toEqual({ kind: 'fixed', degree: 2, kernel: 'dense' });
+    expect(effectiveSchedule(parseMoeSchedule('fixed:2:grouped'), undefined, 1)).toEqual(parseMoeSchedule('fixed:2:grouped'));
+  });
+  test('with a model, or several ranks (the cluster measures one): unchanged', () => {
+    expect(effectiveSchedule(parseMoeSchedule('fixed:2'), model, 1)).toEqual(parseMoeSchedule('fixed:2'));
+    expect(effectiveSchedule(parseMoeSchedule('auto'), undefined, 2)).toEqual({ kind: 'auto' });
+  });
 });

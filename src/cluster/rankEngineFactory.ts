@@ -8,7 +8,7 @@ import { loadModelSpec } from '../model/config';
 import { moeLayerDims, obtainCostModel } from '../moe/costModelCache';
 import type { CostModel } from '../moe/costModel';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
-import { parseDispatchMode, parseMoeSchedule, type DispatchMode, type MoeSchedule } from '../moe/schedule';
+import { parseDispatchMode, parseMoeSchedule, scheduleNeedsCostModel, type DispatchMode, type MoeSchedule } from '../moe/schedule';
 import { defaultDType, loadRankEngine } from '../engine/rankEngine';
 import type { RankEngine, RankEngineOptions } from '../engine/types';
 import { Device } from '../native/device';
@@ -25,7 +25,8 @@ export function rankEngineFactory(moeSchedule: string | undefined, logger: Logge
     }
     // `eps-moe launch --dispatch MODE`: EPS_DISPATCH, inherited.
     const dispatch = opts.dispatch ?? dispatchFromEnv();
-    const costModel = schedule.kind === 'auto' && opts.comm.world > 1 ? await clusterCostModel(opts, logger) : undefined;
+    // auto, and fixed without a kernel, choose by the cost model: measured (or loaded) by all ranks at start.
+    const costModel = scheduleNeedsCostModel(schedule) && opts.comm.world > 1 ? await clusterCostModel(opts, logger) : undefined;
     // `eps-moe launch --random-weights`: the folder holds only config.json; weights are made on the device.
     const traceFile = process.env.EPS_TRACE_FILE || undefined; // `eps-moe launch --trace FILE`
     const seed = process.env.EPS_RANDOM_WEIGHTS;

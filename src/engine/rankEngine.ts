@@ -12,7 +12,7 @@ import { loadWeights, type WeightSource } from './weights';
 import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/costModel';
 import { costModelKeyFor, moeLayerDims } from '../moe/costModelCache';
 import type { Communicator } from '../comm/communicator';
-import { scheduleLayoutProblem, type MoeSchedule } from '../moe/schedule';
+import { scheduleLayoutProblem, scheduleNeedsCostModel, type MoeSchedule } from '../moe/schedule';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
 import { planLabel } from '../moe/plan';
 import { addForwardToTrace } from '../trace/forwardTrace';
@@ -85,7 +85,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   } finally {
     await close();
   }
-  const costModel = opts.costModel ?? (asked.kind === 'auto' ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
+  const costModel = opts.costModel ?? (scheduleNeedsCostModel(asked) ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
   const schedule = effectiveSchedule(asked, costModel, comm.world);
   const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel, dispatch: opts.dispatch });
   const trace = opts.traceFile ? new TraceCollector() : undefined;
@@ -118,12 +118,15 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
 }
 
 /**
- * auto needs a cost model to choose; with one rank there is nothing to overlap, so without a model
- * auto is one chunk with the dense per-expert kernel (on an H200 cuBLAS's grouped GEMM stays near
- * 300 TFLOP/s while the per-expert GEMMs reach 650-750 from 256 rows per expert: BENCHMARKS.md).
+ * auto (and fixed without a kernel) needs a cost model to choose; with one rank there is nothing to
+ * overlap, so without a model auto is one chunk and the kernel is the dense per-expert one (on an H200
+ * cuBLAS's grouped GEMM stays near 300 TFLOP/s while the per-expert GEMMs reach 650-750 from 256 rows per
+ * expert: BENCHMARKS.md). With several ranks the cluster measures a model first (rankEngineFactory.ts).
  */
 export function effectiveSchedule(schedule: MoeSchedule, costModel: CostModel | undefined, world: number): MoeSchedule {
-  if (schedule.kind === 'auto' && !costModel && world === 1) return { kind: 'fixed', degree: 1, kernel: 'dense' };
+  if (costModel || world !== 1) return schedule;
+  if (schedule.kind === 'auto') return { kind: 'fixed', degree: 1, kernel: 'dense' };
+  if (schedule.kind === 'fixed' && !schedule.kernel) return { ...schedule, kernel: 'dense' };
   return schedule;
 }
 

@@ -39,6 +39,11 @@ export function parseDispatchMode(text: string, where: string): DispatchMode {
   return mode as DispatchMode;
 }
 
+/** Whether the cost model chooses something in this schedule (auto, or fixed without a kernel). */
+export function scheduleNeedsCostModel(s: MoeSchedule): boolean {
+  return s.kind === 'auto' || (s.kind === 'fixed' && !s.kernel);
+}
+
 /** The largest pipeline degree fixed:D accepts; far beyond what hides an all-to-all. */
 export const MAX_PIPELINE_DEGREE = 64;
 

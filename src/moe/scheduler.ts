@@ -34,7 +34,7 @@ import {
 } from './plan';
 import { simulatePipeline, type RankCosts } from './pipelineModel';
 import { type ExpertRange, ExpertLayout, ExpertLayoutError } from './placement';
-import { formatMoeSchedule, scheduleAxis, type MoeSchedule, type PlanAxis } from './schedule';
+import { formatMoeSchedule, scheduleAxis, scheduleNeedsCostModel, type MoeSchedule, type PlanAxis } from './schedule';
 
 export interface MoePlanInput {
   /**
@@ -102,8 +102,7 @@ export const DEGREE_TOLERANCE = 0.15;
 
 export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, schedule: MoeSchedule): MoePlan {
   const layout = validate(input, schedule);
-  const needsModel = schedule.kind === 'auto' || (schedule.kind === 'fixed' && !schedule.kernel);
-  if (!model && needsModel) throw new NoCostModelError(schedule);
+  if (!model && scheduleNeedsCostModel(schedule)) throw new NoCostModelError(schedule);
 
   const world = layout.world;
   const M = input.microChunks;
