@@ -271,6 +271,13 @@ void checkMoePermute(Check& c) {
   c.shape(0, {T * k, H}, "[T*k,H]", "T*k=" + std::to_string(T * k) + ", H=" + std::to_string(H) + " (" + c.is(3) + ", " + c.is(4) + ")");
 }
 
+// Micro-chunk token bounds (M+1 values from 0 to T, never decreasing), as moe_count and moe_rank_count take them.
+void checkBounds(Check& c, const int64_t* b, int64_t M, int64_t T, int tokensTensor) {
+  if (b[0] != 0 || b[M] != T) c.fail("bounds must start at 0 and end at T=" + std::to_string(T) + " (" + c.is(tokensTensor) + ")");
+  for (int64_t m = 1; m <= M; ++m)
+    if (b[m] < b[m - 1]) c.fail("bounds must not decrease; bounds[" + std::to_string(m) + "] < bounds[" + std::to_string(m - 1) + "]");
+}
+
 void checkMoeCount(Check& c) {
   c.dtype(0, DType::I32);
   c.dtype(1, DType::I32);
@@ -281,12 +288,7 @@ void checkMoeCount(Check& c) {
   if (int64_t(b.size()) != M + 1) {
     c.fail("ints must hold bounds[M+1] with M=" + std::to_string(M) + " (" + c.is(0) + "); got " + std::to_string(b.size()));
   }
-  if (b.front() != 0 || b.back() != T) {
-    c.fail("bounds must start at 0 and end at T=" + std::to_string(T) + " (" + c.is(1) + ")");
-  }
-  for (size_t m = 1; m < b.size(); ++m) {
-    if (b[m] < b[m - 1]) c.fail("bounds must not decrease; bounds[" + std::to_string(m) + "] < bounds[" + std::to_string(m - 1) + "]");
-  }
+  checkBounds(c, b.data(), M, T, 1);
 }
 
 void checkMoeRankCount(Check& c) {
@@ -304,10 +306,7 @@ void checkMoeRankCount(Check& c) {
   if (ints[0] != 0) c.fail("offsets must start at 0");
   for (int64_t p = 1; p <= W; ++p)
     if (ints[p] < ints[p - 1]) c.fail("offsets must not decrease; offsets[" + std::to_string(p) + "] < offsets[" + std::to_string(p - 1) + "]");
-  const int64_t* b = ints.data() + W + 1;
-  if (b[0] != 0 || b[M] != T) c.fail("bounds must start at 0 and end at T=" + std::to_string(T) + " (" + c.is(1) + ")");
-  for (int64_t m = 1; m <= M; ++m)
-    if (b[m] < b[m - 1]) c.fail("bounds must not decrease; bounds[" + std::to_string(m) + "] < bounds[" + std::to_string(m - 1) + "]");
+  checkBounds(c, ints.data() + W + 1, M, T, 1);
 }
 
 void checkMoeUnpermute(Check& c) {

@@ -6,8 +6,8 @@
 // place, and the slots (expert indices and weights) of the whole layer go with the first dispatch.
 import type { ExpertKernel } from '../native/ops';
 import type { LayerCosts } from './layerCosts';
-import type { ChunkSpan, LayerCounts } from './layerCounts';
-import type { ChunkPlan, ComputeStep, SharedPlacement } from './plan';
+import { busiestCrossRows, type ChunkSpan, type LayerCounts } from './layerCounts';
+import { chunkPlanOf, type ChunkPlan, type ComputeStep, type SharedPlacement } from './plan';
 import type { ExpertLayout } from './placement';
 import type { RankCosts } from './pipelineModel';
 import type { Evaluated, MoePlanInput, Weigh } from './scheduler';
@@ -21,22 +21,6 @@ export function dedupRows(microRows: readonly ArrayLike<number>[], W: number, a:
       return n;
     }),
   );
-}
-
-/** The most rows any rank sends to, or receives from, the other ranks. */
-export function busiestCrossing(rows: readonly number[][]): number {
-  let most = 0;
-  rows.forEach((row, r) => {
-    let out = 0;
-    let inn = 0;
-    rows.forEach((other, p) => {
-      if (p === r) return;
-      out += row[p];
-      inn += other[r];
-    });
-    most = Math.max(most, out, inn);
-  });
-  return most;
 }
 
 /**
@@ -85,7 +69,7 @@ function chunkCosts(
   copies: boolean,
 ): DedupChunkCosts {
   const W = layout.world;
-  const busiest = busiestCrossing(rows);
+  const busiest = busiestCrossRows(rows);
   const copyMs = costs && copies ? costs.permuteMs(busiest) : 0;
   const result: DedupChunkCosts = {
     rows,
@@ -133,7 +117,7 @@ export function weighDedup(
   const chunks = spans.map((span) =>
     chunkCosts(layer, layout, dedupRows(micro, W, span.microStart, span.microEnd), span, costs, degree > 1),
   );
-  if (costs) chunks[0].dispatchMs += costs.slotsMs(busiestCrossing(whole));
+  if (costs) chunks[0].dispatchMs += costs.slotsMs(busiestCrossRows(whole));
   const kernels = chunks.map((c) => rankBase.map((_, r) => kernelFor(c.ffnGrouped[r], c.ffnDense[r])));
   const sourceMs = whole.map((row) => (costs ? costs.permuteMs(row.reduce((a, b) => a + b, 0)) : 0));
   const finalMs = rankBase.map((_, r) => (costs ? costs.unpermuteRowsMs(layer.rankPairs(r) / layer.topK) : 0));
@@ -146,31 +130,27 @@ export function weighDedup(
       ffnMs: Float64Array.from(chunks, (c, i) => (kernelOf(i, r) === 'grouped' ? c.ffnGrouped[r] : c.ffnDense[r])),
     }));
   const chunkPlans = (rank: number): ChunkPlan[] =>
-    chunks.map((c, i) => {
-      const span = spans[i];
-      const kernel = kernels[i][rank];
-      return {
+    chunks.map((c, i) =>
+      chunkPlanOf({
         index: i,
-        ...span,
-        tokenStart: input.microBounds[span.microStart],
-        tokenEnd: input.microBounds[span.microEnd],
-        kernel,
+        span: spans[i],
+        microBounds: input.microBounds,
+        kernel: kernels[i][rank],
         exchanges: [],
         sentRows: [...c.rows[rank]],
         recvRows: c.rows.map((row) => row[rank]),
         segments: c.localSegments[rank],
         globalRows: c.globalRows,
-        predicted: {
+        times: {
           permuteMs: i === 0 ? sourceMs[rank] : 0,
           dispatchMs: c.dispatchMs,
-          ffnMs: kernel === 'grouped' ? c.ffnGrouped[rank] : c.ffnDense[rank],
           groupedMs: c.ffnGrouped[rank],
           denseMs: c.ffnDense[rank],
           combineMs: c.combineMs,
           unpermuteMs: i === last ? finalMs[rank] : 0,
         },
-      };
-    });
+      }),
+    );
   return weigh(
     { axis: 'tokens', degree, dispatch: 'dedup' },
     { commMs: Float64Array.from(chunks, (c) => c.dispatchMs), combineMs: Float64Array.from(chunks, (c) => c.combineMs) },

@@ -183,28 +183,18 @@ export class LayerCounts {
       }
     }
     const result: ChunkCosts = { commMs: 0, globalRows: 0, pairs, ffnGrouped: new Float64Array(W), ffnDense: new Float64Array(W) };
-    const sent = new Float64Array(W * W); // sent[src * W + dst]: rows src sends dst in one group's all-to-all
+    const sent = Array.from({ length: W }, () => new Float64Array(W)); // sent[src][dst]: rows src sends dst in one group's all-to-all
     for (let g = span.groupStart; g < span.groupEnd; g++) {
       for (let src = 0; src < W; src++) {
         for (let dst = 0; dst < W; dst++) {
           const { first, count } = layout.virtualRange(dst, g);
           let s = 0;
           for (let v = first; v < first + count; v++) s += rows[src * E + v];
-          sent[src * W + dst] = s;
+          sent[src][dst] = s;
         }
       }
-      let busiestRows = 0; // rows the busiest rank sends to or receives from other ranks
-      for (let r = 0; r < W; r++) {
-        let out = 0;
-        let inn = 0;
-        for (let p = 0; p < W; p++) {
-          result.globalRows += sent[r * W + p];
-          if (p === r) continue;
-          out += sent[r * W + p];
-          inn += sent[p * W + r];
-        }
-        busiestRows = Math.max(busiestRows, out, inn);
-      }
+      for (const row of sent) for (const n of row) result.globalRows += n;
+      const busiestRows = busiestCrossRows(sent);
       if (!costs) continue;
       result.commMs += costs.allToAllMs(busiestRows);
       for (let r = 0; r < W; r++) {
@@ -218,6 +208,22 @@ export class LayerCounts {
     this.chunkCache.set(key, result);
     return result;
   }
+}
+
+/** rows[q][p]: rows rank q sends rank p. The most any rank sends to or receives from the others. */
+export function busiestCrossRows(rows: readonly ArrayLike<number>[]): number {
+  let most = 0;
+  rows.forEach((_, p) => {
+    let sent = 0;
+    let received = 0;
+    rows.forEach((from, q) => {
+      if (q === p) return;
+      sent += rows[p][q];
+      received += from[p];
+    });
+    most = Math.max(most, sent, received);
+  });
+  return most;
 }
 
 /**

@@ -109,6 +109,32 @@ export interface ChunkPlan {
   predicted: ChunkTimes;
 }
 
+/** What a chunk plan is made of: its span, this rank's rows and kernel, and its predicted times (both kernels' FFN). */
+export type ChunkParts = Pick<ChunkPlan, 'index' | 'kernel' | 'exchanges' | 'sentRows' | 'recvRows' | 'segments' | 'globalRows'> & {
+  span: Pick<ChunkPlan, 'microStart' | 'microEnd' | 'groupStart' | 'groupEnd'>;
+  /** This rank's micro-chunk token offsets (M + 1 values). */
+  microBounds: readonly number[];
+  times: Omit<ChunkTimes, 'ffnMs'>;
+};
+
+/** A ChunkPlan from its parts: the span's tokens on this rank, and the FFN time of the chosen kernel. */
+export function chunkPlanOf(p: ChunkParts): ChunkPlan {
+  const { span, microBounds, times } = p;
+  return {
+    index: p.index,
+    ...span,
+    tokenStart: microBounds[span.microStart],
+    tokenEnd: microBounds[span.microEnd],
+    kernel: p.kernel,
+    exchanges: p.exchanges,
+    sentRows: p.sentRows,
+    recvRows: p.recvRows,
+    segments: p.segments,
+    globalRows: p.globalRows,
+    predicted: { ...times, ffnMs: p.kernel === 'grouped' ? times.groupedMs : times.denseMs },
+  };
+}
+
 /** One alternative the search weighed (cluster-wide predicted layer time: the slowest rank's end). */
 export interface PlanCandidate {
   axis: PlanAxis;

@@ -24,6 +24,7 @@ import type { LayerCosts } from './layerCosts';
 import {
   type ChunkPlan,
   type ComputeStep,
+  chunkPlanOf,
   type MoePlan,
   type PlanCandidate,
   type PredictedOp,
@@ -224,28 +225,25 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       chunks.map((c, i) => {
         const span = spans[i];
         const exchanges = layer.rankExchanges(rank, span);
-        const kernel = kernels[i][rank];
-        return {
+        return chunkPlanOf({
           index: i,
-          ...span,
-          tokenStart: input.microBounds[span.microStart],
-          tokenEnd: input.microBounds[span.microEnd],
-          kernel,
+          span,
+          microBounds: input.microBounds,
+          kernel: kernels[i][rank],
           exchanges,
           sentRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.sentRows[p], 0)),
           recvRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.recvRows[p], 0)),
           segments: exchanges.flatMap((x) => x.segments),
           globalRows: c.globalRows,
-          predicted: {
+          times: {
             permuteMs: permuteMs(rank, i),
             dispatchMs: c.commMs,
-            ffnMs: kernel === 'grouped' ? c.ffnGrouped[rank] : c.ffnDense[rank],
             groupedMs: c.ffnGrouped[rank],
             denseMs: c.ffnDense[rank],
             combineMs: c.commMs,
             unpermuteMs: unpermuteMs(rank, i),
           },
-        };
+        });
       });
     return weigh(
       { axis, degree, dispatch: 'pairs' },

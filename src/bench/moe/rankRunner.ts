@@ -11,6 +11,7 @@ import { TensorScope } from '../../engine/scope';
 import type { MoeWeights } from '../../engine/weightTypes';
 import { allToAllMs, type CostModel } from '../../moe/costModel';
 import { obtainCostModel } from '../../moe/costModelCache';
+import { busiestCrossRows } from '../../moe/layerCounts';
 import { routedMoeLayer, type MoeLayerContext } from '../../moe/moeLayer';
 import { planLabel, type MoePlan } from '../../moe/plan';
 import { type ExpertLayout, expertLayout } from '../../moe/placement';
@@ -297,22 +298,6 @@ async function floorOf(
   const gemmFloorMs = flops / (ceilingTflops * 1e9);
   const commFloorMs = W > 1 ? 2 * allToAllMs(model, W, crossRows * rowBytes) : 0;
   return { gemmFloorMs, commFloorMs, floorMs: Math.max(gemmFloorMs, commFloorMs), maxRowsPerRank: maxRows };
-}
-
-/** rows[q][p]: rows rank q sends rank p. The most any rank sends to or receives from the others. */
-export function busiestCrossRows(rows: readonly ArrayLike<number>[]): number {
-  let most = 0;
-  rows.forEach((_, p) => {
-    let sent = 0;
-    let received = 0;
-    rows.forEach((from, q) => {
-      if (q === p) return;
-      sent += rows[p][q];
-      received += from[p];
-    });
-    most = Math.max(most, sent, received);
-  });
-  return most;
 }
 
 /** The layout of a shape: `groups` expert groups, or as many as its ranks hold experts when fewer. */
