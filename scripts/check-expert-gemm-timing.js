@@ -2,7 +2,7 @@
 // (they must agree; a 32-bit overflow once made the profiler measure one segment). Run: node scripts/check-expert-gemm-timing.js
 const { Device } = require('../dist/native/device');
 const ops = require('../dist/native/ops');
-const { measureCostModel } = require('../dist/moe/costModelProfiler');
+const { measureCostModel } = require('../dist/moe/cost/profiler');
 (async () => {
   const device = Device.open('cuda', 0);
   const s = device.stream();

@@ -15,7 +15,7 @@ import { L2_BYTES, rotationCount } from '../src/bench/inputSets';
 import { kernelsUsed } from '../src/bench/prefillSuite';
 import { median, percentOf, tflops } from '../src/bench/stats';
 import { formatTable } from '../src/bench/table';
-import type { MoePlan } from '../src/moe/plan';
+import type { MoePlan } from '../src/moe/plan/plan';
 
 const spec = (preset: string) => parseModelConfig(presetConfig(preset), preset);
 

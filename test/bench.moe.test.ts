@@ -1,7 +1,7 @@
 // The MoE-layer benchmark on the CPU backend (in-process ranks, tiny shapes): every point has every
 // schedule timed, the best fixed plan is the fastest fixed one, and the floor is its larger part.
 import { runMoeBench, DEFAULT_SWEEP, formatMoeBench } from '../src/bench/moe/moeBench';
-import { busiestCrossRows } from '../src/moe/layerCounts';
+import { busiestCrossRows } from '../src/moe/plan/layerCounts';
 import { makeRouting } from '../src/bench/moe/routing';
 
 test('bench moe at 2 ranks on the CPU: every point, every schedule', async () => {

@@ -4,7 +4,7 @@
 import { CancelledError, DeadlineExceededError, QueueFullError, UnavailableError } from '../src/cluster/errors';
 import { createLogger } from '../src/cluster/log';
 import type { StepResponseMsg, StepSequenceMsg } from '../src/cluster/protos';
-import { Scheduler, type StepExecutor } from '../src/cluster/scheduler';
+import { Scheduler, type StepExecutor } from '../src/cluster/requestQueue';
 
 interface StepCall {
   stepId: number;

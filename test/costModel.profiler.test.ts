@@ -5,15 +5,15 @@ import * as os from 'os';
 import * as path from 'path';
 import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { Device, type Stream, type Tensor, dtypeBytes } from '../src/native/device';
-import { type CostModel, loadCostModel, saveCostModel, validateCostModel } from '../src/moe/costModel';
+import { type CostModel, loadCostModel, saveCostModel, validateCostModel } from '../src/moe/cost/costModel';
 import {
   type MeasureCostModelOptions,
   type MeasureProgress,
   defaultMaxActivationBytes,
   measureCostModel,
-} from '../src/moe/costModelProfiler';
+} from '../src/moe/cost/profiler';
 import { expertRanges } from '../src/moe/placement';
-import { planMoeLayer } from '../src/moe/scheduler';
+import { planMoeLayer } from '../src/moe/plan/planner';
 
 const H = 32;
 const I = 16;

@@ -18,7 +18,7 @@ import {
   loadCostModel,
   saveCostModel,
   swigluMs,
-} from '../src/moe/costModel';
+} from '../src/moe/cost/costModel';
 
 const key: CostModelKey = {
   device: 'NVIDIA H200',

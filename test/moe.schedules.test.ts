@@ -5,12 +5,12 @@
 // reference layer (test/reference/moe.ts) to fp32 round-off.
 import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { LocalCommunicator, type Communicator } from '../src/comm/communicator';
-import { TensorScope } from '../src/engine/scope';
+import { TensorScope } from '../src/native/scope';
 import type { MoeWeights } from '../src/engine/weightTypes';
-import { measureCostModel } from '../src/moe/costModelProfiler';
-import type { CostModel } from '../src/moe/costModel';
-import { routedMoeLayer } from '../src/moe/moeLayer';
-import type { MoePlan } from '../src/moe/plan';
+import { measureCostModel } from '../src/moe/cost/profiler';
+import type { CostModel } from '../src/moe/cost/costModel';
+import { routedMoeLayer } from '../src/moe/exec/moeLayer';
+import type { MoePlan } from '../src/moe/plan/plan';
 import { type ExpertLayout, expertLayout } from '../src/moe/placement';
 import { parseMoeSchedule, type DispatchMode } from '../src/moe/schedule';
 import { Device, type Tensor, tensorFromFloat32, tensorFromInt32 } from '../src/native/device';

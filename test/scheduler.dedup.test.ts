@@ -2,7 +2,7 @@
 // rank) rows (plus the slots), its FFN sees one segment per local expert, and it is weighed only where
 // the layer made the rank counts (one expert group, several ranks).
 import { parseMoeSchedule } from '../src/moe/schedule';
-import { planMoeLayer } from '../src/moe/scheduler';
+import { planMoeLayer } from '../src/moe/plan/planner';
 import { BYTES, H, inputFor, syntheticModel, uniform } from './helpers/planning';
 
 const W = 2;

@@ -1,8 +1,8 @@
 // The scheduler's expert axis: chunks of expert groups (moe/placement.ts). The counts here are per
 // virtual expert; the virtual order and every rank's rows are recomputed from the counts with the
 // layout's definition written out below, independently of the planner.
-import { PlanInputError, planMoeLayer } from '../src/moe/scheduler';
-import type { MoePlan } from '../src/moe/plan';
+import { PlanInputError, planMoeLayer } from '../src/moe/plan/planner';
+import type { MoePlan } from '../src/moe/plan/plan';
 import { inputFor, planAll, randomCounts, syntheticModel, uniform } from './helpers/planning';
 
 /** The virtual order by definition: group-major, rank-major, local order; returns per virtual id its rank and local index. */

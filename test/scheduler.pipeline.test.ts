@@ -1,6 +1,6 @@
 // The pipeline model on small hand-made inputs whose timelines are worked out by hand in the comments.
-import { commOrder, computeOrder, type PredictedOp } from '../src/moe/plan';
-import { simulatePipeline, type RankCosts } from '../src/moe/pipelineModel';
+import { commOrder, computeOrder, type PredictedOp } from '../src/moe/plan/plan';
+import { simulatePipeline, type RankCosts } from '../src/moe/cost/pipelineModel';
 
 const rank0: RankCosts = { routerMs: 1, sharedMs: 2, permuteMs: [1, 1], ffnMs: [3, 1], unpermuteMs: [1, 1] };
 const rank1: RankCosts = { routerMs: 0, sharedMs: 0, permuteMs: [2, 2], ffnMs: [1, 4], unpermuteMs: [0.5, 0.5] };

@@ -2,9 +2,9 @@
 // proportional to rows (exact under log-log interpolation), all-to-all = latency + bytes / bandwidth,
 // small ops free unless a test says otherwise. Rows per peer and per segment are recomputed here from
 // the counts, independently of the planner.
-import { type MoePlan } from '../src/moe/plan';
+import { type MoePlan } from '../src/moe/plan/plan';
 import { expertRanges } from '../src/moe/placement';
-import { NoCostModelError, PlanInputError, type MoePlanInput, autoDegrees, planMoeLayer } from '../src/moe/scheduler';
+import { NoCostModelError, PlanInputError, type MoePlanInput, autoDegrees, planMoeLayer } from '../src/moe/plan/planner';
 import { inputFor, microBounds, planAll, proportional, randomCounts, rowsTo, syntheticModel, uniform } from './helpers/planning';
 
 /** Checks every chunk's rows against the counts, and that the all-to-alls pair up across ranks. */

@@ -8,7 +8,7 @@ import {
   scheduleLayoutProblem,
 } from '../src/moe/schedule';
 import { effectiveSchedule } from '../src/engine/rankEngine';
-import type { CostModel } from '../src/moe/costModel';
+import type { CostModel } from '../src/moe/cost/costModel';
 
 describe('parseMoeSchedule', () => {
   test.each([

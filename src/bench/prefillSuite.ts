@@ -7,7 +7,7 @@ import { dtypeBytes } from '../native/device';
 import { parseModelConfig, type ModelSpec } from '../model/config';
 import { presetConfig } from '../model/makeModel';
 import { Xoshiro128 } from '../model/prng';
-import type { MoePlan } from '../moe/plan';
+import type { MoePlan } from '../moe/plan/plan';
 import { formatMoeSchedule } from '../moe/schedule';
 import type { BenchContext } from './context';
 import { PREFILL_FLOPS_FORMULA, prefillFlops, totalParams } from './flops';

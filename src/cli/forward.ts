@@ -8,7 +8,7 @@ import { hasBackend } from '../native/addon';
 import { loadModelSpec } from '../model/config';
 import { ExpertLayoutError } from '../moe/placement';
 import { parseMoeSchedule, type DispatchMode } from '../moe/schedule';
-import { addForwardToTrace } from '../trace/forwardTrace';
+import { addForwardToTrace } from '../engine/forwardTrace';
 import { TraceCollector } from '../trace/traceCollector';
 import { CliError } from './errors';
 import { ProgressView } from './progress';

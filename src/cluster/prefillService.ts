@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ClusterError, InvalidArgumentError, grpcStatusOf, messageOf } from './errors';
 import type { Logger } from './log';
 import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
-import type { RequestHandle } from './scheduler';
+import type { RequestHandle } from './requestQueue';
 import type { AdmittedRequest } from './validate';
 
 /** What a request that did not decode becomes, so that the handler can answer INVALID_ARGUMENT. */

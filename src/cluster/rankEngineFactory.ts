@@ -5,8 +5,8 @@
 // by all ranks and saved by rank 0), so every rank plans alike and their all-to-alls pair up.
 import type { Logger } from './log';
 import { loadModelSpec } from '../model/config';
-import { moeLayerDims, obtainCostModel } from '../moe/costModelCache';
-import type { CostModel } from '../moe/costModel';
+import { moeLayerDims, obtainCostModel } from '../moe/cost/costModelCache';
+import type { CostModel } from '../moe/cost/costModel';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
 import { parseDispatchMode, parseMoeSchedule, scheduleNeedsCostModel, type DispatchMode, type MoeSchedule } from '../moe/schedule';
 import { defaultDType, loadRankEngine } from '../engine/rankEngine';

@@ -15,7 +15,7 @@ import type { Logger } from './log';
 import { prefillHandlers, tolerantPrefillService } from './prefillService';
 import { coordinatorService, prefillPackageDefinition, type LoadProgressMsg, type ModelInfoMsg, type StepResponseMsg } from './protos';
 import { RankClient } from './rankClient';
-import { Scheduler } from './scheduler';
+import { Scheduler } from './requestQueue';
 import type { TextTokenizer } from './textTokenizer';
 import { admitRequest, type RequestLimits } from './validate';
 

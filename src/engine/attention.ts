@@ -4,7 +4,7 @@ import type { Stream, Tensor } from '../native/device';
 import type { DType } from '../native/addonTypes';
 import * as ops from '../native/ops';
 import type { ModelSpec } from '../model/config';
-import type { TensorScope } from './scope';
+import type { TensorScope } from '../native/scope';
 import type { LayerWeights } from './weightTypes';
 
 /** Where the packed tokens of a step sit: positions [T] i32, sequence starts [B+1] (device and host). */

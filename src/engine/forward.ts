@@ -5,15 +5,15 @@ import { type Device, type Event, type Stream, type Tensor, tensorFromInt32 } fr
 import type { DType } from '../native/addonTypes';
 import * as ops from '../native/ops';
 import type { ModelSpec } from '../model/config';
-import type { CostModel } from '../moe/costModel';
-import { moeLayer, type MoeRouting } from '../moe/moeLayer';
-import type { MoePlan } from '../moe/plan';
+import type { CostModel } from '../moe/cost/costModel';
+import { moeLayer, type MoeRouting } from '../moe/exec/moeLayer';
+import type { MoePlan } from '../moe/plan/plan';
 import { type ExpertLayout, ExpertLayoutError, expertLayout } from '../moe/placement';
 import { scheduleLayoutProblem, type DispatchMode, type MoeSchedule } from '../moe/schedule';
-import type { OpSpan } from '../moe/spans';
+import type { OpSpan } from '../moe/exec/spans';
 import { attentionBlock, type StepLayout } from './attention';
-import { swigluMlp } from './mlp';
-import { TensorScope } from './scope';
+import { swigluMlp } from '../moe/exec/mlp';
+import { TensorScope } from '../native/scope';
 import type { LayerWeights, ModelWeights } from './weightTypes';
 
 export interface ForwardOptions {

@@ -9,13 +9,13 @@ import { RandomSource } from './randomSource';
 import type { RankEngine, RankEngineOptions } from './types';
 import { disposeWeights } from './weightTypes';
 import { loadWeights, type WeightSource } from './weights';
-import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/costModel';
-import { costModelKeyFor, moeLayerDims } from '../moe/costModelCache';
+import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/cost/costModel';
+import { costModelKeyFor, moeLayerDims } from '../moe/cost/costModelCache';
 import type { Communicator } from '../comm/communicator';
 import { scheduleLayoutProblem, scheduleNeedsCostModel, type MoeSchedule } from '../moe/schedule';
 import { ExpertLayoutError, expertLayout } from '../moe/placement';
-import { planLabel } from '../moe/plan';
-import { addForwardToTrace } from '../trace/forwardTrace';
+import { planLabel } from '../moe/plan/plan';
+import { addForwardToTrace } from './forwardTrace';
 import { rankTraceFile } from '../trace/merge';
 import { TraceCollector } from '../trace/traceCollector';
 

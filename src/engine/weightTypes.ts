@@ -1,25 +1,9 @@
 // The weights of one rank, on its device. Attention and dense parts are replicated on every rank;
 // each MoE layer holds only this rank's experts (see moe/placement.ts).
 import type { Tensor } from '../native/device';
-import type { ExpertRange } from '../moe/placement';
+import type { MlpWeights, MoeWeights } from '../moe/exec/weights';
 
-/** A SwiGLU MLP: gateUp is [2I, H] (gate rows, then up rows), down is [H, I]. */
-export interface MlpWeights {
-  gateUp: Tensor;
-  down: Tensor;
-}
-
-export interface MoeWeights {
-  /** Router [E, H] over all experts, row v = virtual expert v (moe/placement.ts; the checkpoint's order with one group). */
-  router: Tensor;
-  /** This rank's experts in local (checkpoint) order: gateUp [Elocal, 2I, H], down [Elocal, H, I]. */
-  experts: MlpWeights;
-  /** This rank's experts: checkpoint ids [first, first + count). */
-  local: ExpertRange;
-  /** Qwen2-MoE's shared expert and its sigmoid gate [1, H]. */
-  shared?: MlpWeights;
-  sharedGate?: Tensor;
-}
+export type { MlpWeights, MoeWeights };
 
 export interface LayerWeights {
   inputNorm: Tensor;

@@ -1,11 +1,11 @@
 // Planner test helpers: synthetic cost models whose predictions can be worked out by hand (GEMM
 // curves proportional to rows, exact under log-log interpolation; all-to-all = latency + bytes /
 // bandwidth; small ops free unless a test says otherwise), counts, and plan inputs.
-import type { CostModel, GemmTable } from '../../src/moe/costModel';
-import { type MoePlan } from '../../src/moe/plan';
+import type { CostModel, GemmTable } from '../../src/moe/cost/costModel';
+import { type MoePlan } from '../../src/moe/plan/plan';
 import { type ExpertRange, expertRanges } from '../../src/moe/placement';
 import { parseMoeSchedule } from '../../src/moe/schedule';
-import { type MoePlanInput, planMoeLayer } from '../../src/moe/scheduler';
+import { type MoePlanInput, planMoeLayer } from '../../src/moe/plan/planner';
 
 export const H = 64;
 export const I = 32;

@@ -1,6 +1,6 @@
 // The MoE layer shapes the EPS benchmark measures (issue 5): hidden, expert intermediate, experts,
 // top-k and shared experts of the three families the paper and our users care about.
-import type { MoeLayerDims } from '../../moe/costModel';
+import type { MoeLayerDims } from '../../moe/cost/costModel';
 
 /** A named layer shape; sharedIntermediate is the total of the shared experts (DeepSeek-V2: 2 x 1536). */
 export interface MoeLayerShape extends MoeLayerDims {

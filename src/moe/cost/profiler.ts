@@ -4,10 +4,10 @@
 // warm-up, as the median of the batches (OpTimer). With a Communicator of several ranks every rank must call
 // this with the same options (the all-to-alls pair up), and every rank ends with the same model: the
 // element-wise median of all ranks' measurements, so that every rank's scheduler chooses alike.
-import type { Communicator } from '../comm/communicator';
-import type { DType } from '../native/addonTypes';
-import { type Device, type Stream, type Tensor, dtypeBytes } from '../native/device';
-import * as ops from '../native/ops';
+import type { Communicator } from '../../comm/communicator';
+import type { DType } from '../../native/addonTypes';
+import { type Device, type Stream, type Tensor, dtypeBytes } from '../../native/device';
+import * as ops from '../../native/ops';
 import {
   COST_MODEL_VERSION,
   type AllToAllPoint,
@@ -21,7 +21,7 @@ import {
   type SmallOpCosts,
   fitLatencyBandwidth,
 } from './costModel';
-import { expertRange } from './placement';
+import { expertRange } from '../placement';
 
 export interface MeasureProgress {
   phase: 'gemm' | 'allToAll' | 'smallOps' | 'agree';

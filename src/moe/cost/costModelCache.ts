@@ -2,11 +2,11 @@
 // has the same file, else measured now by all ranks together (the profiler gives every rank the
 // same medians) and saved by rank 0. Ranks must agree, or they would plan different chunkings
 // whose all-to-alls do not pair up.
-import type { Communicator } from '../comm/communicator';
-import { addon } from '../native/addon';
-import type { DType } from '../native/addonTypes';
-import type { Device } from '../native/device';
-import type { ModelSpec } from '../model/config';
+import type { Communicator } from '../../comm/communicator';
+import { addon } from '../../native/addon';
+import type { DType } from '../../native/addonTypes';
+import type { Device } from '../../native/device';
+import type { ModelSpec } from '../../model/config';
 import {
   type CostModel,
   type CostModelKey,
@@ -16,7 +16,7 @@ import {
   loadCostModel,
   saveCostModel,
 } from './costModel';
-import { measureCostModel, type MeasureProgress } from './costModelProfiler';
+import { measureCostModel, type MeasureProgress } from './profiler';
 
 /** A model's MoE layer dimensions, as cost models are keyed by them. */
 export function moeLayerDims(spec: ModelSpec): MoeLayerDims {

@@ -1,7 +1,7 @@
 // The cost model applied to one layer shape: predicted ms of each op the executor enqueues, from the
 // row counts the scheduler sees. Kept per (model, shape) while the model lives, so that every layer of
 // a forward plans with the same object and its per-segment caches fill once.
-import type { ExpertKernel } from '../native/ops';
+import type { ExpertKernel } from '../../native/ops';
 import { type CostModel, gemmMs, gemmTable, interpolateLogLog, linearMs, swigluMs, allToAllMs, type KernelCurve } from './costModel';
 
 /** The layer shape the costs depend on (the counts do not: they change every layer). */

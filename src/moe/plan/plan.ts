@@ -19,8 +19,8 @@
 // A chunk's dispatch (and combine) is one all-to-all per group it holds (ChunkExchange): one group's
 // rows are contiguous per peer in the permuted buffer, several groups' are not. With G = 1 every chunk
 // is one all-to-all, as the plain token chunking always was.
-import type { ExpertKernel } from '../native/ops';
-import { formatMoeSchedule, type MoeSchedule, type PlanAxis } from './schedule';
+import type { ExpertKernel } from '../../native/ops';
+import { formatMoeSchedule, type MoeSchedule, type PlanAxis } from '../schedule';
 
 /**
  * Where the shared expert (Qwen2-MoE, DeepSeek) runs on the compute stream: early (enqueued before the

@@ -6,9 +6,9 @@
 //
 // Every rank computes the signature from the gathered counts alone and runs the same layers in the
 // same order, so every rank's cache holds the same entries and every rank makes the same choice.
-import type { CostModel } from './costModel';
+import type { CostModel } from '../cost/costModel';
 import type { DispatchKind } from './plan';
-import type { PlanAxis } from './schedule';
+import type { PlanAxis } from '../schedule';
 
 /** What auto decided for a signature; the kernels and chunk bounds are worked out again each time. */
 export interface PlanDecision {

@@ -10,23 +10,23 @@
 // is sorted by expert group, then destination rank. A chunk of the token axis permutes its own tokens;
 // on the expert axis the first chunk permutes every token once, each chunk sends its groups' slice of
 // that buffer and combines back into the same rows, and the last chunk un-permutes every token.
-import type { Communicator } from '../comm/communicator';
-import type { Event, Stream, Tensor } from '../native/device';
-import type { DType } from '../native/addonTypes';
-import { dtypeBytes } from '../native/device';
-import * as ops from '../native/ops';
-import type { TensorScope } from '../engine/scope';
-import type { MlpWeights, MoeWeights } from '../engine/weightTypes';
-import { swigluMlp } from '../engine/mlp';
-import type { CostModel } from './costModel';
-import type { ChunkPlan, MoePlan } from './plan';
-import type { ExpertLayout } from './placement';
-import { microChunkCount, type DispatchMode, type MoeSchedule } from './schedule';
-import { planMoeLayer } from './scheduler';
+import type { Communicator } from '../../comm/communicator';
+import type { Event, Stream, Tensor } from '../../native/device';
+import type { DType } from '../../native/addonTypes';
+import { dtypeBytes } from '../../native/device';
+import * as ops from '../../native/ops';
+import type { TensorScope } from '../../native/scope';
+import type { MlpWeights, MoeWeights } from './weights';
+import { swigluMlp } from './mlp';
+import type { CostModel } from '../cost/costModel';
+import type { ChunkPlan, MoePlan } from '../plan/plan';
+import type { ExpertLayout } from '../placement';
+import { microChunkCount, type DispatchMode, type MoeSchedule } from '../schedule';
+import { planMoeLayer } from '../plan/planner';
 import type { OpSpan } from './spans';
 import { Signal } from './signal';
-import { dedupApplies, enqueueRankDispatch, rankOffsets, runDedupLayer, type RankDispatch } from './dedupDispatch';
-import { dedupRows } from './dedupPlan';
+import { dedupApplies, enqueueRankDispatch, rankOffsets, runDedupLayer, type RankDispatch } from './dedupDispatcher';
+import { dedupRows } from '../plan/dedupPlan';
 
 export interface MoeRouting {
   numExperts: number;

@@ -7,7 +7,7 @@
 //
 // Every rank runs this on the same inputs (derived from the gathered counts only), so every rank
 // predicts the same cluster timeline and makes the same choice of D.
-import type { CommStep, ComputeStep, PredictedOp } from './plan';
+import type { CommStep, ComputeStep, PredictedOp } from '../plan/plan';
 
 export interface RankCosts {
   routerMs: number;

@@ -12,8 +12,8 @@ import { createHash } from 'crypto';
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { BackendKind, DType } from '../native/addonTypes';
-import type { ExpertKernel } from '../native/ops';
+import type { BackendKind, DType } from '../../native/addonTypes';
+import type { ExpertKernel } from '../../native/ops';
 
 /**
  * The format and the way of measuring. Part of the file name: a model measured by an older version is

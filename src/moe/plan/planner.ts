@@ -14,13 +14,13 @@
 // decides them is computed from the gathered counts and the model alone, identically on every rank;
 // this rank's own token bounds only name the token ranges of its chunks. The kernel is per rank: the
 // one the model predicts faster for the rows this rank's experts receive.
-import type { ExpertKernel } from '../native/ops';
-import type { CostModel } from './costModel';
-import { layerCosts } from './layerCosts';
+import type { ExpertKernel } from '../../native/ops';
+import type { CostModel } from '../cost/costModel';
+import { layerCosts } from '../cost/layerCosts';
 import { type ChunkSpan, LayerCounts } from './layerCounts';
 import { dedupRows, weighDedup } from './dedupPlan';
 import { cachedDecision, loadSignature, rememberDecision, type PlanDecision } from './planCache';
-import type { LayerCosts } from './layerCosts';
+import type { LayerCosts } from '../cost/layerCosts';
 import {
   type ChunkPlan,
   type ComputeStep,
@@ -33,9 +33,9 @@ import {
   computeOrder,
   explainPlan,
 } from './plan';
-import { simulatePipeline, type RankCosts } from './pipelineModel';
-import { type ExpertRange, ExpertLayout, ExpertLayoutError } from './placement';
-import { formatMoeSchedule, scheduleAxis, scheduleNeedsCostModel, type MoeSchedule, type PlanAxis } from './schedule';
+import { simulatePipeline, type RankCosts } from '../cost/pipelineModel';
+import { type ExpertRange, ExpertLayout, ExpertLayoutError } from '../placement';
+import { formatMoeSchedule, scheduleAxis, scheduleNeedsCostModel, type MoeSchedule, type PlanAxis } from '../schedule';
 
 export interface MoePlanInput {
   /**

@@ -3,8 +3,8 @@
 // segment, and what the chunk costs on every rank. Counts are per VIRTUAL expert (placement.ts): the
 // router numbers experts that way, so moe_count counts them that way.
 import type { ChunkExchange } from './plan';
-import type { LayerCosts } from './layerCosts';
-import type { ExpertLayout } from './placement';
+import type { LayerCosts } from '../cost/layerCosts';
+import type { ExpertLayout } from '../placement';
 
 /** A chunk: micro-chunks [microStart, microEnd) times expert groups [groupStart, groupEnd). */
 export interface ChunkSpan {

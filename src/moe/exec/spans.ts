@@ -1,4 +1,4 @@
-import type { Event } from '../native/device';
+import type { Event } from '../../native/device';
 
 /** One op as it ran: events recorded on its stream before and after it (resolved after the step). */
 export interface OpSpan {

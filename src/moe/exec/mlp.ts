@@ -1,8 +1,8 @@
-import type { Stream, Tensor } from '../native/device';
-import type { DType } from '../native/addonTypes';
-import * as ops from '../native/ops';
-import type { TensorScope } from './scope';
-import type { MlpWeights } from './weightTypes';
+import type { Stream, Tensor } from '../../native/device';
+import type { DType } from '../../native/addonTypes';
+import * as ops from '../../native/ops';
+import type { TensorScope } from '../../native/scope';
+import type { MlpWeights } from './weights';
 
 /** out[T,H] = down(silu(x @ gate^T) * (x @ up^T)), with gate and up stacked in one [2I, H] matrix. */
 export function swigluMlp(s: Stream, scope: TensorScope, actDtype: DType, w: MlpWeights, x: Tensor, out: Tensor): void {

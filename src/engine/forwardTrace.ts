@@ -1,8 +1,8 @@
 // Puts one rank's forward into a trace: the MoE ops as measured (device events) on the compute and
 // communication streams, and beside them each layer's predicted timeline, aligned at the layer's
 // first measured op (its router).
-import type { ForwardResult } from '../engine/forward';
-import type { TraceCollector } from './traceCollector';
+import type { ForwardResult } from './forward';
+import type { TraceCollector } from '../trace/traceCollector';
 
 export function addForwardToTrace(trace: TraceCollector, rank: number, result: ForwardResult, offsetMs = 0): void {
   const layerStart = new Map<number, number>();

@@ -4,13 +4,13 @@
 // folds them back to one row each and returns them; the source sums each token's rows once every
 // chunk is back. moe_rank_dispatch (all tokens) runs before the host sync in the first permute's
 // place, and the slots (expert indices and weights) of the whole layer go with the first dispatch.
-import type { ExpertKernel } from '../native/ops';
-import type { LayerCosts } from './layerCosts';
+import type { ExpertKernel } from '../../native/ops';
+import type { LayerCosts } from '../cost/layerCosts';
 import { busiestCrossRows, type ChunkSpan, type LayerCounts } from './layerCounts';
 import { chunkPlanOf, type ChunkPlan, type ComputeStep, type SharedPlacement } from './plan';
-import type { ExpertLayout } from './placement';
-import type { RankCosts } from './pipelineModel';
-import type { Evaluated, MoePlanInput, Weigh } from './scheduler';
+import type { ExpertLayout } from '../placement';
+import type { RankCosts } from '../cost/pipelineModel';
+import type { Evaluated, MoePlanInput, Weigh } from './planner';
 
 /** rows[q][p]: rows rank q sends rank p from micro-chunks [a, b); microRows[q] is flattened [M][W]. */
 export function dedupRows(microRows: readonly ArrayLike<number>[], W: number, a: number, b: number): number[][] {

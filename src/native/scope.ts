@@ -1,7 +1,7 @@
 // Tensors made for one step, disposed together when the step ends. Ops hold their inputs alive
 // natively until they have run, so disposing right after enqueueing is safe.
-import type { Device, Tensor } from '../native/device';
-import type { DType } from '../native/addonTypes';
+import type { Device, Tensor } from './device';
+import type { DType } from './addonTypes';
 
 export class TensorScope {
   private readonly owned: Tensor[] = [];

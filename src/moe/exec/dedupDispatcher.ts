@@ -15,14 +15,14 @@
 // Scope: the token axis with one expert group (ranks' experts contiguous in the router's ids); other plans
 // run the per-(token, expert) path. The planner weighs its candidates (dedupPlan.ts) when --dispatch is
 // auto and the schedule is auto; --dispatch dedup makes them the only ones.
-import type { Event, Stream, Tensor } from '../native/device';
-import * as ops from '../native/ops';
-import type { ExpertKernel } from '../native/ops';
+import type { Event, Stream, Tensor } from '../../native/device';
+import * as ops from '../../native/ops';
+import type { ExpertKernel } from '../../native/ops';
 import { Signal } from './signal';
-import type { MoeWeights } from '../engine/weightTypes';
-import type { MoePlan } from './plan';
-import type { ExpertLayout } from './placement';
-import type { MoeSchedule } from './schedule';
+import type { MoeWeights } from './weights';
+import type { MoePlan } from '../plan/plan';
+import type { ExpertLayout } from '../placement';
+import type { MoeSchedule } from '../schedule';
 import type { MoeLayerContext } from './moeLayer';
 
 /**

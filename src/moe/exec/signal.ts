@@ -1,6 +1,6 @@
 // An event plus a promise that resolves once the event has been recorded, so that a stream can wait for
 // work another async chain has not enqueued yet (the executors' two chains, one per stream).
-import type { Event, Stream } from '../native/device';
+import type { Event, Stream } from '../../native/device';
 
 export class Signal {
   event?: Event;
