@@ -1,4 +1,4 @@
-// The dedup dispatch's candidates for the planner (dedupDispatch.ts runs them): D chunks of
+// The dedup dispatch's candidates for the planner (exec/dedupDispatcher.ts runs them): D chunks of
 // micro-chunks; chunk i sends every rank the distinct (token, rank) rows of its tokens, the receiver
 // expands them to its experts (one segment per local expert, the sources' rows merged), runs the FFN,
 // folds them back to one row each and returns them; the source sums each token's rows once every
@@ -6,11 +6,11 @@
 // place, and the slots (expert indices and weights) of the whole layer go with the first dispatch.
 import type { ExpertKernel } from '../../native/ops';
 import type { LayerCosts } from '../cost/layerCosts';
+import type { RankCosts } from '../cost/pipelineModel';
+import type { Candidate, PlanContext } from './candidate';
 import { busiestCrossRows, type ChunkSpan, type LayerCounts } from './layerCounts';
 import { chunkPlanOf, type ChunkPlan, type ComputeStep, type SharedPlacement } from './plan';
 import type { ExpertLayout } from '../placement';
-import type { RankCosts } from '../cost/pipelineModel';
-import type { Evaluated, MoePlanInput, Weigh } from './planner';
 
 /** rows[q][p]: rows rank q sends rank p from micro-chunks [a, b); microRows[q] is flattened [M][W]. */
 export function dedupRows(microRows: readonly ArrayLike<number>[], W: number, a: number, b: number): number[][] {
@@ -97,17 +97,9 @@ function chunkCosts(
   return result;
 }
 
-/** The dedup candidate of `degree` chunks (one expert group), weighed by the planner's `weigh`. */
-export function weighDedup(
-  input: MoePlanInput,
-  layout: ExpertLayout,
-  layer: LayerCounts,
-  costs: LayerCosts | undefined,
-  rankBase: { routerMs: number; sharedMs: number }[],
-  kernelFor: (groupedMs: number, denseMs: number) => ExpertKernel,
-  weigh: Weigh,
-  degree: number,
-): Evaluated {
+/** The dedup candidate of `degree` chunks (one expert group). */
+export function dedupCandidate(ctx: PlanContext, degree: number): Candidate {
+  const { input, layout, layer, costs, rankBase, kernelFor } = ctx;
   const W = layout.world;
   const M = input.microChunks;
   const micro = input.dedup!.microRows;
@@ -151,12 +143,12 @@ export function weighDedup(
         },
       }),
     );
-  return weigh(
-    { axis: 'tokens', degree, dispatch: 'dedup' },
-    { commMs: Float64Array.from(chunks, (c) => c.dispatchMs), combineMs: Float64Array.from(chunks, (c) => c.combineMs) },
-    ranksWith((i, r) => kernels[i][r]),
+  return {
+    what: { axis: 'tokens', degree, dispatch: 'dedup' },
+    comm: { commMs: Float64Array.from(chunks, (c) => c.dispatchMs), combineMs: Float64Array.from(chunks, (c) => c.combineMs) },
+    kernels,
     ranksWith,
     chunkPlans,
-    (shared, overlap) => dedupComputeOrder(degree, overlap, shared),
-  );
+    computeOrder: (shared, overlap) => dedupComputeOrder(degree, overlap, shared),
+  };
 }

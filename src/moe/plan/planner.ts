@@ -17,63 +17,26 @@
 import type { ExpertKernel } from '../../native/ops';
 import type { CostModel } from '../cost/costModel';
 import { layerCosts } from '../cost/layerCosts';
-import { type ChunkSpan, LayerCounts } from './layerCounts';
-import { dedupRows, weighDedup } from './dedupPlan';
+import { simulatePipeline, type RankCosts } from '../cost/pipelineModel';
+import type { Candidate, MoePlanInput, PlanContext } from './candidate';
+import { dedupCandidate, dedupRows } from './dedupPlan';
+import { LayerCounts } from './layerCounts';
+import { pairsCandidate } from './pairsPlan';
 import { cachedDecision, loadSignature, rememberDecision, type PlanDecision } from './planCache';
-import type { LayerCosts } from '../cost/layerCosts';
 import {
   type ChunkPlan,
   type ComputeStep,
-  chunkPlanOf,
   type MoePlan,
   type PlanCandidate,
   type PredictedOp,
   type SharedPlacement,
   commOrder,
-  computeOrder,
   explainPlan,
 } from './plan';
-import { simulatePipeline, type RankCosts } from '../cost/pipelineModel';
-import { type ExpertRange, ExpertLayout, ExpertLayoutError } from '../placement';
+import { ExpertLayout, ExpertLayoutError } from '../placement';
 import { formatMoeSchedule, scheduleAxis, scheduleNeedsCostModel, type MoeSchedule, type PlanAxis } from '../schedule';
 
-export interface MoePlanInput {
-  /**
-   * Every rank's moe_count result in rank order, each flattened [M][E] (row m = micro-chunk m, column
-   * v = virtual expert v, placement.ts; the checkpoint's expert v when expertGroups is 1): what the
-   * allGather of the counts returns.
-   */
-  counts: readonly ArrayLike<number>[];
-  /** M: micro-chunks per rank. */
-  microChunks: number;
-  numExperts: number;
-  topK: number;
-  /** This rank's micro-chunk token offsets: M + 1 values from 0 to this rank's token count. */
-  microBounds: readonly number[];
-  rank: number;
-  /** Every rank's experts, in rank order (world = ranges.length). */
-  ranges: readonly ExpertRange[];
-  /** G: groups of each rank's experts (the expert axis' unit; default 1: the token axis only). */
-  expertGroups?: number;
-  hidden: number;
-  expertIntermediate: number;
-  /** Bytes per activation element (2 for bf16). */
-  dtypeBytes: number;
-  /** 0 when the model has no shared expert. */
-  sharedIntermediate: number;
-  /**
-   * The dedup dispatch's row counts, when the layer made them (moe_rank_count before the host sync):
-   * microRows[q], flattened [M][W], = rows rank q would send rank p from micro-chunk m. The search then
-   * weighs dedup candidates (one expert group only); `only`: they are the sole candidates (the user
-   * asked for the dedup dispatch).
-   */
-  dedup?: { microRows: readonly ArrayLike<number>[]; only: boolean };
-  /**
-   * The shared expert was enqueued before the host sync (moeLayer.ts): the only placement is 'early'.
-   * Ignored without overlap (the baseline runs it last).
-   */
-  sharedEarly?: boolean;
-}
+export type { MoePlanInput };
 
 export class PlanInputError extends Error {
   readonly code = 'EPS_PLAN_INPUT';
@@ -123,14 +86,30 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
   const signature = model && schedule.kind === 'auto' && world > 1 ? searchSignature(input, layer, layout, dedupWeighed) : undefined;
   const known = signature !== undefined ? cachedDecision(model!, signature) : undefined;
 
-  const options: { axis: PlanAxis; degree: number }[] = [];
-  if (schedule.kind === 'fixed') options.push({ axis: scheduleAxis(schedule)!, degree: schedule.degree });
-  else if (schedule.kind === 'baseline' || world === 1) options.push({ axis: 'tokens', degree: 1 });
-  else if (known) {
-    if (known.dispatch === 'pairs') options.push({ axis: known.axis, degree: known.degree });
-  } else {
-    for (const degree of autoDegrees(M)) options.push({ axis: 'tokens', degree });
-    if (G > 1) for (const degree of autoDegrees(G).filter((d) => d > 1)) options.push({ axis: 'experts', degree });
+  const ctx: PlanContext = {
+    input,
+    layout,
+    layer,
+    costs,
+    rankBase: Array.from({ length: world }, (_, r) => ({
+      routerMs: costs ? costs.routerMs(layer.rankPairs(r)) : 0,
+      sharedMs: costs && input.sharedIntermediate > 0 ? costs.sharedMs(layer.rankPairs(r)) : 0,
+    })),
+    kernelFor: (groupedMs, denseMs) => fixedKernel ?? pickKernel(groupedMs, denseMs),
+  };
+  const candidates: Candidate[] = [];
+  if (!(dedupWeighed && input.dedup!.only)) {
+    if (schedule.kind === 'fixed') candidates.push(pairsCandidate(ctx, scheduleAxis(schedule)!, schedule.degree));
+    else if (schedule.kind === 'baseline' || world === 1) candidates.push(pairsCandidate(ctx, 'tokens', 1));
+    else if (known) {
+      if (known.dispatch === 'pairs') candidates.push(pairsCandidate(ctx, known.axis, known.degree));
+    } else {
+      for (const degree of autoDegrees(M)) candidates.push(pairsCandidate(ctx, 'tokens', degree));
+      if (G > 1) for (const degree of autoDegrees(G).filter((d) => d > 1)) candidates.push(pairsCandidate(ctx, 'experts', degree));
+    }
+  }
+  if (dedupWeighed && (!known || known.dispatch === 'dedup')) {
+    for (const degree of dedupDegrees(schedule, M, known)) candidates.push(dedupCandidate(ctx, degree));
   }
 
   const placements: SharedPlacement[] =
@@ -142,123 +121,55 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
           ? ['early']
           : ['overlap-dispatch', 'overlap-combine'];
 
-  const rankBase = Array.from({ length: world }, (_, r) => ({
-    routerMs: costs ? costs.routerMs(layer.rankPairs(r)) : 0,
-    sharedMs: costs && input.sharedIntermediate > 0 ? costs.sharedMs(layer.rankPairs(r)) : 0,
-  }));
-
   /** A candidate's predicted layer time with its best shared-expert placement, and what the plan needs of it. */
-  const weigh = (
-    what: Pick<PlanCandidate, 'axis' | 'degree' | 'dispatch'>,
-    comm: { commMs: Float64Array; combineMs?: Float64Array },
-    chosenRanks: RankCosts[],
-    ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
-    chunkPlans: (rank: number) => ChunkPlan[],
-    order: (shared: SharedPlacement, overlap: boolean) => ComputeStep[] = (shared, ovl) => computeOrder(what.degree, ovl, shared),
-  ): Evaluated => {
-    const D = what.degree;
+  const weigh = (c: Candidate): Evaluated => {
+    const D = c.what.degree;
     const ovl = overlapOf(D);
     // The counts' read follows the dedup path's moe_rank_dispatch (its permute 0); an early shared expert
     // was enqueued after the read, before the host sync.
-    const readAfter = what.dispatch === 'dedup' ? 1 : 0;
+    const readAfter = c.what.dispatch === 'dedup' ? 1 : 0;
     const syncOf = (shared: SharedPlacement) =>
       costs && { ms: costs.hostSyncMs(), afterSteps: readAfter, preSyncSteps: readAfter + (shared === 'early' ? 1 : 0) };
     const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
       simulatePipeline(
-        { overlap: ovl, commOrder: commOrder(D, ovl), computeOrder: order(shared, ovl), ...comm, ranks, sync: syncOf(shared) },
+        {
+          overlap: ovl,
+          commOrder: commOrder(D, ovl),
+          computeOrder: c.computeOrder(shared, ovl),
+          ...c.comm,
+          ranks,
+          sync: syncOf(shared),
+        },
         timelineRank,
         timeline,
       ).layerMs;
+    const chosenRanks = c.ranksWith((i, r) => c.kernels[i][r]);
     let best = { shared: placements[0], ms: Infinity };
     for (const shared of placements) {
       const ms = simulate(chosenRanks, shared);
       if (ms < best.ms) best = { shared, ms };
     }
-    const passes = comm.commMs.reduce((a, b) => a + b, 0) + (comm.combineMs ?? comm.commMs).reduce((a, b) => a + b, 0);
+    const passes = c.comm.commMs.reduce((a, b) => a + b, 0) + (c.comm.combineMs ?? c.comm.commMs).reduce((a, b) => a + b, 0);
     return {
-      candidate: { ...what, ms: best.ms, shared: best.shared, commMs: passes },
-      chunkPlans,
+      candidate: { ...c.what, ms: best.ms, shared: best.shared, commMs: passes },
+      chunkPlans: c.chunkPlans,
       overlap: ovl,
-      computeOrder: order(best.shared, ovl),
+      computeOrder: c.computeOrder(best.shared, ovl),
       timeline: (t: PredictedOp[]) => simulate(chosenRanks, best.shared, input.rank, t),
       // For explain() only: what one kernel everywhere would have given.
       alternatives: () => ({
         allGroupedMs: simulate(
-          ranksWith(() => 'grouped'),
+          c.ranksWith(() => 'grouped'),
           best.shared,
         ),
         allDenseMs: simulate(
-          ranksWith(() => 'dense'),
+          c.ranksWith(() => 'dense'),
           best.shared,
         ),
       }),
     };
   };
-
-  const evaluated: Evaluated[] = options.map(({ axis, degree }) => {
-    const spans = chunkSpans(layer, axis, degree, M, G);
-    const chunks = spans.map((span) => layer.chunk(span, costs));
-    const kernels = chunks.map((c) => Array.from(c.ffnGrouped, (g, r): ExpertKernel => fixedKernel ?? pickKernel(g, c.ffnDense[r])));
-    const commMs = new Float64Array(degree);
-    chunks.forEach((c, i) => (commMs[i] = c.commMs));
-    // Permute and unpermute per chunk on the token axis; once for the layer on the expert axis (plan.ts).
-    const permuteMs = (r: number, i: number): number => {
-      if (!costs) return 0;
-      if (axis === 'tokens') return costs.permuteMs(chunks[i].pairs[r]);
-      return i === 0 ? costs.permuteMs(layer.rankPairs(r)) : 0;
-    };
-    const unpermuteMs = (r: number, i: number): number => {
-      if (!costs) return 0;
-      if (axis === 'tokens') return costs.unpermuteMs(chunks[i].pairs[r]);
-      return i === degree - 1 ? costs.unpermuteMs(layer.rankPairs(r)) : 0;
-    };
-    const ranksWith = (kernelOf: (chunk: number, rank: number) => ExpertKernel): RankCosts[] =>
-      rankBase.map((base, r) => ({
-        ...base,
-        permuteMs: Float64Array.from({ length: degree }, (_, i) => permuteMs(r, i)),
-        unpermuteMs: Float64Array.from({ length: degree }, (_, i) => unpermuteMs(r, i)),
-        ffnMs: Float64Array.from({ length: degree }, (_, i) =>
-          kernelOf(i, r) === 'grouped' ? chunks[i].ffnGrouped[r] : chunks[i].ffnDense[r],
-        ),
-      }));
-    const chunkPlans = (rank: number): ChunkPlan[] =>
-      chunks.map((c, i) => {
-        const span = spans[i];
-        const exchanges = layer.rankExchanges(rank, span);
-        return chunkPlanOf({
-          index: i,
-          span,
-          microBounds: input.microBounds,
-          kernel: kernels[i][rank],
-          exchanges,
-          sentRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.sentRows[p], 0)),
-          recvRows: Array.from({ length: world }, (_, p) => exchanges.reduce((a, x) => a + x.recvRows[p], 0)),
-          segments: exchanges.flatMap((x) => x.segments),
-          globalRows: c.globalRows,
-          times: {
-            permuteMs: permuteMs(rank, i),
-            dispatchMs: c.commMs,
-            groupedMs: c.ffnGrouped[rank],
-            denseMs: c.ffnDense[rank],
-            combineMs: c.commMs,
-            unpermuteMs: unpermuteMs(rank, i),
-          },
-        });
-      });
-    return weigh(
-      { axis, degree, dispatch: 'pairs' },
-      { commMs },
-      ranksWith((i, r) => kernels[i][r]),
-      ranksWith,
-      chunkPlans,
-    );
-  });
-  if (dedupWeighed && (!known || known.dispatch === 'dedup')) {
-    if (input.dedup!.only) evaluated.length = 0;
-    const kernelFor = (groupedMs: number, denseMs: number) => fixedKernel ?? pickKernel(groupedMs, denseMs);
-    for (const degree of dedupDegrees(schedule, M, known))
-      evaluated.push(weighDedup(input, layout, layer, costs, rankBase, kernelFor, weigh, degree));
-  }
+  const evaluated = candidates.map(weigh);
 
   const bestMs = Math.min(...evaluated.map((e) => e.candidate.ms));
   // By D, the faster candidate first at equal D: the first within tolerance of the best is the smallest such D.
@@ -339,7 +250,7 @@ function searchSignature(input: MoePlanInput, layer: LayerCounts, layout: Expert
 }
 
 /** One weighed candidate: its predicted time, and how to make its chunks, timeline and explanation. */
-export interface Evaluated {
+interface Evaluated {
   candidate: PlanCandidate;
   chunkPlans: (rank: number) => ChunkPlan[];
   /** Two streams (false: one, the baseline and plans with nothing to overlap). */
@@ -350,31 +261,12 @@ export interface Evaluated {
   alternatives: () => { allGroupedMs: number; allDenseMs: number };
 }
 
-export type Weigh = (
-  what: Pick<PlanCandidate, 'axis' | 'degree' | 'dispatch'>,
-  comm: { commMs: Float64Array; combineMs?: Float64Array },
-  chosenRanks: RankCosts[],
-  ranksWith: (kernelOf: (chunk: number, rank: number) => ExpertKernel) => RankCosts[],
-  chunkPlans: (rank: number) => ChunkPlan[],
-  order?: (shared: SharedPlacement, overlap: boolean) => ComputeStep[],
-) => Evaluated;
-
 /** The pipeline degrees of the dedup candidates: the schedule's, auto's (or the one remembered). */
 function dedupDegrees(schedule: MoeSchedule, M: number, known: PlanDecision | undefined): number[] {
   if (known) return [known.degree];
   if (schedule.kind === 'fixed') return [schedule.degree];
   if (schedule.kind === 'baseline') return [1];
   return autoDegrees(M);
-}
-
-/** The chunks of a candidate: micro-chunk ranges of every group (tokens), or group ranges of every token (experts). */
-function chunkSpans(layer: LayerCounts, axis: PlanAxis, degree: number, M: number, G: number): ChunkSpan[] {
-  if (axis === 'tokens') {
-    const b = layer.microBounds(degree);
-    return b.slice(0, -1).map((start, i) => ({ microStart: start, microEnd: b[i + 1], groupStart: 0, groupEnd: G }));
-  }
-  const b = layer.groupBounds(degree);
-  return b.slice(0, -1).map((start, i) => ({ microStart: 0, microEnd: M, groupStart: start, groupEnd: b[i + 1] }));
 }
 
 /**
