@@ -3,8 +3,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { DataPlane, FRAME_BYTES } from '../src/comm/dataPlane';
 import { GrpcCommunicator } from '../src/comm/grpcCommunicator';
-import { CollectiveTimeoutError, PeerLostError } from '../src/cluster/errors';
-import { rankService, type DataFrameMsg, type ExchangeSummaryMsg } from '../src/cluster/protos';
+import { CollectiveTimeoutError, PeerLostError } from '../src/rpc/errors';
+import { rankService, type DataFrameMsg, type ExchangeSummaryMsg } from '../src/rpc/protos';
 import { Device, tensorFromFloat32 } from '../src/native/device';
 
 interface TestRank {

@@ -4,7 +4,7 @@
 import * as path from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { PrefillClient } from '../src/cluster/prefillClient';
-import type { PrefillResponseMsg } from '../src/cluster/protos';
+import type { PrefillResponseMsg } from '../src/rpc/protos';
 import { FIXTURES, expectMatchesReference, goldenCases, loadGolden, startCluster, type TestCluster } from './clusterHarness';
 
 const golden = loadGolden('qwen2-moe');

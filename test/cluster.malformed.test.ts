@@ -4,7 +4,7 @@
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import type { PrefillRequestMsg } from '../src/cluster/protos';
+import type { PrefillRequestMsg } from '../src/rpc/protos';
 import { FIXTURES, expectMatchesReference, goldenCases, loadGolden, startCluster, type TestCluster } from './clusterHarness';
 
 const FIXTURE = 'qwen3-moe'; // has tokenizer.json; vocab 256, max positions 256

@@ -1,9 +1,9 @@
 // The router's queue and step loop, driven by a scripted step executor (no engine: this tests only
 // how requests are queued, batched, answered and failed). A rank's answer for a sequence is made up
 // from the sequence itself (next token = sum of ids), so each answer can be checked against its request.
-import { CancelledError, DeadlineExceededError, QueueFullError, UnavailableError } from '../src/cluster/errors';
-import { createLogger } from '../src/cluster/log';
-import type { StepResponseMsg, StepSequenceMsg } from '../src/cluster/protos';
+import { CancelledError, DeadlineExceededError, QueueFullError, UnavailableError } from '../src/rpc/errors';
+import { createLogger } from '../src/rpc/log';
+import type { StepResponseMsg, StepSequenceMsg } from '../src/rpc/protos';
 import { Scheduler, type StepExecutor } from '../src/cluster/requestQueue';
 
 interface StepCall {

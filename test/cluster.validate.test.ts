@@ -1,6 +1,6 @@
 // Admission: every refusal names the field; every acceptance returns the ids as sent.
-import { InvalidArgumentError } from '../src/cluster/errors';
-import type { PrefillRequestMsg } from '../src/cluster/protos';
+import { InvalidArgumentError } from '../src/rpc/errors';
+import type { PrefillRequestMsg } from '../src/rpc/protos';
 import type { TextTokenizer } from '../src/cluster/textTokenizer';
 import { admitRequest, type RequestLimits } from '../src/cluster/validate';
 

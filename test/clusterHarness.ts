@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { PrefillClient } from '../src/cluster/prefillClient';
 import type { LaunchCommandOptions } from '../src/cli/launch';
-import type { SequenceResultMsg } from '../src/cluster/protos';
+import type { SequenceResultMsg } from '../src/rpc/protos';
 
 export const ROOT = path.resolve(__dirname, '..');
 export const FIXTURES = path.join(ROOT, 'test', 'fixtures');

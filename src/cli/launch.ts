@@ -6,8 +6,9 @@
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DEFAULT_TUNING, launchCluster, type ClusterTuning } from '../cluster/launcher';
-import { createLogger, type Logger } from '../cluster/log';
+import { launchCluster } from '../cluster/launcher';
+import { DEFAULT_TUNING, type ClusterTuning } from '../cluster/tuning';
+import { createLogger, type Logger } from '../rpc/log';
 import type { ClusterLoadProgress } from '../cluster/router';
 import type { BackendKind } from '../native/addonTypes';
 import type { DispatchMode } from '../moe/schedule';

@@ -6,7 +6,7 @@ import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { summarizeLoad, type LoadSummary } from '../cluster/loadStats';
 import { parseHostPort } from '../cluster/peerAddress';
 import { PrefillClient } from '../cluster/prefillClient';
-import type { PrefillRequestMsg, PrefillResponseMsg } from '../cluster/protos';
+import type { PrefillRequestMsg, PrefillResponseMsg } from '../rpc/protos';
 import { CliError } from './errors';
 import { readSequencesFile } from './input';
 

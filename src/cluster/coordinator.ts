@@ -4,10 +4,10 @@
 // learns, at once, that a rank process is gone.
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { RankLostError, RendezvousError } from './errors';
-import type { Logger } from './log';
+import { RankLostError, RendezvousError } from '../rpc/errors';
+import type { Logger } from '../rpc/log';
 import { peerHost } from './peerAddress';
-import type { ClusterAssignmentMsg, JoinEventMsg, JoinRequestMsg } from './protos';
+import type { ClusterAssignmentMsg, JoinEventMsg, JoinRequestMsg } from '../rpc/protos';
 
 export interface JoinedRank {
   rank: number;

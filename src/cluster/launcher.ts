@@ -6,39 +6,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { loadModelSpec } from '../model/config';
 import type { BackendKind } from '../native/addonTypes';
-import { ClusterError, LaunchError, messageOf } from './errors';
-import type { Logger } from './log';
+import { ClusterError, LaunchError, messageOf } from '../rpc/errors';
+import type { Logger } from '../rpc/log';
 import { parseHostPort } from './peerAddress';
 import type { RankProcessOptions } from './rankProcess';
 import { Router, type ClusterLoadProgress } from './router';
+import type { ClusterTuning } from './tuning';
 import { loadTextTokenizer } from './textTokenizer';
-
-export interface ClusterTuning {
-  maxTokensPerRank: number;
-  maxWaitMs: number;
-  maxQueuedSequences: number;
-  maxSequencesPerRequest: number;
-  maxTopLogprobs: number;
-  stepTimeoutMs: number;
-  collectiveTimeoutMs: number;
-  rendezvousTimeoutMs: number;
-  drainTimeoutMs: number;
-  /** After a failure, how long the router keeps answering NOT_SERVING / UNAVAILABLE before it exits. */
-  failureLingerMs: number;
-}
-
-export const DEFAULT_TUNING: ClusterTuning = {
-  maxTokensPerRank: 8192,
-  maxWaitMs: 5,
-  maxQueuedSequences: 1024,
-  maxSequencesPerRequest: 256,
-  maxTopLogprobs: 20,
-  stepTimeoutMs: 120_000,
-  collectiveTimeoutMs: 120_000,
-  rendezvousTimeoutMs: 300_000,
-  drainTimeoutMs: 30_000,
-  failureLingerMs: 3_000,
-};
 
 export interface LaunchOptions {
   modelDir: string;

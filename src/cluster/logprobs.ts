@@ -2,7 +2,7 @@
 // most likely tokens with their log-probs. Log-softmax in float64 so the log-probs do not inherit
 // fp32 rounding of the normalizer. Runs once per sequence on the rank that computed the logits, so
 // only k numbers (not a vocab-sized vector) cross the network.
-import type { SequenceResultMsg, TokenLogprobMsg } from './protos';
+import type { SequenceResultMsg, TokenLogprobMsg } from '../rpc/protos';
 
 /** Top-k of a logit vector: most likely first, ties broken by the lower token id. */
 export function topLogprobs(logits: Float32Array, k: number, tokenCount: number): SequenceResultMsg {

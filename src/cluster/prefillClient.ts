@@ -2,7 +2,7 @@
 // `prefill` command and by the tests).
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
+import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from '../rpc/protos';
 
 export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
 

@@ -1,11 +1,11 @@
-// eps.v1.PrefillService: admission (validation), hand-off to the scheduler, and the mapping of
+// eps.v1.PrefillService: admission (validation), hand-off to the request queue, and the mapping of
 // errors to gRPC statuses. Bytes that do not decode as a PrefillRequest are INVALID_ARGUMENT too
 // (grpc-js would answer INTERNAL), so that garbage never looks like a server fault.
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { ClusterError, InvalidArgumentError, grpcStatusOf, messageOf } from './errors';
-import type { Logger } from './log';
-import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from './protos';
+import { ClusterError, InvalidArgumentError, grpcStatusOf, messageOf } from '../rpc/errors';
+import type { Logger } from '../rpc/log';
+import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from '../rpc/protos';
 import type { RequestHandle } from './requestQueue';
 import type { AdmittedRequest } from './validate';
 

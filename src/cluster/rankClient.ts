@@ -1,6 +1,6 @@
 // The router's handle on one rank: typed calls of eps.v1.RankService.
 import * as grpc from '@grpc/grpc-js';
-import { CHANNEL_OPTIONS } from './channelOptions';
+import { CHANNEL_OPTIONS } from '../rpc/channelOptions';
 import {
   rankService,
   type LoadProgressMsg,
@@ -9,7 +9,7 @@ import {
   type ShutdownRequestMsg,
   type StepRequestMsg,
   type StepResponseMsg,
-} from './protos';
+} from '../rpc/protos';
 
 type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
 

@@ -3,7 +3,7 @@
 // the `auto` schedule on several ranks, the cost model the EPS scheduler plans with. Every rank
 // obtains it together (from the cache folder when every rank has the same file, else measured now
 // by all ranks and saved by rank 0), so every rank plans alike and their all-to-alls pair up.
-import type { Logger } from './log';
+import type { Logger } from '../rpc/log';
 import { loadModelSpec } from '../model/config';
 import { moeLayerDims, obtainCostModel } from '../moe/cost/costModelCache';
 import type { CostModel } from '../moe/cost/costModel';

@@ -1,7 +1,7 @@
 // Entry point of a rank process, spawned by the launcher: `node rankMain.js '<RankProcessOptions as JSON>'`.
 // The environment is the launcher's own (NCCL_*, CUDA_VISIBLE_DEVICES... pass through untouched).
-import { messageOf } from './errors';
-import { createLogger } from './log';
+import { messageOf } from '../rpc/errors';
+import { createLogger } from '../rpc/log';
 import { rankEngineFactory } from './rankEngineFactory';
 import { RANK_EXIT, RankProcess, type RankProcessOptions } from './rankProcess';
 

@@ -9,9 +9,9 @@ import { buildCommunicator, communicatorBootstrap, type BuiltCommunicator } from
 import type { DataPlane } from '../comm/dataPlane';
 import type { RankEngine, RankEngineOptions } from '../engine/types';
 import type { BackendKind } from '../native/addonTypes';
-import { CHANNEL_OPTIONS, SERVER_OPTIONS } from './channelOptions';
-import { ClusterError, RendezvousError, messageOf } from './errors';
-import type { Logger } from './log';
+import { CHANNEL_OPTIONS, SERVER_OPTIONS } from '../rpc/channelOptions';
+import { ClusterError, RendezvousError, messageOf } from '../rpc/errors';
+import type { Logger } from '../rpc/log';
 import { topLogprobs } from './logprobs';
 import {
   coordinatorService,
@@ -28,7 +28,7 @@ import {
   type ShutdownRequestMsg,
   type StepRequestMsg,
   type StepResponseMsg,
-} from './protos';
+} from '../rpc/protos';
 
 export interface RankProcessOptions {
   /** host:port of the router's rendezvous server. */

@@ -6,9 +6,9 @@
 // a rank; a failed step or a lost rank fails every request with UNAVAILABLE and stops the loop.
 import { performance } from 'node:perf_hooks';
 import { planStep, type BatchPolicy, type PendingSequence } from './batcher';
-import { CancelledError, ClusterError, DeadlineExceededError, QueueFullError, UnavailableError, messageOf } from './errors';
-import type { Logger } from './log';
-import type { PrefillResponseMsg, SequenceResultMsg, StepResponseMsg, StepSequenceMsg } from './protos';
+import { CancelledError, ClusterError, DeadlineExceededError, QueueFullError, UnavailableError, messageOf } from '../rpc/errors';
+import type { Logger } from '../rpc/log';
+import type { PrefillResponseMsg, SequenceResultMsg, StepResponseMsg, StepSequenceMsg } from '../rpc/protos';
 import type { AdmittedRequest } from './validate';
 
 /** Runs one step on every rank: perRank[r] goes to rank r; resolves with every rank's answer, in rank order. */

@@ -7,13 +7,13 @@ import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-
 import { ReflectionService } from '@grpc/reflection';
 import type { ModelSpec } from '../model/config';
 import type { BackendKind } from '../native/addonTypes';
-import { SERVER_OPTIONS } from './channelOptions';
+import { SERVER_OPTIONS } from '../rpc/channelOptions';
 import { Coordinator, type JoinedRank } from './coordinator';
-import { ClusterError, RendezvousError, UnavailableError, messageOf } from './errors';
-import type { ClusterTuning } from './launcher';
-import type { Logger } from './log';
+import { ClusterError, RendezvousError, UnavailableError, messageOf } from '../rpc/errors';
+import type { ClusterTuning } from './tuning';
+import type { Logger } from '../rpc/log';
 import { prefillHandlers, tolerantPrefillService } from './prefillService';
-import { coordinatorService, prefillPackageDefinition, type LoadProgressMsg, type ModelInfoMsg, type StepResponseMsg } from './protos';
+import { coordinatorService, prefillPackageDefinition, type LoadProgressMsg, type ModelInfoMsg, type StepResponseMsg } from '../rpc/protos';
 import { RankClient } from './rankClient';
 import { Scheduler } from './requestQueue';
 import type { TextTokenizer } from './textTokenizer';

@@ -1,7 +1,7 @@
 // Admission of a Prefill request: turns the wire message into token sequences or refuses it with
 // an InvalidArgumentError that names the field. Pure apart from the tokenizer it is handed.
-import { InvalidArgumentError } from './errors';
-import type { PrefillRequestMsg } from './protos';
+import { InvalidArgumentError } from '../rpc/errors';
+import type { PrefillRequestMsg } from '../rpc/protos';
 import type { TextTokenizer } from './textTokenizer';
 
 export interface RequestLimits {

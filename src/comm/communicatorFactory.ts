@@ -3,7 +3,7 @@
 // unique id): rank 0 makes it before joining, sends it with its Join request, and the router hands
 // it to every rank in the assignment (`bootstrap`).
 import * as path from 'node:path';
-import type { Logger } from '../cluster/log';
+import type { Logger } from '../rpc/log';
 import type { BackendKind } from '../native/addonTypes';
 import { LocalCommunicator, type Communicator } from './communicator';
 import { DataPlane } from './dataPlane';

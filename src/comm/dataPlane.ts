@@ -8,10 +8,10 @@
 // pending and later collective at once with PeerLostError, so a step never hangs on a dead peer; a
 // peer that is alive but silent for collectiveTimeoutMs fails it with CollectiveTimeoutError.
 import * as grpc from '@grpc/grpc-js';
-import { CollectiveTimeoutError, PeerLostError } from '../cluster/errors';
-import type { Logger } from '../cluster/log';
-import { rankService, type DataFrameMsg, type ExchangeSummaryMsg } from '../cluster/protos';
-import { CHANNEL_OPTIONS } from '../cluster/channelOptions';
+import { CollectiveTimeoutError, PeerLostError } from '../rpc/errors';
+import type { Logger } from '../rpc/log';
+import { rankService, type DataFrameMsg, type ExchangeSummaryMsg } from '../rpc/protos';
+import { CHANNEL_OPTIONS } from '../rpc/channelOptions';
 
 /** Bytes per frame: well under gRPC's default 4 MiB message limit. */
 export const FRAME_BYTES = 1 << 20;
