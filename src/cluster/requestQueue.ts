@@ -16,7 +16,7 @@ export interface StepExecutor {
   runStep(stepId: number, perRank: StepSequenceMsg[][]): Promise<StepResponseMsg[]>;
 }
 
-export interface SchedulerOptions extends BatchPolicy {
+export interface RequestQueueOptions extends BatchPolicy {
   /** Sequences waiting (not yet running) beyond which a request is refused with RESOURCE_EXHAUSTED. */
   maxQueuedSequences: number;
   /** Steps sent to the ranks and not yet answered: 1 = one at a time; 2 = the next one formed while one runs. */
@@ -52,8 +52,8 @@ interface QueuedSequence extends PendingSequence {
   readonly index: number;
 }
 
-export class Scheduler {
-  private readonly opts: SchedulerOptions;
+export class RequestQueue {
+  private readonly opts: RequestQueueOptions;
   private readonly now: () => number;
   private queue: QueuedSequence[] = [];
   private nextKey = 1;
@@ -69,7 +69,7 @@ export class Scheduler {
 
   constructor(
     private readonly executor: StepExecutor,
-    opts: SchedulerOptions,
+    opts: RequestQueueOptions,
   ) {
     this.opts = opts;
     this.now = opts.now ?? (() => performance.now());

@@ -15,7 +15,7 @@ import type { Logger } from '../rpc/log';
 import { prefillHandlers, tolerantPrefillService } from './prefillService';
 import { coordinatorService, prefillPackageDefinition, type LoadProgressMsg, type ModelInfoMsg, type StepResponseMsg } from '../rpc/protos';
 import { RankClient } from './rankClient';
-import { Scheduler } from './requestQueue';
+import { RequestQueue } from './requestQueue';
 import type { TextTokenizer } from './textTokenizer';
 import { admitRequest, type RequestLimits } from './validate';
 
@@ -53,7 +53,7 @@ export class Router {
   private stateValue: RouterState = 'starting';
   private readonly health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   private readonly coordinator: Coordinator;
-  private readonly scheduler: Scheduler;
+  private readonly requests: RequestQueue;
   private readonly limits: RequestLimits;
   private readonly publicServer = new grpc.Server(SERVER_OPTIONS);
   private readonly coordinatorServer = new grpc.Server(SERVER_OPTIONS);
@@ -80,7 +80,7 @@ export class Router {
       maxSequencesPerRequest: opts.maxSequencesPerRequest,
       maxTopLogprobs: Math.min(opts.maxTopLogprobs, spec.vocabSize),
     };
-    this.scheduler = new Scheduler(
+    this.requests = new RequestQueue(
       { runStep: (stepId, perRank) => this.runStep(stepId, perRank) },
       {
         ranks: opts.world,
@@ -90,8 +90,8 @@ export class Router {
         logger: opts.logger,
       },
     );
-    this.scheduler.onFatal((err) => this.enterFailure(err));
-    this.coordinator.onRankLost((err) => this.scheduler.fail(err));
+    this.requests.onFatal((err) => this.enterFailure(err));
+    this.coordinator.onRankLost((err) => this.requests.fail(err));
   }
 
   /** Binds the public and rendezvous servers; ranks may join from then on. */
@@ -150,7 +150,7 @@ export class Router {
       await Promise.race([Promise.all(loads), lost]);
     } catch (err) {
       const failure = err instanceof ClusterError ? err : new UnavailableError(`loading the model failed: ${messageOf(err)}`);
-      this.scheduler.fail(failure);
+      this.requests.fail(failure);
       throw failure;
     }
     if (this.failureValue) throw this.failureValue;
@@ -161,19 +161,19 @@ export class Router {
   /** Stops taking requests and waits (at most timeoutMs) for queued and running ones to finish. */
   async drain(timeoutMs: number): Promise<void> {
     if (this.stateValue === 'serving' || this.stateValue === 'loading' || this.stateValue === 'starting') this.setState('draining');
-    this.scheduler.stopAccepting('the server is draining');
+    this.requests.stopAccepting('the server is draining');
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
-    await Promise.race([this.scheduler.whenIdle(), timeout]);
+    await Promise.race([this.requests.whenIdle(), timeout]);
     clearTimeout(timer);
-    this.scheduler.close(new UnavailableError('the server stopped before this request ran'));
+    this.requests.close(new UnavailableError('the server stopped before this request ran'));
   }
 
   /** Asks every rank to shut down, ends the rendezvous, closes both servers. */
   async stop(reason: string): Promise<void> {
     if (this.stateValue === 'stopped') return;
     if (this.stateValue !== 'failed') this.setState('stopped');
-    this.scheduler.close(new UnavailableError(`the server stopped: ${reason}`));
+    this.requests.close(new UnavailableError(`the server stopped: ${reason}`));
     // Ending the Join streams first: a rank exiting is then a planned stop, not a lost rank.
     this.coordinator.release(this.failureValue?.message);
     const failed = this.failureValue !== null;
@@ -195,7 +195,7 @@ export class Router {
           admit: (req) => admitRequest(req, this.limits, opts.tokenizer),
           submit: (req, timeoutMs) => {
             if (this.stateValue !== 'serving') throw new UnavailableError(this.unavailableReason());
-            return this.scheduler.submit(req, timeoutMs);
+            return this.requests.submit(req, timeoutMs);
           },
           modelInfo: () => this.modelInfo(),
           metrics: async () => ({ ranks: await Promise.all(this.ranks.map((r) => r.health())) }),

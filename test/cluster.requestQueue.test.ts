@@ -4,7 +4,7 @@
 import { CancelledError, DeadlineExceededError, QueueFullError, UnavailableError } from '../src/rpc/errors';
 import { createLogger } from '../src/rpc/log';
 import type { StepResponseMsg, StepSequenceMsg } from '../src/rpc/protos';
-import { Scheduler, type StepExecutor } from '../src/cluster/requestQueue';
+import { RequestQueue, type StepExecutor } from '../src/cluster/requestQueue';
 
 interface StepCall {
   stepId: number;
@@ -38,10 +38,10 @@ const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 const logger = createLogger({}, 'silent');
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function makeScheduler(overrides: Partial<ConstructorParameters<typeof Scheduler>[1]> = {}) {
+function makeQueue(overrides: Partial<ConstructorParameters<typeof RequestQueue>[1]> = {}) {
   const executor = new ScriptedExecutor();
   let clock = 1000;
-  const scheduler = new Scheduler(executor, {
+  const queue = new RequestQueue(executor, {
     ranks: 2,
     maxTokensPerRank: 10,
     maxWaitMs: 0,
@@ -52,15 +52,15 @@ function makeScheduler(overrides: Partial<ConstructorParameters<typeof Scheduler
     now: () => clock,
     ...overrides,
   });
-  return { scheduler, executor, advance: (ms: number) => (clock += ms) };
+  return { queue, executor, advance: (ms: number) => (clock += ms) };
 }
 
 const admitted = (sequences: number[][], requestId = 'r') => ({ requestId, sequences, topLogprobs: 0 });
 
-describe('Scheduler', () => {
+describe('RequestQueue', () => {
   test('answers every sequence of a request, in request order, whichever rank ran it', async () => {
-    const { scheduler, executor } = makeScheduler();
-    const handle = scheduler.submit(admitted([[1, 2, 3], [4], [5, 5]], 'a'), Infinity);
+    const { queue, executor } = makeQueue();
+    const handle = queue.submit(admitted([[1, 2, 3], [4], [5, 5]], 'a'), Infinity);
     expect(executor.calls).toHaveLength(1);
     // Balanced over 2 ranks: [1,2,3] (3 tokens) on one, [4] and [5,5] (3 tokens) on the other.
     const tokens = executor.calls[0].perRank.map((seqs) => sum(seqs.map((s) => s.ids.length)));
@@ -73,14 +73,14 @@ describe('Scheduler', () => {
   });
 
   test('forms the next step while one runs, and no more than maxStepsInFlight at once', async () => {
-    const { scheduler, executor } = makeScheduler({ maxStepsInFlight: 2 });
-    const first = scheduler.submit(admitted([[1]], 'first'), Infinity);
-    const second = scheduler.submit(admitted([[2]], 'second'), Infinity);
-    const third = scheduler.submit(admitted([[3, 3]], 'third'), Infinity);
-    const fourth = scheduler.submit(admitted([[4]], 'fourth'), Infinity);
+    const { queue, executor } = makeQueue({ maxStepsInFlight: 2 });
+    const first = queue.submit(admitted([[1]], 'first'), Infinity);
+    const second = queue.submit(admitted([[2]], 'second'), Infinity);
+    const third = queue.submit(admitted([[3, 3]], 'third'), Infinity);
+    const fourth = queue.submit(admitted([[4]], 'fourth'), Infinity);
     // Steps 1 and 2 are out; the third and fourth requests wait for a slot.
     expect(executor.calls.map((c) => c.perRank.flat().map((s) => s.ids))).toEqual([[[1]], [[2]]]);
-    expect(scheduler.queuedSequences).toBe(2);
+    expect(queue.queuedSequences).toBe(2);
     executor.calls[0].answer();
     expect((await first.done).sequences[0].nextToken).toBe(1);
     await flush();
@@ -95,12 +95,12 @@ describe('Scheduler', () => {
   });
 
   test('with maxStepsInFlight 1, what arrives during a step goes in the next one', async () => {
-    const { scheduler, executor } = makeScheduler({ maxStepsInFlight: 1 });
-    const first = scheduler.submit(admitted([[1]], 'first'), Infinity);
-    const second = scheduler.submit(admitted([[2]], 'second'), Infinity);
-    const third = scheduler.submit(admitted([[3, 3]], 'third'), Infinity);
+    const { queue, executor } = makeQueue({ maxStepsInFlight: 1 });
+    const first = queue.submit(admitted([[1]], 'first'), Infinity);
+    const second = queue.submit(admitted([[2]], 'second'), Infinity);
+    const third = queue.submit(admitted([[3, 3]], 'third'), Infinity);
     expect(executor.calls).toHaveLength(1);
-    expect(scheduler.queuedSequences).toBe(2);
+    expect(queue.queuedSequences).toBe(2);
     executor.calls[0].answer();
     await first.done;
     await flush();
@@ -112,13 +112,13 @@ describe('Scheduler', () => {
   });
 
   test('a request that does not fit in the queue is refused whole, with RESOURCE_EXHAUSTED', async () => {
-    const { scheduler, executor } = makeScheduler({ maxQueuedSequences: 3 });
-    scheduler.submit(admitted([[1]]), Infinity); // runs at once: not queued
-    scheduler.submit(admitted([[1], [2]]), Infinity); // queued: 2
-    expect(() => scheduler.submit(admitted([[1], [2]]), Infinity)).toThrow(QueueFullError);
-    expect(scheduler.queuedSequences).toBe(2);
-    const fits = scheduler.submit(admitted([[7]]), Infinity); // queued: 3
-    expect(scheduler.queuedSequences).toBe(3);
+    const { queue, executor } = makeQueue({ maxQueuedSequences: 3 });
+    queue.submit(admitted([[1]]), Infinity); // runs at once: not queued
+    queue.submit(admitted([[1], [2]]), Infinity); // queued: 2
+    expect(() => queue.submit(admitted([[1], [2]]), Infinity)).toThrow(QueueFullError);
+    expect(queue.queuedSequences).toBe(2);
+    const fits = queue.submit(admitted([[7]]), Infinity); // queued: 3
+    expect(queue.queuedSequences).toBe(3);
     executor.calls[0].answer();
     await flush();
     executor.calls[1].answer();
@@ -127,10 +127,10 @@ describe('Scheduler', () => {
   });
 
   test('a request whose deadline passed while queued fails with DEADLINE_EXCEEDED and never runs', async () => {
-    const { scheduler, executor, advance } = makeScheduler();
-    scheduler.submit(admitted([[1]]), Infinity);
-    const late = scheduler.submit(admitted([[9, 9]], 'late'), 50);
-    const onTime = scheduler.submit(admitted([[4]], 'onTime'), 500);
+    const { queue, executor, advance } = makeQueue();
+    queue.submit(admitted([[1]]), Infinity);
+    const late = queue.submit(admitted([[9, 9]], 'late'), 50);
+    const onTime = queue.submit(admitted([[4]], 'onTime'), 500);
     advance(100);
     executor.calls[0].answer();
     await expect(late.done).rejects.toBeInstanceOf(DeadlineExceededError);
@@ -141,34 +141,34 @@ describe('Scheduler', () => {
   });
 
   test('a cancelled request leaves the queue and never runs', async () => {
-    const { scheduler, executor } = makeScheduler();
-    scheduler.submit(admitted([[1]]), Infinity);
-    const gone = scheduler.submit(admitted([[5]], 'gone'), Infinity);
+    const { queue, executor } = makeQueue();
+    queue.submit(admitted([[1]]), Infinity);
+    const gone = queue.submit(admitted([[5]], 'gone'), Infinity);
     gone.cancel();
     await expect(gone.done).rejects.toBeInstanceOf(CancelledError);
-    expect(scheduler.queuedSequences).toBe(0);
+    expect(queue.queuedSequences).toBe(0);
     executor.calls[0].answer();
     await flush();
     expect(executor.calls).toHaveLength(1);
   });
 
   test('a failed step fails running and queued requests with UNAVAILABLE, and every later one', async () => {
-    const { scheduler, executor } = makeScheduler();
+    const { queue, executor } = makeQueue();
     const fatal = jest.fn();
-    scheduler.onFatal(fatal);
-    const running = scheduler.submit(admitted([[1]]), Infinity);
-    const queued = scheduler.submit(admitted([[2]]), Infinity);
+    queue.onFatal(fatal);
+    const running = queue.submit(admitted([[1]]), Infinity);
+    const queued = queue.submit(admitted([[2]]), Infinity);
     executor.calls[0].fail(new Error('rank 1 lost'));
     await expect(running.done).rejects.toBeInstanceOf(UnavailableError);
     await expect(queued.done).rejects.toThrow(/step 1 failed: rank 1 lost/);
     expect(fatal).toHaveBeenCalledTimes(1);
-    expect(() => scheduler.submit(admitted([[3]]), Infinity)).toThrow(UnavailableError);
+    expect(() => queue.submit(admitted([[3]]), Infinity)).toThrow(UnavailableError);
   });
 
   test('a failure from outside (a lost rank) fails the running step at once, without waiting for it', async () => {
-    const { scheduler, executor } = makeScheduler();
-    const running = scheduler.submit(admitted([[1]]), Infinity);
-    scheduler.fail(new UnavailableError('rank 2 lost'));
+    const { queue, executor } = makeQueue();
+    const running = queue.submit(admitted([[1]]), Infinity);
+    queue.fail(new UnavailableError('rank 2 lost'));
     await expect(running.done).rejects.toThrow(/rank 2 lost/);
     executor.calls[0].answer(); // arrives late: ignored
     await flush();
@@ -176,13 +176,13 @@ describe('Scheduler', () => {
   });
 
   test('draining refuses new requests and finishes the ones it has', async () => {
-    const { scheduler, executor } = makeScheduler();
-    const a = scheduler.submit(admitted([[1]]), Infinity);
-    const b = scheduler.submit(admitted([[2]]), Infinity);
-    scheduler.stopAccepting('the server is draining');
-    expect(() => scheduler.submit(admitted([[3]]), Infinity)).toThrow(/draining/);
+    const { queue, executor } = makeQueue();
+    const a = queue.submit(admitted([[1]]), Infinity);
+    const b = queue.submit(admitted([[2]]), Infinity);
+    queue.stopAccepting('the server is draining');
+    expect(() => queue.submit(admitted([[3]]), Infinity)).toThrow(/draining/);
     let idle = false;
-    void scheduler.whenIdle().then(() => (idle = true));
+    void queue.whenIdle().then(() => (idle = true));
     executor.calls[0].answer();
     await a.done;
     await flush();
@@ -198,7 +198,7 @@ describe('Scheduler', () => {
     try {
       const executor = new ScriptedExecutor();
       let clock = 0;
-      const scheduler = new Scheduler(executor, {
+      const queue = new RequestQueue(executor, {
         ranks: 2,
         maxTokensPerRank: 10,
         maxWaitMs: 20,
@@ -206,9 +206,9 @@ describe('Scheduler', () => {
         logger,
         now: () => clock,
       });
-      scheduler.submit(admitted([[1]]), Infinity);
+      queue.submit(admitted([[1]]), Infinity);
       clock = 10;
-      scheduler.submit(admitted([[2]]), Infinity);
+      queue.submit(admitted([[2]]), Infinity);
       expect(executor.calls).toHaveLength(0);
       clock = 20;
       jest.advanceTimersByTime(20);
