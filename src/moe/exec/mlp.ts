@@ -2,6 +2,7 @@ import type { Stream, Tensor } from '../../native/device';
 import type { DType } from '../../native/addonTypes';
 import * as ops from '../../native/ops';
 import type { TensorScope } from '../../native/scope';
+import type { ExpertFfn } from './dispatcher';
 import type { MlpWeights } from './weights';
 
 /** out[T,H] = down(silu(x @ gate^T) * (x @ up^T)), with gate and up stacked in one [2I, H] matrix. */
@@ -13,4 +14,17 @@ export function swigluMlp(s: Stream, scope: TensorScope, actDtype: DType, w: Mlp
   const act = scope.tensor(actDtype, [T, I2 / 2]);
   ops.swiglu(s, act, gateUp);
   ops.matmul(s, out, act, w.down);
+}
+
+/** The experts' SwiGLU FFN over rows in segments (segment i uses expert i % experts), as the dispatchers call it. */
+export function expertFfn(scope: TensorScope, actDtype: DType): ExpertFfn {
+  return (s, x, experts, segments, kernel, out) => {
+    const R = x.shape[0];
+    const I2 = experts.gateUp.shape[1];
+    const gateUp = scope.tensor(actDtype, [R, I2]);
+    ops.expertMatmul(s, gateUp, x, experts.gateUp, segments, kernel);
+    const act = scope.tensor(actDtype, [R, I2 / 2]);
+    ops.swiglu(s, act, gateUp);
+    ops.expertMatmul(s, out, act, experts.down, segments, kernel);
+  };
 }

@@ -6,11 +6,17 @@ export class Signal {
   event?: Event;
   readonly recorded: Promise<void>;
   private resolve!: () => void;
+  private owned = true;
   constructor() {
     this.recorded = new Promise((r) => (this.resolve = r));
   }
   record(s: Stream): void {
-    this.event = s.record();
+    this.set(s.record());
+  }
+  /** Takes an event recorded elsewhere (owned by the caller: dispose does not free it). */
+  set(event: Event): void {
+    this.event = event;
+    this.owned = false;
     this.resolve();
   }
   /** Makes `s` wait for the event, once it has been recorded. */
@@ -19,6 +25,6 @@ export class Signal {
     s.wait(this.event!);
   }
   dispose(): void {
-    this.event?.dispose();
+    if (this.owned) this.event?.dispose();
   }
 }

@@ -1,4 +1,5 @@
-import type { Event } from '../../native/device';
+// Trace spans of the MoE layer's ops: events recorded on the op's stream before and after it.
+import type { Event, Stream } from '../../native/device';
 
 /** One op as it ran: events recorded on its stream before and after it (resolved after the step). */
 export interface OpSpan {
@@ -7,4 +8,15 @@ export interface OpSpan {
   start: Event;
   end: Event;
   args: Record<string, string | number>;
+}
+
+export interface OpenSpan {
+  end(stream: 'compute' | 'comm', name: string, args: Record<string, string | number>): void;
+}
+
+/** Starts a span on `s` when tracing (`onSpan` given); undefined otherwise, so untraced runs record no events. */
+export function openSpan(onSpan: ((span: OpSpan) => void) | undefined, s: Stream): OpenSpan | undefined {
+  if (!onSpan) return undefined;
+  const start = s.record();
+  return { end: (stream, name, args) => onSpan({ stream, name, start, end: s.record(), args }) };
 }

@@ -1,0 +1,41 @@
+// What one MoE layer runs with on one rank: its streams, its tensor scope, the communicator, the
+// routing settings, the expert layout and how to plan. The engine makes one per layer call.
+import type { Communicator } from '../../comm/communicator';
+import type { Stream } from '../../native/device';
+import type { DType } from '../../native/addonTypes';
+import type { TensorScope } from '../../native/scope';
+import type { CostModel } from '../cost/costModel';
+import type { ExpertLayout } from '../placement';
+import type { DispatchMode, MoeSchedule } from '../schedule';
+import type { OpSpan } from './spans';
+
+export interface MoeRouting {
+  numExperts: number;
+  topK: number;
+  normTopkProb: boolean;
+  routedScale: number;
+  expertIntermediate: number;
+  sharedIntermediate: number;
+}
+
+export interface MoeLayerContext {
+  /** The compute stream: the layer's input is ready on it and its output will be. */
+  compute: Stream;
+  /** The communication stream (the compute stream itself when nothing may overlap). */
+  comm: Stream;
+  scope: TensorScope;
+  communicator: Communicator;
+  actDtype: DType;
+  routing: MoeRouting;
+  /** Every rank's experts and their groups; expert ids (router rows, topkIdx) are its virtual ids. */
+  layout: ExpertLayout;
+  schedule: MoeSchedule;
+  costModel?: CostModel;
+  /** Called with spans (start/end events per op) when tracing. */
+  onSpan?: (span: OpSpan) => void;
+  /**
+   * How the dispatch sends rows: once per (token, expert) pair, once per (token, destination rank), or
+   * (auto, the default) as the auto schedule's cost model predicts faster.
+   */
+  dispatch?: DispatchMode;
+}
