@@ -5,13 +5,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { Device, type Stream, type Tensor, dtypeBytes } from '../src/native/device';
-import { type CostModel, loadCostModel, saveCostModel, validateCostModel } from '../src/moe/cost/costModel';
-import {
-  type MeasureCostModelOptions,
-  type MeasureProgress,
-  defaultMaxActivationBytes,
-  measureCostModel,
-} from '../src/moe/cost/profiler';
+import { type CostModel, validateCostModel } from '../src/moe/cost/costModel';
+import { loadCostModel, saveCostModel } from '../src/moe/cost/costModelStore';
+import { type MeasureCostModelOptions, type MeasureProgress, defaultMaxActivationBytes, measureCostModel } from '../src/moe/cost/profiler';
 import { expertRanges } from '../src/moe/placement';
 import { planMoeLayer } from '../src/moe/plan/planner';
 

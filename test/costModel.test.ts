@@ -8,17 +8,13 @@ import {
   type CostModelKey,
   CostModelError,
   allToAllMs,
-  costModelFingerprint,
-  costModelKey,
-  defaultCostModelDir,
   fitLatencyBandwidth,
   gemmMs,
   interpolateLogLog,
   linearMs,
-  loadCostModel,
-  saveCostModel,
   swigluMs,
 } from '../src/moe/cost/costModel';
+import { costModelFingerprint, costModelKey, defaultCostModelDir, loadCostModel, saveCostModel } from '../src/moe/cost/costModelStore';
 
 const key: CostModelKey = {
   device: 'NVIDIA H200',

@@ -7,7 +7,7 @@ import { InProcessCommunicator } from '../comm/inProcessCommunicator';
 import { LocalCommunicator } from '../comm/communicator';
 import { defaultDType } from '../engine/rankEngine';
 import { loadModelSpec } from '../model/config';
-import { defaultCostModelDir, costModelKey } from '../moe/cost/costModel';
+import { defaultCostModelDir, costModelKey } from '../moe/cost/costModelStore';
 import { costModelKeyFor, moeLayerDims, obtainCostModel } from '../moe/cost/costModelCache';
 import { defaultBackend, hasBackend } from '../native/addon';
 import type { BackendKind } from '../native/addonTypes';

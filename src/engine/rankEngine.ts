@@ -9,7 +9,8 @@ import { RandomSource } from './randomSource';
 import type { RankEngine, RankEngineOptions } from './types';
 import { disposeWeights } from './weightTypes';
 import { loadWeights, type WeightSource } from './weights';
-import { type CostModel, defaultCostModelDir, loadCostModel } from '../moe/cost/costModel';
+import type { CostModel } from '../moe/cost/costModel';
+import { defaultCostModelDir, loadCostModel } from '../moe/cost/costModelStore';
 import { costModelKeyFor, moeLayerDims } from '../moe/cost/costModelCache';
 import type { Communicator } from '../comm/communicator';
 import { scheduleLayoutProblem, scheduleNeedsCostModel, type MoeSchedule } from '../moe/schedule';
@@ -20,7 +21,7 @@ import { rankTraceFile } from '../trace/merge';
 import { TraceCollector } from '../trace/traceCollector';
 
 export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
-  /** A checkpoint folder; or, without one, `spec` with `randomSeed`. */
+  /** A checkpoint folder (its config.json read here unless `spec` is given); or, without one, `spec` with `randomSeed`. */
   modelDir?: string;
   spec?: ModelSpec;
   randomSeed?: number;
@@ -48,7 +49,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   let source: WeightSource;
   let close = async () => {};
   if (opts.modelDir) {
-    spec = await loadModelSpec(opts.modelDir);
+    spec = opts.spec ?? (await loadModelSpec(opts.modelDir));
     const ckpt = await CheckpointSource.open(opts.modelDir, spec);
     source = ckpt;
     close = () => ckpt.close();
@@ -138,6 +139,3 @@ async function cachedCostModel(device: Device, comm: Communicator, dtype: DType,
     return undefined; // a damaged file: plan without it
   }
 }
-
-/** The cluster's entry point (engine/types.ts). */
-export const createRankEngine: (opts: RankEngineOptions) => Promise<RankEngine> = loadRankEngine;

@@ -1,6 +1,6 @@
 // The EPS scheduler's cost model: measured times of the ops a MoE layer runs, on this machine, for
-// this model's shapes, and the predictions made from them. It is plain JSON (cached on disk per key),
-// so a plan can be explained and reproduced from the file alone. costModelProfiler.ts measures it.
+// this model's shapes, and the predictions made from them. It is plain JSON (cached on disk per key by
+// costModelStore.ts), so a plan can be explained and reproduced from the file alone. costModelProfiler.ts measures it.
 //
 // Shapes of the predictions:
 //   expert_matmul  overhead + sum over non-empty segments of curve(rows of the segment), one curve
@@ -8,10 +8,6 @@
 //   all-to-all     latency + bytes / bandwidth, fitted per world size to measured points
 //   small ops      fixed + per-row cost (router and unpermute per token, permute per (token, slot)
 //                  row, swiglu per row at the measured width)
-import { createHash } from 'crypto';
-import { promises as fs } from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 import type { BackendKind, DType } from '../../native/addonTypes';
 import type { ExpertKernel } from '../../native/ops';
 
@@ -248,72 +244,6 @@ export function fitLatencyBandwidth(points: readonly AllToAllPoint[]): { latency
   return { latencyMs: a, bytesPerMs: 1 / b };
 }
 
-// ---- The cache on disk ----------------------------------------------------------------------------
-
-/** `$EPS_CACHE_DIR/cost-models`, else `~/.cache/eps-moe/cost-models`. */
-export function defaultCostModelDir(env: NodeJS.ProcessEnv = process.env): string {
-  const root = env.EPS_CACHE_DIR && env.EPS_CACHE_DIR !== '' ? env.EPS_CACHE_DIR : path.join(os.homedir(), '.cache', 'eps-moe');
-  return path.join(root, 'cost-models');
-}
-
-/** The file name of a key: readable fields, then a hash of the whole key (versions included), then the model version. */
-export function costModelKey(key: CostModelKey): string {
-  const slug = (s: string) =>
-    s
-      .toLowerCase()
-      .replace(/[^a-z0-9]+/g, '-')
-      .replace(/^-|-$/g, '') || 'device';
-  const normal = normalizeKey(key);
-  const hash = createHash('sha256').update(canonicalJson(normal)).digest('hex').slice(0, 12);
-  const worlds = normal.worlds.join('_');
-  return (
-    `${key.backend}-${slug(key.device)}-${key.dtype}-h${key.hidden}-i${key.expertIntermediate}-s${key.sharedIntermediate}` +
-    `-e${key.numExperts}-k${key.topK}-w${worlds}-${hash}-v${COST_MODEL_VERSION}.json`
-  );
-}
-
-/** The model for `key` from the cache folder, or undefined when none was saved. */
-export async function loadCostModel(dir: string, key: CostModelKey): Promise<CostModel | undefined> {
-  const file = path.join(dir, costModelKey(key));
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new CostModelError('EPS_COST_MODEL_INVALID', `${file}: not JSON (${(e as Error).message}); delete it to measure again`);
-  }
-  const model = validateCostModel(json, file);
-  if (canonicalJson(normalizeKey(model.key)) !== canonicalJson(normalizeKey(key))) {
-    throw new CostModelError('EPS_COST_MODEL_INVALID', `${file}: holds the model of another key; delete it to measure again`);
-  }
-  return model;
-}
-
-/** Writes the model under its key's name (atomically: a reader never sees half a file); returns the path. */
-export async function saveCostModel(dir: string, model: CostModel): Promise<string> {
-  await fs.mkdir(dir, { recursive: true });
-  const file = path.join(dir, costModelKey(model.key));
-  const tmp = `${file}.${process.pid}.tmp`;
-  await fs.writeFile(tmp, `${JSON.stringify(model, null, 1)}\n`);
-  await fs.rename(tmp, file);
-  return file;
-}
-
-/**
- * A 32-bit digest of everything a plan reads from the model. Ranks must plan with the same model
- * (they must choose the same D); the executor can allGather this to check.
- */
-export function costModelFingerprint(model: CostModel): number {
-  const { measuredAt: _measuredAt, ...decisive } = model;
-  return createHash('sha256').update(canonicalJson(decisive)).digest().readInt32LE(0);
-}
-
 /** Checks the structure of a parsed cost model file; throws naming the first bad field. */
 export function validateCostModel(json: unknown, where = 'cost model'): CostModel {
   const fail = (field: string, why: string): never => {
@@ -380,23 +310,4 @@ export function validateCostModel(json: unknown, where = 'cost model'): CostMode
   num(obj(small.swiglu, 'smallOps.swiglu').width, 'smallOps.swiglu.width', 1);
   num(small.hostSyncMs, 'smallOps.hostSyncMs');
   return json as CostModel;
-}
-
-/** The key with its world list sorted (the order worlds were measured in does not matter). */
-function normalizeKey(key: CostModelKey): CostModelKey {
-  return { ...key, worlds: [...key.worlds].sort((a, b) => a - b) };
-}
-
-/** JSON with object keys sorted, so equal values give equal text (and equal hashes). */
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (typeof v === 'object' && v !== null) {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .sort()
-      .filter((k) => o[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v);
 }

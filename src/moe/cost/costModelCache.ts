@@ -7,15 +7,8 @@ import { addon } from '../../native/addon';
 import type { DType } from '../../native/addonTypes';
 import type { Device } from '../../native/device';
 import type { ModelSpec } from '../../model/config';
-import {
-  type CostModel,
-  type CostModelKey,
-  type MoeLayerDims,
-  costModelFingerprint,
-  defaultCostModelDir,
-  loadCostModel,
-  saveCostModel,
-} from './costModel';
+import type { CostModel, CostModelKey, MoeLayerDims } from './costModel';
+import { costModelFingerprint, defaultCostModelDir, loadCostModel, saveCostModel } from './costModelStore';
 import { measureCostModel, type MeasureProgress } from './profiler';
 
 /** A model's MoE layer dimensions, as cost models are keyed by them. */

@@ -5,6 +5,7 @@
 import type { ChunkExchange } from './plan';
 import type { LayerCosts } from '../cost/layerCosts';
 import type { ExpertLayout } from '../placement';
+import { sum } from '../../util/arrays';
 
 /** A chunk: micro-chunks [microStart, microEnd) times expert groups [groupStart, groupEnd). */
 export interface ChunkSpan {
@@ -250,8 +251,4 @@ export function balancedBounds(load: Float64Array, degree: number): number[] {
   }
   bounds.push(n);
   return bounds;
-}
-
-function sum(xs: readonly number[]): number {
-  return xs.reduce((x, y) => x + y, 0);
 }
