@@ -188,4 +188,11 @@ class CpuBackend : public Backend {
 
 std::unique_ptr<Backend> makeCpuBackend() { return std::make_unique<CpuBackend>(); }
 
+namespace cpu {
+std::unordered_map<std::string, CpuKernel>& cpuKernels() {
+  static std::unordered_map<std::string, CpuKernel> table;
+  return table;
+}
+}  // namespace cpu
+
 }  // namespace eps

@@ -1,4 +1,4 @@
-// The CPU backend's kernel table: one function per op of native/ops.md.
+// The CPU backend's kernels: one function per op of native/ops.md, each registered by its file.
 //
 // The backend runs a kernel on the stream's worker thread, after checkOp has validated the call, so
 // kernels trust shapes, dtypes and counts. What checkOp cannot see (values inside device tensors:
@@ -19,32 +19,14 @@ namespace eps::cpu {
 
 using CpuKernel = void (*)(const OpArgs&);
 
-// Op name -> kernel, for every op in ops.md.
-const std::unordered_map<std::string, CpuKernel>& cpuKernels();
+// Op name -> kernel, for every op in ops.md. Each kernel file registers the kernels it defines, one
+// line each, at load time: EPS_CPU_KERNEL("rmsnorm", rmsnormKernel); no other list names them.
+std::unordered_map<std::string, CpuKernel>& cpuKernels();
 
-// The kernels, grouped by the file that defines them.
-// kernels_gemm.cc
-void matmulKernel(const OpArgs& args);
-void expertMatmulKernel(const OpArgs& args);
-// kernels_attention.cc
-void attentionKernel(const OpArgs& args);
-void ropeKernel(const OpArgs& args);
-// kernels_moe.cc
-void routerKernel(const OpArgs& args);
-void moePermuteKernel(const OpArgs& args);
-void moeCountKernel(const OpArgs& args);
-void moeRankCountKernel(const OpArgs& args);
-void moeUnpermuteKernel(const OpArgs& args);
-void moeRankDispatchKernel(const OpArgs& args);
-// kernels_elementwise.cc
-void embeddingKernel(const OpArgs& args);
-void rmsnormKernel(const OpArgs& args);
-void swigluKernel(const OpArgs& args);
-void addKernel(const OpArgs& args);
-void sigmoidGateAddKernel(const OpArgs& args);
-void copyKernel(const OpArgs& args);
-void gatherRowsKernel(const OpArgs& args);
-void fillRandomKernel(const OpArgs& args);
+struct RegisterCpuKernel {
+  RegisterCpuKernel(const char* op, CpuKernel kernel) { cpuKernels().emplace(op, kernel); }
+};
+#define EPS_CPU_KERNEL(op, kernel) static const ::eps::cpu::RegisterCpuKernel registered_##kernel(op, kernel)
 
 // Runs fn(i) for every i in [0, n) on the pool, handing tasks out one at a time as threads free up,
 // so that tasks of very different cost (GEMM tiles of experts with many and few rows, attention rows

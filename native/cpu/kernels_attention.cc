@@ -145,4 +145,8 @@ void ropeKernel(const OpArgs& args) {
   });
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CPU_KERNEL("attention", attentionKernel);
+EPS_CPU_KERNEL("rope", ropeKernel);
+
 }  // namespace eps::cpu

@@ -186,4 +186,14 @@ void fillRandomKernel(const OpArgs& args) {
   });
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CPU_KERNEL("embedding", embeddingKernel);
+EPS_CPU_KERNEL("gather_rows", gatherRowsKernel);
+EPS_CPU_KERNEL("rmsnorm", rmsnormKernel);
+EPS_CPU_KERNEL("swiglu", swigluKernel);
+EPS_CPU_KERNEL("add", addKernel);
+EPS_CPU_KERNEL("sigmoid_gate_add", sigmoidGateAddKernel);
+EPS_CPU_KERNEL("copy", copyKernel);
+EPS_CPU_KERNEL("fill_random", fillRandomKernel);
+
 }  // namespace eps::cpu

@@ -165,4 +165,8 @@ void expertMatmulKernel(const OpArgs& args) {
   runGemm(p);
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CPU_KERNEL("matmul", matmulKernel);
+EPS_CPU_KERNEL("expert_matmul", expertMatmulKernel);
+
 }  // namespace eps::cpu

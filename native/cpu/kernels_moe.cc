@@ -244,4 +244,12 @@ void moeUnpermuteKernel(const OpArgs& args) {
   });
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CPU_KERNEL("router", routerKernel);
+EPS_CPU_KERNEL("moe_permute", moePermuteKernel);
+EPS_CPU_KERNEL("moe_count", moeCountKernel);
+EPS_CPU_KERNEL("moe_rank_count", moeRankCountKernel);
+EPS_CPU_KERNEL("moe_rank_dispatch", moeRankDispatchKernel);
+EPS_CPU_KERNEL("moe_unpermute", moeUnpermuteKernel);
+
 }  // namespace eps::cpu

@@ -428,4 +428,7 @@ void attentionOp(OpContext& c, const OpArgs& args) {
   checkLaunch("attention (generic)");
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CUDA_OP("attention", attentionOp);
+
 }  // namespace eps::cuda

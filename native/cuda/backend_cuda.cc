@@ -1,6 +1,6 @@
 // The CUDA backend: eps::Backend over one GPU. Storage from the caching allocator, streams and
 // events as CUDA's, uploads and downloads through pinned staging in stream order, ops from the
-// table in ops.h. Every CUDA call's status is checked; errors name the call.
+// launchers registered in ops.h's table. Every CUDA call's status is checked; errors name the call.
 #include <cublas_v2.h>
 #include <nccl.h>
 
@@ -198,27 +198,8 @@ void* OpContext::uploadTable(const void* host, size_t bytes) {
   return dev;
 }
 
-const std::unordered_map<std::string, CudaKernel>& cudaKernels() {
-  static const std::unordered_map<std::string, CudaKernel> table = {
-      {"embedding", embeddingOp},
-      {"rmsnorm", rmsnormOp},
-      {"rope", ropeOp},
-      {"attention", attentionOp},
-      {"matmul", matmulOp},
-      {"expert_matmul", expertMatmulOp},
-      {"swiglu", swigluOp},
-      {"router", routerOp},
-      {"moe_permute", moePermuteOp},
-      {"moe_unpermute", moeUnpermuteOp},
-      {"moe_count", moeCountOp},
-      {"moe_rank_dispatch", moeRankDispatchOp},
-      {"moe_rank_count", moeRankCountOp},
-      {"add", addOp},
-      {"sigmoid_gate_add", sigmoidGateAddOp},
-      {"copy", copyOp},
-      {"gather_rows", gatherRowsOp},
-      {"fill_random", fillRandomOp},
-  };
+std::unordered_map<std::string, CudaKernel>& cudaKernels() {
+  static std::unordered_map<std::string, CudaKernel> table;
   return table;
 }
 

@@ -106,4 +106,7 @@ void expertMatmulOp(OpContext& c, const OpArgs& args) {
   finishGemm(c, plan, out);
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CUDA_OP("expert_matmul", expertMatmulOp);
+
 }  // namespace eps::cuda

@@ -101,4 +101,7 @@ void matmulOp(OpContext& c, const OpArgs& args) {
   finishGemm(c, plan, out);
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CUDA_OP("matmul", matmulOp);
+
 }  // namespace eps::cuda

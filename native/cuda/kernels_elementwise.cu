@@ -372,4 +372,14 @@ void fillRandomOp(OpContext& c, const OpArgs& args) {
   checkLaunch("fill_random");
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CUDA_OP("embedding", embeddingOp);
+EPS_CUDA_OP("gather_rows", gatherRowsOp);
+EPS_CUDA_OP("rmsnorm", rmsnormOp);
+EPS_CUDA_OP("swiglu", swigluOp);
+EPS_CUDA_OP("add", addOp);
+EPS_CUDA_OP("sigmoid_gate_add", sigmoidGateAddOp);
+EPS_CUDA_OP("copy", copyOp);
+EPS_CUDA_OP("fill_random", fillRandomOp);
+
 }  // namespace eps::cuda

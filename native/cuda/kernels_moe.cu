@@ -539,4 +539,12 @@ void moeRankDispatchOp(OpContext& c, const OpArgs& args) {
   checkLaunch("moe_rank_dispatch rows");
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CUDA_OP("router", routerOp);
+EPS_CUDA_OP("moe_permute", moePermuteOp);
+EPS_CUDA_OP("moe_count", moeCountOp);
+EPS_CUDA_OP("moe_unpermute", moeUnpermuteOp);
+EPS_CUDA_OP("moe_rank_count", moeRankCountOp);
+EPS_CUDA_OP("moe_rank_dispatch", moeRankDispatchOp);
+
 }  // namespace eps::cuda

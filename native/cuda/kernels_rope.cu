@@ -48,4 +48,7 @@ void ropeOp(OpContext& c, const OpArgs& args) {
   checkLaunch("rope");
 }
 
+// The ops this file implements (contracts: native/ops.md).
+EPS_CUDA_OP("rope", ropeOp);
+
 }  // namespace eps::cuda

@@ -1,6 +1,6 @@
-// The CUDA backend's op table: one launcher per op of native/ops.md. A launcher enqueues kernels
-// (and cuBLAS calls) on the op's stream and returns; it trusts shapes and dtypes (checkOp ran) and
-// checks on the device only what lives there (indices, see device_error.h).
+// The CUDA backend's ops: one launcher per op of native/ops.md, each registered by its file. A
+// launcher enqueues kernels (and cuBLAS calls) on the op's stream and returns; it trusts shapes and
+// dtypes (checkOp ran) and checks on the device only what lives there (indices, see device_error.h).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -38,32 +38,14 @@ class OpContext {
 
 using CudaKernel = void (*)(OpContext&, const OpArgs&);
 
-// Op name -> launcher, for every op in ops.md.
-const std::unordered_map<std::string, CudaKernel>& cudaKernels();
+// Op name -> launcher, for every op in ops.md. Each launcher's file registers it, one line each, at
+// load time: EPS_CUDA_OP("rmsnorm", rmsnormOp); no other list names them.
+std::unordered_map<std::string, CudaKernel>& cudaKernels();
 
-// kernels_elementwise.cu
-void embeddingOp(OpContext& c, const OpArgs& args);
-void gatherRowsOp(OpContext& c, const OpArgs& args);
-void rmsnormOp(OpContext& c, const OpArgs& args);
-void swigluOp(OpContext& c, const OpArgs& args);
-void addOp(OpContext& c, const OpArgs& args);
-void sigmoidGateAddOp(OpContext& c, const OpArgs& args);
-void copyOp(OpContext& c, const OpArgs& args);
-void fillRandomOp(OpContext& c, const OpArgs& args);
-// kernels_rope.cu
-void ropeOp(OpContext& c, const OpArgs& args);
-// kernels_moe.cu
-void routerOp(OpContext& c, const OpArgs& args);
-void moePermuteOp(OpContext& c, const OpArgs& args);
-void moeUnpermuteOp(OpContext& c, const OpArgs& args);
-void moeCountOp(OpContext& c, const OpArgs& args);
-void moeRankDispatchOp(OpContext& c, const OpArgs& args);
-void moeRankCountOp(OpContext& c, const OpArgs& args);
-// attention.cu
-void attentionOp(OpContext& c, const OpArgs& args);
-// gemm.cc
-void matmulOp(OpContext& c, const OpArgs& args);
-void expertMatmulOp(OpContext& c, const OpArgs& args);
+struct RegisterCudaOp {
+  RegisterCudaOp(const char* op, CudaKernel launcher) { cudaKernels().emplace(op, launcher); }
+};
+#define EPS_CUDA_OP(op, launcher) static const ::eps::cuda::RegisterCudaOp registered_##launcher(op, launcher)
 
 // Helpers the GEMM code shares with the kernels (kernels_elementwise.cu): dst = src converting
 // dtype (n elements), and out[m, :] = bias for every row (broadcast, converting dtype).
