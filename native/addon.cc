@@ -1,9 +1,10 @@
-// The addon's entry: exports backends(), devices(), openDevice(), versions() and the wrapper
-// classes of binding.h. Every method turns C++ exceptions into JS errors that name the call.
+// The addon's entry: exports backends(), devices(), openDevice(), versions(), opTable() and the
+// wrapper classes of binding.h. Every method turns C++ exceptions into JS errors that name the call.
 #include <map>
 #include <mutex>
 
 #include "binding.h"
+#include "opcheck.h"
 
 #ifdef EPS_WITH_CUDA
 namespace eps::js {
@@ -501,6 +502,42 @@ Napi::Value Versions(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The op table of opcheck.h, for test/opTable.test.ts: [{name, tensors: [{name, dtype, optional}],
+// params: [{name, kind, values?}], ints: [{name, optional}]}].
+Napi::Value OpTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto list = [&](const auto& items, auto&& describe) {
+    auto arr = Napi::Array::New(env, items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto o = Napi::Object::New(env);
+      describe(o, items[i]);
+      arr.Set(uint32_t(i), o);
+    }
+    return arr;
+  };
+  return list(opTable(), [&](Napi::Object& op, const OpSpec& spec) {
+    op.Set("name", spec.name);
+    op.Set("tensors", list(spec.tensors, [](Napi::Object& o, const TensorSpec& t) {
+      o.Set("name", t.name);
+      o.Set("dtype", tensorKindName(t.kind));
+      o.Set("optional", t.optional);
+    }));
+    op.Set("params", list(spec.params, [&](Napi::Object& o, const ParamSpec& p) {
+      o.Set("name", p.name);
+      o.Set("kind", paramKindName(p.kind));
+      if (p.kind == ParamKind::Enum) {
+        auto values = Napi::Array::New(env, p.values.size());
+        for (size_t v = 0; v < p.values.size(); ++v) values.Set(uint32_t(v), p.values[v]);
+        o.Set("values", values);
+      }
+    }));
+    op.Set("ints", list(spec.ints, [](Napi::Object& o, const IntsSpec& i) {
+      o.Set("name", i.name);
+      o.Set("optional", i.optional);
+    }));
+  });
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -512,6 +549,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("devices", Napi::Function::New(env, Devices));
   exports.Set("openDevice", Napi::Function::New(env, OpenDevice));
   exports.Set("versions", Napi::Function::New(env, Versions));
+  exports.Set("opTable", Napi::Function::New(env, OpTable));
 #ifdef EPS_WITH_CUDA
   registerNccl(env, exports);
 #endif

@@ -1,7 +1,7 @@
 // The one interface both backends implement. The addon binding (addon.cc) speaks only to this.
-// Ops are named and take OpArgs, so a backend adds an op by adding a kernel to its table; the
-// contract of every op (tensor order, params, ints) is written once, in ops.md beside this file,
-// and checked once, in opcheck.cc, before any backend sees the call.
+// Ops are named and take OpArgs, so a backend adds an op by registering a kernel for it; the
+// contract of every op (tensor order and dtypes, typed params, ints) is the op table of opcheck.h,
+// checked once, by checkOp, before any backend sees the call; ops.md beside this file is its prose.
 #pragma once
 
 #include <cstddef>
@@ -112,10 +112,6 @@ struct OutOfMemory : std::runtime_error {
   OutOfMemory(size_t asked, size_t free);
   size_t asked, free;
 };
-
-// Validates an op call against its contract (ops.md); throws std::invalid_argument naming the op
-// and the offending argument.
-void checkOp(const OpArgs& args);
 
 std::unique_ptr<Backend> makeCpuBackend();
 #ifdef EPS_WITH_CUDA

@@ -1,4 +1,6 @@
-// checkOp: every rule of native/ops.md, enforced once, before any backend sees the call.
+// The op table and checkOp: every rule of native/ops.md, enforced once, before any backend sees the
+// call. The table (opTable(), after the ops' checks) gives each op's tensors with their dtypes, its typed params
+// and its ints, which checkOp enforces for every op; each op's check function adds its shape rules.
 //
 // A message always starts with the op's name and names the offending argument, says what was
 // expected and why (which other argument fixed the size), and what came instead:
@@ -9,9 +11,10 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include "backend.h"
+#include "opcheck.h"
 
 namespace eps {
 namespace {
@@ -27,24 +30,7 @@ std::string numberText(double v) {
   return std::to_string(v);
 }
 
-// Which tensors an op writes, and which inputs each of them may share memory with.
-struct Output {
-  int index;
-  std::vector<int> mayAlias;
-};
-
-struct OpSpec;
-class Check;
-using CheckFn = void (*)(Check&);
-
-struct OpSpec {
-  const char* name;
-  std::vector<const char*> tensors;  // names as in ops.md
-  int required;                      // tensors [0, required) must be present; later ones optional
-  std::vector<const char*> params;   // names, in order
-  std::vector<Output> outputs;
-  CheckFn check;                     // shape/dtype/ints rules particular to the op
-};
+}  // namespace
 
 // The argument checks of one call; every failure throws std::invalid_argument "<op>: <message>".
 class Check {
@@ -59,7 +45,7 @@ class Check {
   }
 
   const TensorRef& t(int i) const { return args.tensors[i]; }
-  const char* name(int i) const { return spec.tensors[i]; }
+  const char* name(int i) const { return spec.tensors[i].name; }
   bool present(int i) const { return i < int(args.tensors.size()) && isPresent(args.tensors[i]); }
   // "a is [3,64]", for the "why" part of a message.
   std::string is(int i) const { return std::string(name(i)) + " is " + shapeText(t(i).shape); }
@@ -91,29 +77,22 @@ class Check {
   void paramInteger(int p, double lo, double hi) const {
     const double v = param(p);
     if (v != std::floor(v) || v < lo || v > hi) {
-      fail(std::string(spec.params[p]) + " must be an integer in [" + numberText(lo) + ", " + numberText(hi) +
+      fail(std::string(spec.params[p].name) + " must be an integer in [" + numberText(lo) + ", " + numberText(hi) +
            "]; got " + numberText(v));
     }
-  }
-  void paramFlag(int p) const {
-    if (param(p) != 0.0 && param(p) != 1.0) fail(std::string(spec.params[p]) + " must be 0 or 1; got " + numberText(param(p)));
   }
   void intsCount(size_t want, const std::string& what) const {
     if (args.ints.size() != want) {
       fail("ints must hold " + what + " (" + std::to_string(want) + " values); got " + std::to_string(args.ints.size()));
     }
   }
-  void noInts() const {
-    if (!args.ints.empty()) fail("takes no ints; got " + std::to_string(args.ints.size()));
-  }
 };
+
+namespace {
 
 // ---- the ops -------------------------------------------------------------------------------------
 
 void checkEmbedding(Check& c) {
-  c.floatType(0);
-  c.floatType(1);
-  c.dtype(2, DType::I32);
   c.rank(1, 2, "[V,H]");
   c.rank(2, 1, "[T]");
   const int64_t V = c.t(1).dim(0), H = c.t(1).dim(1), T = c.t(2).dim(0);
@@ -129,10 +108,6 @@ void checkEmbedding(Check& c) {
 }
 
 void checkRmsnorm(Check& c) {
-  c.floatType(0);
-  c.floatType(1);
-  c.floatType(2);
-  c.noInts();
   c.rank(2, 1, "[H]");
   const int64_t H = c.t(2).dim(0);
   if (c.t(1).rank() < 1 || c.t(1).dim(-1) != H) {
@@ -146,10 +121,6 @@ void checkRmsnorm(Check& c) {
 }
 
 void checkRope(Check& c) {
-  c.floatType(0);
-  c.dtype(1, DType::I32);
-  c.dtype(2, DType::F32);
-  c.noInts();
   c.rank(0, 3, "[T,nh,hd]");
   const int64_t T = c.t(0).dim(0), hd = c.t(0).dim(2);
   c.shape(1, {T}, "[T]", "T=" + std::to_string(T) + " (" + c.is(0) + ")");
@@ -160,8 +131,6 @@ void checkRope(Check& c) {
 }
 
 void checkAttention(Check& c) {
-  for (int i = 0; i < 4; ++i) c.floatType(i);
-  c.dtype(4, DType::I32);
   c.rank(1, 3, "[T,nq,hd]");
   const int64_t T = c.t(1).dim(0), nq = c.t(1).dim(1), hd = c.t(1).dim(2);
   const std::string fromQ = " (" + c.is(1) + ")";
@@ -191,31 +160,22 @@ void checkAttention(Check& c) {
 }
 
 void checkMatmul(Check& c) {
-  c.floatType(0);
-  c.floatType(1);
-  c.floatType(2);
-  c.noInts();
   c.rank(1, 2, "[M,K]");
   const int64_t M = c.t(1).dim(0), K = c.t(1).dim(1);
   c.shape(2, {-1, K}, "[N,K]", "K=" + std::to_string(K) + " (" + c.is(1) + ")");
   const int64_t N = c.t(2).dim(0);
   c.shape(0, {M, N}, "[M,N]", "M=" + std::to_string(M) + ", N=" + std::to_string(N) + " (" + c.is(1) + ", " + c.is(2) + ")");
   if (c.present(3)) {
-    c.floatType(3);
     c.shape(3, {N}, "[N]", "N=" + std::to_string(N) + " (" + c.is(2) + ")");
   }
 }
 
 void checkExpertMatmul(Check& c) {
-  c.floatType(0);
-  c.floatType(1);
-  c.floatType(2);
   c.rank(1, 2, "[R,K]");
   const int64_t R = c.t(1).dim(0), K = c.t(1).dim(1);
   c.shape(2, {-1, -1, K}, "[E,N,K]", "K=" + std::to_string(K) + " (" + c.is(1) + ")");
   const int64_t E = c.t(2).dim(0), N = c.t(2).dim(1);
   c.shape(0, {R, N}, "[R,N]", "R=" + std::to_string(R) + ", N=" + std::to_string(N) + " (" + c.is(1) + ", " + c.is(2) + ")");
-  c.paramFlag(0);
   // One count per segment; segment s uses expert s % E (S = W*E after an all-to-all from W ranks).
   const size_t S = c.args.ints.size();
   if (E == 0 || S == 0 || S % size_t(E) != 0) {
@@ -231,9 +191,6 @@ void checkExpertMatmul(Check& c) {
 }
 
 void checkSwiglu(Check& c) {
-  c.floatType(0);
-  c.floatType(1);
-  c.noInts();
   c.rank(1, 2, "[T,2I]");
   const int64_t T = c.t(1).dim(0), twoI = c.t(1).dim(1);
   if (twoI % 2 != 0) c.fail("gateUp must be [T,2I] with an even last dimension; got " + shapeText(c.t(1).shape));
@@ -241,10 +198,6 @@ void checkSwiglu(Check& c) {
 }
 
 void checkRouter(Check& c) {
-  c.dtype(0, DType::I32);
-  c.dtype(1, DType::F32);
-  c.floatType(2);
-  c.noInts();
   c.rank(2, 2, "[T,E]");
   const int64_t T = c.t(2).dim(0), E = c.t(2).dim(1);
   c.paramInteger(0, 1, double(E));
@@ -252,16 +205,9 @@ void checkRouter(Check& c) {
   const std::string why = "T=" + std::to_string(T) + ", k=" + std::to_string(k) + " (" + c.is(2) + ", param k)";
   c.shape(0, {T, k}, "[T,k]", why);
   c.shape(1, {T, k}, "[T,k]", why);
-  c.paramFlag(1);
 }
 
 void checkMoePermute(Check& c) {
-  c.floatType(0);
-  c.dtype(1, DType::I32);
-  c.dtype(2, DType::I32);
-  c.floatType(3);
-  c.dtype(4, DType::I32);
-  c.noInts();
   c.rank(3, 2, "[T,H]");
   const int64_t T = c.t(3).dim(0), H = c.t(3).dim(1);
   c.shape(4, {T, -1}, "[T,k]", "T=" + std::to_string(T) + " (" + c.is(3) + ")");
@@ -279,8 +225,6 @@ void checkBounds(Check& c, const int64_t* b, int64_t M, int64_t T, int tokensTen
 }
 
 void checkMoeCount(Check& c) {
-  c.dtype(0, DType::I32);
-  c.dtype(1, DType::I32);
   c.rank(0, 2, "[M,E]");
   c.rank(1, 2, "[T,k]");
   const int64_t M = c.t(0).dim(0), T = c.t(1).dim(0);
@@ -292,8 +236,6 @@ void checkMoeCount(Check& c) {
 }
 
 void checkMoeRankCount(Check& c) {
-  c.dtype(0, DType::I32);
-  c.dtype(1, DType::I32);
   c.rank(0, 2, "[M,W]");
   c.rank(1, 2, "[T,k]");
   const int64_t M = c.t(0).dim(0), W = c.t(0).dim(1), T = c.t(1).dim(0);
@@ -310,29 +252,15 @@ void checkMoeRankCount(Check& c) {
 }
 
 void checkMoeUnpermute(Check& c) {
-  c.floatType(0);
-  c.floatType(1);
-  c.dtype(2, DType::I32);
-  c.dtype(3, DType::F32);
-  c.noInts();
   c.rank(0, 2, "[T,H]");
   const int64_t T = c.t(0).dim(0), H = c.t(0).dim(1);
   c.shape(1, {-1, H}, "[R,H]", "H=" + std::to_string(H) + " (" + c.is(0) + ")");
   c.shape(2, {T, -1}, "[T,k]", "T=" + std::to_string(T) + " (" + c.is(0) + ")");
   const int64_t k = c.t(2).dim(1);
   c.shape(3, {T, k}, "[T,k]", "T=" + std::to_string(T) + ", k=" + std::to_string(k) + " (" + c.is(2) + ")");
-  c.paramFlag(0);
 }
 
 void checkMoeRankDispatch(Check& c) {
-  c.floatType(0);
-  c.dtype(1, DType::I32);
-  c.dtype(2, DType::I32);
-  c.dtype(3, DType::I32);
-  c.dtype(4, DType::F32);
-  c.floatType(5);
-  c.dtype(6, DType::I32);
-  c.dtype(7, DType::F32);
   c.rank(5, 2, "[T,H]");
   c.rank(2, 1, "[W]");
   const int64_t T = c.t(5).dim(0), H = c.t(5).dim(1), W = c.t(2).dim(0);
@@ -367,15 +295,11 @@ void sameNumel(Check& c, int i, int ref) {
 }
 
 void checkAdd(Check& c) {
-  for (int i = 0; i < 3; ++i) c.floatType(i);
-  c.noInts();
   sameNumel(c, 1, 0);
   sameNumel(c, 2, 0);
 }
 
 void checkSigmoidGateAdd(Check& c) {
-  for (int i = 0; i < 3; ++i) c.floatType(i);
-  c.noInts();
   c.rank(0, 2, "[T,H]");
   const int64_t T = c.t(0).dim(0), H = c.t(0).dim(1);
   const std::string why = " (" + c.is(0) + ")";
@@ -384,7 +308,6 @@ void checkSigmoidGateAdd(Check& c) {
 }
 
 void checkCopy(Check& c) {
-  c.noInts();
   const DType d = c.t(0).dtype, s = c.t(1).dtype;
   const bool ok = (isFloat(d) && isFloat(s)) || (d == DType::I32 && s == DType::I32);
   if (!ok) {
@@ -394,10 +317,6 @@ void checkCopy(Check& c) {
 }
 
 void checkGatherRows(Check& c) {
-  c.floatType(0);
-  c.floatType(1);
-  c.dtype(2, DType::I32);
-  c.noInts();
   c.rank(1, 2, "[T,H]");
   c.rank(2, 1, "[R]");
   const int64_t H = c.t(1).dim(1), R = c.t(2).dim(0);
@@ -405,41 +324,119 @@ void checkGatherRows(Check& c) {
 }
 
 void checkFillRandom(Check& c) {
-  c.floatType(0);
-  c.noInts();
   c.paramInteger(0, 0, 9007199254740992.0);  // 2^53: every integer up to it is exact in a double
   if (!std::isfinite(c.param(1))) c.fail("std must be finite; got " + numberText(c.param(1)));
 }
 
-const std::vector<OpSpec>& opSpecs() {
-  static const std::vector<OpSpec> specs = {
-      {"embedding", {"out", "table", "ids"}, 3, {}, {{0, {}}}, checkEmbedding},
-      {"rmsnorm", {"out", "x", "w"}, 3, {"eps"}, {{0, {1}}}, checkRmsnorm},
-      {"rope", {"x", "positions", "invFreq"}, 3, {"attentionScaling"}, {{0, {}}}, checkRope},
-      {"attention", {"out", "q", "k", "v", "cuSeqlens"}, 5, {"scale"}, {{0, {}}}, checkAttention},
-      {"matmul", {"out", "a", "w", "bias"}, 3, {}, {{0, {}}}, checkMatmul},
-      {"expert_matmul", {"out", "a", "w"}, 3, {"kernel"}, {{0, {}}}, checkExpertMatmul},
-      {"swiglu", {"out", "gateUp"}, 2, {}, {{0, {}}}, checkSwiglu},
-      {"router", {"topkIdx", "topkW", "logits"}, 3, {"k", "renormalize", "scale"}, {{0, {}}, {1, {}}}, checkRouter},
-      {"moe_permute", {"out", "rowMap", "counts", "x", "topkIdx"}, 5, {}, {{0, {}}, {1, {}}, {2, {}}}, checkMoePermute},
-      {"moe_count", {"counts", "topkIdx"}, 2, {}, {{0, {}}}, checkMoeCount},
-      {"moe_rank_count", {"counts", "topkIdx"}, 2, {}, {{0, {}}}, checkMoeRankCount},
-      {"moe_unpermute", {"out", "y", "rowMap", "topkW"}, 4, {"accumulate"}, {{0, {}}}, checkMoeUnpermute},
-      {"moe_rank_dispatch", {"out", "rowMap", "counts", "localIdx", "localW", "x", "topkIdx", "topkW"}, 8, {},
-       {{0, {}}, {1, {}}, {2, {}}, {3, {}}, {4, {}}}, checkMoeRankDispatch},
-      {"add", {"out", "a", "b"}, 3, {}, {{0, {1, 2}}}, checkAdd},
-      {"sigmoid_gate_add", {"out", "y", "gate"}, 3, {}, {{0, {}}}, checkSigmoidGateAdd},
-      {"copy", {"dst", "src"}, 2, {}, {{0, {}}}, checkCopy},
-      {"gather_rows", {"out", "x", "idx"}, 3, {}, {{0, {}}}, checkGatherRows},
-      {"fill_random", {"out"}, 1, {"seed", "std"}, {{0, {}}}, checkFillRandom},
+// Row helpers: a tensor of each kind, the param kinds, ints.
+TensorSpec flt(const char* name) { return {name, TensorKind::Float}; }
+TensorSpec i32(const char* name) { return {name, TensorKind::I32}; }
+TensorSpec f32(const char* name) { return {name, TensorKind::F32}; }
+TensorSpec anyType(const char* name) { return {name, TensorKind::Any}; }
+TensorSpec optional(TensorSpec t) {
+  t.optional = true;
+  return t;
+}
+ParamSpec number(const char* name) { return {name, ParamKind::Number}; }
+ParamSpec boolean(const char* name) { return {name, ParamKind::Bool}; }
+ParamSpec oneOf(const char* name, std::vector<const char*> values) { return {name, ParamKind::Enum, std::move(values)}; }
+IntsSpec ints(const char* name) { return {name}; }
+IntsSpec optionalInts(const char* name) { return {name, true}; }
+
+}  // namespace
+
+// The table. A row: name, tensors, params, ints, outputs {index, may alias}, the op's check.
+const std::vector<OpSpec>& opTable() {
+  static const std::vector<OpSpec> table = {
+      {"embedding", {flt("out"), flt("table"), i32("ids")}, {}, {optionalInts("hostIds")}, {{0, {}}}, checkEmbedding},
+      {"rmsnorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
+      {"rope", {flt("x"), i32("positions"), f32("invFreq")}, {number("attentionScaling")}, {}, {{0, {}}}, checkRope},
+      {"attention", {flt("out"), flt("q"), flt("k"), flt("v"), i32("cuSeqlens")}, {number("scale")}, {ints("cuSeqlensHost")},
+       {{0, {}}}, checkAttention},
+      {"matmul", {flt("out"), flt("a"), flt("w"), optional(flt("bias"))}, {}, {}, {{0, {}}}, checkMatmul},
+      {"expert_matmul", {flt("out"), flt("a"), flt("w")}, {oneOf("kernel", {"grouped", "dense"})}, {ints("counts")}, {{0, {}}},
+       checkExpertMatmul},
+      {"swiglu", {flt("out"), flt("gateUp")}, {}, {}, {{0, {}}}, checkSwiglu},
+      {"router", {i32("topkIdx"), f32("topkW"), flt("logits")}, {number("k"), boolean("renormalize"), number("scale")}, {},
+       {{0, {}}, {1, {}}}, checkRouter},
+      {"moe_permute", {flt("out"), i32("rowMap"), i32("counts"), flt("x"), i32("topkIdx")}, {}, {}, {{0, {}}, {1, {}}, {2, {}}},
+       checkMoePermute},
+      {"moe_count", {i32("counts"), i32("topkIdx")}, {}, {ints("bounds")}, {{0, {}}}, checkMoeCount},
+      {"moe_rank_count", {i32("counts"), i32("topkIdx")}, {}, {ints("offsets"), ints("bounds")}, {{0, {}}}, checkMoeRankCount},
+      {"moe_rank_dispatch",
+       {flt("out"), i32("rowMap"), i32("counts"), i32("localIdx"), f32("localW"), flt("x"), i32("topkIdx"), f32("topkW")}, {},
+       {ints("offsets")}, {{0, {}}, {1, {}}, {2, {}}, {3, {}}, {4, {}}}, checkMoeRankDispatch},
+      {"moe_unpermute", {flt("out"), flt("y"), i32("rowMap"), f32("topkW")}, {boolean("accumulate")}, {}, {{0, {}}},
+       checkMoeUnpermute},
+      {"add", {flt("out"), flt("a"), flt("b")}, {}, {}, {{0, {1, 2}}}, checkAdd},
+      {"sigmoid_gate_add", {flt("out"), flt("y"), flt("gate")}, {}, {}, {{0, {}}}, checkSigmoidGateAdd},
+      {"copy", {anyType("dst"), anyType("src")}, {}, {}, {{0, {}}}, checkCopy},
+      {"gather_rows", {flt("out"), flt("x"), i32("idx")}, {}, {}, {{0, {}}}, checkGatherRows},
+      {"fill_random", {flt("out")}, {number("seed"), number("std")}, {}, {{0, {}}}, checkFillRandom},
   };
-  return specs;
+  return table;
 }
 
-std::string joinNames(const std::vector<const char*>& names, const char* sep) {
+const char* tensorKindName(TensorKind kind) {
+  switch (kind) {
+    case TensorKind::Float: return "float";
+    case TensorKind::I32: return "i32";
+    case TensorKind::F32: return "f32";
+    case TensorKind::Any: return "any";
+  }
+  return "?";
+}
+
+const char* paramKindName(ParamKind kind) {
+  switch (kind) {
+    case ParamKind::Number: return "number";
+    case ParamKind::Bool: return "boolean";
+    case ParamKind::Enum: return "enum";
+  }
+  return "?";
+}
+
+namespace {
+
+template <class T>
+std::string joinNames(const std::vector<T>& items, const char* sep) {
   std::string s;
-  for (size_t i = 0; i < names.size(); ++i) s += (i ? sep : "") + std::string(names[i]);
+  for (size_t i = 0; i < items.size(); ++i) {
+    if constexpr (std::is_same_v<T, const char*>) s += (i ? sep : "") + std::string(items[i]);
+    else s += (i ? sep : "") + std::string(items[i].name);
+  }
   return s;
+}
+
+// "grouped=0, dense=1": an enum's names with their wire codes.
+std::string enumText(const ParamSpec& p) {
+  std::string s;
+  for (size_t v = 0; v < p.values.size(); ++v) s += (v ? ", " : "") + std::string(p.values[v]) + "=" + std::to_string(v);
+  return s;
+}
+
+// The table's rules every op shares: tensor dtypes, param kinds, no ints where the op takes none.
+void checkKinds(const Check& c) {
+  for (size_t i = 0; i < c.spec.tensors.size() && i < c.args.tensors.size(); ++i) {
+    if (!c.present(int(i))) continue;
+    switch (c.spec.tensors[i].kind) {
+      case TensorKind::Float: c.floatType(int(i)); break;
+      case TensorKind::I32: c.dtype(int(i), DType::I32); break;
+      case TensorKind::F32: c.dtype(int(i), DType::F32); break;
+      case TensorKind::Any: break;
+    }
+  }
+  for (size_t p = 0; p < c.spec.params.size(); ++p) {
+    const ParamSpec& spec = c.spec.params[p];
+    const double v = c.param(int(p));
+    if (spec.kind == ParamKind::Bool && v != 0.0 && v != 1.0) {
+      c.fail(std::string(spec.name) + " must be a boolean (0 or 1); got " + numberText(v));
+    }
+    if (spec.kind == ParamKind::Enum && (v != std::floor(v) || v < 0 || v >= double(spec.values.size()))) {
+      c.fail(std::string(spec.name) + " must be one of " + enumText(spec) + "; got " + numberText(v));
+    }
+  }
+  if (c.spec.ints.empty() && !c.args.ints.empty()) c.fail("takes no ints; got " + std::to_string(c.args.ints.size()));
 }
 
 // Byte ranges of two tensors overlap (empty tensors never do).
@@ -470,7 +467,7 @@ void checkAliasing(const Check& c) {
 }  // namespace
 
 void checkOp(const OpArgs& args) {
-  const auto& specs = opSpecs();
+  const auto& specs = opTable();
   const auto it = std::find_if(specs.begin(), specs.end(), [&](const OpSpec& s) { return args.name == s.name; });
   if (it == specs.end()) {
     std::vector<const char*> names;
@@ -480,13 +477,15 @@ void checkOp(const OpArgs& args) {
   const OpSpec& spec = *it;
   Check c(args, spec);
 
-  const size_t total = spec.tensors.size(), required = size_t(spec.required);
+  const size_t total = spec.tensors.size();
+  size_t required = 0;
+  while (required < total && !spec.tensors[required].optional) ++required;
   if (args.tensors.size() < required || args.tensors.size() > total) {
     const std::string count = required == total ? std::to_string(total) : std::to_string(required) + " to " + std::to_string(total);
     c.fail("expects " + count + " tensors (" + joinNames(spec.tensors, ", ") + "); got " + std::to_string(args.tensors.size()));
   }
   for (size_t i = 0; i < required; ++i) {
-    if (!c.present(int(i))) c.fail(std::string(spec.tensors[i]) + " is required; got null");
+    if (!c.present(int(i))) c.fail(std::string(spec.tensors[i].name) + " is required; got null");
   }
   if (args.params.size() != spec.params.size()) {
     const std::string want = spec.params.empty() ? "no params" : std::to_string(spec.params.size()) + " params (" +
@@ -494,8 +493,9 @@ void checkOp(const OpArgs& args) {
     c.fail("expects " + want + "; got " + std::to_string(args.params.size()));
   }
   for (size_t p = 0; p < args.params.size(); ++p) {
-    if (!std::isfinite(args.params[p])) c.fail(std::string(spec.params[p]) + " must be finite; got " + numberText(args.params[p]));
+    if (!std::isfinite(args.params[p])) c.fail(std::string(spec.params[p].name) + " must be finite; got " + numberText(args.params[p]));
   }
+  checkKinds(c);
   spec.check(c);
   checkAliasing(c);
 }

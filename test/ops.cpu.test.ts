@@ -594,8 +594,19 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
     [
       'expert_matmul an unknown kernel code',
       () => call('expert_matmul', [f([1, 3]), f([1, 5]), f([1, 3, 5])], [2], [1]),
-      /expert_matmul: kernel must be 0 or 1; got 2/,
+      /expert_matmul: kernel must be one of grouped=0, dense=1; got 2/,
     ],
+    [
+      'expert_matmul an unknown kernel name (caught before the addon)',
+      () => () => ops.expertMatmul(s, f([1, 3]), f([1, 5]), f([1, 3, 5]), [1], 'fast' as ops.ExpertKernel),
+      /expert_matmul: kernel must be one of grouped, dense; got "fast"/,
+    ],
+    [
+      'router renormalize neither 0 nor 1',
+      () => call('router', [f([2, 1], 'i32'), f([2, 1]), f([2, 4])], [1, 2, 1]),
+      /router: renormalize must be a boolean \(0 or 1\); got 2/,
+    ],
+    ['ints given to an op that takes none', () => call('swiglu', [f([2, 2]), f([2, 4])], [], [1]), /swiglu: takes no ints; got 1/],
     [
       'swiglu gateUp of odd width',
       () => () => ops.swiglu(s, f([2, 2]), f([2, 5])),

@@ -52,6 +52,14 @@ export interface NativeDevice {
   dispose(): void;
 }
 
+/** One op of the addon's op table (native/opcheck.h), as opTable() returns it. */
+export interface NativeOpSpec {
+  name: string;
+  tensors: { name: string; dtype: 'float' | 'i32' | 'f32' | 'any'; optional: boolean }[];
+  params: { name: string; kind: 'number' | 'boolean' | 'enum'; values?: string[] }[];
+  ints: { name: string; optional: boolean }[];
+}
+
 export interface NativeAddon {
   /** Backends compiled in, e.g. ['cpu'] or ['cpu', 'cuda']. */
   backends(): BackendKind[];
@@ -59,4 +67,6 @@ export interface NativeAddon {
   openDevice(backend: BackendKind, index: number): NativeDevice;
   /** Versions of what the addon was built against (cuda, cublas, nccl where present). */
   versions(): Record<string, string>;
+  /** The op table checkOp enforces; src/native/opTable.ts must match it (test/opTable.test.ts). */
+  opTable(): NativeOpSpec[];
 }

@@ -2,38 +2,51 @@
 // addon checks the call against the contract first (checkOp) and throws an Error with code
 // EPS_INVALID_ARGUMENT naming the op and the argument. Errors while the op runs (e.g. an index that
 // only the device knows is out of range) reject the stream's next synchronize() or read().
+//
+// The names, order and types of every op's tensors, params and ints come from opTable.ts: `op` takes
+// them by name, checked against the table by the compiler, and puts them on the wire in the table's
+// order (booleans as 0/1, enums as their index). The functions below keep positional signatures.
 import type { Stream, Tensor } from './device';
-import type { NativeTensor } from './addonTypes';
+import { opTable, type OpArgs, type OpName, type OpRow, type ParamKind, type ParamOf } from './opTable';
 
-export type ExpertKernel = 'grouped' | 'dense';
+export type ExpertKernel = ParamOf<'expert_matmul', 'kernel'>;
 
-/** The `kernel` param of expert_matmul. */
-export const expertKernelCode: Record<ExpertKernel, number> = { grouped: 0, dense: 1 };
+/** A param value the table does not allow (an enum name it does not list), caught before the addon. */
+export class OpArgumentError extends Error {
+  readonly code = 'EPS_INVALID_ARGUMENT';
+}
 
-function enqueue(
-  s: Stream,
-  name: string,
-  tensors: readonly (Tensor | undefined)[],
-  params: readonly number[] = [],
-  ints: readonly number[] = [],
-): void {
-  const natives: (NativeTensor | null)[] = tensors.map((t) => (t ? t.native : null));
-  s.device.native.op(s.native, name, natives, [...params], [...ints]);
+function wireParam(op: string, name: string, kind: ParamKind, value: unknown): number {
+  if (kind === 'number') return value as number;
+  if (kind === 'boolean') return value ? 1 : 0;
+  const code = kind.indexOf(value as string);
+  if (code < 0) throw new OpArgumentError(`${op}: ${name} must be one of ${kind.join(', ')}; got ${JSON.stringify(value)}`);
+  return code;
+}
+
+/** Enqueues op `name` with its arguments by name (the table's names); the typed functions below call it. */
+export function op<N extends OpName>(s: Stream, name: N, args: OpArgs<N>): void {
+  const row: OpRow = opTable[name];
+  const named = args as Readonly<Record<string, unknown>>;
+  const tensors = Object.keys(row.tensors).map((t) => (named[t] as Tensor | undefined)?.native ?? null);
+  const params = Object.entries(row.params).map(([p, kind]) => wireParam(name, p, kind, named[p]));
+  const ints = Object.keys(row.ints).flatMap((i) => (named[i] as readonly number[] | undefined) ?? []);
+  s.device.native.op(s.native, name, tensors, params, ints);
 }
 
 /** out[T,H] = table[ids[T]]. `hostIds`, when given (the same ids), are range-checked before enqueueing. */
 export function embedding(s: Stream, out: Tensor, table: Tensor, ids: Tensor, hostIds?: readonly number[]): void {
-  enqueue(s, 'embedding', [out, table, ids], [], hostIds ?? []);
+  op(s, 'embedding', { out, table, ids, hostIds });
 }
 
 /** out = x / sqrt(mean(x^2) + eps) * w over rows of w.numel; out may be x. */
 export function rmsnorm(s: Stream, out: Tensor, x: Tensor, w: Tensor, eps: number): void {
-  enqueue(s, 'rmsnorm', [out, x, w], [eps]);
+  op(s, 'rmsnorm', { out, x, w, eps });
 }
 
 /** Rotates x[T,nh,hd] in place (GPT-NeoX rotate-half over the first 2*len(invFreq) dims). */
 export function rope(s: Stream, x: Tensor, positions: Tensor, invFreq: Tensor, attentionScaling: number): void {
-  enqueue(s, 'rope', [x, positions, invFreq], [attentionScaling]);
+  op(s, 'rope', { x, positions, invFreq, attentionScaling });
 }
 
 /**
@@ -50,12 +63,12 @@ export function attention(
   cuSeqlensHost: readonly number[],
   scale: number,
 ): void {
-  enqueue(s, 'attention', [out, q, k, v, cuSeqlens], [scale], cuSeqlensHost);
+  op(s, 'attention', { out, q, k, v, cuSeqlens, cuSeqlensHost, scale });
 }
 
 /** out[M,N] = a[M,K] @ w[N,K]^T (+ bias[N]). */
 export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tensor): void {
-  enqueue(s, 'matmul', [out, a, w, bias]);
+  op(s, 'matmul', { out, a, w, bias });
 }
 
 /**
@@ -63,27 +76,27 @@ export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tens
  * multiple of E; sum = rows of a). The kernel choice changes speed, not the result.
  */
 export function expertMatmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, counts: readonly number[], kernel: ExpertKernel): void {
-  enqueue(s, 'expert_matmul', [out, a, w], [expertKernelCode[kernel]], counts);
+  op(s, 'expert_matmul', { out, a, w, counts, kernel });
 }
 
 /** out[T,I] = silu(gateUp[:, :I]) * gateUp[:, I:]. */
 export function swiglu(s: Stream, out: Tensor, gateUp: Tensor): void {
-  enqueue(s, 'swiglu', [out, gateUp]);
+  op(s, 'swiglu', { out, gateUp });
 }
 
 /** Softmax then top-k of logits[T,E] into topkIdx[T,k] (i32) and topkW[T,k] (f32). */
 export function router(s: Stream, topkIdx: Tensor, topkW: Tensor, logits: Tensor, k: number, renormalize: boolean, scale: number): void {
-  enqueue(s, 'router', [topkIdx, topkW, logits], [k, renormalize ? 1 : 0, scale]);
+  op(s, 'router', { topkIdx, topkW, logits, k, renormalize, scale });
 }
 
 /** Groups the T*k (token, slot) copies of x by expert: out rows, rowMap[T,k], counts[E]. */
 export function moePermute(s: Stream, out: Tensor, rowMap: Tensor, counts: Tensor, x: Tensor, topkIdx: Tensor): void {
-  enqueue(s, 'moe_permute', [out, rowMap, counts, x, topkIdx]);
+  op(s, 'moe_permute', { out, rowMap, counts, x, topkIdx });
 }
 
 /** counts[m,e] = (token, slot) pairs of micro-chunk m (tokens [bounds[m], bounds[m+1])) routed to expert e. */
 export function moeCount(s: Stream, counts: Tensor, topkIdx: Tensor, bounds: readonly number[]): void {
-  enqueue(s, 'moe_count', [counts, topkIdx], [], bounds);
+  op(s, 'moe_count', { counts, topkIdx, bounds });
 }
 
 /**
@@ -91,12 +104,12 @@ export function moeCount(s: Stream, counts: Tensor, topkIdx: Tensor, bounds: rea
  * experts [offsets[p], offsets[p+1]): the rows moe_rank_dispatch sends p from those tokens.
  */
 export function moeRankCount(s: Stream, counts: Tensor, topkIdx: Tensor, offsets: readonly number[], bounds: readonly number[]): void {
-  enqueue(s, 'moe_rank_count', [counts, topkIdx], [], [...offsets, ...bounds]);
+  op(s, 'moe_rank_count', { counts, topkIdx, offsets, bounds });
 }
 
 /** out[t] (+)= sum_j topkW[t,j] * y[rowMap[t,j]] over the slots that were routed. */
 export function moeUnpermute(s: Stream, out: Tensor, y: Tensor, rowMap: Tensor, topkW: Tensor, accumulate: boolean): void {
-  enqueue(s, 'moe_unpermute', [out, y, rowMap, topkW], [accumulate ? 1 : 0]);
+  op(s, 'moe_unpermute', { out, y, rowMap, topkW, accumulate });
 }
 
 /**
@@ -117,27 +130,27 @@ export function moeRankDispatch(
   topkW: Tensor,
   offsets: readonly number[],
 ): void {
-  enqueue(s, 'moe_rank_dispatch', [out, rowMap, counts, localIdx, localW, x, topkIdx, topkW], [], offsets);
+  op(s, 'moe_rank_dispatch', { out, rowMap, counts, localIdx, localW, x, topkIdx, topkW, offsets });
 }
 
 /** out = a + b (same number of elements); out may be a or b. */
 export function add(s: Stream, out: Tensor, a: Tensor, b: Tensor): void {
-  enqueue(s, 'add', [out, a, b]);
+  op(s, 'add', { out, a, b });
 }
 
 /** out[T,H] += sigmoid(gate[T,1]) * y[T,H]. */
 export function sigmoidGateAdd(s: Stream, out: Tensor, y: Tensor, gate: Tensor): void {
-  enqueue(s, 'sigmoid_gate_add', [out, y, gate]);
+  op(s, 'sigmoid_gate_add', { out, y, gate });
 }
 
 /** dst = src, converting between float dtypes (or i32 to i32). */
 export function copy(s: Stream, dst: Tensor, src: Tensor): void {
-  enqueue(s, 'copy', [dst, src]);
+  op(s, 'copy', { dst, src });
 }
 
 /** out[R,H] = x[idx[R]]. */
 export function gatherRows(s: Stream, out: Tensor, x: Tensor, idx: Tensor): void {
-  enqueue(s, 'gather_rows', [out, x, idx]);
+  op(s, 'gather_rows', { out, x, idx });
 }
 
 /**
@@ -145,5 +158,5 @@ export function gatherRows(s: Stream, out: Tensor, x: Tensor, idx: Tensor): void
  * backend computes bit for bit (native/cpu/random.h). seed is an integer in [0, 2^53].
  */
 export function fillRandom(s: Stream, out: Tensor, seed: number, std: number): void {
-  enqueue(s, 'fill_random', [out], [seed, std]);
+  op(s, 'fill_random', { out, seed, std });
 }
