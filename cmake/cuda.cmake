@@ -87,13 +87,14 @@ else()
   endif()
 endif()
 
-# Adds the CUDA backend to `target` when it is on: the sources of native/cuda, EPS_WITH_CUDA, and
-# the shared CUDA runtime, cuBLAS and NCCL.
+# Adds the CUDA backend to `target` when it is on: the sources of native/cuda, the NCCL binding
+# (native/bindings/nccl_binding.cc), EPS_WITH_CUDA, and the shared CUDA runtime, cuBLAS and NCCL.
 function(eps_add_cuda target)
   if(NOT EPS_CUDA_ENABLED)
     return()
   endif()
-  file(GLOB _eps_cuda_sources ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/cuda/*.cc)
+  file(GLOB _eps_cuda_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/cuda/*.cc)
+  list(APPEND _eps_cuda_sources ${CMAKE_SOURCE_DIR}/native/bindings/nccl_binding.cc)
   target_sources(${target} PRIVATE ${_eps_cuda_sources})
   target_compile_definitions(${target} PRIVATE EPS_WITH_CUDA)
   target_include_directories(${target} PRIVATE ${EPS_NCCL_INCLUDE_DIR})

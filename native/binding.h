@@ -1,5 +1,5 @@
-// The JS-facing wrappers of the addon. Other binding files (native/cuda/nccl_binding.cc) unwrap
-// these to reach the backend objects.
+// The JS-facing wrappers of the addon. Other binding files (native/bindings/, e.g. nccl_binding.cc)
+// unwrap these to reach the backend objects.
 #pragma once
 
 #include <napi.h>

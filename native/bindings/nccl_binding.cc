@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "../binding.h"
-#include "cuda_check.h"
-#include "stream.h"
+#include "../cuda/cuda_check.h"
+#include "../cuda/stream.h"
 
 namespace eps::js {
 namespace {
