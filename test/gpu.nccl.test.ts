@@ -24,7 +24,6 @@ const gpus = gpuCount();
 const describeOneGpu = gpus >= 1 ? describe : describe.skip;
 const describeTwoGpus = gpus >= 2 ? describe : describe.skip;
 if (gpus < 2) {
-  // eslint-disable-next-line no-console
   console.log(
     gpus === 0
       ? 'gpu.nccl: skipped: the addon has no CUDA backend with NCCL here'
@@ -183,7 +182,6 @@ describeTwoGpus('NCCL all-to-all between two processes on two GPUs', () => {
       }
       expect(rep.gathered).toEqual([1, 2, 0, 11, 12, -1]);
     }
-    // eslint-disable-next-line no-console
     console.log(
       'NCCL all-to-all, bytes received per rank and round: ' + JSON.stringify(reports.map((r) => (r.rounds ?? []).map((x) => x.bytes))),
     );

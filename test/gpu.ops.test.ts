@@ -22,7 +22,6 @@ function cudaPresent(): boolean {
 const haveCuda = cudaPresent();
 const describeGpu = haveCuda ? describe : describe.skip;
 if (!haveCuda) {
-  // eslint-disable-next-line no-console
   console.log('gpu.ops: skipped: the addon has no CUDA backend here (built without CUDA, or no GPU visible)');
 }
 
@@ -131,7 +130,6 @@ describeGpu('CUDA ops vs the CPU backend', () => {
   afterAll(() => {
     st.cpu.dispose();
     st.gpu.dispose();
-    // eslint-disable-next-line no-console
     console.log(
       `CUDA vs CPU, relative L2 error per case (${dev.gpu.name}):\n` +
         table.map((r) => `  ${r.name.padEnd(58)} ${r.error.toExponential(2)}`).join('\n'),

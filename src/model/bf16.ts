@@ -1,6 +1,8 @@
 // float32 <-> bfloat16 / float16 conversion of host arrays, for make-model and tests (never on the
 // hot path: the engine hands raw checkpoint bytes to the device). Rounding is round-to-nearest-even,
-// as torch's .to(torch.bfloat16) / .half() do.
+// as torch's .to(torch.bfloat16) / .half() do. The widening side lives in src/native/bf16.ts (the
+// device's reads use it) and is re-exported here.
+export { bf16ArrayToF32, bf16BitsToF32, f16ArrayToF32, f16BitsToF32 } from '../native/bf16';
 
 const scratchF32 = new Float32Array(1);
 const scratchU32 = new Uint32Array(scratchF32.buffer);
@@ -13,11 +15,6 @@ export function f32ToBf16Bits(x: number): number {
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-export function bf16BitsToF32(bits: number): number {
-  scratchU32[0] = (bits & 0xffff) << 16;
-  return scratchF32[0];
-}
-
 /** Rounds src to bfloat16 into dst (dst.length >= src.length). */
 export function f32ArrayToBf16(src: Float32Array, dst: Uint16Array): void {
   const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
@@ -28,13 +25,6 @@ export function f32ArrayToBf16(src: Float32Array, dst: Uint16Array): void {
         ? ((x >>> 16) | 0x0040) & 0xffff
         : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
   }
-}
-
-export function bf16ArrayToF32(src: Uint16Array): Float32Array {
-  const out = new Float32Array(src.length);
-  const u = new Uint32Array(out.buffer);
-  for (let i = 0; i < src.length; i++) u[i] = src[i] << 16;
-  return out;
 }
 
 /** IEEE half bits of one float (round to nearest even, overflow to infinity, subnormals kept). */
@@ -63,21 +53,6 @@ export function f32ToF16Bits(x: number): number {
   return sign | h;
 }
 
-export function f16BitsToF32(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exp = (bits >>> 10) & 0x1f;
-  const mant = bits & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
-
 export function f32ArrayToF16(src: Float32Array, dst: Uint16Array): void {
   for (let i = 0; i < src.length; i++) dst[i] = f32ToF16Bits(src[i]);
-}
-
-export function f16ArrayToF32(src: Uint16Array): Float32Array {
-  const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = f16BitsToF32(src[i]);
-  return out;
 }

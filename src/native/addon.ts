@@ -26,7 +26,6 @@ export function addon(): NativeAddon {
       continue;
     }
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       loaded = require(file) as NativeAddon;
       return loaded;
     } catch (e) {

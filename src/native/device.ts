@@ -3,6 +3,7 @@
 // freed by dispose() (or `using`), with the addon's finalizers as a backstop.
 import { addon, defaultBackend } from './addon';
 import type { BackendKind, DType, NativeDevice, NativeEvent, NativeStream, NativeTensor } from './addonTypes';
+import { bf16ArrayToF32, f16ArrayToF32 } from './bf16';
 
 export const dtypeBytes: Record<DType, number> = { f32: 4, bf16: 2, f16: 2, i32: 4, i64: 8 };
 
@@ -105,9 +106,9 @@ export class Tensor {
       case 'f32':
         return new Float32Array(raw);
       case 'bf16':
-        return bf16ToFloat32(new Uint16Array(raw));
+        return bf16ArrayToF32(new Uint16Array(raw));
       case 'f16':
-        return f16ToFloat32(new Uint16Array(raw));
+        return f16ArrayToF32(new Uint16Array(raw));
       case 'i32':
         return new Int32Array(raw);
       case 'i64': {
@@ -180,25 +181,4 @@ export function tensorFromInt32(device: Device, stream: Stream, shape: readonly 
   const t = device.tensor('i32', shape);
   t.upload(stream, data);
   return t;
-}
-
-/** Widens bf16 bit patterns to float32 (off the hot path: results, tests). */
-export function bf16ToFloat32(bits: Uint16Array): Float32Array {
-  const wide = new Uint32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) wide[i] = bits[i] << 16;
-  return new Float32Array(wide.buffer);
-}
-
-export function f16ToFloat32(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) {
-    const h = bits[i];
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) out[i] = sign * frac * 2 ** -24;
-    else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
-    else out[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return out;
 }
