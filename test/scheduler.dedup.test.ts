@@ -1,4 +1,4 @@
-// The planner's dedup-dispatch candidate (dedupDispatch.ts): its all-to-all moves the distinct (token,
+// The planner's dedup-dispatch candidate (src/moe/plan/dedupPlan.ts): its all-to-all moves the distinct (token,
 // rank) rows (plus the slots), its FFN sees one segment per local expert, and it is weighed only where
 // the layer made the rank counts (one expert group, several ranks).
 import { parseMoeSchedule } from '../src/moe/schedule';

@@ -18,7 +18,7 @@ export interface RankEngineOptions {
    */
   expertGroups?: number;
   /**
-   * How the MoE dispatch sends rows: per (token, expert) pair, per (token, rank) (moe/dedupDispatch.ts),
+   * How the MoE dispatch sends rows: per (token, expert) pair, per (token, rank) (moe/exec/dedupDispatcher.ts),
    * or auto (default). Every rank must load with the same value.
    */
   dispatch?: DispatchMode;

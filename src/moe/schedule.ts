@@ -16,7 +16,7 @@ export type MoeSchedule =
   { kind: 'auto' } | { kind: 'baseline' } | { kind: 'fixed'; degree: number; kernel?: ExpertKernel; axis?: PlanAxis };
 
 /**
- * The --dispatch option: how a MoE layer's dispatch sends rows (moe/dedupDispatch.ts).
+ * The --dispatch option: how a MoE layer's dispatch sends rows (moe/exec/dedupDispatcher.ts).
  *   auto    the auto schedule's cost model weighs both below; baseline and fixed plans send pairs
  *   pairs   one row per (token, expert) pair: the usual expert-parallel dispatch
  *   dedup   one row per (token, destination rank) wherever it applies (the token axis, one expert

@@ -1,6 +1,6 @@
 // The EPS scheduler's cost model: measured times of the ops a MoE layer runs, on this machine, for
 // this model's shapes, and the predictions made from them. It is plain JSON (cached on disk per key by
-// costModelStore.ts), so a plan can be explained and reproduced from the file alone. costModelProfiler.ts measures it.
+// costModelStore.ts), so a plan can be explained and reproduced from the file alone. profiler.ts measures it.
 //
 // Shapes of the predictions:
 //   expert_matmul  overhead + sum over non-empty segments of curve(rows of the segment), one curve
@@ -13,7 +13,7 @@ import type { ExpertKernel } from '../../native/ops';
 
 /**
  * The format and the way of measuring. Part of the file name: a model measured by an older version is
- * not read (version 1 timed single runs and underestimated the GEMMs, see costModelProfiler.ts OpTimer;
+ * not read (version 1 timed single runs and underestimated the GEMMs, see profiler.ts OpTimer;
  * version 2 had no host sync).
  */
 export const COST_MODEL_VERSION = 3;

@@ -98,7 +98,7 @@ export class LayerCosts {
   }
 
   /**
-   * The dedup dispatch's slots of `busiestRows` rows (dedupDispatch.ts): each row's expert indices and
+   * The dedup dispatch's slots of `busiestRows` rows (exec/dedupDispatcher.ts): each row's expert indices and
    * weights (i32 and f32 per slot), two all-to-alls beside the rows' own.
    */
   slotsMs(busiestRows: number): number {

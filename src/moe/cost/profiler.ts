@@ -348,7 +348,7 @@ async function measureSmallOps(
 
 /**
  * The layer's host sync as the host sees it (its clock): the read of a counts-sized tensor from an idle
- * stream and, with several ranks, the gather of every rank's, as moeLayer.ts does before it plans.
+ * stream and, with several ranks, the gather of every rank's, as exec/moeLayer.ts does before it plans.
  */
 async function measureHostSync(s: Stream, counts: Tensor, comm: Communicator | undefined, runs: number): Promise<number> {
   const local = new Int32Array(counts.shape[0]);

@@ -42,7 +42,7 @@ export interface MoePlanInput {
    */
   dedup?: { microRows: readonly ArrayLike<number>[]; only: boolean };
   /**
-   * The shared expert was enqueued before the host sync (moeLayer.ts): the only placement is 'early'.
+   * The shared expert was enqueued before the host sync (exec/moeLayer.ts): the only placement is 'early'.
    * Ignored without overlap (the baseline runs it last).
    */
   sharedEarly?: boolean;

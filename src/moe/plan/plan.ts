@@ -1,4 +1,4 @@
-// What the EPS scheduler decides for one MoE layer on one rank (scheduler.ts makes it), and the order
+// What the EPS scheduler decides for one MoE layer on one rank (planner.ts makes it), and the order
 // in which the executor must enqueue it so that the prediction holds:
 //
 //   compute stream: [shared if early], permute 0..D-1, [shared if overlap-dispatch], ffn 0..D-1,
@@ -35,7 +35,7 @@ export type StreamName = 'compute' | 'comm';
 
 /**
  * How a plan's dispatch sends rows: one per (token, slot) pair, or one per (token, destination rank)
- * (dedupDispatch.ts: the token axis, one expert group).
+ * (exec/dedupDispatcher.ts: the token axis, one expert group).
  */
 export type DispatchKind = 'pairs' | 'dedup';
 

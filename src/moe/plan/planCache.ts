@@ -1,5 +1,5 @@
 // auto's decisions remembered by the layer's load signature, so that a layer whose load looks like an
-// earlier one's weighs one candidate instead of searching them all. The search (scheduler.ts) is pure
+// earlier one's weighs one candidate instead of searching them all. The search (planner.ts) is pure
 // but not free: 0.2-0.4 ms of host time on an H200 host's CPU for a DeepSeek-V2 layer, with garbage
 // collection pauses of a few ms now and then, and it runs between the layer's host sync and the first
 // all-to-all, while the GPU waits. At 1K tokens per rank that was a third of the layer.
