@@ -1,0 +1,563 @@
+// A Hopper grouped GEMM for the experts (issue 12): see grouped_gemm_sm90.h for the contract.
+//
+// Design (sm_90a only; build with -gencode=arch=compute_90a,code=sm_90a; other targets trap):
+//   - tile BM x BN x BK = 128 x {128, 256} x 64, bf16 operands in shared memory with the 128-byte swizzle
+//     that TMA writes and wgmma reads; both operands K-major (a[R,K] rows, w[e][N,K] rows), so the
+//     wgmma is the plain "TN" form: no transpose.
+//   - 384 threads = 3 warpgroups. Warpgroup 0 is the producer (one thread of warp 0 issues the TMA
+//     copies; registers lowered to 40 with setmaxnreg); warpgroups 1 and 2 are consumers (raised to
+//     232), each owning 64 rows of the tile (wgmma m64nBNk16, fp32 accumulators in registers).
+//   - STAGES-deep ring of (A, B) stages; a "full" mbarrier per stage (TMA completes its bytes on it)
+//     and an "empty" mbarrier per stage (one arrival per consumer warp once its wgmmas have read it).
+//     Consumers keep one wgmma group in flight (wait_group 1) and free the previous stage.
+//   - persistent grid (one CTA per SM): each CTA reads offsets[S+1] from device memory, builds the
+//     per-segment tile prefix in shared memory with a block scan, and walks tiles t = blockIdx.x,
+//     + gridDim.x, ...; a tile maps to (segment, n-tile, m-tile) by binary search; within a segment
+//     the m-tiles go in bands of 8 (n-tile by n-tile, m-tile fastest) so that the CTAs running together
+//     share a few weight tiles and a band of rows through L2.
+//   - A's tensor map spans all R rows: a tile whose 128 rows run past its segment loads the next
+//     segment's rows (or TMA's zero fill past R) and the epilogue masks them out; w's tensor map is
+//     3-D [E, N, K], so an n-tile past N is zero-filled within its expert.
+//   - epilogue, configs 3 and 4 (the ones auto picks): each consumer warpgroup writes its 64 x BN bf16
+//     tile into its own staging buffer (64x64 boxes, 128-byte swizzle: conflict-free), then one thread
+//     issues TMA stores (bulk groups) that run on while the warpgroup starts the next tile's mainloop;
+//     the buffer is reused after cp.async.bulk.wait_group.read. A warpgroup whose 64 rows run past the
+//     segment end stores from the buffer with masked 16-byte stores instead (a TMA box cannot be
+//     clipped to a segment). Configs 1 and 2 store straight from the accumulator fragments (4-byte
+//     stores, rows masked), which leaves the tensor cores idle for longer between tiles.
+#include "grouped_gemm_sm90.h"
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cudaTypedefs.h>
+
+#include <mutex>
+
+// In the passes for other targets the kernel body is compiled out, leaving helpers unreferenced.
+#pragma nv_diag_suppress 177
+
+namespace eps::cuda {
+
+namespace {
+
+constexpr int BM = 128;
+constexpr int BK = 64;  // 64 bf16 = 128 bytes: one swizzle row
+constexpr int kThreads = 384;
+constexpr int kConsumerWarps = 8;
+
+template <int BN, int STAGES, bool TMA_STORE>
+struct Cfg {
+  static constexpr int kABytes = BM * BK * 2;
+  static constexpr int kBBytes = BN * BK * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kPipeBytes = STAGES * kStageBytes;
+  // TMA-store epilogue: a bf16 staging tile per consumer warpgroup, [BN/64 boxes][64 rows][64 cols],
+  // each box in the 128-byte swizzle (conflict-free fragment writes, and what the TMA store reads).
+  static constexpr int kCBytes = TMA_STORE ? BM * BN * 2 : 0;
+  static constexpr int kBarOffset = kPipeBytes + kCBytes;
+  static size_t smemBytes(int S) { return 1024 + size_t(kBarOffset) + 2 * STAGES * 8 + 3 * 4 * size_t(S + 1) + 16; }
+};
+
+// ---- PTX wrappers -----------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void mbarInit(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbarArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred P1;\n"
+      "LAB_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+      "@P1 bra DONE;\n"
+      "bra LAB_WAIT;\n"
+      "DONE:\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+__device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+__device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1, int c2) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
+}
+__device__ __forceinline__ void prefetchTensorMap(const CUtensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+
+__device__ __forceinline__ void tmaStore2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1)
+               : "memory");
+}
+__device__ __forceinline__ void bulkCommit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulkWaitRead0() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulkWait0() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+__device__ __forceinline__ void fenceProxyAsyncSmem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ __forceinline__ void namedBarrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void stShared32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint4 ldShared128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads/writes across the wgmma fences and waits.
+__device__ __forceinline__ void fenceReg(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// Shared-memory matrix descriptor: K-major operand, 128-byte swizzle, 8-row atoms 1024 bytes apart.
+__device__ __forceinline__ uint64_t smemDesc(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// ---- wgmma m64nNk16, bf16 x bf16 -> fp32, both operands from shared memory, K-major (generated) ----
+
+__device__ __forceinline__ void wgmma_m64n128k16(float* d, uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+
+__device__ __forceinline__ void wgmma_m64n256k16(float* d, uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "setp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+      "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+      "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+      "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+      "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+      "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+
+template <int BN>
+__device__ __forceinline__ void wgmmaTile(float* d, uint64_t descA, uint64_t descB, int scaleD) {
+  if constexpr (BN == 128) wgmma_m64n128k16(d, descA, descB, scaleD);
+  else wgmma_m64n256k16(d, descA, descB, scaleD);
+}
+
+// ---- the kernel -------------------------------------------------------------------------------
+
+template <int BN, int STAGES, bool TMA_STORE>
+__global__ void __launch_bounds__(kThreads, 1)
+    groupedGemmSm90Kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
+                          const __grid_constant__ CUtensorMap tmC, __nv_bfloat16* __restrict__ out,
+                          const int32_t* __restrict__ offsets, int S, int E, int N, int K, int R, int band) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = Cfg<BN, STAGES, TMA_STORE>;
+  extern __shared__ uint8_t smemRaw[];
+  __shared__ int warpSums[kThreads / 32];
+  __shared__ int totalTilesS;
+
+  const uint32_t rawAddr = smemAddr(smemRaw);
+  const uint32_t base = (rawAddr + 1023u) & ~1023u;
+  uint8_t* basePtr = smemRaw + (base - rawAddr);
+  const uint32_t sA = base;
+  const uint32_t sB = base + STAGES * C::kABytes;
+  const uint32_t sC = base + C::kPipeBytes;
+  const uint32_t fullBar = base + C::kBarOffset;
+  const uint32_t emptyBar = fullBar + STAGES * 8;
+  int* tileStart = reinterpret_cast<int*>(basePtr + C::kBarOffset + 2 * STAGES * 8);
+  int* rowStart = tileStart + (S + 1);
+  int* rowEnd = rowStart + (S + 1);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int nTilesN = (N + BN - 1) / BN;
+  const int nK = (K + BK - 1) / BK;
+
+  if (tid == 0) {
+    prefetchTensorMap(&tmA);
+    prefetchTensorMap(&tmB);
+    if (TMA_STORE) prefetchTensorMap(&tmC);
+    for (int i = 0; i < STAGES; ++i) {
+      mbarInit(fullBar + 8 * i, 1);
+      mbarInit(emptyBar + 8 * i, kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+
+  // Per-segment tile prefix: thread tid owns segments [s0, s1); a block-wide exclusive scan.
+  auto clampRow = [R](int v) { return v < 0 ? 0 : (v > R ? R : v); };
+  const int chunk = (S + kThreads - 1) / kThreads;
+  const int s0 = min(S, tid * chunk), s1 = min(S, s0 + chunk);
+  int local = 0;
+  for (int s = s0; s < s1; ++s) {
+    const int r0 = clampRow(offsets[s]), r1 = max(r0, clampRow(offsets[s + 1]));
+    local += ((r1 - r0 + BM - 1) / BM) * nTilesN;
+  }
+  int incl = local;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) warpSums[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    const int v = lane < kThreads / 32 ? warpSums[lane] : 0;
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, x, o);
+      if (lane >= o) x += y;
+    }
+    if (lane < kThreads / 32) warpSums[lane] = x - v;
+    if (lane == 31) totalTilesS = x;
+  }
+  __syncthreads();
+  {
+    int run = warpSums[warp] + incl - local;
+    for (int s = s0; s < s1; ++s) {
+      const int r0 = clampRow(offsets[s]), r1 = max(r0, clampRow(offsets[s + 1]));
+      tileStart[s] = run;
+      rowStart[s] = r0;
+      rowEnd[s] = r1;
+      run += ((r1 - r0 + BM - 1) / BM) * nTilesN;
+    }
+    if (tid == 0) tileStart[S] = totalTilesS;
+  }
+  __syncthreads();
+  const int totalTiles = totalTilesS;
+
+  // Tile t -> (segment s, m-tile, n-tile): s is the last segment whose first tile is <= t (it has tiles).
+  // Within a segment the m-tiles go in bands of `band`; a band's tiles run n-tile by n-tile with the
+  // m-tile fastest, so the CTAs running together share a few weight tiles and a band of rows in L2.
+  auto decode = [&](int t, int& s, int& mt, int& nt) {
+    int lo = 0, hi = S - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (tileStart[mid] <= t) lo = mid;
+      else hi = mid - 1;
+    }
+    s = lo;
+    const int mTiles = (rowEnd[s] - rowStart[s] + BM - 1) / BM;
+    const int localT = t - tileStart[s];
+    const int g = min(band, mTiles);
+    const int b = localT / (g * nTilesN);
+    const int rem = localT - b * g * nTilesN;
+    const int gb = min(g, mTiles - b * g);
+    nt = rem / gb;
+    mt = b * g + (rem - nt * gb);
+  };
+
+  const int wg = warp / 4;
+  if (wg == 0) {
+    // ---- producer ----
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (warp == 0 && lane == 0) {
+      int it = 0;
+      for (int t = blockIdx.x; t < totalTiles; t += gridDim.x) {
+        int s, mt, nt;
+        decode(t, s, mt, nt);
+        const int row = rowStart[s] + mt * BM, col = nt * BN, e = s % E;
+        for (int kb = 0; kb < nK; ++kb, ++it) {
+          const int stage = it % STAGES;
+          const uint32_t phase = (it / STAGES) & 1;
+          mbarWait(emptyBar + 8 * stage, phase ^ 1);
+          mbarExpectTx(fullBar + 8 * stage, C::kStageBytes);
+          tmaLoad2d(sA + stage * C::kABytes, &tmA, fullBar + 8 * stage, kb * BK, row);
+          tmaLoad3d(sB + stage * C::kBBytes, &tmB, fullBar + 8 * stage, kb * BK, col, e);
+        }
+      }
+    }
+  } else {
+    // ---- consumers: warpgroup 1 rows 0..63 of the tile, warpgroup 2 rows 64..127 ----
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    const int cw = wg - 1;
+    const int wIn = warp % 4;
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+    int it = 0;
+    for (int t = blockIdx.x; t < totalTiles; t += gridDim.x) {
+      int s, mt, nt;
+      decode(t, s, mt, nt);
+      for (int kb = 0; kb < nK; ++kb, ++it) {
+        const int stage = it % STAGES;
+        const uint32_t phase = (it / STAGES) & 1;
+        mbarWait(fullBar + 8 * stage, phase);
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
+        wgmmaFence();
+        const uint32_t a0 = sA + stage * C::kABytes + cw * 64 * BK * 2;
+        const uint32_t b0 = sB + stage * C::kBBytes;
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk)
+          wgmmaTile<BN>(acc, smemDesc(a0 + kk * 32), smemDesc(b0 + kk * 32), (kb | kk) != 0);
+        wgmmaCommit();
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
+        if (kb > 0) {
+          wgmmaWait<1>();
+          if (lane == 0) mbarArrive(emptyBar + 8 * ((it - 1) % STAGES));
+        }
+      }
+      wgmmaWait<0>();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
+      if (lane == 0) mbarArrive(emptyBar + 8 * ((it - 1) % STAGES));
+
+      const int rEnd = rowEnd[s];
+      const int tileRow = rowStart[s] + mt * BM + cw * 64;  // this warpgroup's first row
+      if constexpr (!TMA_STORE) {
+        // Epilogue: fragment (j, half) of thread `lane` in warp wIn holds row wIn*16 + lane/4 (+8),
+        // columns 8j + 2*(lane%4) + {0,1}.
+        const int rowA = tileRow + wIn * 16 + lane / 4;
+        const int rowB = rowA + 8;
+        const int colBase = nt * BN + 2 * (lane % 4);
+        __nv_bfloat16* outA = out + size_t(rowA) * N;
+        __nv_bfloat16* outB = out + size_t(rowB) * N;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int col = colBase + 8 * j;
+          if (col < N) {
+            if (rowA < rEnd)
+              *reinterpret_cast<__nv_bfloat162*>(outA + col) = __floats2bfloat162_rn(acc[4 * j], acc[4 * j + 1]);
+            if (rowB < rEnd)
+              *reinterpret_cast<__nv_bfloat162*>(outB + col) = __floats2bfloat162_rn(acc[4 * j + 2], acc[4 * j + 3]);
+          }
+        }
+      } else {
+        // Epilogue through shared memory: the warpgroup's 64 x BN tile goes to its staging buffer
+        // (BN/64 boxes of 64x64, 128-byte swizzle), then one TMA store per box when all 64 rows lie in
+        // the segment (it runs on while the next tile's mainloop starts), else masked 16-byte stores.
+        const int tIn = tid % 128;
+        const uint32_t myC = sC + cw * (64 * BN * 2);
+        if (tIn == 0) bulkWaitRead0();  // the previous tile's TMA store has read the buffer
+        namedBarrier(1 + cw, 128);
+        const int rA = wIn * 16 + lane / 4;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const uint32_t box = myC + (j / 8) * 8192;
+          const int ch = j % 8;
+          stShared32(box + rA * 128 + ((ch ^ (rA & 7)) << 4) + (lane % 4) * 4, packBf16(acc[4 * j], acc[4 * j + 1]));
+          stShared32(box + (rA + 8) * 128 + ((ch ^ ((rA + 8) & 7)) << 4) + (lane % 4) * 4,
+                     packBf16(acc[4 * j + 2], acc[4 * j + 3]));
+        }
+        fenceProxyAsyncSmem();
+        namedBarrier(1 + cw, 128);
+        if (tileRow + 64 <= rEnd) {
+          if (tIn == 0) {
+#pragma unroll
+            for (int bx = 0; bx < BN / 64; ++bx)
+              if (nt * BN + bx * 64 < N) tmaStore2d(&tmC, myC + bx * 8192, nt * BN + bx * 64, tileRow);
+            bulkCommit();
+          }
+        } else {
+#pragma unroll 4
+          for (int i = 0; i < (64 * BN / 8) / 128; ++i) {
+            const int idx = i * 128 + tIn;
+            const int r = idx / (BN / 8), cc = idx % (BN / 8);
+            const int row = tileRow + r, col = nt * BN + cc * 8;
+            if (row < rEnd && col < N) {
+              const uint4 v = ldShared128(myC + (cc / 8) * 8192 + r * 128 + (((cc % 8) ^ (r & 7)) << 4));
+              *reinterpret_cast<uint4*>(out + size_t(row) * N + col) = v;
+            }
+          }
+        }
+      }
+    }
+    if (TMA_STORE && tid % 128 == 0) bulkWait0();
+  }
+#elif defined(__CUDA_ARCH__)
+  // Built without the sm_90a target (e.g. a plain sm_90 or sm_80 pass of a multi-architecture build):
+  // no wgmma here. Fail loudly rather than leave the output unwritten.
+  __trap();
+#endif
+}
+
+// ---- host side --------------------------------------------------------------------------------
+
+PFN_cuTensorMapEncodeTiled_v12000 encodeTiled() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  });
+  return fn;
+}
+
+bool encode(CUtensorMap* map, const void* ptr, cuuint32_t rank, const cuuint64_t* dims, const cuuint64_t* strides,
+            const cuuint32_t* box) {
+  auto fn = encodeTiled();
+  if (!fn) return false;
+  const cuuint32_t elemStrides[3] = {1, 1, 1};
+  return fn(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, const_cast<void*>(ptr), dims, strides, box, elemStrides,
+            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+struct DeviceInfo {
+  int sms = 0;
+  int maxSmem = 0;
+  int major = 0, minor = 0;
+};
+
+DeviceInfo deviceInfo(int device) {
+  static std::mutex mu;
+  static DeviceInfo cache[64];
+  static bool have[64] = {};
+  std::lock_guard<std::mutex> lock(mu);
+  if (device < 0 || device >= 64) return {};
+  if (!have[device]) {
+    DeviceInfo d;
+    cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device);
+    cudaDeviceGetAttribute(&d.maxSmem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&d.minor, cudaDevAttrComputeCapabilityMinor, device);
+    cache[device] = d;
+    have[device] = true;
+  }
+  return cache[device];
+}
+
+// Bands of m-tiles (decode()): 0 picks the default.
+constexpr int kDefaultBand = 8;
+
+template <int BN, int STAGES, bool TMA_STORE>
+cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
+  using C = Cfg<BN, STAGES, TMA_STORE>;
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const DeviceInfo info = deviceInfo(device);
+  const size_t smem = C::smemBytes(p.S);
+  if (info.sms <= 0 || smem > size_t(info.maxSmem)) return cudaErrorInvalidValue;
+
+  CUtensorMap mapA, mapB, mapC;
+  const cuuint64_t dimsA[2] = {cuuint64_t(p.K), cuuint64_t(p.R)};
+  const cuuint64_t stridesA[1] = {cuuint64_t(p.K) * 2};
+  const cuuint32_t boxA[2] = {BK, BM};
+  const cuuint64_t dimsB[3] = {cuuint64_t(p.K), cuuint64_t(p.N), cuuint64_t(p.E)};
+  const cuuint64_t stridesB[2] = {cuuint64_t(p.K) * 2, cuuint64_t(p.K) * cuuint64_t(p.N) * 2};
+  const cuuint32_t boxB[3] = {BK, BN, 1};
+  const cuuint64_t dimsC[2] = {cuuint64_t(p.N), cuuint64_t(p.R)};
+  const cuuint64_t stridesC[1] = {cuuint64_t(p.N) * 2};
+  const cuuint32_t boxC[2] = {64, 64};
+  if (!encode(&mapA, p.a, 2, dimsA, stridesA, boxA) || !encode(&mapB, p.w, 3, dimsB, stridesB, boxB) ||
+      !encode(&mapC, p.out, 2, dimsC, stridesC, boxC))
+    return cudaErrorInvalidValue;
+
+  auto kernel = groupedGemmSm90Kernel<BN, STAGES, TMA_STORE>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (err != cudaSuccess) return err;
+  const int band = p.bandM > 0 ? p.bandM : kDefaultBand;
+  kernel<<<info.sms, kThreads, smem, stream>>>(mapA, mapB, mapC, static_cast<__nv_bfloat16*>(p.out), p.offsets, p.S,
+                                              p.E, p.N, p.K, int(p.R), band);
+  return cudaGetLastError();
+}
+
+cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t stream) {
+  switch (config) {
+    case 1: return launch<128, 6, false>(p, stream);
+    case 2: return launch<256, 4, false>(p, stream);
+    case 3: return launch<256, 3, true>(p, stream);
+    case 4: return launch<128, 5, true>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// Auto: the rows per expert on average are R / E (R is the allocation, known on the host without a
+// sync; expert_matmul allocates exactly the routed rows). Measured on H100 (docs/bench/
+// 2026-12-07-grouped-gemm-sm90.md): the 128x128 TMA-store tile wins below ~192 rows per expert (less
+// padding in the last m-tile, more tiles to spread), the 128x256 TMA-store tile from 256 up.
+int pickConfig(const GroupedGemmSm90Args& p) {
+  if (p.config >= 1 && p.config <= 4) return p.config;
+  return p.R < int64_t(192) * p.E ? 4 : 3;
+}
+
+}  // namespace
+
+bool groupedGemmSm90Supported(int device) {
+  const DeviceInfo d = deviceInfo(device);
+  return d.major == 9 && d.minor == 0 && encodeTiled() != nullptr;
+}
+
+bool groupedGemmSm90Takes(const GroupedGemmSm90Args& p) {
+  auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
+  return p.K > 0 && p.K % 8 == 0 && p.N > 0 && p.N % 8 == 0 && p.E >= 1 && p.S >= 1 && p.R >= 1 &&
+         p.R <= (int64_t(1) << 31) - 1 - BM && p.offsets && aligned(p.a) && aligned(p.w) && aligned(p.out) &&
+         Cfg<128, 6, false>::smemBytes(p.S) <= 227 * 1024;
+}
+
+cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& p, cudaStream_t stream) {
+  if (!groupedGemmSm90Takes(p)) return cudaErrorInvalidValue;
+  const int config = pickConfig(p);
+  const cudaError_t err = launchConfig(config, p, stream);
+  // A staging-buffer config needs more shared memory: with many segments fall back to direct stores.
+  if (err == cudaErrorInvalidValue && (config == 3 || config == 4)) return launchConfig(config == 3 ? 2 : 1, p, stream);
+  return err;
+}
+
+}  // namespace eps::cuda
