@@ -4,7 +4,8 @@
 # host, measured alternately so that drift of the host hits both alike. Carry .gpu (../shared/gpu/
 # bundle.sh), dist and the tarball.
 #
-# usage: scripts/gpu-compare.sh BASE.tar.gz [build] [tests] [bench] [load:PRESET] ...
+# usage: scripts/gpu-compare.sh BASE.tar.gz THIS.tar.gz|. [build] [tests] [bench] [load:PRESET] ...
+#   THIS: a tarball like BASE's (a fixed commit, whatever else is in the working tree), or . (this tree)
 #   build        both addons with CUDA (in parallel); kept between calls on a warm machine
 #   tests        this tree's one-GPU suites: gpu.ops, gpu.golden, gpu.cluster (skips itself on one GPU)
 #   bench        `eps-moe bench experts attention`, base, this, base, this
@@ -12,15 +13,18 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 base_tar=$1
-shift
+this_tar=$2
+shift 2
 OUT=${OUT:-/tmp/eps-compare}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
 export EPS_CUDA=1 CMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} PATH=/usr/local/cuda/bin:$PATH
 export EPS_CACHE_DIR=${EPS_CACHE_DIR:-/tmp/eps-compare-cache}
 GPU_ENV_NO_BUILD=1 source .gpu/env.sh
-here=$PWD
-base=$here/.cache/base
+top=$PWD
+here=$top
+[ "$this_tar" != . ] && here=$top/.cache/this
+base=$top/.cache/base
 summary=()
 t0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - t0)) s"; }
@@ -29,8 +33,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 for step in "$@"; do
   case $step in
     build)
-      rm -rf "$base" build && mkdir -p "$base" && tar -C "$base" -xzf "$base_tar" && ln -s "$here/node_modules" "$base/node_modules"
-      (npm run --silent build:native > "$OUT/build-this.log" 2>&1) &
+      rm -rf "$base" build && mkdir -p "$base" && tar -C "$base" -xzf "$base_tar" && ln -s "$top/node_modules" "$base/node_modules"
+      if [ "$this_tar" != . ]; then
+        rm -rf "$here" && mkdir -p "$here" && tar -C "$here" -xzf "$this_tar" && ln -s "$top/node_modules" "$here/node_modules"
+      fi
+      (cd "$here" && npm run --silent build:native > "$OUT/build-this.log" 2>&1) &
       p1=$!
       (cd "$base" && npm run --silent build:native > "$OUT/build-base.log" 2>&1) &
       p2=$!
@@ -39,7 +46,7 @@ for step in "$@"; do
       [ $r1 -eq 0 ] && [ $r2 -eq 0 ] || { tail -20 "$OUT/build-this.log" "$OUT/build-base.log"; exit 1; } ;;
     tests)
       for suite in ops golden cluster; do
-        npx jest "test/gpu.$suite.test.ts" > "$OUT/jest-$suite.log" 2>&1
+        (cd "$here" && npx jest "test/gpu.$suite.test.ts") > "$OUT/jest-$suite.log" 2>&1
         summary+=("gpu.$suite: $(grep -E '^Tests:' "$OUT/jest-$suite.log") rc $? ($(elapsed))")
         grep -E "✕|skipped:" "$OUT/jest-$suite.log" | head -10
       done ;;
@@ -63,8 +70,8 @@ for step in "$@"; do
         for _ in $(seq 1 300); do grep -q '^ready:' "$log.launch" && break; kill -0 $lpid 2>/dev/null || break; sleep 1; done
         addr=$(grep -o 'ready: [^ ]*' "$log.launch" | cut -d' ' -f2)
         if [ -n "$addr" ]; then
-          node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 4 --timeout-ms 120000 > /dev/null 2>&1
-          node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 16 --timeout-ms 120000 > "$log.txt" 2>&1
+          (cd "$here" && node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 4 --timeout-ms 120000) > /dev/null 2>&1
+          (cd "$here" && node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 16 --timeout-ms 120000) > "$log.txt" 2>&1
         else
           echo "the cluster did not become ready" > "$log.txt"; tail -5 "$log.err" >> "$log.txt"
         fi
