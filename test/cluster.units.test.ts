@@ -1,7 +1,8 @@
-// Small pure pieces of the cluster: addresses, the load generator's statistics, the ranks' settings
-// from the environment.
+// Small pure pieces of the cluster: addresses, the load generator's statistics, the ranks'
+// configuration as they receive it.
 import { nearestRank, summarizeLoad } from '../src/cluster/loadStats';
-import { dispatchFromEnv, expertGroupsFromEnv } from '../src/cluster/rankEngineFactory';
+import { DEFAULT_ENGINE_CONFIG, parseRankConfig, type EngineConfig } from '../src/cluster/rankConfig';
+import { parseMoeSchedule } from '../src/moe/schedule';
 import { parseHostPort, peerHost } from '../src/cluster/peerAddress';
 
 describe('peerHost', () => {
@@ -40,25 +41,52 @@ describe('load statistics', () => {
   });
 });
 
-describe('expertGroupsFromEnv (launch --expert-groups G)', () => {
-  test('unset or empty: one group; digits: that many', () => {
-    expect(expertGroupsFromEnv({})).toBeUndefined();
-    expect(expertGroupsFromEnv({ EPS_EXPERT_GROUPS: '' })).toBeUndefined();
-    expect(expertGroupsFromEnv({ EPS_EXPERT_GROUPS: '4' })).toBe(4);
-  });
-  test.each(['0', '-2', '2.5', 'four', '0x4'])('refuses %j', (text) => {
-    expect(() => expertGroupsFromEnv({ EPS_EXPERT_GROUPS: text })).toThrow(/EPS_EXPERT_GROUPS must be a positive integer/);
-  });
-});
+describe('parseRankConfig (what the launcher sends each rank on stdin)', () => {
+  const config = (engine: Partial<Record<keyof EngineConfig, unknown>> = {}): string =>
+    JSON.stringify({
+      coordinator: '127.0.0.1:5000',
+      rank: 1,
+      world: 2,
+      nodeRank: 0,
+      localRank: 1,
+      backend: 'cpu',
+      deviceIndex: 0,
+      bindHost: '127.0.0.1',
+      advertiseHost: '',
+      collectiveTimeoutMs: 1000,
+      rendezvousTimeoutMs: 1000,
+      parentCheckMs: 0,
+      engine: { ...DEFAULT_ENGINE_CONFIG, ...engine },
+    });
 
-describe('dispatchFromEnv (launch --dispatch MODE)', () => {
-  test('unset or empty: auto; a mode, in any case', () => {
-    expect(dispatchFromEnv({})).toBeUndefined();
-    expect(dispatchFromEnv({ EPS_DISPATCH: ' ' })).toBeUndefined();
-    expect(dispatchFromEnv({ EPS_DISPATCH: 'dedup' })).toBe('dedup');
-    expect(dispatchFromEnv({ EPS_DISPATCH: 'PAIRS' })).toBe('pairs');
+  test('a RankConfig comes back as sent; the schedule as parseMoeSchedule makes it', () => {
+    const sent = config({ schedule: parseMoeSchedule('fixed:4:dense:experts'), expertGroups: 4, dispatch: 'dedup', randomWeightsSeed: 0 });
+    expect(parseRankConfig(sent)).toEqual(JSON.parse(sent));
+    expect(parseRankConfig(config()).engine).toEqual({
+      schedule: { kind: 'auto' },
+      expertGroups: 1,
+      dispatch: 'auto',
+      randomWeightsSeed: null,
+      traceFile: null,
+    });
   });
-  test('refuses anything else, naming the variable and the modes', () => {
-    expect(() => dispatchFromEnv({ EPS_DISPATCH: '1' })).toThrow(/EPS_DISPATCH must be one of auto, pairs, dedup, got "1"/);
+  test.each([0, -2, 2.5, 'four', '4'])('refuses expert groups %j', (groups) => {
+    expect(() => parseRankConfig(config({ expertGroups: groups }))).toThrow(/engine.expertGroups must be a positive integer/);
+  });
+  test('refuses a dispatch mode it does not know, naming the field and the modes', () => {
+    expect(() => parseRankConfig(config({ dispatch: '1' }))).toThrow(/engine.dispatch must be one of auto, pairs, dedup, got "1"/);
+  });
+  test.each([
+    { kind: 'sometimes' },
+    { kind: 'fixed', degree: '2' },
+    { kind: 'fixed', degree: 2, kernel: 'DENSE' },
+    { kind: 'auto', degree: 2 },
+    'auto',
+  ])('refuses the schedule %j', (schedule) => {
+    expect(() => parseRankConfig(config({ schedule }))).toThrow(/engine.schedule/);
+  });
+  test('refuses what is not JSON, and a rank outside the world', () => {
+    expect(() => parseRankConfig('{')).toThrow(/rank configuration: not JSON/);
+    expect(() => parseRankConfig(config().replace('"rank":1', '"rank":2'))).toThrow(/rank 2 is outside \[0, 2\)/);
   });
 });

@@ -7,10 +7,12 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { launchCluster } from '../cluster/launcher';
+import type { EngineConfig } from '../cluster/rankConfig';
 import { DEFAULT_TUNING, type ClusterTuning } from '../cluster/tuning';
 import { createLogger, type Logger } from '../rpc/log';
 import type { ClusterLoadProgress } from '../cluster/router';
 import type { BackendKind } from '../native/addonTypes';
+import type { ModelSpec } from '../model/config';
 import type { DispatchMode } from '../moe/schedule';
 import { CliError } from './errors';
 import { ProgressView } from './progress';
@@ -37,7 +39,7 @@ export interface LaunchCommandOptions {
   moeSchedule?: string;
   /** Groups of each rank's experts (the scheduler's expert axis); every node must give the same. */
   expertGroups?: number;
-  /** --dispatch: auto, pairs or dedup; the ranks read EPS_DISPATCH. */
+  /** --dispatch: auto, pairs or dedup. */
   dispatch?: DispatchMode;
   logLevel?: string;
   /** Seeded random weights made on each rank's device from config.json alone (benchmarks of full-size shapes). */
@@ -47,12 +49,6 @@ export interface LaunchCommandOptions {
 }
 
 export const DEFAULT_HOST = '127.0.0.1';
-/** Set (to a seed) for rank processes that make random weights instead of reading a checkpoint. */
-export const RANDOM_WEIGHTS_ENV = 'EPS_RANDOM_WEIGHTS';
-/** Set (to G) for rank processes that load their experts in G groups (--expert-groups). */
-export const EXPERT_GROUPS_ENV = 'EPS_EXPERT_GROUPS';
-/** Set (to auto, pairs or dedup) for rank processes: how their MoE dispatch sends rows (--dispatch). */
-export const DISPATCH_ENV = 'EPS_DISPATCH';
 export const DEFAULT_PORT = 50051;
 
 export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
@@ -65,35 +61,22 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   const backend = opts.backend ?? (await bestBackend());
   const ranksPerNode = opts.ranks ?? (await defaultRanks(backend));
   if (!Number.isInteger(ranksPerNode) || ranksPerNode < 1) throw new CliError('--ranks must be a positive integer', 2);
-  if (opts.moeSchedule !== undefined) {
-    const { parseMoeSchedule, scheduleLayoutProblem } = await import('../moe/schedule');
-    let schedule;
-    try {
-      schedule = parseMoeSchedule(opts.moeSchedule);
-    } catch (e) {
-      throw new CliError(`--moe-schedule: ${(e as Error).message}`, 2);
-    }
-    const problem = scheduleLayoutProblem(schedule, opts.expertGroups ?? 1);
-    if (problem) throw new CliError(problem, 2);
+  const flags = await engineConfigOf(opts);
+  const modelDir =
+    opts.model !== undefined
+      ? path.resolve(opts.model)
+      : opts.randomWeights
+        ? await presetConfigOnly(opts.preset)
+        : await builtInModel(opts.preset, logger);
+  const { loadModelSpec } = await import('../model/config');
+  let spec: ModelSpec;
+  try {
+    spec = await loadModelSpec(modelDir);
+  } catch (e) {
+    throw new CliError(`launch failed: ${(e as Error).message}`);
   }
-  // Ranks inherit the environment: each loads its experts in these groups (rankEngineFactory).
-  if (opts.expertGroups !== undefined) {
-    if (!Number.isInteger(opts.expertGroups) || opts.expertGroups < 1) throw new CliError('--expert-groups must be a positive integer', 2);
-    process.env[EXPERT_GROUPS_ENV] = String(opts.expertGroups);
-  }
-  // Ranks inherit the environment: how each sends its MoE dispatch (rankEngineFactory).
-  if (opts.dispatch) process.env[DISPATCH_ENV] = opts.dispatch;
-  let modelDir: string;
-  if (opts.randomWeights) {
-    // Ranks inherit the environment: each makes its weights from config.json alone (rankEngineFactory).
-    process.env[RANDOM_WEIGHTS_ENV] = '0';
-    modelDir = opts.model !== undefined ? path.resolve(opts.model) : await presetConfigOnly(opts.preset);
-  } else {
-    modelDir = opts.model !== undefined ? path.resolve(opts.model) : await builtInModel(opts.preset, logger);
-  }
-
-  const traceFile = opts.trace !== undefined ? path.resolve(opts.trace) : undefined;
-  if (traceFile) process.env.EPS_TRACE_FILE = traceFile; // the ranks inherit it (rankEngineFactory)
+  const engine = await checkedAgainstModel(flags, spec, ranksPerNode * nnodes);
+  const traceFile = engine.traceFile ?? undefined;
 
   const tuning: ClusterTuning = {
     ...DEFAULT_TUNING,
@@ -120,7 +103,8 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
       host: opts.host ?? DEFAULT_HOST,
       port: opts.port ?? DEFAULT_PORT,
       tuning,
-      moeSchedule: opts.moeSchedule,
+      spec,
+      engine,
       logger,
       onProgress: (p: ClusterLoadProgress) => progress.update(p.loaded, p.total, `${p.ranksDone}/${p.world} ranks`),
     });
@@ -155,6 +139,49 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   }
   logger.info({ code }, 'launcher exiting');
   process.exit(code);
+}
+
+/**
+ * The engine flags, each parsed and checked on its own (exit 2 on a mistake), before a model is made:
+ * every rank gets them from here, in its RankConfig.
+ */
+async function engineConfigOf(opts: LaunchCommandOptions): Promise<EngineConfig> {
+  const { parseDispatchMode, parseMoeSchedule } = await import('../moe/schedule');
+  let schedule;
+  try {
+    schedule = parseMoeSchedule(opts.moeSchedule ?? 'auto');
+  } catch (e) {
+    throw new CliError((e as Error).message, 2);
+  }
+  const expertGroups = opts.expertGroups ?? 1;
+  if (!Number.isInteger(expertGroups) || expertGroups < 1) throw new CliError('--expert-groups must be a positive integer', 2);
+  let dispatch: DispatchMode;
+  try {
+    dispatch = parseDispatchMode(opts.dispatch ?? 'auto', '--dispatch');
+  } catch (e) {
+    throw new CliError((e as Error).message, 2);
+  }
+  return {
+    schedule,
+    expertGroups,
+    dispatch,
+    randomWeightsSeed: opts.randomWeights ? 0 : null,
+    traceFile: opts.trace !== undefined ? path.resolve(opts.trace) : null,
+  };
+}
+
+/** The engine flags checked against the model: its experts split over `world` ranks in the groups asked, the schedule runs on them. */
+async function checkedAgainstModel(flags: EngineConfig, spec: ModelSpec, world: number): Promise<EngineConfig> {
+  const { expertLayout } = await import('../moe/placement');
+  const { scheduleLayoutProblem } = await import('../moe/schedule');
+  let problem: string | undefined;
+  try {
+    problem = scheduleLayoutProblem(flags.schedule, expertLayout(spec.moe.numExperts, world, flags.expertGroups).groups);
+  } catch (e) {
+    problem = (e as Error).message;
+  }
+  if (problem) throw new CliError(problem, 2);
+  return flags;
 }
 
 /** CUDA when the addon has it (and sees a GPU), else the CPU backend. */

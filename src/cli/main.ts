@@ -95,7 +95,7 @@ export function buildProgram(): Command {
       'how long a failed cluster answers NOT_SERVING before exiting',
       nonNegativeInt('--failure-linger-ms'),
     )
-    .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption)
+    .option('--moe-schedule <schedule>', SCHEDULE_HELP)
     .addOption(expertGroupsOption('; give every node the same G'))
     .addOption(dispatchOption())
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")

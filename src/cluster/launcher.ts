@@ -1,15 +1,16 @@
 // The launcher of one node, as torchrun is: it spawns this node's ranks (one process each, with the
-// launcher's own environment) and, on node 0, runs the router in its own process. It supervises
-// them: a rank that dies fails the cluster; a signal drains it and stops it; either way no process
-// is left behind (ranks that do not stop in time are killed).
+// launcher's own environment, its RankConfig sent on stdin) and, on node 0, runs the router in its
+// own process. It supervises them: a rank that dies fails the cluster; a signal drains it and stops
+// it; either way no process is left behind (ranks that do not stop in time are killed).
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { loadModelSpec } from '../model/config';
+import type { ModelSpec } from '../model/config';
 import type { BackendKind } from '../native/addonTypes';
 import { ClusterError, LaunchError, messageOf } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import { parseHostPort } from './peerAddress';
-import type { RankProcessOptions } from './rankProcess';
+import { sendConfig } from '../rpc/processConfig';
+import type { EngineConfig, RankConfig } from './rankConfig';
 import { Router, type ClusterLoadProgress } from './router';
 import type { ClusterTuning } from './tuning';
 import { loadTextTokenizer } from './textTokenizer';
@@ -27,8 +28,10 @@ export interface LaunchOptions {
   host: string;
   port: number;
   tuning: ClusterTuning;
-  /** The MoE schedule of every rank (`--moe-schedule`); the engine's default when absent. */
-  moeSchedule?: string;
+  /** The model's config (node 0's router serves it). */
+  spec: ModelSpec;
+  /** What every rank's engine runs with (made from the command line). */
+  engine: EngineConfig;
   logger: Logger;
   onProgress?: (p: ClusterLoadProgress) => void;
 }
@@ -65,10 +68,9 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
   let router: Router | null = null;
   let coordinatorAddress = opts.coordinator ?? '';
   if (opts.nodeRank === 0) {
-    const spec = await loadModelSpec(opts.modelDir);
     router = await Router.start({
       modelDir: opts.modelDir,
-      spec,
+      spec: opts.spec,
       tokenizer: loadTextTokenizer(opts.modelDir),
       backend: opts.backend,
       world,
@@ -93,7 +95,7 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
   const supervisor = new Supervisor(logger);
   for (let local = 0; local < opts.ranksPerNode; local++) {
     const rank = opts.nodeRank * opts.ranksPerNode + local;
-    const rankOpts: RankProcessOptions = {
+    const config: RankConfig = {
       coordinator: coordinatorAddress,
       rank,
       world,
@@ -106,9 +108,9 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
       collectiveTimeoutMs: tuning.collectiveTimeoutMs,
       rendezvousTimeoutMs: tuning.rendezvousTimeoutMs,
       parentCheckMs: 1000,
-      moeSchedule: opts.moeSchedule,
+      engine: opts.engine,
     };
-    supervisor.spawnRank(rankOpts);
+    supervisor.spawnRank(config);
   }
 
   let resolveFinished!: (code: number) => void;
@@ -179,22 +181,23 @@ class Supervisor {
 
   constructor(private readonly logger: Logger) {}
 
-  spawnRank(rankOpts: RankProcessOptions): void {
+  spawnRank(config: RankConfig): void {
     const entry = path.join(__dirname, `rankMain${path.extname(__filename)}`);
-    const child = spawn(process.execPath, [...childExecArgv(), entry, JSON.stringify(rankOpts)], {
+    const child = spawn(process.execPath, [...childExecArgv(), entry], {
       // The launcher's environment, whole: NCCL_*, CUDA_VISIBLE_DEVICES, proxies... reach the rank.
       env: {
         ...process.env,
-        RANK: String(rankOpts.rank),
-        WORLD_SIZE: String(rankOpts.world),
-        LOCAL_RANK: String(rankOpts.localRank),
-        NODE_RANK: String(rankOpts.nodeRank),
+        RANK: String(config.rank),
+        WORLD_SIZE: String(config.world),
+        LOCAL_RANK: String(config.localRank),
+        NODE_RANK: String(config.nodeRank),
       },
-      // stdout of ranks goes to the launcher's stderr: stdout carries the `ready:` line alone.
-      stdio: ['ignore', 2, 2],
+      // stdin carries the RankConfig; stdout of ranks goes to the launcher's stderr: stdout carries the `ready:` line alone.
+      stdio: ['pipe', 2, 2],
     });
-    const { rank } = rankOpts;
+    const { rank } = config;
     if (child.pid === undefined) throw new LaunchError(`could not start rank ${rank}`);
+    sendConfig(child, config);
     this.children.push({ rank, pid: child.pid });
     this.processes.set(rank, child);
     this.alive.add(rank);

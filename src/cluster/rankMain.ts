@@ -1,14 +1,23 @@
-// Entry point of a rank process, spawned by the launcher: `node rankMain.js '<RankProcessOptions as JSON>'`.
-// The environment is the launcher's own (NCCL_*, CUDA_VISIBLE_DEVICES... pass through untouched).
+// Entry point of a rank process, spawned by the launcher: `node rankMain.js`, its RankConfig as JSON
+// on stdin (rankConfig.ts, rpc/processConfig.ts). The environment is the launcher's own (NCCL_*,
+// CUDA_VISIBLE_DEVICES... pass through untouched).
 import { messageOf } from '../rpc/errors';
 import { createLogger } from '../rpc/log';
+import { receiveConfig } from '../rpc/processConfig';
+import { parseRankConfig } from './rankConfig';
 import { rankEngineFactory } from './rankEngineFactory';
-import { RANK_EXIT, RankProcess, type RankProcessOptions } from './rankProcess';
+import { RANK_EXIT, RankProcess } from './rankProcess';
 
 async function main(): Promise<void> {
-  const opts = JSON.parse(process.argv[2] ?? '{}') as RankProcessOptions;
-  const logger = createLogger({ role: 'rank', rank: opts.rank });
-  const rank = new RankProcess(opts, { createEngine: rankEngineFactory(opts.moeSchedule, logger), logger });
+  let config;
+  try {
+    config = parseRankConfig(await receiveConfig());
+  } catch (err) {
+    createLogger({ role: 'rank' }).error({ err: messageOf(err) }, 'rank failed to start');
+    process.exit(RANK_EXIT.failed);
+  }
+  const logger = createLogger({ role: 'rank', rank: config.rank });
+  const rank = new RankProcess(config, { createEngine: rankEngineFactory(config.engine, logger), logger });
   // Ctrl-C reaches the whole process group; the launcher drains the cluster and then stops the ranks.
   process.on('SIGINT', () => logger.debug('SIGINT left to the launcher'));
   process.on('SIGTERM', () => void rank.stop(RANK_EXIT.terminated, 'SIGTERM'));

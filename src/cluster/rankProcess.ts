@@ -8,11 +8,11 @@ import * as grpc from '@grpc/grpc-js';
 import { buildCommunicator, communicatorBootstrap, type BuiltCommunicator } from '../comm/communicatorFactory';
 import type { DataPlane } from '../comm/dataPlane';
 import type { RankEngine, RankEngineOptions } from '../engine/types';
-import type { BackendKind } from '../native/addonTypes';
 import { CHANNEL_OPTIONS, SERVER_OPTIONS } from '../rpc/channelOptions';
 import { ClusterError, RendezvousError, messageOf } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import { topLogprobs } from './logprobs';
+import type { RankConfig } from './rankConfig';
 import {
   coordinatorService,
   rankService,
@@ -29,27 +29,6 @@ import {
   type StepRequestMsg,
   type StepResponseMsg,
 } from '../rpc/protos';
-
-export interface RankProcessOptions {
-  /** host:port of the router's rendezvous server. */
-  coordinator: string;
-  rank: number;
-  world: number;
-  nodeRank: number;
-  localRank: number;
-  backend: BackendKind;
-  deviceIndex: number;
-  /** Where RankService listens (0.0.0.0 when other hosts must reach it). */
-  bindHost: string;
-  /** The host peers reach this rank at; empty: the address the router sees the Join come from. */
-  advertiseHost: string;
-  collectiveTimeoutMs: number;
-  rendezvousTimeoutMs: number;
-  /** Milliseconds between checks that the launcher is still alive (0: do not check). */
-  parentCheckMs: number;
-  /** The MoE schedule (`eps-moe forward --moe-schedule` syntax); the engine's default when absent. */
-  moeSchedule?: string;
-}
 
 export interface RankDeps {
   createEngine(opts: RankEngineOptions): Promise<RankEngine>;
@@ -87,7 +66,7 @@ export class RankProcess {
   private readonly logger: Logger;
 
   constructor(
-    private readonly opts: RankProcessOptions,
+    private readonly opts: RankConfig,
     private readonly deps: RankDeps,
   ) {
     this.logger = deps.logger;

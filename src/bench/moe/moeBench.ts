@@ -10,9 +10,11 @@ import { hasBackend, defaultBackend } from '../../native/addon';
 import type { BackendKind } from '../../native/addonTypes';
 import type { DispatchMode } from '../../moe/schedule';
 import { Device } from '../../native/device';
+import { sendConfig } from '../../rpc/processConfig';
 import { mergeRankTraces } from '../../trace/merge';
 import { BenchError } from '../errors';
 import { formatTable, sig3 } from '../table';
+import type { MoeBenchRankConfig } from './rankMain';
 import { runMoeBenchRank, type MoeBenchOptions, type MoeBenchRow } from './rankRunner';
 import type { RoutingKind } from './routing';
 import { findMoeShape, MOE_SHAPES, QUICK_MOE_SHAPES } from './shapes';
@@ -95,16 +97,16 @@ async function inProcess(
   return results[0];
 }
 
-/** One process per GPU, the parent's environment inherited (NCCL settings), NCCL's id made here. */
+/** One process per GPU, the parent's environment inherited (NCCL settings), NCCL's id made here and sent with its configuration on stdin. */
 async function forkRanks(world: number, options: MoeBenchOptions, progress: (l: string) => void): Promise<MoeBenchRow[]> {
   const uniqueIdHex = Buffer.from(ncclUniqueId()).toString('hex');
   const entry = path.join(__dirname, `rankMain${path.extname(__filename)}`);
-  const children = Array.from({ length: world }, (_, rank) =>
-    fork(entry, [], {
-      env: { ...process.env, EPS_MOE_BENCH_RANK: JSON.stringify({ rank, world, uniqueIdHex, options }) },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    }),
-  );
+  const children = Array.from({ length: world }, (_, rank) => {
+    const child = fork(entry, [], { stdio: ['pipe', 'inherit', 'inherit', 'ipc'] });
+    const config: MoeBenchRankConfig = { rank, world, uniqueIdHex, options };
+    sendConfig(child, config);
+    return child;
+  });
   let rows: MoeBenchRow[] = [];
   try {
     await Promise.all(

@@ -1,11 +1,13 @@
 // A rank process of the multi-GPU MoE benchmark (forked by moeBench.ts with the parent's environment,
-// so NCCL's settings reach it): joins NCCL with the id the parent made, runs its share, and sends
-// its rows (rank 0) and a done message to the parent over the IPC channel.
+// so NCCL's settings reach it; its MoeBenchRankConfig on stdin, as a cluster rank gets its RankConfig):
+// joins NCCL with the id the parent made, runs its share, and sends its rows (rank 0) and a done
+// message to the parent over the IPC channel.
 import { Device } from '../../native/device';
 import { NcclCommunicator } from '../../comm/ncclCommunicator';
+import { receiveConfig } from '../../rpc/processConfig';
 import { runMoeBenchRank, type MoeBenchOptions } from './rankRunner';
 
-interface RankArgs {
+export interface MoeBenchRankConfig {
   rank: number;
   world: number;
   uniqueIdHex: string;
@@ -13,7 +15,8 @@ interface RankArgs {
 }
 
 async function main(): Promise<void> {
-  const args = JSON.parse(process.env.EPS_MOE_BENCH_RANK ?? '{}') as RankArgs;
+  // The parent made it (moeBench.ts, from options the command line checked) in this same build.
+  const args = JSON.parse(await receiveConfig()) as MoeBenchRankConfig;
   const device = Device.open('cuda', args.rank);
   const comm = NcclCommunicator.join(device, Uint8Array.from(Buffer.from(args.uniqueIdHex, 'hex')), args.world, args.rank);
   const rows = await runMoeBenchRank(
