@@ -191,7 +191,6 @@ describe(`malformed requests, health and reflection (${FIXTURE}, 2 ranks)`, () =
 
       const files = await ask({ file_containing_symbol: 'eps.v1.PrefillService' });
       // Decode the FileDescriptorProto with protobufjs' descriptor and find the service and its methods.
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       const descriptor = require('protobufjs/ext/descriptor') as { FileDescriptorProto: { decode(b: Buffer): FileDescriptor } };
       interface FileDescriptor {
         package: string;

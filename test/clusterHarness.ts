@@ -20,7 +20,6 @@ export interface Golden {
 }
 
 export function loadGolden(fixture: string): Golden {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(path.join(FIXTURES, fixture, 'golden.json')) as Golden;
 }
 

@@ -42,7 +42,6 @@ export interface NcclModule {
 
 function loadNccl(): NcclModule {
   // Resolved at run time: the module exists only in builds with the CUDA backend's TypeScript side.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(path.join(__dirname, 'ncclCommunicator')) as NcclModule;
 }
 

@@ -2,6 +2,7 @@
 // bytes leave the device once per collective (the stream is at that point anyway: the CPU backend's
 // all-to-all is synchronous by contract) and come back as one upload in stream order.
 import { dtypeBytes, type Stream, type Tensor } from '../native/device';
+import { sum } from '../util/arrays';
 import type { Communicator } from './communicator';
 import type { DataPlane } from './dataPlane';
 
@@ -69,8 +70,4 @@ export class GrpcCommunicator implements Communicator {
 /** Bytes of one row; from the shape, so that a tensor of zero rows still has a row width. */
 function rowBytesOf(t: Tensor): number {
   return t.shape.slice(1).reduce((a, b) => a * b, 1) * dtypeBytes[t.dtype];
-}
-
-function sum(xs: readonly number[]): number {
-  return xs.reduce((a, b) => a + b, 0);
 }

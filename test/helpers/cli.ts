@@ -46,6 +46,5 @@ export interface Golden {
 export const GOLDEN_FIXTURES = ['mixtral', 'mixtral-sharded', 'qwen2-moe', 'qwen3-moe', 'qwen3-moe-fused'];
 
 export function loadGolden(fixture: string): Golden {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(path.join(FIXTURES, fixture, 'golden.json')) as Golden;
 }
