@@ -49,6 +49,7 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
     engine = await loadRankEngine({
       onLoadProgress: process.stderr.isTTY ? (done, total) => view.update(done, total) : undefined,
       modelDir: opts.model,
+      spec,
       backend,
       deviceIndex: 0,
       comm: new LocalCommunicator(),
