@@ -18,7 +18,7 @@ shift 2
 OUT=${OUT:-/tmp/eps-compare}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
-export EPS_CUDA=1 CMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} PATH=/usr/local/cuda/bin:$PATH
+export EPS_CUDA=${EPS_CUDA:-1} CMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} PATH=/usr/local/cuda/bin:$PATH
 export EPS_CACHE_DIR=${EPS_CACHE_DIR:-/tmp/eps-compare-cache}
 GPU_ENV_NO_BUILD=1 source .gpu/env.sh
 top=$PWD
@@ -28,7 +28,7 @@ base=$top/.cache/base
 summary=()
 t0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - t0)) s"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi 2>/dev/null --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 for step in "$@"; do
   case $step in
@@ -51,7 +51,7 @@ for step in "$@"; do
         grep -E "✕|skipped:" "$OUT/jest-$suite.log" | head -10
       done ;;
     bench)
-      for round in 1 2; do
+      for round in $(seq 1 "${ROUNDS:-2}"); do
         for tree in base this; do
           dir=$here; [ $tree = base ] && dir=$base
           (cd "$dir" && node bin/eps-moe.js bench experts attention --json "$OUT/bench-$tree-$round.json" > "$OUT/bench-$tree-$round.txt" 2>&1)
@@ -64,14 +64,14 @@ for step in "$@"; do
       for tree in base this; do
         dir=$here; [ $tree = base ] && dir=$base
         log=$OUT/load-$preset-$tree
-        (cd "$dir" && node bin/eps-moe.js launch --preset "$preset" --random-weights --ranks 1 --backend cuda --port 0 \
+        (cd "$dir" && node bin/eps-moe.js launch --preset "$preset" --random-weights --ranks 1 --backend "${BACKEND:-cuda}" --port 0 \
           --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn > "$log.launch" 2> "$log.err") &
         lpid=$!
         for _ in $(seq 1 300); do grep -q '^ready:' "$log.launch" && break; kill -0 $lpid 2>/dev/null || break; sleep 1; done
         addr=$(grep -o 'ready: [^ ]*' "$log.launch" | cut -d' ' -f2)
         if [ -n "$addr" ]; then
           (cd "$here" && node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 4 --timeout-ms 120000) > /dev/null 2>&1
-          (cd "$here" && node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 16 --timeout-ms 120000) > "$log.txt" 2>&1
+          (cd "$here" && node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat "${LOAD_REPEAT:-16}" --timeout-ms 120000) > "$log.txt" 2>&1
         else
           echo "the cluster did not become ready" > "$log.txt"; tail -5 "$log.err" >> "$log.txt"
         fi
@@ -83,5 +83,5 @@ done
 echo "---- summary"
 printf '%s\n' "${summary[@]}"
 for f in "$OUT"/load-*.txt; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -4 "$f"; }; done
-[ -f "$OUT/bench-this-2.json" ] && node scripts/compare-bench.js "$OUT"/bench-base-{1,2}.json -- "$OUT"/bench-this-{1,2}.json
+ls "$OUT"/bench-this-*.json > /dev/null 2>&1 && node scripts/compare-bench.js "$OUT"/bench-base-*.json -- "$OUT"/bench-this-*.json
 true
