@@ -10,7 +10,7 @@ import type { NativeDevice, NativeStream, NativeTensor } from '../native/addonTy
 import { Device, type Stream, type Tensor } from '../native/device';
 import type { Communicator } from './communicator';
 
-/** native/cuda/nccl_binding.cc's NcclComm. */
+/** native/bindings/nccl_binding.cc's NcclComm. */
 export interface NativeNcclComm {
   readonly rank: number;
   readonly world: number;
