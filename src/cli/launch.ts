@@ -4,24 +4,29 @@
 // prints one `ready:` line on stdout once it serves, and on SIGINT/SIGTERM drains and stops. The
 // process exits 0 after a planned stop, non-zero when the cluster failed (a rank lost).
 import * as path from 'node:path';
-import { ClusterOptionError, startCluster, type Cluster } from '../cluster/startCluster';
+import { ClusterOptionError, startCluster, type Cluster, type ClusterOptions } from '../cluster/startCluster';
 import { createLogger } from '../rpc/log';
-import type { BackendKind } from '../native/addonTypes';
-import type { DispatchMode } from '../moe/schedule';
 import { CliError } from './errors';
 import { ProgressView } from './progress';
 
-export interface LaunchCommandOptions {
-  model?: string;
-  preset?: string;
-  ranks?: number;
-  backend?: BackendKind;
-  host?: string;
-  port?: number;
-  nnodes?: number;
-  nodeRank?: number;
-  coordinator?: string;
-  /** Overrides of the cluster's limits and timeouts (flags such as --max-tokens-per-rank). */
+/** startCluster's options as flags, plus the cluster's limits and timeouts (--max-tokens-per-rank ...) and the log level. */
+export interface LaunchCommandOptions extends Pick<
+  ClusterOptions,
+  | 'model'
+  | 'preset'
+  | 'randomWeights'
+  | 'ranks'
+  | 'backend'
+  | 'host'
+  | 'port'
+  | 'nnodes'
+  | 'nodeRank'
+  | 'coordinator'
+  | 'moeSchedule'
+  | 'expertGroups'
+  | 'dispatch'
+  | 'trace'
+> {
   maxTokensPerRank?: number;
   maxWaitMs?: number;
   queueLimit?: number;
@@ -29,17 +34,7 @@ export interface LaunchCommandOptions {
   stepTimeoutMs?: number;
   drainTimeoutMs?: number;
   failureLingerMs?: number;
-  /** auto | baseline | fixed:D[:grouped|dense][:tokens|experts], as for `eps-moe forward`. */
-  moeSchedule?: string;
-  /** Groups of each rank's experts (the scheduler's expert axis); every node must give the same. */
-  expertGroups?: number;
-  /** --dispatch: auto, pairs or dedup. */
-  dispatch?: DispatchMode;
   logLevel?: string;
-  /** Seeded random weights made on each rank's device from config.json alone (benchmarks of full-size shapes). */
-  randomWeights?: boolean;
-  /** A Chrome/Perfetto trace of every step's MoE ops on this node's ranks, written when the cluster stops. */
-  trace?: string;
 }
 
 export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
