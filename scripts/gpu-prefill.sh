@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Whole-model prefill on one GPU against transformers, in one device call: for each PRESET[:LAYERS], the
+# preset's config (cut to LAYERS layers), `eps-moe launch --random-weights --ranks 1` + `eps-moe prefill`
+# of 8 x 2048 tokens, then scripts/baselines/transformers_prefill.py (sdpa, grouped_mm experts) on the
+# same config and the same token ids. Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
+#
+# usage: scripts/gpu-prefill.sh [build] PRESET[:LAYERS] ...      e.g. build qwen3-30b-a3b deepseek-v2-lite:12
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/eps-prefill}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
+export EPS_CUDA=${EPS_CUDA:-1} CMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} PATH=/usr/local/cuda/bin:$PATH
+export EPS_CACHE_DIR=${EPS_CACHE_DIR:-/tmp/eps-prefill-cache} PYTHONUNBUFFERED=1
+GPU_ENV_NO_BUILD=1 source .gpu/env.sh
+rows=()
+t0=$(date +%s)
+for item in "$@"; do
+  if [ "$item" = build ]; then
+    rm -rf build
+    npm run --silent build:native > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+    echo "build: ok ($(($(date +%s) - t0)) s)"
+    continue
+  fi
+  preset=${item%%:*}
+  layers=; [ "$item" != "$preset" ] && layers=${item#*:}
+  cfg=/tmp/eps-prefill-cfg/$preset${layers:+-$layers}
+  mkdir -p "$cfg"
+  node -e "const {presetConfig}=require('./dist/model/makeModel'); const c=presetConfig(process.argv[1]); if (process.argv[2]) c.num_hidden_layers=Number(process.argv[2]); require('fs').writeFileSync(process.argv[3]+'/config.json', JSON.stringify(c, null, 1)); const V=Math.min(32000, c.vocab_size); const r=[]; for (let b=0;b<8;b++) r.push(Array.from({length:2048},(_, i)=>(i*7919+b*104729)%V)); require('fs').writeFileSync('/tmp/load.json', JSON.stringify({sequences:r}))" "$preset" "$layers" "$cfg" || continue
+  log=$OUT/eps-$preset${layers:+-$layers}
+  node bin/eps-moe.js launch --model "$cfg" --random-weights --ranks 1 --backend "${BACKEND:-cuda}" --port 0 \
+    --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn > "$log.launch" 2> "$log.err" &
+  lpid=$!
+  for _ in $(seq 1 300); do grep -q '^ready:' "$log.launch" && break; kill -0 $lpid 2>/dev/null || break; sleep 1; done
+  addr=$(grep -o 'ready: [^ ]*' "$log.launch" | cut -d' ' -f2)
+  eps=-
+  if [ -n "$addr" ]; then
+    node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 4 --timeout-ms 300000 > /dev/null 2>&1
+    node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat "${LOAD_REPEAT:-16}" --timeout-ms 300000 > "$log.txt" 2>&1
+    eps=$(grep -o '[0-9.]* tokens/s' "$log.txt" | cut -d' ' -f1)
+  else
+    tail -5 "$log.err"
+  fi
+  kill -INT $lpid 2>/dev/null; wait $lpid
+  tf=-
+  if [ -z "${NO_TORCH:-}" ]; then
+    timeout 400 python3 scripts/baselines/transformers_prefill.py --config "$cfg" --input /tmp/load.json > "$OUT/tf-$preset${layers:+-$layers}.json" 2> "$OUT/tf-$preset.err"
+    tf=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tokens_per_s'])" "$OUT/tf-$preset${layers:+-$layers}.json" 2>/dev/null || echo -)
+    [ "$tf" = - ] && tail -3 "$OUT/tf-$preset.err"
+  fi
+  ratio=$(python3 -c "import sys; a,b=sys.argv[1:]; print(f'{float(a)/float(b):.2f}x')" "$eps" "$tf" 2>/dev/null || echo -)
+  rows+=("$(printf '%-22s %6s layers  eps-moe %10s tok/s  transformers %10s tok/s  %s' "$preset" "${layers:-all}" "$eps" "$tf" "$ratio")")
+  echo "$preset${layers:+:$layers}: done ($(($(date +%s) - t0)) s)"
+done
+echo "---- $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); 8 x 2048 tokens per request, 2 in flight"
+printf '%s\n' "${rows[@]}"
