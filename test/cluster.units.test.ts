@@ -56,6 +56,9 @@ describe('parseRankConfig (what the launcher sends each rank on stdin)', () => {
       collectiveTimeoutMs: 1000,
       rendezvousTimeoutMs: 1000,
       parentCheckMs: 0,
+      clusterSecret: 'ab'.repeat(32),
+      tls: null,
+      maxReceiveBytes: 1 << 20,
       engine: { ...DEFAULT_ENGINE_CONFIG, ...engine },
     });
 
@@ -88,5 +91,16 @@ describe('parseRankConfig (what the launcher sends each rank on stdin)', () => {
   test('refuses what is not JSON, and a rank outside the world', () => {
     expect(() => parseRankConfig('{')).toThrow(/rank configuration: not JSON/);
     expect(() => parseRankConfig(config().replace('"rank":1', '"rank":2'))).toThrow(/rank 2 is outside \[0, 2\)/);
+  });
+  test('refuses a short or missing cluster secret without echoing it, and TLS without its CA', () => {
+    const short = config().replace('ab'.repeat(32), 'tooshort');
+    expect(() => parseRankConfig(short)).toThrow(/clusterSecret must be a string of at least 32 characters$/);
+    expect(() => parseRankConfig(config().replace(`"clusterSecret":"${'ab'.repeat(32)}",`, ''))).toThrow(/clusterSecret/);
+    expect(() => parseRankConfig(config().replace('"tls":null', '"tls":{"cert":"c.pem","key":"k.pem"}'))).toThrow(/tls.ca must be a string/);
+    expect(parseRankConfig(config().replace('"tls":null', '"tls":{"cert":"c.pem","key":"k.pem","ca":"ca.pem"}')).tls).toEqual({
+      cert: 'c.pem',
+      key: 'k.pem',
+      ca: 'ca.pem',
+    });
   });
 });

@@ -4,7 +4,7 @@
 // checked against: log-softmax of transformers' logits, in float64, by a plain sort.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { PrefillClient } from '../src/cluster/prefillClient';
+import { PrefillClient, type PrefillClientOptions } from '../src/cluster/prefillClient';
 import type { LaunchCommandOptions } from '../src/cli/launch';
 import type { SequenceResultMsg } from '../src/rpc/protos';
 
@@ -49,8 +49,15 @@ export interface LauncherProcess {
   readonly exited: Promise<Exit>;
 }
 
+export interface SpawnExtras {
+  /** The launcher leads a process group of its own (its ranks in it): a test may signal the whole group. */
+  detached?: boolean;
+  /** How the cluster's client connects (API key, TLS). */
+  client?: PrefillClientOptions;
+}
+
 /** Spawns `eps-moe launch` with these options (CPU backend, 127.0.0.1, port 0 unless given). */
-export function spawnLauncher(opts: LaunchCommandOptions, env: NodeJS.ProcessEnv = {}): LauncherProcess {
+export function spawnLauncher(opts: LaunchCommandOptions, env: NodeJS.ProcessEnv = {}, extras: SpawnExtras = {}): LauncherProcess {
   // EPS_TEST_MOE_SCHEDULE (e.g. "fixed:2:dense") runs every test cluster under that MoE schedule.
   const schedule = process.env.EPS_TEST_MOE_SCHEDULE ? { moeSchedule: process.env.EPS_TEST_MOE_SCHEDULE } : {};
   const launchOpts: LaunchCommandOptions = { backend: 'cpu', host: '127.0.0.1', port: 0, ...schedule, ...opts };
@@ -63,6 +70,7 @@ export function spawnLauncher(opts: LaunchCommandOptions, env: NodeJS.ProcessEnv
     cwd: ROOT,
     env: { ...process.env, EPS_LOG_LEVEL: process.env.EPS_LOG_LEVEL ?? 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: extras.detached ?? false,
   });
   let stdout = '';
   let stderr = '';
@@ -73,8 +81,13 @@ export function spawnLauncher(opts: LaunchCommandOptions, env: NodeJS.ProcessEnv
 }
 
 /** Launches a cluster (node 0) and waits for its `ready:` line. */
-export async function startCluster(opts: LaunchCommandOptions, env: NodeJS.ProcessEnv = {}, readyTimeoutMs = 90_000): Promise<TestCluster> {
-  const launcher = spawnLauncher(opts, env);
+export async function startCluster(
+  opts: LaunchCommandOptions,
+  env: NodeJS.ProcessEnv = {},
+  readyTimeoutMs = 90_000,
+  extras: SpawnExtras = {},
+): Promise<TestCluster> {
+  const launcher = spawnLauncher(opts, env, extras);
   const { child, exited } = launcher;
   const ready = await new Promise<RegExpMatchArray>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ready: line in ${readyTimeoutMs} ms\n${launcher.stderr()}`)), readyTimeoutMs);
@@ -98,7 +111,7 @@ export async function startCluster(opts: LaunchCommandOptions, env: NodeJS.Proce
   const address = ready[1];
   const launcherPid = Number(ready[2]);
   const rankPids = ready[3].split(',').map(Number);
-  const client = new PrefillClient(address);
+  const client = new PrefillClient(address, extras.client);
   return {
     address,
     launcherPid,

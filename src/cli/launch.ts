@@ -1,7 +1,8 @@
 // `eps-moe launch [--model DIR | --preset NAME] [--ranks N] [--backend cpu|cuda] [--host H] [--port P]
 //                 [--nnodes N --node-rank R --coordinator HOST:PORT]`
 // Starts this node's part of a cluster (node 0: the router too), shows progress while weights load,
-// prints one `ready:` line on stdout once it serves, and on SIGINT/SIGTERM drains and stops. The
+// prints one `ready:` line on stdout once it serves, and on SIGINT/SIGTERM drains and stops (within
+// --drain-timeout-ms; a second signal stops at once). The
 // process exits 0 after a planned stop, non-zero when the cluster failed (a rank lost).
 import * as path from 'node:path';
 import { ClusterOptionError, startCluster, type Cluster, type ClusterOptions } from '../cluster/startCluster';
@@ -34,6 +35,13 @@ export interface LaunchCommandOptions extends Pick<
   stepTimeoutMs?: number;
   drainTimeoutMs?: number;
   failureLingerMs?: number;
+  maxInflightRequestBytes?: number;
+  /** Security (README "Security"): the secret of a multi-node cluster, TLS files, API keys of the public API. */
+  clusterSecretFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  apiKeyFile?: string;
   logLevel?: string;
 }
 
@@ -56,6 +64,7 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
         stepTimeoutMs: opts.stepTimeoutMs,
         drainTimeoutMs: opts.drainTimeoutMs,
         failureLingerMs: opts.failureLingerMs,
+        maxInflightRequestBytes: opts.maxInflightRequestBytes,
       },
       logger,
       onMakeProgress: (written, total) => making.update(written, total, ''),

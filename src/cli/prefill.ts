@@ -6,6 +6,7 @@ import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { summarizeLoad, type LoadSummary } from '../cluster/loadStats';
 import { parseHostPort } from '../cluster/peerAddress';
 import { PrefillClient } from '../cluster/prefillClient';
+import { readApiKeyFile, readPemFile, SecurityConfigError } from '../rpc/security';
 import type { PrefillRequestMsg, PrefillResponseMsg } from '../rpc/protos';
 import { CliError } from './errors';
 import { readSequencesFile } from './input';
@@ -21,6 +22,10 @@ export interface PrefillCommandOptions {
   repeat?: number;
   /** Deadline of each request in ms (none when omitted). */
   timeoutMs?: number;
+  /** A file of API keys (the first is sent as a bearer token), as given to `launch --api-key-file`. */
+  apiKeyFile?: string;
+  /** The PEM of the CA (or self-signed certificate) of a server launched with --tls-cert: TLS. */
+  tlsCa?: string;
 }
 
 export const DEFAULT_TOP_LOGPROBS = 5;
@@ -32,7 +37,15 @@ export async function prefillCommand(opts: PrefillCommandOptions): Promise<void>
     throw new CliError((e as Error).message, 2);
   }
   const request = buildRequest(opts);
-  const client = new PrefillClient(opts.server);
+  let client: PrefillClient;
+  try {
+    client = new PrefillClient(opts.server, {
+      apiKey: opts.apiKeyFile !== undefined ? readApiKeyFile(opts.apiKeyFile)[0] : undefined,
+      tlsRootCert: opts.tlsCa !== undefined ? readPemFile(opts.tlsCa, '--tls-ca') : undefined,
+    });
+  } catch (e) {
+    throw e instanceof SecurityConfigError ? new CliError(e.message, 2) : e;
+  }
   try {
     const load = opts.concurrency !== undefined || opts.repeat !== undefined;
     if (load) {

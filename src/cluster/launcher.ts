@@ -1,7 +1,10 @@
 // The launcher of one node, as torchrun is: it spawns this node's ranks (one process each, with the
 // launcher's own environment, its RankConfig sent on stdin) and, on node 0, runs the router in its
 // own process. It supervises them: a rank that dies fails the cluster; a signal drains it and stops
-// it; either way no process is left behind (ranks that do not stop in time are killed).
+// it; either way no process is left behind (ranks that do not stop in time are killed). It makes the
+// cluster's secret (node 0 of a multi-node cluster and the others are given the same by file) and hands
+// it to each rank inside its RankConfig; ranks ignore signals, the launcher drains them: a first
+// SIGINT/SIGTERM drains (at most the drain timeout), a second stops at once.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import type { ModelSpec } from '../model/config';
@@ -9,8 +12,9 @@ import type { BackendKind } from '../native/addonTypes';
 import { ClusterError, LaunchError, messageOf } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import { parseHostPort } from './peerAddress';
+import { makeClusterSecret, readTlsFiles, type TlsPaths } from '../rpc/security';
 import { sendConfig } from '../rpc/processConfig';
-import type { EngineConfig, RankConfig } from './rankConfig';
+import { rankReceiveLimit, type EngineConfig, type RankConfig } from './rankConfig';
 import { Router, type ClusterLoadProgress } from './router';
 import type { ClusterTuning } from './tuning';
 import { loadTextTokenizer } from './textTokenizer';
@@ -32,8 +36,18 @@ export interface LaunchOptions {
   spec: ModelSpec;
   /** What every rank's engine runs with (made from the command line). */
   engine: EngineConfig;
+  security: LaunchSecurity;
   logger: Logger;
   onProgress?: (p: ClusterLoadProgress) => void;
+}
+
+export interface LaunchSecurity {
+  /** The secret of a multi-node cluster (--cluster-secret-file), the same on every node; null: made here (one node only). */
+  clusterSecret: string | null;
+  /** PEM files: the public server's TLS (cert, key) and, with a CA, mutual TLS on every internal connection. */
+  tls: TlsPaths | null;
+  /** Bearer tokens the public API requires; empty: none. */
+  apiKeys: string[];
 }
 
 export interface RankChild {
@@ -64,6 +78,13 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
   if (opts.nnodes > 1 && !opts.coordinator) throw new LaunchError('--coordinator HOST:PORT is required when --nnodes > 1');
   const multiNode = opts.nnodes > 1;
   const rendezvous = opts.coordinator ? parseHostPort(opts.coordinator, '--coordinator') : { host: '127.0.0.1', port: 0 };
+  if (multiNode && opts.security.clusterSecret === null)
+    throw new LaunchError('--cluster-secret-file is required when --nnodes > 1 (the same file on every node)');
+  const clusterSecret = opts.security.clusterSecret ?? makeClusterSecret();
+  const tlsFiles = opts.security.tls;
+  const tls = tlsFiles ? readTlsFiles(tlsFiles) : null;
+  // Internal traffic is mutual TLS only with a CA that signs every node's certificate.
+  const internal = { secret: clusterSecret, tls: tls?.ca ? tls : null };
 
   let router: Router | null = null;
   let coordinatorAddress = opts.coordinator ?? '';
@@ -85,11 +106,23 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
       maxQueuedSequences: tuning.maxQueuedSequences,
       maxSequencesPerRequest: tuning.maxSequencesPerRequest,
       maxTopLogprobs: tuning.maxTopLogprobs,
+      maxInflightRequestBytes: tuning.maxInflightRequestBytes,
       stepTimeoutMs: tuning.stepTimeoutMs,
+      security: { internal, publicTls: tls, apiKeys: opts.security.apiKeys },
       logger: logger.child({ component: 'router' }),
     });
     if (!multiNode) coordinatorAddress = router.coordinatorAddress;
-    logger.info({ public: router.publicAddress, coordinator: router.coordinatorAddress }, 'router listening');
+    logger.info(
+      {
+        public: router.publicAddress,
+        coordinator: router.coordinatorAddress,
+        maxRequestBytes: router.maxRequestBytes,
+        publicTls: tls !== null,
+        internalTls: internal.tls !== null,
+        apiKeys: opts.security.apiKeys.length,
+      },
+      'router listening',
+    );
   }
 
   const supervisor = new Supervisor(logger);
@@ -108,6 +141,9 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
       collectiveTimeoutMs: tuning.collectiveTimeoutMs,
       rendezvousTimeoutMs: tuning.rendezvousTimeoutMs,
       parentCheckMs: 1000,
+      clusterSecret,
+      tls: internal.tls && tlsFiles ? tlsFiles : null,
+      maxReceiveBytes: rankReceiveLimit(tuning.maxTokensPerRank),
       engine: opts.engine,
     };
     supervisor.spawnRank(config);
@@ -147,7 +183,8 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
       if (ending) {
         if (!hardStop) {
           hardStop = true;
-          logger.warn({ why }, 'second stop request: killing the ranks now');
+          logger.warn({ why }, 'second stop request: stopping now');
+          router?.abortDrain();
           supervisor.terminateAll('SIGKILL');
         }
         return;

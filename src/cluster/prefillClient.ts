@@ -2,6 +2,7 @@
 // `prefill` command and by the tests).
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
+import { metadataInterceptor } from '../rpc/security';
 import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from '../rpc/protos';
 
 export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
@@ -18,6 +19,13 @@ interface HealthClient extends grpc.Client {
   Check(req: { service: string }, options: grpc.CallOptions, cb: Callback<{ status: HealthStatus }>): grpc.ClientUnaryCall;
 }
 
+export interface PrefillClientOptions {
+  /** Sent as `authorization: Bearer <key>` on every call (a cluster launched with --api-key-file). */
+  apiKey?: string;
+  /** TLS: the PEM of the CA (or self-signed certificate) that signed the server's certificate; absent: plaintext. */
+  tlsRootCert?: Buffer;
+}
+
 export interface CallOptions {
   /** Milliseconds from now until the call's deadline. */
   timeoutMs?: number;
@@ -27,14 +35,20 @@ export class PrefillClient {
   private readonly prefillClient: PrefillServiceClient;
   private readonly healthClient: HealthClient;
 
-  constructor(readonly address: string) {
+  constructor(
+    readonly address: string,
+    opts: PrefillClientOptions = {},
+  ) {
     const Prefill = grpc.makeClientConstructor(prefillService(), 'PrefillService');
     const Health = grpc.makeClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'Health');
-    const options = { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20 };
-    this.prefillClient = new Prefill(address, grpc.credentials.createInsecure(), options) as unknown as PrefillServiceClient;
+    const credentials = () => (opts.tlsRootCert ? grpc.credentials.createSsl(opts.tlsRootCert) : grpc.credentials.createInsecure());
+    const interceptors = opts.apiKey !== undefined ? [metadataInterceptor('authorization', `Bearer ${opts.apiKey}`)] : [];
+    const options = { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20, interceptors };
+    this.prefillClient = new Prefill(address, credentials(), options) as unknown as PrefillServiceClient;
     // A channel of its own: health probes must not queue behind large prefill messages.
-    this.healthClient = new Health(address, grpc.credentials.createInsecure(), {
+    this.healthClient = new Health(address, credentials(), {
       'grpc.use_local_subchannel_pool': 1,
+      interceptors,
     }) as unknown as HealthClient;
   }
 

@@ -1,18 +1,53 @@
 // eps.v1.PrefillService: admission (validation), hand-off to the request queue, and the mapping of
 // errors to gRPC statuses. Bytes that do not decode as a PrefillRequest are INVALID_ARGUMENT too
-// (grpc-js would answer INTERNAL), so that garbage never looks like a server fault.
+// (grpc-js would answer INTERNAL), so that garbage never looks like a server fault. Admission by bytes
+// comes first, in the decoder: a request that would take the bytes of requests in the router past the
+// budget is refused (RESOURCE_EXHAUSTED) without being decoded; its bytes count until it is answered.
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { ClusterError, InvalidArgumentError, grpcStatusOf, messageOf } from '../rpc/errors';
+import { BytesInFlightError, ClusterError, InvalidArgumentError, grpcStatusOf, messageOf } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import { prefillService, type ClusterMetricsMsg, type ModelInfoMsg, type PrefillRequestMsg, type PrefillResponseMsg } from '../rpc/protos';
 import type { RequestHandle } from './requestQueue';
 import type { AdmittedRequest } from './validate';
 
-/** What a request that did not decode becomes, so that the handler can answer INVALID_ARGUMENT. */
-class MalformedMessage {
-  constructor(readonly reason: string) {}
+/** Bytes (on the wire) of the requests in the router, from their decoding until their answer. */
+export class ByteBudget {
+  private used = 0;
+  constructor(readonly limit: number) {}
+  get inUse(): number {
+    return this.used;
+  }
+  /** Takes `bytes` if they fit (a request alone always fits an empty budget); else null. */
+  take(bytes: number): { lease: Lease; owner: object } | null {
+    if (this.used > 0 && this.used + bytes > this.limit) return null;
+    this.used += bytes;
+    const lease = new Lease(() => (this.used -= bytes));
+    // Backstop: a call cancelled between decoding and its handler never releases; its message being
+    // collected does (`owner` travels with the decoded message and nothing else holds it).
+    const owner = {};
+    leases.register(owner, lease);
+    return { lease, owner };
+  }
 }
+
+class Lease {
+  private released = false;
+  constructor(private readonly giveBack: () => void) {}
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.giveBack();
+  }
+}
+
+const leases = new FinalizationRegistry<Lease>((lease) => lease.release());
+
+/** What the decoder hands the handler: a request, bytes that are not one, or a refusal by bytes. */
+type Received =
+  | { kind: 'request'; message: PrefillRequestMsg; lease: Lease; owner: object }
+  | { kind: 'malformed'; reason: string; lease: Lease; owner: object }
+  | { kind: 'overBudget'; bytes: number; limit: number };
 
 export interface PrefillBackend {
   admit(req: PrefillRequestMsg): AdmittedRequest;
@@ -21,19 +56,21 @@ export interface PrefillBackend {
   metrics(): Promise<ClusterMetricsMsg>;
 }
 
-/** The service definition with a decoder that never throws. */
-export function tolerantPrefillService(): grpc.ServiceDefinition {
+/** The service definition with a decoder that never throws and that admits by bytes before decoding. */
+export function tolerantPrefillService(budget: ByteBudget): grpc.ServiceDefinition {
   const def = prefillService();
   const prefill = def.Prefill;
   return {
     ...def,
     Prefill: {
       ...prefill,
-      requestDeserialize: (bytes: Buffer): unknown => {
+      requestDeserialize: (bytes: Buffer): Received => {
+        const taken = budget.take(bytes.length);
+        if (!taken) return { kind: 'overBudget', bytes: bytes.length, limit: budget.limit };
         try {
-          return prefill.requestDeserialize(bytes);
+          return { kind: 'request', message: prefill.requestDeserialize(bytes) as PrefillRequestMsg, ...taken };
         } catch (err) {
-          return new MalformedMessage(messageOf(err));
+          return { kind: 'malformed', reason: messageOf(err), ...taken };
         }
       },
     },
@@ -41,18 +78,24 @@ export function tolerantPrefillService(): grpc.ServiceDefinition {
 }
 
 export function prefillHandlers(backend: PrefillBackend, logger: Logger): grpc.UntypedServiceImplementation {
-  const prefill: grpc.handleUnaryCall<PrefillRequestMsg | MalformedMessage, PrefillResponseMsg> = (call, callback) => {
+  const prefill: grpc.handleUnaryCall<Received, PrefillResponseMsg> = (call, callback) => {
+    const received = call.request;
     const fail = (err: unknown, requestId: string): void => {
+      if (received.kind !== 'overBudget') received.lease.release();
       const code = grpcStatusOf(err);
       if (!(err instanceof ClusterError)) logger.error({ requestId, err: messageOf(err) }, 'prefill failed unexpectedly');
       else logger.info({ requestId, code: err.code, details: err.message }, 'prefill refused');
       callback({ code, details: messageOf(err) });
     };
-    const raw = call.request;
-    if (raw instanceof MalformedMessage) {
-      fail(new InvalidArgumentError('request', `not an eps.v1.PrefillRequest (${raw.reason})`), '');
+    if (received.kind === 'overBudget') {
+      fail(new BytesInFlightError(received.bytes, received.limit), '');
       return;
     }
+    if (received.kind === 'malformed') {
+      fail(new InvalidArgumentError('request', `not an eps.v1.PrefillRequest (${received.reason})`), '');
+      return;
+    }
+    const raw = received.message;
     let admitted: AdmittedRequest;
     try {
       admitted = backend.admit(raw);
@@ -75,6 +118,7 @@ export function prefillHandlers(backend: PrefillBackend, logger: Logger): grpc.U
           { requestId: res.requestId, sequences: res.sequences.length, queueMs: res.queueMs, computeMs: res.computeMs },
           'prefill done',
         );
+        received.lease.release();
         callback(null, res);
       },
       (err: unknown) => fail(err, admitted.requestId),

@@ -1,6 +1,6 @@
 // The router's handle on one rank: typed calls of eps.v1.RankService.
 import * as grpc from '@grpc/grpc-js';
-import { CHANNEL_OPTIONS } from '../rpc/channelOptions';
+import type { InternalChannel } from '../rpc/security';
 import {
   rankService,
   type LoadProgressMsg,
@@ -27,9 +27,11 @@ export class RankClient {
   constructor(
     readonly rank: number,
     readonly address: string,
+    channel: InternalChannel,
   ) {
     const Client = grpc.makeClientConstructor(rankService(), 'RankService');
-    this.client = new Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as RankServiceClient;
+    // Every call carries the cluster secret (channel.options' interceptor), over mutual TLS when configured.
+    this.client = new Client(address, channel.credentials, channel.options) as unknown as RankServiceClient;
   }
 
   /** Builds the rank's engine; `onProgress` sees every progress message. Resolves once it reports done. */

@@ -5,6 +5,8 @@
 // reaches a rank: its environment is the launcher's (NCCL_*, CUDA_VISIBLE_DEVICES, the log level),
 // never a channel of settings. The MoE benchmark's ranks (bench/moe/) get theirs the same way.
 import type { BackendKind } from '../native/addonTypes';
+import { FRAME_BYTES } from '../comm/dataPlane';
+import { MIN_SECRET_CHARS, type TlsPaths } from '../rpc/security';
 import { DISPATCH_MODES, formatMoeSchedule, parseMoeSchedule, type DispatchMode, type MoeSchedule } from '../moe/schedule';
 
 /** What the engine of every rank runs with; the same on every rank of a cluster. */
@@ -46,7 +48,19 @@ export interface RankConfig {
   rendezvousTimeoutMs: number;
   /** Milliseconds between checks that the launcher is still alive (0: do not check). */
   parentCheckMs: number;
+  /** The cluster secret every internal call must carry (made by the launcher, or --cluster-secret-file). Here, on stdin only: never argv or environment. */
+  clusterSecret: string;
+  /** PEM files of mutual TLS on internal traffic (certificate, key, the cluster CA), or null: plaintext. */
+  tls: TlsPaths | null;
+  /** RankService's receive limit: a step of the most tokens a rank takes, or one data-plane frame. */
+  maxReceiveBytes: number;
   engine: EngineConfig;
+}
+
+/** RankService's receive limit for steps of at most `maxTokensPerRank` tokens (int32 ids, 5 bytes at most, and
+ *  per-sequence framing) and data-plane frames of FRAME_BYTES. */
+export function rankReceiveLimit(maxTokensPerRank: number): number {
+  return Math.max(maxTokensPerRank * 16, FRAME_BYTES) + (64 << 10);
 }
 
 export class RankConfigError extends Error {
@@ -84,8 +98,25 @@ export function parseRankConfig(json: string): RankConfig {
     collectiveTimeoutMs: positiveInt(o.collectiveTimeoutMs, 'collectiveTimeoutMs'),
     rendezvousTimeoutMs: positiveInt(o.rendezvousTimeoutMs, 'rendezvousTimeoutMs'),
     parentCheckMs: nonNegativeInt(o.parentCheckMs, 'parentCheckMs'),
+    clusterSecret: secret(o.clusterSecret),
+    tls: tlsPaths(o.tls),
+    maxReceiveBytes: positiveInt(o.maxReceiveBytes, 'maxReceiveBytes'),
     engine: engineConfig(o.engine),
   };
+}
+
+function secret(value: unknown): string {
+  // The value itself never goes into a message.
+  if (typeof value !== 'string' || value.length < MIN_SECRET_CHARS)
+    throw new RankConfigError(`clusterSecret must be a string of at least ${MIN_SECRET_CHARS} characters`);
+  return value;
+}
+
+function tlsPaths(value: unknown): TlsPaths | null {
+  if (value === null) return null;
+  const o = record(value, 'tls');
+  const ca = text(o.ca, 'tls.ca');
+  return { cert: text(o.cert, 'tls.cert'), key: text(o.key, 'tls.key'), ca };
 }
 
 function engineConfig(value: unknown): EngineConfig {

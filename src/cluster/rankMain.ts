@@ -18,9 +18,10 @@ async function main(): Promise<void> {
   }
   const logger = createLogger({ role: 'rank', rank: config.rank });
   const rank = new RankProcess(config, { createEngine: rankEngineFactory(config.engine, logger), logger });
-  // Ctrl-C reaches the whole process group; the launcher drains the cluster and then stops the ranks.
-  process.on('SIGINT', () => logger.debug('SIGINT left to the launcher'));
-  process.on('SIGTERM', () => void rank.stop(RANK_EXIT.terminated, 'SIGTERM'));
+  // Ctrl-C, and SIGTERM sent to the whole process group (systemd, `timeout`, container runtimes), reach
+  // every rank too: the launcher drains the cluster (in-flight requests are answered) and then stops the
+  // ranks through Shutdown; a launcher that dies is noticed (its Join stream, the parent check).
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => logger.debug({ signal }, 'signal left to the launcher'));
   try {
     await rank.start();
   } catch (err) {

@@ -1,14 +1,24 @@
 // One rank of the cluster, as a process: serves eps.v1.RankService, joins the router, builds its
 // Communicator from the assignment, builds its engine when told to load, and runs steps in order.
-// It stops when told to (Shutdown), when the router goes away (its Join stream ends), on SIGTERM,
-// or when its launcher dies; SIGINT is left to the launcher, which drains the cluster first.
+// It stops when told to (Shutdown), when the router goes away (its Join stream ends), or when its
+// launcher dies; signals are left to the launcher, which drains the cluster first (rankMain.ts).
+// Every call it serves must carry the cluster secret (checked before any work); every call it makes
+// carries it; with TLS configured, all of it runs over mutual TLS.
 import * as os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { buildCommunicator, communicatorBootstrap, type BuiltCommunicator } from '../comm/communicatorFactory';
 import type { DataPlane } from '../comm/dataPlane';
 import type { RankEngine, RankEngineOptions } from '../engine/types';
-import { CHANNEL_OPTIONS, SERVER_OPTIONS } from '../rpc/channelOptions';
+import { SERVER_OPTIONS } from '../rpc/channelOptions';
+import {
+  internalChannel,
+  internalServerCredentials,
+  internalServerOptions,
+  readTlsFiles,
+  type InternalChannel,
+  type InternalSecurity,
+} from '../rpc/security';
 import { ClusterError, RendezvousError, messageOf } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import { topLogprobs } from './logprobs';
@@ -46,7 +56,9 @@ const PROGRESS_INTERVAL_MS = 200;
 
 export class RankProcess {
   private state: RankState = 'starting';
-  private readonly server = new grpc.Server(SERVER_OPTIONS);
+  private readonly server: grpc.Server;
+  private security: InternalSecurity;
+  private channel: InternalChannel | null = null;
   private joinClient: JoinClient | null = null;
   private joinCall: grpc.ClientReadableStream<JoinEventMsg> | null = null;
   private built: BuiltCommunicator | null = null;
@@ -70,11 +82,15 @@ export class RankProcess {
     private readonly deps: RankDeps,
   ) {
     this.logger = deps.logger;
+    this.security = { secret: opts.clusterSecret, tls: null };
+    this.server = new grpc.Server(internalServerOptions(this.security, SERVER_OPTIONS, opts.maxReceiveBytes, this.logger));
   }
 
   /** Listens, joins, and builds the communicator; returns once the rank waits for Load. */
   async start(): Promise<void> {
     this.watchParent();
+    if (this.opts.tls) this.security = { ...this.security, tls: readTlsFiles(this.opts.tls) };
+    this.channel = internalChannel(this.security);
     const port = await this.listen();
     const bootstrap = this.opts.rank === 0 ? await communicatorBootstrap(this.opts.backend, this.opts.world) : new Uint8Array(0);
     const assignment = await this.join(port, bootstrap);
@@ -87,6 +103,7 @@ export class RankProcess {
       clusterId: assignment.clusterId,
       bootstrap: assignment.commBootstrap,
       collectiveTimeoutMs: this.opts.collectiveTimeoutMs,
+      channel: this.channel,
       logger: this.logger,
     });
     this.resolvePlane(this.built.dataPlane);
@@ -141,7 +158,7 @@ export class RankProcess {
       },
     } as grpc.UntypedServiceImplementation);
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(`${this.opts.bindHost}:0`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      this.server.bindAsync(`${this.opts.bindHost}:0`, internalServerCredentials(this.security), (err, port) =>
         err ? reject(new RendezvousError(`rank ${this.opts.rank} cannot listen on ${this.opts.bindHost}: ${err.message}`)) : resolve(port),
       );
     });
@@ -149,7 +166,8 @@ export class RankProcess {
 
   private join(port: number, bootstrap: Uint8Array): Promise<ClusterAssignmentMsg> {
     const Client = grpc.makeClientConstructor(coordinatorService(), 'CoordinatorService');
-    const client = new Client(this.opts.coordinator, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as JoinClient;
+    const channel = this.channel ?? internalChannel(this.security);
+    const client = new Client(this.opts.coordinator, channel.credentials, channel.options) as unknown as JoinClient;
     this.joinClient = client;
     const req: JoinRequestMsg = {
       rank: this.opts.rank,

@@ -8,20 +8,35 @@ import { ReflectionService } from '@grpc/reflection';
 import type { ModelSpec } from '../model/config';
 import type { BackendKind } from '../native/addonTypes';
 import { SERVER_OPTIONS } from '../rpc/channelOptions';
+import {
+  apiKeyInterceptor,
+  internalChannel,
+  internalServerCredentials,
+  internalServerOptions,
+  publicServerCredentials,
+  type InternalSecurity,
+  type TlsMaterial,
+} from '../rpc/security';
 import { Coordinator, type JoinedRank } from './coordinator';
 import { ClusterError, RendezvousError, UnavailableError, messageOf } from '../rpc/errors';
 import type { ClusterTuning } from './tuning';
 import type { Logger } from '../rpc/log';
-import { prefillHandlers, tolerantPrefillService } from './prefillService';
+import { ByteBudget, prefillHandlers, tolerantPrefillService } from './prefillService';
 import { coordinatorService, prefillPackageDefinition, type LoadProgressMsg, type ModelInfoMsg, type StepResponseMsg } from '../rpc/protos';
 import { RankClient } from './rankClient';
 import { RequestQueue } from './requestQueue';
 import type { TextTokenizer } from './textTokenizer';
-import { admitRequest, type RequestLimits } from './validate';
+import { admitRequest, maxRequestBytes, type RequestLimits } from './validate';
 
 export interface RouterOptions extends Pick<
   ClusterTuning,
-  'maxTokensPerRank' | 'maxWaitMs' | 'maxQueuedSequences' | 'maxSequencesPerRequest' | 'maxTopLogprobs' | 'stepTimeoutMs'
+  | 'maxTokensPerRank'
+  | 'maxWaitMs'
+  | 'maxQueuedSequences'
+  | 'maxSequencesPerRequest'
+  | 'maxTopLogprobs'
+  | 'maxInflightRequestBytes'
+  | 'stepTimeoutMs'
 > {
   modelDir: string;
   spec: ModelSpec;
@@ -34,8 +49,21 @@ export interface RouterOptions extends Pick<
   /** Rendezvous server (ranks join here). */
   coordinatorHost: string;
   coordinatorPort: number;
+  security: RouterSecurity;
   logger: Logger;
 }
+
+export interface RouterSecurity {
+  /** The cluster secret (and mutual TLS) of the rendezvous server and of every call to a rank. */
+  internal: InternalSecurity;
+  /** TLS of the public server, or null: plaintext. */
+  publicTls: TlsMaterial | null;
+  /** Bearer tokens the public API requires (health probes excepted); empty: none required. */
+  apiKeys: string[];
+}
+
+/** The rendezvous server's receive limit: a JoinRequest (its NCCL bootstrap is 128 bytes). */
+const COORDINATOR_MAX_RECEIVE_BYTES = 64 << 10;
 
 export type RouterState = 'starting' | 'loading' | 'serving' | 'draining' | 'stopped' | 'failed';
 
@@ -55,8 +83,12 @@ export class Router {
   private readonly coordinator: Coordinator;
   private readonly requests: RequestQueue;
   private readonly limits: RequestLimits;
-  private readonly publicServer = new grpc.Server(SERVER_OPTIONS);
-  private readonly coordinatorServer = new grpc.Server(SERVER_OPTIONS);
+  private readonly publicServer: grpc.Server;
+  private readonly coordinatorServer: grpc.Server;
+  private readonly requestBytes: ByteBudget;
+  /** The public server's receive limit: larger requests are refused by their length prefix. */
+  readonly maxRequestBytes: number;
+  private drainAborted: (() => void) | null = null;
   private ranks: RankClient[] = [];
   private joined: JoinedRank[] = [];
   private failureValue: ClusterError | null = null;
@@ -90,6 +122,15 @@ export class Router {
         logger: opts.logger,
       },
     );
+    this.maxRequestBytes = maxRequestBytes(this.limits, opts.tokenizer !== null);
+    this.requestBytes = new ByteBudget(Math.max(opts.maxInflightRequestBytes, this.maxRequestBytes));
+    const { security } = opts;
+    this.publicServer = new grpc.Server({
+      ...SERVER_OPTIONS,
+      'grpc.max_receive_message_length': this.maxRequestBytes,
+      interceptors: security.apiKeys.length > 0 ? [apiKeyInterceptor(security.apiKeys, opts.logger)] : [],
+    });
+    this.coordinatorServer = new grpc.Server(internalServerOptions(security.internal, SERVER_OPTIONS, COORDINATOR_MAX_RECEIVE_BYTES, opts.logger));
     this.requests.onFatal((err) => this.enterFailure(err));
     this.coordinator.onRankLost((err) => this.requests.fail(err));
   }
@@ -127,7 +168,8 @@ export class Router {
     } finally {
       clearTimeout(timer);
     }
-    this.ranks = this.joined.map((r) => new RankClient(r.rank, r.address));
+    const channel = internalChannel(this.opts.security.internal);
+    this.ranks = this.joined.map((r) => new RankClient(r.rank, r.address, channel));
     this.setState('loading');
     const progress: LoadProgressMsg[] = this.ranks.map(() => ({ loaded: 0, total: 0, done: false }));
     const report = (): void =>
@@ -164,9 +206,16 @@ export class Router {
     this.requests.stopAccepting('the server is draining');
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
-    await Promise.race([this.requests.whenIdle(), timeout]);
+    const aborted = new Promise<void>((resolve) => (this.drainAborted = resolve));
+    await Promise.race([this.requests.whenIdle(), timeout, aborted]);
     clearTimeout(timer);
+    this.drainAborted = null;
     this.requests.close(new UnavailableError('the server stopped before this request ran'));
+  }
+
+  /** Ends a drain now (a second signal): what is queued or running fails UNAVAILABLE. */
+  abortDrain(): void {
+    this.drainAborted?.();
   }
 
   /** Asks every rank to shut down, ends the rendezvous, closes both servers. */
@@ -186,10 +235,15 @@ export class Router {
   private async bind(): Promise<void> {
     const { opts } = this;
     this.coordinatorServer.addService(coordinatorService(), { Join: this.coordinator.join } as grpc.UntypedServiceImplementation);
-    this.coordinatorAddress = await bindServer(this.coordinatorServer, opts.coordinatorHost, opts.coordinatorPort);
+    this.coordinatorAddress = await bindServer(
+      this.coordinatorServer,
+      opts.coordinatorHost,
+      opts.coordinatorPort,
+      internalServerCredentials(opts.security.internal),
+    );
 
     this.publicServer.addService(
-      tolerantPrefillService(),
+      tolerantPrefillService(this.requestBytes),
       prefillHandlers(
         {
           admit: (req) => admitRequest(req, this.limits, opts.tokenizer),
@@ -205,7 +259,7 @@ export class Router {
     );
     this.health.addToServer(this.publicServer);
     new ReflectionService(reflectedPackages()).addToServer(this.publicServer);
-    this.publicAddress = await bindServer(this.publicServer, opts.host, opts.port);
+    this.publicAddress = await bindServer(this.publicServer, opts.host, opts.port, publicServerCredentials(opts.security.publicTls));
   }
 
   private async runStep(stepId: number, perRank: { ids: number[]; topLogprobs: number }[][]): Promise<StepResponseMsg[]> {
@@ -271,10 +325,10 @@ function reflectedPackages(): protoLoader.PackageDefinition {
   return { ...prefillPackageDefinition(), ...health };
 }
 
-function bindServer(server: grpc.Server, host: string, port: number): Promise<string> {
+function bindServer(server: grpc.Server, host: string, port: number, credentials: grpc.ServerCredentials): Promise<string> {
   const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   return new Promise((resolve, reject) => {
-    server.bindAsync(`${hostPart}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+    server.bindAsync(`${hostPart}:${port}`, credentials, (err, bound) => {
       if (err) reject(new RendezvousError(`cannot listen on ${hostPart}:${port}: ${err.message}`));
       else resolve(`${hostPart}:${bound}`);
     });

@@ -14,7 +14,8 @@ import { parseDispatchMode, parseMoeSchedule, scheduleLayoutProblem, type Dispat
 import { addon, defaultBackend } from '../native/addon';
 import type { BackendKind } from '../native/addonTypes';
 import { createLogger, type Logger } from '../rpc/log';
-import { launchCluster, type RunningCluster } from './launcher';
+import { readApiKeyFile, readClusterSecretFile, readTlsFiles, SecurityConfigError, type TlsPaths } from '../rpc/security';
+import { launchCluster, type LaunchSecurity, type RunningCluster } from './launcher';
 import { PrefillClient } from './prefillClient';
 import type { EngineConfig } from './rankConfig';
 import type { ClusterLoadProgress } from './router';
@@ -48,6 +49,14 @@ export interface ClusterOptions {
   dispatch?: DispatchMode;
   /** A Chrome/Perfetto trace of every step's MoE ops, FILE.rank<r>.json per rank. */
   trace?: string;
+  /** The cluster secret, a file (first line, >= 32 characters) given to every node of a multi-node cluster; required when nnodes > 1. */
+  clusterSecretFile?: string;
+  /** PEM files: with tlsCert and tlsKey the public server serves TLS; with tlsCa too, internal traffic is mutual TLS. */
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  /** Bearer tokens (one per line) that the public API requires; health probes need none. */
+  apiKeyFile?: string;
   /** Limits and timeouts (DEFAULT_TUNING otherwise). */
   tuning?: Partial<ClusterTuning>;
   logger?: Logger;
@@ -71,7 +80,7 @@ export interface Cluster extends RunningCluster {
   backend: BackendKind;
   spec: ModelSpec;
   engine: EngineConfig;
-  /** A client of the public server (node 0); close it when done. */
+  /** A client of the public server (node 0), with the first API key and the TLS CA (or certificate) when set; close it when done. */
   client(): PrefillClient;
   /** Drains, stops every process, and resolves with the launcher's exit code. */
   stop(): Promise<number>;
@@ -86,6 +95,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   const ranksPerNode = opts.ranks ?? defaultRanks(backend);
   if (!Number.isInteger(ranksPerNode) || ranksPerNode < 1) throw new ClusterOptionError('--ranks must be a positive integer');
   const flags = engineConfigOf(opts);
+  const security = securityOf(opts, nnodes);
   const modelDir =
     opts.model !== undefined
       ? path.resolve(opts.model)
@@ -114,23 +124,56 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       tuning,
       spec,
       engine,
+      security,
       logger,
       onProgress: opts.onLoadProgress,
     });
   } catch (e) {
     throw new Error(`launch failed: ${(e as Error).message}`);
   }
+  const tlsRoot = security.tls ? readTlsFiles(security.tls) : null;
   return Object.assign(running, {
     modelDir,
     backend,
     spec,
     engine,
-    client: () => new PrefillClient(running.publicAddress),
+    client: () =>
+      new PrefillClient(running.publicAddress, {
+        apiKey: security.apiKeys[0],
+        tlsRootCert: tlsRoot ? (tlsRoot.ca ?? tlsRoot.cert) : undefined,
+      }),
     stop: () => {
       running.shutdown('stop');
       return running.finished;
     },
   });
+}
+
+/** The security options, their files read and checked now (a mistake is an option error, before anything starts). */
+function securityOf(opts: ClusterOptions, nnodes: number): LaunchSecurity {
+  const { tlsCert, tlsKey, tlsCa } = opts;
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ClusterOptionError('give --tls-cert and --tls-key together');
+  if (tlsCa !== undefined && tlsCert === undefined) throw new ClusterOptionError('--tls-ca needs --tls-cert and --tls-key (mutual TLS between nodes)');
+  if (nnodes > 1 && opts.clusterSecretFile === undefined) {
+    throw new ClusterOptionError(
+      '--cluster-secret-file is required when --nnodes > 1: the same file on every node (make one with: openssl rand -hex 32 > FILE)',
+    );
+  }
+  try {
+    const tls: TlsPaths | null =
+      tlsCert !== undefined && tlsKey !== undefined
+        ? { cert: path.resolve(tlsCert), key: path.resolve(tlsKey), ca: tlsCa !== undefined ? path.resolve(tlsCa) : null }
+        : null;
+    if (tls) readTlsFiles(tls);
+    return {
+      clusterSecret: opts.clusterSecretFile !== undefined ? readClusterSecretFile(opts.clusterSecretFile) : null,
+      tls,
+      apiKeys: opts.apiKeyFile !== undefined ? readApiKeyFile(opts.apiKeyFile) : [],
+    };
+  } catch (e) {
+    if (e instanceof SecurityConfigError) throw new ClusterOptionError(e.message);
+    throw e;
+  }
 }
 
 /** The engine options, each parsed and checked on its own, before a model is made: every rank gets them in its RankConfig. */

@@ -7,9 +7,12 @@ export interface ClusterTuning {
   maxQueuedSequences: number;
   maxSequencesPerRequest: number;
   maxTopLogprobs: number;
+  /** Bytes on the wire of the requests in the router at once (from decoding to answer); beyond, RESOURCE_EXHAUSTED before decoding. */
+  maxInflightRequestBytes: number;
   stepTimeoutMs: number;
   collectiveTimeoutMs: number;
   rendezvousTimeoutMs: number;
+  /** After SIGINT/SIGTERM, how long admitted requests may take; then everything stops. */
   drainTimeoutMs: number;
   /** After a failure, how long the router keeps answering NOT_SERVING / UNAVAILABLE before it exits. */
   failureLingerMs: number;
@@ -21,6 +24,7 @@ export const DEFAULT_TUNING: ClusterTuning = {
   maxQueuedSequences: 1024,
   maxSequencesPerRequest: 256,
   maxTopLogprobs: 20,
+  maxInflightRequestBytes: 64 << 20,
   stepTimeoutMs: 120_000,
   collectiveTimeoutMs: 120_000,
   rendezvousTimeoutMs: 300_000,

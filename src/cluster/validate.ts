@@ -21,8 +21,27 @@ export interface AdmittedRequest {
 }
 
 const MAX_REQUEST_ID_CHARS = 128;
-/** Characters per token is rarely above ~10; this only keeps a huge text from reaching the tokenizer. */
-const MAX_CHARS_PER_TOKEN = 64;
+/** UTF-8 bytes per token are rarely above ~10; this keeps a huge text from reaching the tokenizer (and bounds a request's size). */
+export const MAX_TEXT_BYTES_PER_TOKEN = 16;
+/** A token id on the wire: an int64 varint, 10 bytes at most (negative ids take 10), so that a request of valid
+ *  length always arrives whatever its ids and gets its field-named answer. */
+const MAX_ID_BYTES = 10;
+/** Per sequence or text: its tag and length prefix. */
+const PER_ENTRY_BYTES = 16;
+/** request_id, top_logprobs and framing. */
+const REQUEST_SLACK_BYTES = 64 << 10;
+
+/**
+ * The largest PrefillRequest the limits admit, in bytes on the wire: sequences per request x (tokens per
+ * sequence x bytes per id), or the same many texts of their longest (with a tokenizer), plus slack. The
+ * public server's receive limit: a larger message is refused (RESOURCE_EXHAUSTED) by its length prefix,
+ * before it is buffered whole or decoded.
+ */
+export function maxRequestBytes(limits: RequestLimits, acceptsTexts: boolean): number {
+  const ids = limits.maxSequencesPerRequest * (limits.maxSequenceTokens * MAX_ID_BYTES + PER_ENTRY_BYTES);
+  const texts = acceptsTexts ? limits.maxSequencesPerRequest * (limits.maxSequenceTokens * MAX_TEXT_BYTES_PER_TOKEN + PER_ENTRY_BYTES) : 0;
+  return Math.max(ids, texts) + REQUEST_SLACK_BYTES;
+}
 
 export function admitRequest(req: PrefillRequestMsg, limits: RequestLimits, tokenizer: TextTokenizer | null): AdmittedRequest {
   const requestId = req.requestId ?? '';
@@ -78,8 +97,9 @@ function checkIds(ids: readonly unknown[], field: string, limits: RequestLimits,
 function tokenizeText(text: string, field: string, limits: RequestLimits, tokenizer: TextTokenizer | null): number[] {
   if (!tokenizer) throw new InvalidArgumentError('texts', 'the model folder has no tokenizer.json; send token ids in sequences');
   if (typeof text !== 'string' || text.length === 0) throw new InvalidArgumentError(field, 'empty text');
-  if (text.length > limits.maxSequenceTokens * MAX_CHARS_PER_TOKEN) {
-    throw new InvalidArgumentError(field, `${text.length} characters; too long for ${limits.maxSequenceTokens} tokens`);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > limits.maxSequenceTokens * MAX_TEXT_BYTES_PER_TOKEN) {
+    throw new InvalidArgumentError(field, `${bytes} bytes; too long for ${limits.maxSequenceTokens} tokens`);
   }
   // protobuf decodes invalid UTF-8 to U+FFFD; a NUL is never text. Both mean the client sent bytes, not text.
   const bad = text.search(/[\uFFFD\u0000]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/);

@@ -4,6 +4,7 @@
 // it to every rank in the assignment (`bootstrap`).
 import * as path from 'node:path';
 import type { Logger } from '../rpc/log';
+import type { InternalChannel } from '../rpc/security';
 import type { BackendKind } from '../native/addonTypes';
 import { LocalCommunicator, type Communicator } from './communicator';
 import { DataPlane } from './dataPlane';
@@ -20,6 +21,8 @@ export interface CommunicatorSetup {
   /** Rank 0's communicatorBootstrap(), as the router relayed it. */
   bootstrap: Uint8Array;
   collectiveTimeoutMs: number;
+  /** How the CPU data plane reaches peers (the cluster secret, mutual TLS). */
+  channel?: InternalChannel;
   logger?: Logger;
 }
 
@@ -69,6 +72,7 @@ export async function buildCommunicator(setup: CommunicatorSetup): Promise<Built
     clusterId: setup.clusterId,
     peers: setup.peers,
     collectiveTimeoutMs: setup.collectiveTimeoutMs,
+    channel: setup.channel,
     logger: setup.logger,
   });
   dataPlane.connect();

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { CollectiveTimeoutError, PeerLostError } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import { rankService, type DataFrameMsg, type ExchangeSummaryMsg } from '../rpc/protos';
-import { CHANNEL_OPTIONS } from '../rpc/channelOptions';
+import { INSECURE_CHANNEL, type InternalChannel } from '../rpc/security';
 
 /** Bytes per frame: well under gRPC's default 4 MiB message limit. */
 export const FRAME_BYTES = 1 << 20;
@@ -23,6 +23,9 @@ export interface DataPlaneOptions {
   /** host:port of every rank's RankService, in rank order (this rank's own entry is not used). */
   peers: readonly string[];
   collectiveTimeoutMs: number;
+  /** How streams to peers connect: the cluster secret on every call (their RankService refuses calls
+   *  without it), mutual TLS when configured. Default: plaintext without a secret (tests of the plane alone). */
+  channel?: InternalChannel;
   logger?: Logger;
 }
 
@@ -68,9 +71,10 @@ export class DataPlane {
    *  watch each other from the start (a peer that dies between steps is seen before the next step). */
   connect(): void {
     const Client = grpc.makeClientConstructor(rankService(), 'RankService');
+    const channel = this.opts.channel ?? INSECURE_CHANNEL;
     for (let peer = 0; peer < this.world; peer++) {
       if (peer === this.rank) continue;
-      const client = new Client(this.opts.peers[peer], grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      const client = new Client(this.opts.peers[peer], channel.credentials, channel.options);
       this.clients.push(client);
       const call = (client as unknown as ExchangeClient).Exchange((err: grpc.ServiceError | null) => {
         if (err && !this.closing) this.fail(new PeerLostError(peer, `stream to it failed: ${err.message}`));

@@ -5,6 +5,7 @@ import { status } from '@grpc/grpc-js';
 export type ClusterErrorCode =
   | 'INVALID_ARGUMENT'
   | 'QUEUE_FULL'
+  | 'BYTES_IN_FLIGHT'
   | 'DEADLINE_EXCEEDED'
   | 'CANCELLED'
   | 'UNAVAILABLE'
@@ -38,6 +39,16 @@ export class QueueFullError extends ClusterError {
   constructor(limit: number) {
     super(`request queue is full (${limit} sequences waiting); retry later`);
     this.name = 'QueueFullError';
+  }
+}
+
+/** Requests already in the router total too many bytes: this one is refused before it is decoded. */
+export class BytesInFlightError extends ClusterError {
+  readonly code = 'BYTES_IN_FLIGHT';
+  readonly grpcStatus = status.RESOURCE_EXHAUSTED;
+  constructor(bytes: number, limit: number) {
+    super(`requests of ${limit} bytes in all are already being served; this one (${bytes} bytes) is refused before decoding; retry later`);
+    this.name = 'BytesInFlightError';
   }
 }
 
