@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   // Ctrl-C, and SIGTERM sent to the whole process group (systemd, `timeout`, container runtimes), reach
   // every rank too: the launcher drains the cluster (in-flight requests are answered) and then stops the
   // ranks through Shutdown; a launcher that dies is noticed (its Join stream, the parent check).
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => logger.debug({ signal }, 'signal left to the launcher'));
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => logger.info({ signal }, 'signal left to the launcher'));
   try {
     await rank.start();
   } catch (err) {
