@@ -134,10 +134,12 @@ void checkAttention(Check& c) {
   c.rank(1, 3, "[T,nq,hd]");
   const int64_t T = c.t(1).dim(0), nq = c.t(1).dim(1), hd = c.t(1).dim(2);
   const std::string fromQ = " (" + c.is(1) + ")";
-  c.shape(0, {T, nq, hd}, "[T,nq,hd]", "T=" + std::to_string(T) + ", nq=" + std::to_string(nq) + ", hd=" + std::to_string(hd) + fromQ);
   c.shape(2, {T, -1, hd}, "[T,nkv,hd]", "T=" + std::to_string(T) + ", hd=" + std::to_string(hd) + fromQ);
   const int64_t nkv = c.t(2).dim(1);
-  c.shape(3, {T, nkv, hd}, "[T,nkv,hd]", "nkv=" + std::to_string(nkv) + " (" + c.is(2) + ")");
+  c.shape(3, {T, nkv, -1}, "[T,nkv,hdv]", "T=" + std::to_string(T) + ", nkv=" + std::to_string(nkv) + " (" + c.is(2) + ")");
+  const int64_t hdv = c.t(3).dim(2);
+  c.shape(0, {T, nq, hdv}, "[T,nq,hdv]",
+          "T=" + std::to_string(T) + ", nq=" + std::to_string(nq) + fromQ + ", hdv=" + std::to_string(hdv) + " (" + c.is(3) + ")");
   if (nkv == 0 || nq % nkv != 0) {
     c.fail("nq % nkv must be 0 with nkv > 0; got nq=" + std::to_string(nq) + ", nkv=" + std::to_string(nkv) + " (" +
            c.is(1) + ", " + c.is(2) + ")");
@@ -205,6 +207,57 @@ void checkRouter(Check& c) {
   const std::string why = "T=" + std::to_string(T) + ", k=" + std::to_string(k) + " (" + c.is(2) + ", param k)";
   c.shape(0, {T, k}, "[T,k]", why);
   c.shape(1, {T, k}, "[T,k]", why);
+  if (c.present(3)) c.shape(3, {E}, "[E]", "E=" + std::to_string(E) + " (" + c.is(2) + ")");
+  if (!std::isfinite(c.param(2))) c.fail("scale must be finite; got " + numberText(c.param(2)));
+  c.paramInteger(5, 1, double(E));
+  const int64_t G = int64_t(c.param(5));
+  c.paramInteger(6, 1, double(G));
+  const int64_t keep = int64_t(c.param(6));
+  const int method = int(c.param(4));
+  if (method == 0) {  // greedy: no groups
+    if (!c.args.ints.empty()) c.fail("expertGroup is for the group methods; greedy takes no ints");
+    return;
+  }
+  if (E % G != 0) c.fail("groups must divide E=" + std::to_string(E) + " (" + c.is(2) + "); got " + std::to_string(G));
+  const int64_t per = E / G;
+  if (method == 2 && per < 2) c.fail("noaux_tc sums each group's two best scores: groups need >= 2 experts; got E/groups=" + std::to_string(per));
+  if (keep * per < k) {
+    c.fail("the topkGroup=" + std::to_string(keep) + " kept groups of " + std::to_string(per) + " experts hold fewer than k=" +
+           std::to_string(k));
+  }
+  if (c.args.ints.empty()) return;
+  c.intsCount(size_t(E), "expertGroup[E], the group of each logit column (E=" + std::to_string(E) + ")");
+  std::vector<int64_t> size(size_t(G), 0);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t g = c.args.ints[size_t(e)];
+    if (g < 0 || g >= G) c.fail("expertGroup[" + std::to_string(e) + "] = " + std::to_string(g) + " is outside [0, " + std::to_string(G) + ")");
+    ++size[size_t(g)];
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    if (size[size_t(g)] != per) {
+      c.fail("expertGroup must give every group E/groups=" + std::to_string(per) + " experts; group " + std::to_string(g) + " has " +
+             std::to_string(size[size_t(g)]));
+    }
+  }
+}
+
+void checkCopyCols(Check& c) {
+  c.rank(0, 2, "[R,No]");
+  c.rank(1, 2, "[Rx,Nx]");
+  const auto& v = c.args.ints;
+  c.intsCount(4, "dstCol, srcCol, width, rowRepeat");
+  const int64_t R = c.t(0).dim(0), No = c.t(0).dim(1), Rx = c.t(1).dim(0), Nx = c.t(1).dim(1);
+  const int64_t dstCol = v[0], srcCol = v[1], width = v[2], rep = v[3];
+  if (rep < 1) c.fail("rowRepeat must be >= 1; got " + std::to_string(rep));
+  if (width < 0 || dstCol < 0 || srcCol < 0 || dstCol + width > No || srcCol + width > Nx) {
+    c.fail("columns [dstCol, dstCol+width) = [" + std::to_string(dstCol) + ", " + std::to_string(dstCol + width) + ") of out (No=" +
+           std::to_string(No) + ") and [srcCol, srcCol+width) = [" + std::to_string(srcCol) + ", " + std::to_string(srcCol + width) +
+           ") of x (Nx=" + std::to_string(Nx) + ") must lie inside them");
+  }
+  if (Rx * rep != R) {
+    c.fail("out must have Rx*rowRepeat rows: " + std::to_string(Rx) + "*" + std::to_string(rep) + " (" + c.is(1) + "); got R=" +
+           std::to_string(R));
+  }
 }
 
 void checkMoePermute(Check& c) {
@@ -357,8 +410,10 @@ const std::vector<OpSpec>& opTable() {
       {"expert_matmul", {flt("out"), flt("a"), flt("w")}, {oneOf("kernel", {"grouped", "dense"})}, {ints("counts")}, {{0, {}}},
        checkExpertMatmul},
       {"swiglu", {flt("out"), flt("gateUp")}, {}, {}, {{0, {}}}, checkSwiglu},
-      {"router", {i32("topkIdx"), f32("topkW"), flt("logits")}, {number("k"), boolean("renormalize"), number("scale")}, {},
-       {{0, {}}, {1, {}}}, checkRouter},
+      {"router", {i32("topkIdx"), f32("topkW"), flt("logits"), optional(f32("bias"))},
+       {number("k"), boolean("renormalize"), number("scale"), oneOf("scoring", {"softmax", "sigmoid"}),
+        oneOf("method", {"greedy", "group_limited_greedy", "noaux_tc"}), number("groups"), number("topkGroup")},
+       {optionalInts("expertGroup")}, {{0, {}}, {1, {}}}, checkRouter},
       {"moe_permute", {flt("out"), i32("rowMap"), i32("counts"), flt("x"), i32("topkIdx")}, {}, {}, {{0, {}}, {1, {}}, {2, {}}},
        checkMoePermute},
       {"moe_count", {i32("counts"), i32("topkIdx")}, {}, {ints("bounds")}, {{0, {}}}, checkMoeCount},
@@ -372,6 +427,7 @@ const std::vector<OpSpec>& opTable() {
       {"sigmoid_gate_add", {flt("out"), flt("y"), flt("gate")}, {}, {}, {{0, {}}}, checkSigmoidGateAdd},
       {"copy", {anyType("dst"), anyType("src")}, {}, {}, {{0, {}}}, checkCopy},
       {"gather_rows", {flt("out"), flt("x"), i32("idx")}, {}, {}, {{0, {}}}, checkGatherRows},
+      {"copy_cols", {flt("out"), flt("x")}, {}, {ints("cols")}, {{0, {}}}, checkCopyCols},
       {"fill_random", {flt("out")}, {number("seed"), number("std")}, {}, {{0, {}}}, checkFillRandom},
   };
   return table;

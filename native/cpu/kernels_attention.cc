@@ -1,4 +1,5 @@
-// attention (causal, packed sequences, grouped KV heads) and rope.
+// attention (causal, packed sequences, grouped KV heads; the value head dim may differ from the
+// query/key one, as in DeepSeek's MLA) and rope.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -43,7 +44,7 @@ AttentionScratch& attentionScratch() {
 
 }  // namespace
 
-// tensors: out[T,nq,hd], q[T,nq,hd], k[T,nkv,hd], v[T,nkv,hd], cuSeqlens[B+1]; params: scale;
+// tensors: out[T,nq,hdv], q[T,nq,hd], k[T,nkv,hd], v[T,nkv,hdv], cuSeqlens[B+1]; params: scale;
 // ints: cuSeqlens (host copy). Two-pass softmax per query row in fp32: scores, max, exp and sum,
 // then the weighted sum of values divided once by the sum.
 void attentionKernel(const OpArgs& args) {
@@ -52,20 +53,20 @@ void attentionKernel(const OpArgs& args) {
   const TensorRef& k = args.tensors[2];
   const TensorRef& v = args.tensors[3];
   const float scale = float(args.params[0]);
-  const int64_t T = q.dim(0), nq = q.dim(1), hd = q.dim(2), nkv = k.dim(1);
+  const int64_t T = q.dim(0), nq = q.dim(1), hd = q.dim(2), nkv = k.dim(1), hdv = v.dim(2);
   const int64_t group = nq / nkv;
   if (T == 0) return;
 
   // K and V widened to fp32 once, head-major ([nkv][T][hd]), so a query row streams over
   // contiguous keys of its head instead of converting (and striding over) them again per query.
-  std::vector<float> kf(nkv * T * hd), vf(nkv * T * hd);
+  std::vector<float> kf(nkv * T * hd), vf(nkv * T * hdv);
   parallelFor(T, 64, [&](int64_t t0, int64_t t1) {
-    std::vector<float> row(nkv * hd);
+    std::vector<float> row(nkv * std::max(hd, hdv));
     for (int64_t t = t0; t < t1; ++t) {
       loadFloats(k, t * nkv * hd, nkv * hd, row.data());
       for (int64_t h = 0; h < nkv; ++h) std::copy_n(&row[h * hd], hd, &kf[(h * T + t) * hd]);
-      loadFloats(v, t * nkv * hd, nkv * hd, row.data());
-      for (int64_t h = 0; h < nkv; ++h) std::copy_n(&row[h * hd], hd, &vf[(h * T + t) * hd]);
+      loadFloats(v, t * nkv * hdv, nkv * hdv, row.data());
+      for (int64_t h = 0; h < nkv; ++h) std::copy_n(&row[h * hdv], hdv, &vf[(h * T + t) * hdv]);
     }
   });
 
@@ -84,11 +85,11 @@ void attentionKernel(const OpArgs& args) {
     const AttentionTask& task = tasks[ti];
     const int64_t kvHead = task.head / group;
     const float* keys = &kf[(kvHead * T + task.seqStart) * hd];
-    const float* values = &vf[(kvHead * T + task.seqStart) * hd];
+    const float* values = &vf[(kvHead * T + task.seqStart) * hdv];
     AttentionScratch& s = attentionScratch();
     s.scores.resize(task.q0 + task.qLen);
     s.q.resize(hd);
-    s.acc.resize(hd);
+    s.acc.resize(hdv);
     for (int64_t i = task.q0; i < task.q0 + task.qLen; ++i) {
       const int64_t token = task.seqStart + i;
       loadFloats(q, (token * nq + task.head) * hd, hd, s.q.data());
@@ -102,12 +103,12 @@ void attentionKernel(const OpArgs& args) {
       for (int64_t j = 0; j <= i; ++j) {
         const float p = std::exp(s.scores[j] - maxScore);
         sum += p;
-        const float* value = values + j * hd;
-        for (int64_t d = 0; d < hd; ++d) s.acc[d] += p * value[d];
+        const float* value = values + j * hdv;
+        for (int64_t d = 0; d < hdv; ++d) s.acc[d] += p * value[d];
       }
       const float inv = 1.0f / sum;
-      for (int64_t d = 0; d < hd; ++d) s.acc[d] *= inv;
-      storeFloats(out, (token * nq + task.head) * hd, hd, s.acc.data());
+      for (int64_t d = 0; d < hdv; ++d) s.acc[d] *= inv;
+      storeFloats(out, (token * nq + task.head) * hdv, hdv, s.acc.data());
     }
   });
 }

@@ -30,43 +30,96 @@ void copyRow(const TensorRef& dst, int64_t dstOffset, const TensorRef& src, int6
 
 }  // namespace
 
-// tensors: topkIdx[T,k] i32, topkW[T,k] f32, logits[T,E]; params: k, renormalize, scale.
+// tensors: topkIdx[T,k] i32, topkW[T,k] f32, logits[T,E], bias[E] f32 (optional); params: k, renormalize,
+// scale, scoring (softmax, sigmoid), method (greedy, group_limited_greedy, noaux_tc), groups, topkGroup;
+// ints: expertGroup[E] (optional; default: contiguous groups of E/groups).
+// Scores s in fp32; choice c = s + bias; the group methods keep the topkGroup best groups (by the max
+// of c, or by the sum of its two largest) and pick the k largest c among their experts; the weights
+// are the unbiased s of the picked experts.
 void routerKernel(const OpArgs& args) {
   const TensorRef& logits = args.tensors[2];
   int32_t* topkIdx = args.tensors[0].as<int32_t>();
   float* topkW = args.tensors[1].as<float>();
+  const float* bias = args.tensors.size() > 3 && args.tensors[3].data ? args.tensors[3].as<const float>() : nullptr;
   const int64_t T = logits.dim(0), E = logits.dim(1);
   const int64_t k = int64_t(args.params[0]);
   const bool renormalize = args.params[1] != 0.0;
   const float scale = float(args.params[2]);
+  const bool sigmoid = args.params[3] != 0.0;
+  const int method = int(args.params[4]);
+  const int64_t G = int64_t(args.params[5]), keepGroups = int64_t(args.params[6]);
+  std::vector<int64_t> groupOf(E);
+  for (int64_t e = 0; e < E; ++e) groupOf[e] = args.ints.empty() ? e / (E / G) : args.ints[e];
   parallelFor(T, 64, [&](int64_t t0, int64_t t1) {
-    std::vector<float> p(E);
-    std::vector<int32_t> order(E);
+    std::vector<float> p(E), choice(E), gscore(G), best1(G), best2(G);
+    std::vector<int32_t> order(E), gorder(G);
+    std::vector<char> kept(G);
     for (int64_t t = t0; t < t1; ++t) {
       loadFloats(logits, t * E, E, p.data());
-      // NaN logits (a broken model) are left out of the softmax and rank last.
-      float maxLogit = -INFINITY;
-      for (float x : p) maxLogit = x > maxLogit ? x : maxLogit;
-      float sum = 0.0f;
-      for (float& x : p) {
-        if (std::isnan(x)) continue;
-        x = std::exp(x - maxLogit);
-        sum += x;
+      if (sigmoid) {
+        for (float& x : p) x = std::isnan(x) ? -INFINITY : 1.0f / (1.0f + std::exp(-x));
+      } else {
+        // NaN logits (a broken model) are left out of the softmax and rank last.
+        float maxLogit = -INFINITY;
+        for (float x : p) maxLogit = x > maxLogit ? x : maxLogit;
+        float sum = 0.0f;
+        for (float& x : p) {
+          if (std::isnan(x)) continue;
+          x = std::exp(x - maxLogit);
+          sum += x;
+        }
+        // -inf for NaN also keeps the comparator below a strict weak order.
+        for (float& x : p) x = std::isnan(x) ? -INFINITY : x / sum;
       }
-      // -inf for NaN also keeps the comparator below a strict weak order.
-      for (float& x : p) x = std::isnan(x) ? -INFINITY : x / sum;
-      // The k largest probabilities, descending; equal ones in index order.
+      for (int64_t e = 0; e < E; ++e) choice[e] = bias ? p[e] + bias[e] : p[e];
+      if (method != 0) {
+        std::fill(best1.begin(), best1.end(), -INFINITY);
+        std::fill(best2.begin(), best2.end(), -INFINITY);
+        for (int64_t e = 0; e < E; ++e) {
+          const int64_t g = groupOf[e];
+          if (choice[e] > best1[g]) {
+            best2[g] = best1[g];
+            best1[g] = choice[e];
+          } else if (choice[e] > best2[g]) {
+            best2[g] = choice[e];
+          }
+        }
+        for (int64_t g = 0; g < G; ++g) gscore[g] = method == 1 ? best1[g] : best1[g] + best2[g];
+        std::iota(gorder.begin(), gorder.end(), 0);
+        std::partial_sort(gorder.begin(), gorder.begin() + keepGroups, gorder.end(),
+                          [&](int32_t a, int32_t b) { return gscore[a] > gscore[b] || (gscore[a] == gscore[b] && a < b); });
+        std::fill(kept.begin(), kept.end(), 0);
+        for (int64_t j = 0; j < keepGroups; ++j) kept[gorder[j]] = 1;
+        for (int64_t e = 0; e < E; ++e)
+          if (!kept[groupOf[e]]) choice[e] = -INFINITY;
+      }
+      // The k largest choice scores, descending; equal ones in index order (masked experts only after all kept ones).
       std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                        [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        return choice[a] > choice[b] || (choice[a] == choice[b] && a < b);
+      });
       float picked = 0.0f;
       for (int64_t j = 0; j < k; ++j) picked += p[order[j]];
-      const float divisor = renormalize ? picked : 1.0f;
+      const float divisor = renormalize ? (sigmoid ? picked + 1e-20f : picked) : 1.0f;
       for (int64_t j = 0; j < k; ++j) {
         topkIdx[t * k + j] = order[j];
         topkW[t * k + j] = p[order[j]] / divisor * scale;
       }
     }
+  });
+}
+
+// tensors: out[R,No], x[Rx,Nx]; ints: dstCol, srcCol, width, rowRepeat.
+// out[r, dstCol + c] = x[r / rowRepeat, srcCol + c] for c < width; the other columns of out are kept.
+void copyColsKernel(const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& x = args.tensors[1];
+  const int64_t R = out.dim(0), No = out.dim(1), Nx = x.dim(1);
+  const int64_t dstCol = args.ints[0], srcCol = args.ints[1], width = args.ints[2], rep = args.ints[3];
+  if (width == 0) return;
+  parallelFor(R, 256, [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf;
+    for (int64_t r = r0; r < r1; ++r) copyRow(out, r * No + dstCol, x, (r / rep) * Nx + srcCol, width, buf);
   });
 }
 
@@ -246,6 +299,7 @@ void moeUnpermuteKernel(const OpArgs& args) {
 
 // The ops this file implements (contracts: native/ops.md).
 EPS_CPU_KERNEL("router", routerKernel);
+EPS_CPU_KERNEL("copy_cols", copyColsKernel);
 EPS_CPU_KERNEL("moe_permute", moePermuteKernel);
 EPS_CPU_KERNEL("moe_count", moeCountKernel);
 EPS_CPU_KERNEL("moe_rank_count", moeRankCountKernel);

@@ -20,8 +20,8 @@
 // The host cuts each sequence into 128-row query tiles (cuSeqlens arrives as host ints), longest
 // rows first, and uploads that list; grid = tiles x query heads.
 //
-// Fallback (any other dtype mix or head dim up to 256): one warp per (query, head), lanes split
-// the head dim, online softmax in fp32. Slow but exact to fp32 rounding; it serves test shapes and
+// Fallback (any other dtype mix, head dims up to 256, or a value head dim other than the query/key one,
+// as DeepSeek's MLA has): one warp per (query, head), lanes split the head dim, online softmax in fp32. Slow but exact to fp32 rounding; it serves test shapes and
 // models with unusual heads.
 #include <algorithm>
 #include <cstdint>
@@ -318,7 +318,7 @@ constexpr int kMaxPerLane = 8;  // head dims up to 256
 
 __global__ void attentionGenericKernel(FloatDst out, FloatSrc q, FloatSrc k, FloatSrc v,
                                        const int32_t* __restrict__ cuSeqlens, int B, int64_t T, int nq, int nkv,
-                                       int hd, float scale) {
+                                       int hd, int hdv, float scale) {
   const int64_t warpId = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warpId >= T * nq) return;
@@ -357,7 +357,7 @@ __global__ void attentionGenericKernel(FloatDst out, FloatSrc q, FloatSrc k, Flo
 #pragma unroll
     for (int i = 0; i < kMaxPerLane; ++i) {
       const int d = lane + 32 * i;
-      acc[i] = acc[i] * corr + (d < hd ? p * v[(j * nkv + kvHead) * hd + d] : 0.0f);
+      acc[i] = acc[i] * corr + (d < hdv ? p * v[(j * nkv + kvHead) * hdv + d] : 0.0f);
     }
     m = mNew;
   }
@@ -365,7 +365,7 @@ __global__ void attentionGenericKernel(FloatDst out, FloatSrc q, FloatSrc k, Flo
 #pragma unroll
   for (int i = 0; i < kMaxPerLane; ++i) {
     const int d = lane + 32 * i;
-    if (d < hd) out.store((t * nq + head) * hd + d, acc[i] * inv);
+    if (d < hdv) out.store((t * nq + head) * hdv + d, acc[i] * inv);
   }
 }
 
@@ -385,7 +385,7 @@ void launchFlash(OpContext& c, const OpArgs& args, const std::vector<QueryTile>&
 
 }  // namespace
 
-// tensors: out[T,nq,hd], q[T,nq,hd], k[T,nkv,hd], v[T,nkv,hd], cuSeqlens[B+1] i32; params: scale;
+// tensors: out[T,nq,hdv], q[T,nq,hd], k[T,nkv,hd], v[T,nkv,hdv], cuSeqlens[B+1] i32; params: scale;
 // ints: cuSeqlens (host copy)
 void attentionOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
@@ -393,7 +393,7 @@ void attentionOp(OpContext& c, const OpArgs& args) {
   const TensorRef& k = args.tensors[2];
   const TensorRef& v = args.tensors[3];
   const int64_t T = q.dim(0);
-  const int nq = int(q.dim(1)), hd = int(q.dim(2)), nkv = int(k.dim(1));
+  const int nq = int(q.dim(1)), hd = int(q.dim(2)), nkv = int(k.dim(1)), hdv = int(v.dim(2));
   const float scale = float(args.params[0]);
   if (T == 0 || nq == 0 || hd == 0) return;
   if (T > INT32_MAX / 2) throw std::invalid_argument("attention: more than 2^30 tokens");
@@ -401,7 +401,7 @@ void attentionOp(OpContext& c, const OpArgs& args) {
   const bool allBf16 = out.dtype == DType::BF16 && q.dtype == DType::BF16 && k.dtype == DType::BF16 &&
                        v.dtype == DType::BF16;
   const bool aligned = aligned16({out.data, q.data, k.data, v.data});
-  if (allBf16 && aligned && (hd == 64 || hd == 128)) {
+  if (allBf16 && aligned && hdv == hd && (hd == 64 || hd == 128)) {
     std::vector<QueryTile> tiles;
     for (size_t b = 0; b + 1 < args.ints.size(); ++b) {
       const int start = int(args.ints[b]), len = int(args.ints[b + 1] - args.ints[b]);
@@ -415,16 +415,16 @@ void attentionOp(OpContext& c, const OpArgs& args) {
     return;
   }
 
-  if (hd > 32 * kMaxPerLane)
+  if (hd > 32 * kMaxPerLane || hdv > 32 * kMaxPerLane)
     throw std::invalid_argument("attention: the CUDA kernel takes head dims up to 256 (bf16 64/128 on the fast path); got " +
-                                std::to_string(hd));
+                                std::to_string(hd) + " (q, k), " + std::to_string(hdv) + " (v)");
   const int B = int(args.ints.size()) - 1;
   const int64_t warps = T * nq;
   const int threads = 128;
   const int64_t blocks = (warps * 32 + threads - 1) / threads;
   attentionGenericKernel<<<unsigned(blocks), threads, 0, c.cuda>>>(floatDst(out), floatSrc(q), floatSrc(k), floatSrc(v),
                                                                    args.tensors[4].as<const int32_t>(), B, T, nq, nkv, hd,
-                                                                   scale);
+                                                                   hdv, scale);
   checkLaunch("attention (generic)");
 }
 

@@ -1,4 +1,5 @@
-// The MoE routing ops on the device: router (softmax, top-k, renormalise, scale in one kernel),
+// The MoE routing ops on the device: router (softmax or sigmoid, greedy or group-limited top-k, renormalise,
+// scale in one kernel), copy_cols (a block of columns, rows repeated: MLA's key assembly),
 // moe_permute (a stable counting sort of (token, slot) pairs by expert), moe_unpermute (the
 // weighted combine back per token) and moe_rank_dispatch (one row per (token, destination rank)).
 #include <algorithm>
@@ -15,74 +16,155 @@ namespace {
 
 // ---------------------------------------------------------------- router
 
-// One warp per token; its E probabilities live in shared memory. Top-k is k rounds of a warp-wide
-// argmax, ties going to the lower index (as the CPU's partial_sort comparator), each round
-// removing its winner. Probabilities are computed as the CPU does: exp(x - max), divided by the
-// sum; the selected ones are divided by their sum (renormalize) and multiplied by scale.
-__global__ void routerKernel(int32_t* __restrict__ topkIdx, float* __restrict__ topkW, FloatSrc logits, int64_t T,
-                             int E, int k, bool renormalize, float scale) {
-  extern __shared__ float probs[];
+// One warp per token; its E scores and E choice scores (score + bias) live in shared memory, then the
+// group scores. Top-k is k rounds of a warp-wide argmax, ties going to the lower index (as the CPU's
+// partial_sort comparator), each round removing its winner; the group methods first keep topkGroup
+// groups the same way and mask the others' experts to -inf. Scores are computed as the CPU does:
+// softmax as exp(x - max) divided by the sum, sigmoid as 1 / (1 + exp(-x)); the selected (unbiased)
+// scores are divided by their sum (renormalize) and multiplied by scale.
+struct RouterArgs {
+  int64_t T;
+  int E, k, groups, keepGroups, method;  // method: 0 greedy, 1 group_limited_greedy, 2 noaux_tc
+  bool renormalize, sigmoid;
+  float scale;
+};
+
+// The warp's argmax of v[0..n) (ties: lower index; NaN and -inf never win); INT_MAX when none is finite-or-larger.
+__device__ __forceinline__ void warpArgmax(const float* v, int n, int lane, float& best, int& bestIdx) {
+  best = -INFINITY;
+  bestIdx = INT_MAX;
+  for (int e = lane; e < n; e += 32) {
+    const float x = v[e];
+    if (x > best || (x == best && x != -INFINITY && e < bestIdx)) {
+      best = x;
+      bestIdx = e;
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bestIdx, o);
+    if (ov > best || (ov == best && oi < bestIdx)) {
+      best = ov;
+      bestIdx = oi;
+    }
+  }
+}
+
+__global__ void routerKernel(int32_t* __restrict__ topkIdx, float* __restrict__ topkW, FloatSrc logits,
+                             const float* __restrict__ bias, const int32_t* __restrict__ groupTable, RouterArgs a) {
+  extern __shared__ float smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t t = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
-  if (t >= T) return;
-  float* p = probs + int64_t(warp) * E;
+  if (t >= a.T) return;
+  const int E = a.E, G = a.groups;
+  float* p = smem + int64_t(warp) * (2 * E + 2 * G);
+  float* c = p + E;
+  float* gs = c + E;
+  float* kept = gs + G;
 
-  float maxLogit = -INFINITY;
-  for (int e = lane; e < E; e += 32) {
-    const float v = logits[t * E + e];
-    p[e] = v;
-    maxLogit = fmaxf(maxLogit, v);
+  if (a.sigmoid) {
+    for (int e = lane; e < E; e += 32) {
+      const float v = logits[t * E + e];
+      p[e] = isnan(v) ? -INFINITY : 1.0f / (1.0f + expf(-v));
+    }
+  } else {
+    float maxLogit = -INFINITY;
+    for (int e = lane; e < E; e += 32) {
+      const float v = logits[t * E + e];
+      p[e] = v;
+      maxLogit = fmaxf(maxLogit, v);
+    }
+    maxLogit = warpMax(maxLogit);
+    float sum = 0.0f;
+    for (int e = lane; e < E; e += 32) {
+      const float x = expf(p[e] - maxLogit);
+      p[e] = x;
+      if (!isnan(x)) sum += x;
+    }
+    sum = warpSum(sum);
+    for (int e = lane; e < E; e += 32) p[e] = isnan(p[e]) ? -INFINITY : p[e] / sum;
   }
-  maxLogit = warpMax(maxLogit);
-  float sum = 0.0f;
-  for (int e = lane; e < E; e += 32) {
-    const float x = expf(p[e] - maxLogit);
-    p[e] = x;
-    sum += x;
-  }
-  sum = warpSum(sum);
-  for (int e = lane; e < E; e += 32) p[e] = p[e] / sum;
+  for (int e = lane; e < E; e += 32) c[e] = bias ? p[e] + bias[e] : p[e];
   __syncwarp();
 
+  if (a.method != 0) {
+    // groupTable: groupOf[E], then the members of group g at [g*E/G, (g+1)*E/G).
+    const int per = E / G;
+    const int32_t* members = groupTable + E;
+    for (int g = lane; g < G; g += 32) {
+      float b1 = -INFINITY, b2 = -INFINITY;
+      for (int i = 0; i < per; ++i) {
+        const float v = c[members[g * per + i]];
+        if (v > b1) {
+          b2 = b1;
+          b1 = v;
+        } else if (v > b2) {
+          b2 = v;
+        }
+      }
+      gs[g] = a.method == 1 ? b1 : b1 + b2;
+      kept[g] = 0.0f;
+    }
+    __syncwarp();
+    for (int j = 0; j < a.keepGroups; ++j) {
+      float best;
+      int bestIdx;
+      warpArgmax(gs, G, lane, best, bestIdx);
+      if (bestIdx == INT_MAX) {  // every group score -inf or NaN: the lowest not yet kept
+        for (int g = 0; g < G; ++g)
+          if (kept[g] == 0.0f) {
+            bestIdx = g;
+            break;
+          }
+      }
+      __syncwarp();
+      if (lane == 0) {
+        kept[bestIdx] = 1.0f;
+        gs[bestIdx] = -INFINITY;
+      }
+      __syncwarp();
+    }
+    for (int e = lane; e < E; e += 32)
+      if (kept[groupTable[e]] == 0.0f) c[e] = -INFINITY;
+    __syncwarp();
+  }
+
   float picked = 0.0f;
-  for (int j = 0; j < k; ++j) {
-    float best = -INFINITY;
-    int bestIdx = INT_MAX;
-    for (int e = lane; e < E; e += 32) {
-      const float v = p[e];
-      if (v > best || (v == best && e < bestIdx)) {
-        best = v;
-        bestIdx = e;
-      }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bestIdx, o);
-      if (ov > best || (ov == best && oi < bestIdx)) {
-        best = ov;
-        bestIdx = oi;
-      }
-    }
-    // Every lane now holds the same winner. NaN probabilities never win a comparison; fall back to
+  for (int j = 0; j < a.k; ++j) {
+    float best;
+    int bestIdx;
+    warpArgmax(c, E, lane, best, bestIdx);
+    // Every lane now holds the same winner. NaN or masked scores never win a comparison; fall back to
     // the lowest index not yet taken so the output is still k distinct experts.
     if (bestIdx == INT_MAX) {
       for (int e = 0; e < E; ++e)
-        if (p[e] != -INFINITY) {
+        if (p[e] != -2.0f) {
           bestIdx = e;
-          best = p[e];
           break;
         }
     }
+    const float w = p[bestIdx];
+    __syncwarp();
     if (lane == 0) {
-      topkIdx[t * k + j] = bestIdx;
-      topkW[t * k + j] = best;
-      p[bestIdx] = -INFINITY;  // taken
+      topkIdx[t * a.k + j] = bestIdx;
+      topkW[t * a.k + j] = w;
+      c[bestIdx] = -INFINITY;  // taken
+      p[bestIdx] = -2.0f;      // taken (scores are >= 0 or -inf)
     }
-    picked += best;
+    picked += w;
     __syncwarp();
   }
-  const float divisor = renormalize ? picked : 1.0f;
-  for (int j = lane; j < k; j += 32) topkW[t * k + j] = topkW[t * k + j] / divisor * scale;
+  const float divisor = a.renormalize ? (a.sigmoid ? picked + 1e-20f : picked) : 1.0f;
+  for (int j = lane; j < a.k; j += 32) topkW[t * a.k + j] = topkW[t * a.k + j] / divisor * a.scale;
+}
+
+// One thread per element of the copied block: out[r, dstCol + c] = x[r / rep, srcCol + c].
+__global__ void copyColsKernel(FloatDst out, FloatSrc x, int64_t R, int64_t No, int64_t Nx, int64_t dstCol, int64_t srcCol,
+                               int64_t width, int64_t rep) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= R * width) return;
+  const int64_t r = i / width, col = i % width;
+  out.store(r * No + dstCol + col, x[(r / rep) * Nx + srcCol + col]);
 }
 
 // ---------------------------------------------------------------- moe_permute
@@ -391,23 +473,57 @@ __global__ void rankRowsKernel(FloatDst out, FloatSrc x, const int32_t* __restri
 
 }  // namespace
 
-// tensors: topkIdx[T,k] i32, topkW[T,k] f32, logits[T,E]; params: k, renormalize, scale
+// tensors: topkIdx[T,k] i32, topkW[T,k] f32, logits[T,E], bias[E] f32 (optional); params: k, renormalize, scale,
+// scoring, method, groups, topkGroup; ints: expertGroup[E] (optional)
 void routerOp(OpContext& c, const OpArgs& args) {
   const TensorRef& logits = args.tensors[2];
-  const int64_t T = logits.dim(0);
-  const int E = int(logits.dim(1));
-  const int k = int(args.params[0]);
-  if (T == 0) return;
-  // Shared memory holds E floats per warp; wide routers get fewer warps per block.
-  const size_t perWarp = size_t(E) * sizeof(float);
+  RouterArgs a;
+  a.T = logits.dim(0);
+  a.E = int(logits.dim(1));
+  a.k = int(args.params[0]);
+  a.renormalize = args.params[1] != 0.0;
+  a.scale = float(args.params[2]);
+  a.sigmoid = args.params[3] != 0.0;
+  a.method = int(args.params[4]);
+  a.groups = a.method == 0 ? 0 : int(args.params[5]);
+  a.keepGroups = int(args.params[6]);
+  if (a.T == 0) return;
+  const int E = a.E, G = a.groups;
+  const int32_t* groupTable = nullptr;
+  if (a.method != 0) {
+    // groupOf[E], then each group's members in index order (the group's experts at [g*E/G, (g+1)*E/G)).
+    std::vector<int32_t> table(size_t(2 * E));
+    for (int e = 0; e < E; ++e) table[size_t(e)] = args.ints.empty() ? e / (E / G) : int32_t(args.ints[size_t(e)]);
+    std::vector<int> fill(size_t(G), 0);
+    for (int e = 0; e < E; ++e) {
+      const int g = table[size_t(e)];
+      table[size_t(E + g * (E / G) + fill[size_t(g)]++)] = e;
+    }
+    groupTable = static_cast<const int32_t*>(c.uploadTable(table.data(), table.size() * sizeof(int32_t)));
+  }
+  const float* bias = args.tensors.size() > 3 && args.tensors[3].data ? args.tensors[3].as<const float>() : nullptr;
+  // Shared memory holds 2E + 2G floats per warp; wide routers get fewer warps per block.
+  const size_t perWarp = size_t(2 * E + 2 * G) * sizeof(float);
   int warps = 8;
   while (warps > 1 && perWarp * warps > 48 * 1024) warps /= 2;
-  if (perWarp > 48 * 1024) throw std::invalid_argument("router: E=" + std::to_string(E) + " experts is more than the CUDA kernel holds (12288)");
-  const int64_t blocks = (T + warps - 1) / warps;
-  routerKernel<<<unsigned(blocks), warps * 32, perWarp * warps, c.cuda>>>(
-      args.tensors[0].as<int32_t>(), args.tensors[1].as<float>(), floatSrc(logits), T, E, k, args.params[1] != 0.0,
-      float(args.params[2]));
+  if (perWarp > 48 * 1024) throw std::invalid_argument("router: E=" + std::to_string(E) + " experts is more than the CUDA kernel holds (6144)");
+  const int64_t blocks = (a.T + warps - 1) / warps;
+  routerKernel<<<unsigned(blocks), warps * 32, perWarp * warps, c.cuda>>>(args.tensors[0].as<int32_t>(), args.tensors[1].as<float>(),
+                                                                          floatSrc(logits), bias, groupTable, a);
   checkLaunch("router");
+}
+
+// tensors: out[R,No], x[Rx,Nx]; ints: dstCol, srcCol, width, rowRepeat
+void copyColsOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& x = args.tensors[1];
+  const int64_t R = out.dim(0), width = args.ints[2];
+  if (R == 0 || width == 0) return;
+  const int threads = 256;
+  const int64_t blocks = (R * width + threads - 1) / threads;
+  copyColsKernel<<<unsigned(blocks), threads, 0, c.cuda>>>(floatDst(out), floatSrc(x), R, out.dim(1), x.dim(1), args.ints[0],
+                                                           args.ints[1], width, args.ints[3]);
+  checkLaunch("copy_cols");
 }
 
 // tensors: out[T*k,H], rowMap[T,k] i32, counts[E] i32, x[T,H], topkIdx[T,k] i32
@@ -541,6 +657,7 @@ void moeRankDispatchOp(OpContext& c, const OpArgs& args) {
 
 // The ops this file implements (contracts: native/ops.md).
 EPS_CUDA_OP("router", routerOp);
+EPS_CUDA_OP("copy_cols", copyColsOp);
 EPS_CUDA_OP("moe_permute", moePermuteOp);
 EPS_CUDA_OP("moe_count", moeCountOp);
 EPS_CUDA_OP("moe_unpermute", moeUnpermuteOp);

@@ -31,6 +31,11 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   const { numHeads: nq, numKvHeads: nkv, headDim: hd } = spec;
   const hn = scope.tensor(ctx.actDtype, x.shape);
   ops.rmsnorm(s, hn, x, w.inputNorm, spec.rmsNormEps);
+  if (w.mla) {
+    mlaAttention(ctx, w, hn, x);
+    return;
+  }
+  if (!w.q || !w.k || !w.v) throw new Error('attention: a layer without MLA needs q, k and v projections');
 
   const q = scope.tensor(ctx.actDtype, [T, nq * hd]);
   const k = scope.tensor(ctx.actDtype, [T, nkv * hd]);
@@ -50,8 +55,63 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   ops.rope(s, k3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
 
   const attn = scope.tensor(ctx.actDtype, [T, nq, hd]);
-  ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, 1 / Math.sqrt(hd));
+  const scale = spec.softmaxScale ?? 1 / Math.sqrt(hd);
+  ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
   const o = scope.tensor(ctx.actDtype, [T, spec.hiddenSize]);
   ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias);
+  ops.add(s, x, x, o);
+}
+
+/**
+ * Multi-head latent attention (DeepSeek), keys and values expanded from the latent (docs/ARCHITECTURE.md says
+ * why for prefill). Heads are laid out [rope | nope] (engine/weightTypes.ts MlaWeights), so the rope op
+ * rotates the first qk_rope_head_dim dims of q's heads and of the one shared rope key:
+ *   q = q_proj(h) | q_b_proj(rmsnorm(q_a_proj(h)))        [T, nq, rope + nope]
+ *   [latent | kpe] = kv_a_proj_with_mqa(h)                [T, r_kv + rope]
+ *   kv = kv_b_proj(rmsnorm(latent))                        [T, nq, nope + v]
+ *   k[t, h] = [rope(kpe[t]) | kv[t, h, :nope]],  v[t, h] = kv[t, h, nope:]
+ */
+function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor, x: Tensor): void {
+  const { stream: s, scope, spec, actDtype } = ctx;
+  const m = w.mla!;
+  const mla = spec.mla!;
+  const T = x.shape[0];
+  const nq = spec.numHeads;
+  const rope = mla.qkRopeHeadDim;
+  const nope = mla.qkNopeHeadDim;
+  const qk = rope + nope;
+  const vd = mla.vHeadDim;
+  const r = mla.kvLoraRank;
+  const q = scope.tensor(actDtype, [T, nq * qk]);
+  if (m.q) {
+    ops.matmul(s, q, hn, m.q);
+  } else {
+    const qa = scope.tensor(actDtype, [T, mla.qLoraRank!]);
+    ops.matmul(s, qa, hn, m.qA!, m.qABias);
+    ops.rmsnorm(s, qa, qa, m.qANorm!, 1e-6);
+    ops.matmul(s, q, qa, m.qB!);
+  }
+  const kva = scope.tensor(actDtype, [T, r + rope]);
+  ops.matmul(s, kva, hn, m.kvA, m.kvABias);
+  const latent = scope.tensor(actDtype, [T, r]);
+  ops.copyCols(s, latent, kva, 0, 0, r);
+  ops.rmsnorm(s, latent, latent, m.kvANorm, 1e-6);
+  const kpe = scope.tensor(actDtype, [T, rope]);
+  ops.copyCols(s, kpe, kva, 0, r, rope);
+  const q3 = q.reshape([T, nq, qk]);
+  ops.rope(s, q3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+  ops.rope(s, kpe.reshape([T, 1, rope]), ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+  const kv = scope.tensor(actDtype, [T * nq, nope + vd]);
+  ops.matmul(s, kv.reshape([T, nq * (nope + vd)]), latent, m.kvB);
+  const k = scope.tensor(actDtype, [T * nq, qk]);
+  ops.copyCols(s, k, kpe, 0, 0, rope, nq);
+  ops.copyCols(s, k, kv, rope, 0, nope);
+  const v = scope.tensor(actDtype, [T * nq, vd]);
+  ops.copyCols(s, v, kv, 0, nope, vd);
+  const attn = scope.tensor(actDtype, [T, nq, vd]);
+  const scale = spec.softmaxScale ?? 1 / Math.sqrt(qk);
+  ops.attention(s, attn, q3, k.reshape([T, nq, qk]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
+  const o = scope.tensor(actDtype, [T, spec.hiddenSize]);
+  ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias);
   ops.add(s, x, x, o);
 }

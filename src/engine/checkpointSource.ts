@@ -57,10 +57,30 @@ export class CheckpointSource implements WeightSource {
       case 'postNorm':
         return c.postAttentionNorm(l);
       case 'q':
+        return c.spec.mla ? c.mlaTensor(l, 'q_proj') : c.attnProj(l, 'q');
+      case 'o':
+        return c.spec.mla ? c.mlaTensor(l, 'o_proj') : c.attnProj(l, 'o');
       case 'k':
       case 'v':
-      case 'o':
         return c.attnProj(l, key.role);
+      case 'mlaQA':
+        return c.mlaTensor(l, 'q_a_proj');
+      case 'mlaQABias':
+        return c.mlaTensor(l, 'q_a_proj', 'bias');
+      case 'mlaQANorm':
+        return c.mlaTensor(l, 'q_a_layernorm');
+      case 'mlaQB':
+        return c.mlaTensor(l, 'q_b_proj');
+      case 'mlaKvA':
+        return c.mlaTensor(l, 'kv_a_proj_with_mqa');
+      case 'mlaKvABias':
+        return c.mlaTensor(l, 'kv_a_proj_with_mqa', 'bias');
+      case 'mlaKvANorm':
+        return c.mlaTensor(l, 'kv_a_layernorm');
+      case 'mlaKvB':
+        return c.mlaTensor(l, 'kv_b_proj');
+      case 'routerBias':
+        return c.routerBias(l);
       case 'qBias':
         return must(c.attnBias(l, 'q'), 'q_proj bias');
       case 'kBias':
@@ -68,7 +88,7 @@ export class CheckpointSource implements WeightSource {
       case 'vBias':
         return must(c.attnBias(l, 'v'), 'v_proj bias');
       case 'oBias':
-        return must(c.attnBias(l, 'o'), 'o_proj bias');
+        return c.spec.mla ? c.mlaTensor(l, 'o_proj', 'bias') : must(c.attnBias(l, 'o'), 'o_proj bias');
       case 'qNorm':
         return must(c.qNorm(l), 'q_norm');
       case 'kNorm':

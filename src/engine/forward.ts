@@ -7,6 +7,7 @@ import * as ops from '../native/ops';
 import type { ModelSpec } from '../model/config';
 import type { CostModel } from '../moe/cost/costModel';
 import { moeLayer, type MoeRouting } from '../moe/exec/moeLayer';
+import type { RouterGroups } from '../moe/exec/context';
 import type { MoePlan } from '../moe/plan/plan';
 import { type ExpertLayout, ExpertLayoutError, expertLayout } from '../moe/placement';
 import { scheduleLayoutProblem, type DispatchMode, type MoeSchedule } from '../moe/schedule';
@@ -82,6 +83,7 @@ export class ModelRunner {
       expertIntermediate: moe.expertIntermediate,
       sharedIntermediate: moe.sharedIntermediate,
     };
+    if (moe.routing) this.routing.selection = routerGroups(moe.routing, this.layout);
   }
 
   /** Checks sequences against the model; throws InvalidInputError naming the sequence and position. */
@@ -234,6 +236,18 @@ function resolveSpans(stepStart: Event, spans: { layer: number; span: OpSpan }[]
     endMs: span.end.elapsedSince(stepStart),
     args: span.args,
   }));
+}
+
+/**
+ * The router op's scoring and groups for a DeepSeek model. Groups are contiguous in the checkpoint's expert
+ * order; where the router's columns are virtual ids (expert groups of the placement), each column's group is
+ * that of its checkpoint expert.
+ */
+export function routerGroups(r: NonNullable<ModelSpec['moe']['routing']>, layout: ExpertLayout): RouterGroups {
+  const sel: RouterGroups = { scoring: r.scoring, method: r.method, groups: r.groups, topkGroup: r.topkGroup };
+  if (r.method === 'greedy' || layout.identity) return sel;
+  const per = layout.numExperts / r.groups;
+  return { ...sel, expertGroup: Array.from({ length: layout.numExperts }, (_, v) => Math.floor(layout.globalOf(v) / per)) };
 }
 
 /** Packs sequences back to back: token ids, positions within each sequence, and sequence starts. */

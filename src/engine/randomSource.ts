@@ -30,9 +30,18 @@ const ROLES: WeightRole[] = [
   'sharedGate',
   'denseGateUp',
   'denseDown',
+  'routerBias',
+  'mlaQA',
+  'mlaQABias',
+  'mlaQANorm',
+  'mlaQB',
+  'mlaKvA',
+  'mlaKvABias',
+  'mlaKvANorm',
+  'mlaKvB',
 ];
-const NORMS = new Set<WeightRole>(['finalNorm', 'inputNorm', 'postNorm', 'qNorm', 'kNorm']);
-const BIASES = new Set<WeightRole>(['qBias', 'kBias', 'vBias', 'oBias']);
+const NORMS = new Set<WeightRole>(['finalNorm', 'inputNorm', 'postNorm', 'qNorm', 'kNorm', 'mlaQANorm', 'mlaKvANorm']);
+const BIASES = new Set<WeightRole>(['qBias', 'kBias', 'vBias', 'oBias', 'routerBias', 'mlaQABias', 'mlaKvABias']);
 
 export class RandomSource implements WeightSource {
   constructor(

@@ -8,7 +8,7 @@ import type { ModelSpec } from '../model/config';
 import { ropeInvFreq } from '../model/rope';
 import * as ops from '../native/ops';
 import { expertLayout, type ExpertLayout } from '../moe/placement';
-import type { LayerWeights, MlpWeights, ModelWeights, MoeWeights } from './weightTypes';
+import type { LayerWeights, MlaWeights, MlpWeights, ModelWeights, MoeWeights } from './weightTypes';
 
 /** A weight by role; `expert` names one routed expert of a MoE layer. */
 export type WeightRole =
@@ -28,6 +28,15 @@ export type WeightRole =
   | 'qNorm'
   | 'kNorm'
   | 'router'
+  | 'routerBias'
+  | 'mlaQA'
+  | 'mlaQABias'
+  | 'mlaQANorm'
+  | 'mlaQB'
+  | 'mlaKvA'
+  | 'mlaKvABias'
+  | 'mlaKvANorm'
+  | 'mlaKvB'
   | 'expertGateUp'
   | 'expertDown'
   | 'sharedGateUp'
@@ -90,15 +99,19 @@ export async function loadWeights(spec: ModelSpec, device: Device, source: Weigh
   const layers: LayerWeights[] = [];
   for (let i = 0; i < spec.numLayers; i++) {
     const at = (role: WeightRole, shape: number[]) => make({ role, layer: i }, shape);
-    const layer: LayerWeights = {
-      inputNorm: await at('inputNorm', [H]),
-      postNorm: await at('postNorm', [H]),
-      q: await at('q', [spec.numHeads * hd, H]),
-      k: await at('k', [spec.numKvHeads * hd, H]),
-      v: await at('v', [spec.numKvHeads * hd, H]),
-      o: await at('o', [H, spec.numHeads * hd]),
-      mlp: { kind: 'dense', dense: { gateUp: undefined as never, down: undefined as never } },
-    };
+    const inputNorm = await at('inputNorm', [H]);
+    const postNorm = await at('postNorm', [H]);
+    const layer: LayerWeights = spec.mla
+      ? { inputNorm, postNorm, ...(await mlaWeights(spec, i, device, s, make)), mlp: { kind: 'dense', dense: { gateUp: undefined as never, down: undefined as never } } }
+      : {
+          inputNorm,
+          postNorm,
+          q: await at('q', [spec.numHeads * hd, H]),
+          k: await at('k', [spec.numKvHeads * hd, H]),
+          v: await at('v', [spec.numKvHeads * hd, H]),
+          o: await at('o', [H, spec.numHeads * hd]),
+          mlp: { kind: 'dense', dense: { gateUp: undefined as never, down: undefined as never } },
+        };
     if (spec.attentionBias) {
       layer.qBias = await at('qBias', [spec.numHeads * hd]);
       layer.kBias = await at('kBias', [spec.numKvHeads * hd]);
@@ -134,6 +147,9 @@ async function moeWeights(
   const H = spec.hiddenSize;
   const local = layout.ranges[opts.rank];
   const router = await virtualRouter(device, s, layout, await make({ role: 'router', layer }, [E, H]));
+  const routerBias = spec.moe.routing?.scoreCorrectionBias
+    ? (await virtualRouter(device, s, layout, await make({ role: 'routerBias', layer }, [E, 1], device.tensor('f32', [E, 1])))).reshape([E])
+    : undefined;
   // Experts are stacked [Elocal, ...]: each is filled into its slice of the stack.
   const gateUp = device.tensor(opts.weightDtype, [local.count, 2 * I, H]);
   const down = device.tensor(opts.weightDtype, [local.count, H, I]);
@@ -143,6 +159,7 @@ async function moeWeights(
     await make({ role: 'expertDown', layer, expert: e }, [H, I], down.rows(j, 1).reshape([H, I]));
   }
   const w: MoeWeights = { router, experts: { gateUp, down }, local };
+  if (routerBias) w.routerBias = routerBias;
   if (Is > 0) {
     w.shared = {
       gateUp: await make({ role: 'sharedGateUp', layer }, [2 * Is, H]),
@@ -151,6 +168,69 @@ async function moeWeights(
     if (spec.moe.sharedGate) w.sharedGate = await make({ role: 'sharedGate', layer }, [1, H]);
   }
   return w;
+}
+
+type Make = (key: WeightKey, shape: number[], into?: Tensor) => Promise<Tensor>;
+
+/**
+ * MLA's weights (weightTypes.ts MlaWeights): q (or qB) rows reordered per head from [nope | rope] to
+ * [rope | nope], kvA's rope rows kept last; the rope rows de-interleaved (evens, then odds) where the model
+ * pairs adjacent dims.
+ */
+async function mlaWeights(
+  spec: ModelSpec,
+  layer: number,
+  device: Device,
+  s: Stream,
+  make: Make,
+): Promise<{ mla: MlaWeights; o: Tensor; oBias?: Tensor }> {
+  const m = spec.mla!;
+  const H = spec.hiddenSize;
+  const nq = spec.numHeads;
+  const nope = m.qkNopeHeadDim;
+  const rope = m.qkRopeHeadDim;
+  const qk = nope + rope;
+  const at = (role: WeightRole, shape: number[]) => make({ role, layer }, shape);
+  // Row j of a rope block [0, rope): de-interleaved, row j takes source row 2j (j < rope/2) or 2(j - rope/2) + 1.
+  const ropeRow = (j: number) => (m.ropeInterleave ? (j < rope / 2 ? 2 * j : 2 * (j - rope / 2) + 1) : j);
+  const qOrder: number[] = [];
+  for (let h = 0; h < nq; h++) {
+    for (let j = 0; j < rope; j++) qOrder.push(h * qk + nope + ropeRow(j));
+    for (let j = 0; j < nope; j++) qOrder.push(h * qk + j);
+  }
+  const kvOrder = Array.from({ length: m.kvLoraRank + rope }, (_, j) => (j < m.kvLoraRank ? j : m.kvLoraRank + ropeRow(j - m.kvLoraRank)));
+  const w: MlaWeights = {
+    kvA: undefined as never,
+    kvANorm: undefined as never,
+    kvB: undefined as never,
+  };
+  if (m.qLoraRank === null) {
+    w.q = permuteRows(device, s, await at('q', [nq * qk, H]), qOrder);
+  } else {
+    w.qA = await at('mlaQA', [m.qLoraRank, H]);
+    if (m.attentionBias) w.qABias = await at('mlaQABias', [m.qLoraRank]);
+    w.qANorm = await at('mlaQANorm', [m.qLoraRank]);
+    w.qB = permuteRows(device, s, await at('mlaQB', [nq * qk, m.qLoraRank]), qOrder);
+  }
+  w.kvA = permuteRows(device, s, await at('mlaKvA', [m.kvLoraRank + rope, H]), kvOrder);
+  if (m.attentionBias) {
+    w.kvABias = permuteRows(device, s, await at('mlaKvABias', [m.kvLoraRank + rope, 1]), kvOrder).reshape([m.kvLoraRank + rope]);
+  }
+  w.kvANorm = await at('mlaKvANorm', [m.kvLoraRank]);
+  w.kvB = await at('mlaKvB', [nq * (nope + m.vHeadDim), m.kvLoraRank]);
+  const o = await at('o', [H, nq * m.vHeadDim]);
+  return m.attentionBias ? { mla: w, o, oBias: await at('oBias', [H]) } : { mla: w, o };
+}
+
+/** t with row i = t's row order[i] (a gather on the device; t itself when the order is the identity). */
+function permuteRows(device: Device, s: Stream, t: Tensor, order: readonly number[]): Tensor {
+  if (order.every((r, i) => r === i)) return t;
+  const idx = tensorFromInt32(device, s, [order.length], Int32Array.from(order));
+  const out = device.tensor(t.dtype, t.shape);
+  ops.gatherRows(s, out, t, idx);
+  idx.dispose();
+  t.dispose();
+  return out;
 }
 
 /**
@@ -173,10 +253,13 @@ async function virtualRouter(device: Device, s: Stream, layout: ExpertLayout, ro
 
 function countTensors(spec: ModelSpec, localExperts: number): number {
   let n = 3;
+  const m = spec.mla;
   for (let i = 0; i < spec.numLayers; i++) {
-    n += 6 + (spec.attentionBias ? 3 : 0) + (spec.attentionOutputBias ? 1 : 0) + (spec.qkNorm ? 2 : 0);
+    n += m
+      ? 2 + (m.qLoraRank === null ? 1 : 3) + 4 + (m.attentionBias ? (m.qLoraRank === null ? 2 : 3) : 0)
+      : 6 + (spec.attentionBias ? 3 : 0) + (spec.attentionOutputBias ? 1 : 0) + (spec.qkNorm ? 2 : 0);
     if (spec.layers[i].mlp === 'moe') {
-      n += 1 + 2 * localExperts;
+      n += 1 + 2 * localExperts + (spec.moe.routing?.scoreCorrectionBias ? 1 : 0);
       if (spec.moe.sharedIntermediate > 0) n += 2 + (spec.moe.sharedGate ? 1 : 0);
     } else n += 2;
   }

@@ -16,7 +16,9 @@ import {
   layerNames,
   perExpertNames,
   routerNames,
+  sharedExpertName,
   type ExpertLayout,
+  type MlaWeightName,
   type PerExpertNames,
 } from './weightNames';
 
@@ -222,12 +224,12 @@ export class Checkpoint {
 
   async sharedExpertGateUp(l: number): Promise<RawTensor> {
     const Is = this.checkShared(l);
-    return this.gateUpPair(layerNames.sharedExpert(l, 'gate'), layerNames.sharedExpert(l, 'up'), Is);
+    return this.gateUpPair(sharedExpertName(this.spec, l, 'gate'), sharedExpertName(this.spec, l, 'up'), Is);
   }
 
   async sharedExpertDown(l: number): Promise<RawTensor> {
     const Is = this.checkShared(l);
-    return this.checked(layerNames.sharedExpert(l, 'down'), [this.spec.hiddenSize, Is]);
+    return this.checked(sharedExpertName(this.spec, l, 'down'), [this.spec.hiddenSize, Is]);
   }
 
   /** shared_expert_gate [1, H] (Qwen2-MoE): the shared output is scaled by sigmoid(x @ w^T). */
@@ -235,6 +237,56 @@ export class Checkpoint {
     this.checkMoeLayer(l);
     if (!this.spec.moe.sharedGate) throw new RangeError(`${this.spec.family} has no shared_expert_gate`);
     return this.checked(layerNames.sharedExpertGate(l), [1, this.spec.hiddenSize]);
+  }
+
+  // ---- multi-head latent attention (DeepSeek)
+
+  /** The shapes of MLA's tensors (spec.mla): weights [out, in], norms and biases [out]. */
+  mlaShape(name: MlaWeightName, what: 'weight' | 'bias' = 'weight'): number[] {
+    const s = this.spec;
+    const m = s.mla;
+    if (!m) throw new RangeError(`${s.family} has no multi-head latent attention`);
+    const qk = m.qkNopeHeadDim + m.qkRopeHeadDim;
+    const rows: Record<MlaWeightName, [number, number]> = {
+      q_proj: [s.numHeads * qk, s.hiddenSize],
+      q_a_proj: [m.qLoraRank ?? 0, s.hiddenSize],
+      q_a_layernorm: [m.qLoraRank ?? 0, 0],
+      q_b_proj: [s.numHeads * qk, m.qLoraRank ?? 0],
+      kv_a_proj_with_mqa: [m.kvLoraRank + m.qkRopeHeadDim, s.hiddenSize],
+      kv_a_layernorm: [m.kvLoraRank, 0],
+      kv_b_proj: [s.numHeads * (m.qkNopeHeadDim + m.vHeadDim), m.kvLoraRank],
+      o_proj: [s.hiddenSize, s.numHeads * m.vHeadDim],
+    };
+    const [out, inp] = rows[name];
+    return what === 'bias' || inp === 0 ? [out] : [out, inp];
+  }
+
+  /** An MLA tensor of layer l (self_attn.<name>.weight or .bias), shape-checked. */
+  async mlaTensor(l: number, name: MlaWeightName, what: 'weight' | 'bias' = 'weight'): Promise<RawTensor> {
+    this.checkLayer(l);
+    return this.checked(layerNames.mla(l, name, what), this.mlaShape(name, what));
+  }
+
+  /** e_score_correction_bias [E] (DeepSeek-V3's router). */
+  async routerBias(l: number): Promise<RawTensor> {
+    this.checkMoeLayer(l);
+    return this.checked(layerNames.routerBias(l), [this.spec.moe.numExperts]);
+  }
+
+  /** The MLA tensors a layer has (q_proj or the q low-rank path; biases with attention_bias). */
+  mlaNames(): { name: MlaWeightName; what: 'weight' | 'bias' }[] {
+    const m = this.spec.mla;
+    if (!m) return [];
+    const names: MlaWeightName[] =
+      m.qLoraRank === null ? ['q_proj'] : ['q_a_proj', 'q_a_layernorm', 'q_b_proj'];
+    names.push('kv_a_proj_with_mqa', 'kv_a_layernorm', 'kv_b_proj', 'o_proj');
+    const out: { name: MlaWeightName; what: 'weight' | 'bias' }[] = names.map((name) => ({ name, what: 'weight' as const }));
+    if (m.attentionBias) {
+      for (const name of ['q_a_proj', 'kv_a_proj_with_mqa', 'o_proj'] as const) {
+        if (name !== 'q_a_proj' || m.qLoraRank !== null) out.push({ name, what: 'bias' });
+      }
+    }
+    return out;
   }
 
   // ---- router and routed experts
@@ -349,7 +401,8 @@ export class Checkpoint {
     for (let l = 0; l < s.numLayers; l++) {
       await this.checkShape(layerNames.inputNorm(l), [H]);
       await this.checkShape(layerNames.postAttentionNorm(l), [H]);
-      for (const p of ['q', 'k', 'v', 'o'] as const) {
+      for (const { name, what } of this.mlaNames()) await this.checkShape(layerNames.mla(l, name, what), this.mlaShape(name, what));
+      for (const p of s.mla ? [] : (['q', 'k', 'v', 'o'] as const)) {
         const cols = p === 'o' ? s.numHeads * s.headDim : H;
         await this.checkShape(layerNames.proj(l, p), [this.projRows(p), cols]);
         if (p === 'o' ? s.attentionOutputBias : s.attentionBias) {
@@ -382,10 +435,11 @@ export class Checkpoint {
         }
       }
       if (Is > 0) {
-        await this.checkShape(layerNames.sharedExpert(l, 'gate'), [Is, H]);
-        await this.checkShape(layerNames.sharedExpert(l, 'up'), [Is, H]);
-        await this.checkShape(layerNames.sharedExpert(l, 'down'), [H, Is]);
+        await this.checkShape(sharedExpertName(s, l, 'gate'), [Is, H]);
+        await this.checkShape(sharedExpertName(s, l, 'up'), [Is, H]);
+        await this.checkShape(sharedExpertName(s, l, 'down'), [H, Is]);
       }
+      if (s.moe.routing?.scoreCorrectionBias) await this.checkShape(layerNames.routerBias(l), [E]);
       if (s.moe.sharedGate) await this.checkShape(layerNames.sharedExpertGate(l), [1, H]);
     }
   }

@@ -8,10 +8,12 @@ import * as path from 'path';
 import { ConfigFields, isJsonObject } from './configFields';
 import { ModelError } from './errors';
 import { parseRopeSpec, type RopeSpec } from './ropeConfig';
+import { mlaSoftmaxScale, parseDeepseek, type DeepseekRouting, type MlaSpec } from './families/deepseek';
 
 export type { RopeSpec, RopeType } from './ropeConfig';
+export type { DeepseekRouting, MlaSpec, RouterMethod, RouterScoring } from './families/deepseek';
 
-export const SUPPORTED_MODEL_TYPES = ['mixtral', 'qwen2_moe', 'qwen3_moe'] as const;
+export const SUPPORTED_MODEL_TYPES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3'] as const;
 export type ModelFamily = (typeof SUPPORTED_MODEL_TYPES)[number];
 export type FloatDType = 'f32' | 'bf16' | 'f16';
 
@@ -28,6 +30,8 @@ export interface MoeSpec {
   sharedIntermediate: number;
   /** The shared expert's output is scaled by sigmoid(x @ shared_expert_gate^T) (Qwen2-MoE). */
   sharedGate: boolean;
+  /** Scoring and group-limited choice beyond softmax top-k (DeepSeek); absent: softmax, greedy. */
+  routing?: DeepseekRouting;
 }
 
 export interface LayerSpec {
@@ -62,6 +66,13 @@ export interface ModelSpec {
   moe: MoeSpec;
   /** Intermediate size of the dense MLP layers (Qwen mlp_only_layers / decoder_sparse_step); 0 if none. */
   denseIntermediate: number;
+  /**
+   * Multi-head latent attention (DeepSeek), which replaces q/k/v projections; headDim is then the query/key
+   * head dim (qk_nope + qk_rope), the value head dim is mla.vHeadDim, and the rope covers qk_rope_head_dim.
+   */
+  mla?: MlaSpec;
+  /** The attention softmax scale; absent: 1/sqrt(headDim) (MLA: qk_head_dim^-0.5 with YaRN's mscale). */
+  softmaxScale?: number;
 }
 
 const DTYPE_NAMES: Record<string, FloatDType> = {
@@ -84,6 +95,8 @@ const FAMILY_DEFAULTS: Record<ModelFamily, FamilyDefaults> = {
   mixtral: { ropeTheta: 1e6, rmsNormEps: 1e-5, maxPositions: 4096 * 32 },
   qwen2_moe: { ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 32768 },
   qwen3_moe: { ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 32768 },
+  deepseek_v2: { ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 2048 },
+  deepseek_v3: { ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 4096 },
 };
 
 function unsupported(source: string, what: string): ModelError {
@@ -191,6 +204,7 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
 
   const hiddenAct = f.optionalString('hidden_act') ?? 'silu';
   if (hiddenAct !== 'silu') throw unsupported(source, `hidden_act "${hiddenAct}" is not supported (only silu)`);
+  if (family === 'deepseek_v2' || family === 'deepseek_v3') return parseDeepseekModel(f, family, defaults);
 
   const vocabSize = f.int('vocab_size');
   const hiddenSize = f.int('hidden_size');
@@ -250,6 +264,61 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
     denseIntermediate,
   };
 }
+
+/** DeepSeek-V2/V3 (families/deepseek.ts): MLA attention, DeepSeek routing, dense layers first. */
+function parseDeepseekModel(f: ConfigFields, family: 'deepseek_v2' | 'deepseek_v3', defaults: FamilyDefaults): ModelSpec {
+  const hiddenSize = f.int('hidden_size');
+  const numHeads = f.int('num_attention_heads');
+  if (hiddenSize % numHeads !== 0) {
+    // DeepseekV2Config/V3Config.validate_architecture
+    throw f.invalid('num_attention_heads', `a divisor of hidden_size (${hiddenSize})`);
+  }
+  const numLayers = f.int('num_hidden_layers');
+  const d = parseDeepseek(f, family, numHeads, numLayers);
+  const maxPositions = f.int('max_position_embeddings', { default: defaults.maxPositions });
+  const rope = parseRopeSpec(f, defaults.ropeTheta, maxPositions);
+  if (Math.floor(d.mla.qkRopeHeadDim * rope.partialRotaryFactor) < 2 || Math.floor(d.mla.qkRopeHeadDim * rope.partialRotaryFactor) % 2 !== 0) {
+    throw f.invalid('partial_rotary_factor', `a fraction giving an even rotary dim (qk_rope_head_dim ${d.mla.qkRopeHeadDim})`);
+  }
+  if (rope.partialRotaryFactor !== 1) throw unsupported(f.source, 'partial_rotary_factor != 1 with MLA is not supported');
+  const architectures = f.raw('architectures');
+  const headDim = d.mla.qkNopeHeadDim + d.mla.qkRopeHeadDim;
+  return {
+    family,
+    architecture: Array.isArray(architectures) && typeof architectures[0] === 'string' ? architectures[0] : undefined,
+    vocabSize: f.int('vocab_size'),
+    hiddenSize,
+    numLayers,
+    numHeads,
+    numKvHeads: numHeads,
+    headDim,
+    rmsNormEps: f.positive('rms_norm_eps', { default: defaults.rmsNormEps }),
+    rope,
+    maxPositions,
+    slidingWindow: null,
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+    attentionBias: false,
+    attentionOutputBias: false,
+    qkNorm: false,
+    dtype: parseDType(f),
+    layers: Array.from({ length: numLayers }, (_, l) => ({ mlp: l >= d.firstDense ? ('moe' as const) : ('dense' as const) })),
+    moe: {
+      numExperts: d.numExperts,
+      topK: d.topK,
+      expertIntermediate: d.expertIntermediate,
+      normTopkProb: d.normTopkProb,
+      routedScale: d.routedScale,
+      sharedIntermediate: d.sharedIntermediate,
+      sharedGate: false,
+      routing: d.routing,
+    },
+    denseIntermediate: d.denseIntermediate,
+    mla: d.mla,
+    softmaxScale: mlaSoftmaxScale(d.mla, rope),
+  };
+}
+
+
 
 /** True when config.json states a dtype (torch_dtype or dtype); otherwise spec.dtype is a default. */
 export function configDeclaresDType(json: unknown): boolean {

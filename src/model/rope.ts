@@ -18,8 +18,9 @@ export interface RopeTable {
 }
 
 /** Number of leading dims of each head that are rotated. */
-export function rotaryDim(spec: Pick<ModelSpec, 'headDim' | 'rope'>): number {
-  return Math.floor(spec.headDim * spec.rope.partialRotaryFactor);
+export function rotaryDim(spec: Pick<ModelSpec, 'headDim' | 'rope' | 'mla'>): number {
+  // MLA: transformers' rotary embedding sees head_dim = qk_rope_head_dim (DeepseekV2Config.__post_init__).
+  return Math.floor((spec.mla ? spec.mla.qkRopeHeadDim : spec.headDim) * spec.rope.partialRotaryFactor);
 }
 
 /** 1 / base^(2i/dim) for i < dim/2, in float32 steps (the default RoPE). */

@@ -26,6 +26,7 @@ export interface RopeSpec {
   betaFast?: number;
   betaSlow?: number;
   mscale?: number;
+  /** yarn's attention factor; DeepSeek's softmax scale for any non-default type (yarn_apply_mscale). */
   mscaleAllDim?: number;
   /** yarn: floor/ceil the correction range (transformers default true). */
   truncate: boolean;
@@ -94,9 +95,10 @@ export function parseRopeSpec(config: ConfigFields, defaultTheta: number, maxPos
     spec.betaFast = dict.optionalNumber('beta_fast');
     spec.betaSlow = dict.optionalNumber('beta_slow');
     spec.mscale = dict.optionalNumber('mscale');
-    spec.mscaleAllDim = dict.optionalNumber('mscale_all_dim');
     spec.truncate = dict.bool('truncate', true);
   }
+  // Read for every non-default type: DeepSeek's attention scales its softmax by it (yarn_apply_mscale).
+  spec.mscaleAllDim = dict.optionalNumber('mscale_all_dim');
   if (type === 'llama3') {
     spec.lowFreqFactor = dict.positive('low_freq_factor');
     spec.highFreqFactor = dict.positive('high_freq_factor');

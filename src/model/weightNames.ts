@@ -36,8 +36,21 @@ export const layerNames = {
   kNorm: (l: number) => `${layer(l)}self_attn.k_norm.weight`,
   denseMlp: (l: number, p: 'gate' | 'up' | 'down') => `${layer(l)}mlp.${p}_proj.weight`,
   sharedExpert: (l: number, p: 'gate' | 'up' | 'down') => `${layer(l)}mlp.shared_expert.${p}_proj.weight`,
+  /** DeepSeek's shared experts: one MLP (moe_intermediate_size * n_shared_experts wide), no gate. */
+  sharedExperts: (l: number, p: 'gate' | 'up' | 'down') => `${layer(l)}mlp.shared_experts.${p}_proj.weight`,
+  /** DeepSeek-V3's router bias for choosing (a persistent buffer of DeepseekV3TopkRouter). */
+  routerBias: (l: number) => `${layer(l)}mlp.gate.e_score_correction_bias`,
+  /** Multi-head latent attention (DeepSeek): self_attn.<name>.weight / .bias. */
+  mla: (l: number, name: MlaWeightName, what: 'weight' | 'bias' = 'weight') => `${layer(l)}self_attn.${name}.${what}`,
   sharedExpertGate: (l: number) => `${layer(l)}mlp.shared_expert_gate.weight`,
 };
+
+export type MlaWeightName = 'q_proj' | 'q_a_proj' | 'q_a_layernorm' | 'q_b_proj' | 'kv_a_proj_with_mqa' | 'kv_a_layernorm' | 'kv_b_proj' | 'o_proj';
+
+/** The shared expert's gate/up/down name of the family (Qwen2-MoE: shared_expert, DeepSeek: shared_experts). */
+export function sharedExpertName(spec: Pick<ModelSpec, 'family'>, l: number, p: 'gate' | 'up' | 'down'): string {
+  return spec.family === 'deepseek_v2' || spec.family === 'deepseek_v3' ? layerNames.sharedExperts(l, p) : layerNames.sharedExpert(l, p);
+}
 
 /** Names to try, in order, for the router gate [E, H]. */
 export function routerNames(spec: Pick<ModelSpec, 'family'>, l: number): string[] {
@@ -152,9 +165,9 @@ export function checkpointTensors(spec: ModelSpec, layout: ExpertLayout): Planne
       out.push({ name: n.down, shape: [E, H, I], pieces: down });
     }
     if (Is > 0) {
-      out.push(plain(layerNames.sharedExpert(l, 'gate'), [Is, H], `${k}shared.gate`, 'gate', H));
-      out.push(plain(layerNames.sharedExpert(l, 'up'), [Is, H], `${k}shared.up`, 'up', H));
-      out.push(plain(layerNames.sharedExpert(l, 'down'), [H, Is], `${k}shared.down`, 'down', Is));
+      out.push(plain(sharedExpertName(spec, l, 'gate'), [Is, H], `${k}shared.gate`, 'gate', H));
+      out.push(plain(sharedExpertName(spec, l, 'up'), [Is, H], `${k}shared.up`, 'up', H));
+      out.push(plain(sharedExpertName(spec, l, 'down'), [H, Is], `${k}shared.down`, 'down', Is));
     }
     if (spec.moe.sharedGate) {
       out.push(plain(layerNames.sharedExpertGate(l), [1, H], `${k}shared_gate`, 'shared_gate', H));

@@ -49,9 +49,17 @@ export const opTable = {
     ints: {},
   },
   router: {
-    tensors: { topkIdx: 'i32', topkW: 'f32', logits: 'float' },
-    params: { k: 'number', renormalize: 'boolean', scale: 'number' },
-    ints: {},
+    tensors: { topkIdx: 'i32', topkW: 'f32', logits: 'float', bias: 'f32?' },
+    params: {
+      k: 'number',
+      renormalize: 'boolean',
+      scale: 'number',
+      scoring: ['softmax', 'sigmoid'],
+      method: ['greedy', 'group_limited_greedy', 'noaux_tc'],
+      groups: 'number',
+      topkGroup: 'number',
+    },
+    ints: { expertGroup: 'optional' },
   },
   moe_permute: {
     tensors: { out: 'float', rowMap: 'i32', counts: 'i32', x: 'float', topkIdx: 'i32' },
@@ -106,6 +114,11 @@ export const opTable = {
     tensors: { out: 'float', x: 'float', idx: 'i32' },
     params: {},
     ints: {},
+  },
+  copy_cols: {
+    tensors: { out: 'float', x: 'float' },
+    params: {},
+    ints: { cols: 'required' },
   },
   fill_random: {
     tensors: { out: 'float' },

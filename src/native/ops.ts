@@ -84,9 +84,43 @@ export function swiglu(s: Stream, out: Tensor, gateUp: Tensor): void {
   op(s, 'swiglu', { out, gateUp });
 }
 
-/** Softmax then top-k of logits[T,E] into topkIdx[T,k] (i32) and topkW[T,k] (f32). */
-export function router(s: Stream, topkIdx: Tensor, topkW: Tensor, logits: Tensor, k: number, renormalize: boolean, scale: number): void {
-  op(s, 'router', { topkIdx, topkW, logits, k, renormalize, scale });
+export type RouterScoring = ParamOf<'router', 'scoring'>;
+export type RouterMethod = ParamOf<'router', 'method'>;
+
+/** How a router scores and picks beyond plain softmax top-k (DeepSeek-V2/V3; native/ops.md `router`). */
+export interface RouterSelection {
+  scoring: RouterScoring;
+  method: RouterMethod;
+  /** Expert groups (group methods); 1 for greedy. */
+  groups: number;
+  /** Groups kept per token (group methods); 1 for greedy. */
+  topkGroup: number;
+  /** e_score_correction_bias [E] f32: added to the scores for choosing only. */
+  bias?: Tensor;
+  /** The group of each logit column, when the columns are not in checkpoint order (virtual expert ids). */
+  expertGroup?: readonly number[];
+}
+
+export const SOFTMAX_GREEDY: RouterSelection = { scoring: 'softmax', method: 'greedy', groups: 1, topkGroup: 1 };
+
+/** Scores, then top-k of logits[T,E] into topkIdx[T,k] (i32) and topkW[T,k] (f32); softmax greedy unless `sel` says otherwise. */
+export function router(
+  s: Stream,
+  topkIdx: Tensor,
+  topkW: Tensor,
+  logits: Tensor,
+  k: number,
+  renormalize: boolean,
+  scale: number,
+  sel: RouterSelection = SOFTMAX_GREEDY,
+): void {
+  const { scoring, method, groups, topkGroup, bias, expertGroup } = sel;
+  op(s, 'router', { topkIdx, topkW, logits, bias, k, renormalize, scale, scoring, method, groups, topkGroup, expertGroup });
+}
+
+/** out[r, dstCol + c] = x[floor(r / rowRepeat), srcCol + c] for c < width; out's other columns kept. */
+export function copyCols(s: Stream, out: Tensor, x: Tensor, dstCol: number, srcCol: number, width: number, rowRepeat = 1): void {
+  op(s, 'copy_cols', { out, x, cols: [dstCol, srcCol, width, rowRepeat] });
 }
 
 /** Groups the T*k (token, slot) copies of x by expert: out rows, rowMap[T,k], counts[E]. */

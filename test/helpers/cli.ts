@@ -43,7 +43,18 @@ export interface Golden {
   texts?: { text: string; ids: number[]; logits: number[][] }[];
 }
 
-export const GOLDEN_FIXTURES = ['mixtral', 'mixtral-sharded', 'qwen2-moe', 'qwen3-moe', 'qwen3-moe-fused'];
+export const GOLDEN_FIXTURES = [
+  'mixtral',
+  'mixtral-sharded',
+  'qwen2-moe',
+  'qwen3-moe',
+  'qwen3-moe-fused',
+  'qwen3-moe-yarn',
+  'deepseek-v2-lite',
+  'deepseek-v2',
+  'deepseek-v3',
+  'deepseek-v3-sharded',
+];
 
 export function loadGolden(fixture: string): Golden {
   return require(path.join(FIXTURES, fixture, 'golden.json')) as Golden;

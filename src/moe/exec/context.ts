@@ -4,6 +4,7 @@ import type { Communicator } from '../../comm/communicator';
 import type { Stream } from '../../native/device';
 import type { DType } from '../../native/addonTypes';
 import type { TensorScope } from '../../native/scope';
+import type { RouterSelection } from '../../native/ops';
 import type { CostModel } from '../cost/costModel';
 import type { ExpertLayout } from '../placement';
 import type { DispatchMode, MoeSchedule } from '../schedule';
@@ -16,7 +17,12 @@ export interface MoeRouting {
   routedScale: number;
   expertIntermediate: number;
   sharedIntermediate: number;
+  /** DeepSeek scoring and group-limited choice (the router op's); absent: softmax greedy. */
+  selection?: RouterGroups;
 }
+
+/** How the router op scores and picks (ops.RouterSelection without the per-layer bias tensor). */
+export type RouterGroups = Omit<RouterSelection, 'bias'>;
 
 export interface MoeLayerContext {
   /** The compute stream: the layer's input is ready on it and its output will be. */

@@ -41,7 +41,8 @@ export async function moeLayer(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, o
     const sp = openSpan(ctx.onSpan, cs);
     const logits = scope.tensor('f32', [T, routing.numExperts]);
     ops.matmul(cs, logits, h, w.router);
-    ops.router(cs, topkIdx, topkW, logits, routing.topK, routing.normTopkProb, routing.routedScale);
+    const sel = routing.selection ? { ...routing.selection, bias: w.routerBias } : undefined;
+    ops.router(cs, topkIdx, topkW, logits, routing.topK, routing.normTopkProb, routing.routedScale, sel);
     sp?.end('compute', 'router', { tokens: T });
   }
   return routedMoeLayer(ctx, w, h, out, topkIdx, topkW);

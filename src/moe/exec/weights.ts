@@ -12,6 +12,8 @@ export interface MlpWeights {
 export interface MoeWeights {
   /** Router [E, H] over all experts, row v = virtual expert v (moe/placement.ts; the checkpoint's order with one group). */
   router: Tensor;
+  /** DeepSeek-V3's e_score_correction_bias [E] f32, in the router's (virtual) order: added for choosing only. */
+  routerBias?: Tensor;
   /** This rank's experts in local (checkpoint) order: gateUp [Elocal, 2I, H], down [Elocal, H, I]. */
   experts: MlpWeights;
   /** This rank's experts: checkpoint ids [first, first + count). */
