@@ -179,14 +179,23 @@ describe('op puts the arguments on the wire in table order, enums and booleans a
     ]);
   });
 
-  test('router renormalize as 0/1 between k and scale; moe_unpermute accumulate', () => {
+  test('router renormalize as 0/1 between k and scale, then scoring, method, groups; moe_unpermute accumulate', () => {
     ops.router(stream, t('idx'), t('w'), t('logits'), 2, true, 0.5);
     ops.router(stream, t('idx'), t('w'), t('logits'), 3, false, 1);
+    ops.router(stream, t('idx'), t('w'), t('logits'), 4, true, 2.5, {
+      scoring: 'sigmoid',
+      method: 'noaux_tc',
+      groups: 4,
+      topkGroup: 2,
+      bias: t('bias'),
+      expertGroup: [0, 0, 1, 1, 2, 2, 3, 3],
+    });
     ops.moeUnpermute(stream, t('out'), t('y'), t('rowMap'), t('topkW'), true);
-    expect(calls.map((c) => [c.tensors, c.params])).toEqual([
-      [['idx', 'w', 'logits'], [2, 1, 0.5]],
-      [['idx', 'w', 'logits'], [3, 0, 1]],
-      [['out', 'y', 'rowMap', 'topkW'], [1]],
+    expect(calls.map((c) => [c.tensors, c.params, c.ints])).toEqual([
+      [['idx', 'w', 'logits', null], [2, 1, 0.5, 0, 0, 1, 1], []],
+      [['idx', 'w', 'logits', null], [3, 0, 1, 0, 0, 1, 1], []],
+      [['idx', 'w', 'logits', 'bias'], [4, 1, 2.5, 1, 2, 4, 2], [0, 0, 1, 1, 2, 2, 3, 3]],
+      [['out', 'y', 'rowMap', 'topkW'], [1], []],
     ]);
   });
 

@@ -17,6 +17,7 @@ import {
   rmsnormRef,
   ropeRef,
   routerRef,
+  groupRouterRef,
   sigmoidGateAddRef,
   swigluRef,
   unpermuteRef,
@@ -205,6 +206,76 @@ describe.each(storages)('ops on %s storage', (dtype) => {
     const T = 9;
     const k = 2;
     const E = 5;
+  test.each([
+    ['softmax', 'greedy', 1, 1, false, false],
+    ['softmax', 'group_limited_greedy', 4, 2, false, false],
+    ['softmax', 'group_limited_greedy', 4, 1, true, true],
+    ['sigmoid', 'noaux_tc', 4, 2, true, false],
+    ['sigmoid', 'noaux_tc', 2, 1, false, true],
+    ['sigmoid', 'noaux_tc', 8, 3, true, true],
+  ] as const)('router %s %s groups=%i topkGroup=%i bias=%s expertGroup=%s', async (scoring, method, groups, topkGroup, withBias, permuted) => {
+    const T = 11;
+    const E = 16;
+    const k = 3;
+    const rng = new Rng(groups * 31 + topkGroup);
+    const logits = randomFloats(rng, dtype, [T, E], -3, 3);
+    const bias = withBias ? floats('f32', [E], rng.array(E, -0.3, 0.3)) : undefined;
+    // A permuted column order: column e holds checkpoint expert perm[e], whose group is perm[e] / (E/groups).
+    const perm = Array.from({ length: E }, (_, e) => (permuted ? (e * 5) % E : e));
+    const groupOf = perm.map((g) => Math.floor(g / (E / groups)));
+    const topkIdx = empty('i32', [T, k]);
+    const topkW = empty('f32', [T, k]);
+    const renormalize = scoring === 'sigmoid';
+    const scale = 2.5;
+    ops.router(s, topkIdx, topkW, logits.t, k, renormalize, scale, {
+      scoring,
+      method,
+      groups,
+      topkGroup,
+      bias: bias?.t,
+      expertGroup: permuted && method !== 'greedy' ? groupOf : undefined,
+    });
+    const ref = groupRouterRef(logits.v, T, E, k, {
+      renormalize,
+      scale,
+      scoring,
+      method,
+      groups,
+      topkGroup,
+      bias: bias?.v,
+      groupOf: method === 'greedy' ? undefined : groupOf,
+    });
+    expect(await readInts(topkIdx)).toEqual(ref.idx);
+    expectClose(await readFloats(topkW), ref.w, 'f32');
+  });
+
+  test('copy_cols: a block of columns, rows repeated, the rest of out kept', async () => {
+    const rng = new Rng(77);
+    const x = randomFloats(rng, dtype, [3, 5]);
+    const init = rng.array(6 * 7, -1, 1);
+    const out = floats(dtype, [6, 7], init);
+    ops.copyCols(s, out.t, x.t, 4, 1, 3, 2);
+    const want = Float64Array.from(out.v);
+    for (let r = 0; r < 6; r++) for (let c = 0; c < 3; c++) want[r * 7 + 4 + c] = x.v[Math.floor(r / 2) * 5 + 1 + c];
+    expectClose(await readFloats(out.t), want, dtype);
+  });
+
+  test('attention with a value head dim unlike the query/key one (MLA)', async () => {
+    const rng = new Rng(91);
+    const cu = [0, 5, 12];
+    const T = 12;
+    const nq = 4;
+    const nkv = 2;
+    const hd = 12;
+    const hdv = 8;
+    const q = randomFloats(rng, dtype, [T, nq, hd]);
+    const k = randomFloats(rng, dtype, [T, nkv, hd]);
+    const v = randomFloats(rng, dtype, [T, nkv, hdv]);
+    const out = empty(dtype, [T, nq, hdv]);
+    ops.attention(s, out, q.t, k.t, v.t, ints([cu.length], cu), cu, 0.3);
+    expectClose(await readFloats(out), attentionRef(q.v, k.v, v.v, cu, nq, nkv, hd, 0.3, hdv), dtype);
+  });
+
     const rng = new Rng(29);
     const topk = rng.ints(T * k, -1, E); // -1 and E fall outside
     const bounds = [0, 4, 4, 7, 9]; // the second micro-chunk is empty
@@ -574,7 +645,7 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
     [
       'attention v unlike k',
       () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 2, 4]), f([2], 'i32'), [0, 3], 1),
-      /attention: v must be \[T,nkv,hd\] with nkv=1/,
+      /attention: v must be \[T,nkv,hdv\] with T=3, nkv=1/,
     ],
     [
       'expert_matmul counts not summing to R',
@@ -603,13 +674,38 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
     ],
     [
       'router renormalize neither 0 nor 1',
-      () => call('router', [f([2, 1], 'i32'), f([2, 1]), f([2, 4])], [1, 2, 1]),
+      () => call('router', [f([2, 1], 'i32'), f([2, 1]), f([2, 4])], [1, 2, 1, 0, 0, 1, 1]),
       /router: renormalize must be a boolean \(0 or 1\); got 2/,
     ],
     ['ints given to an op that takes none', () => call('swiglu', [f([2, 2]), f([2, 4])], [], [1]), /swiglu: takes no ints; got 1/],
     [
       'swiglu gateUp of odd width',
       () => () => ops.swiglu(s, f([2, 2]), f([2, 5])),
+    [
+      'router groups not dividing E',
+      () => call('router', [f([2, 1], 'i32'), f([2, 1]), f([2, 6])], [1, 0, 1, 0, 1, 4, 1]),
+      /router: groups must divide E=6/,
+    ],
+    [
+      'router kept groups holding fewer than k experts',
+      () => call('router', [f([2, 3], 'i32'), f([2, 3]), f([2, 8])], [3, 0, 1, 1, 2, 4, 1]),
+      /router: the topkGroup=1 kept groups of 2 experts hold fewer than k=3/,
+    ],
+    [
+      'router expertGroup with a group too large',
+      () => call('router', [f([2, 1], 'i32'), f([2, 1]), f([2, 4])], [1, 0, 1, 0, 1, 2, 1], [0, 0, 0, 1]),
+      /router: expertGroup must give every group E\/groups=2 experts; group 0 has 3/,
+    ],
+    [
+      'copy_cols past the end of out',
+      () => call('copy_cols', [f([4, 3]), f([2, 5])], [], [1, 0, 3, 2]),
+      /copy_cols: columns \[dstCol, dstCol\+width\) = \[1, 4\) of out/,
+    ],
+    [
+      'attention out not [T,nq,hdv]',
+      () => call('attention', [f([2, 1, 6]), f([2, 1, 6]), f([2, 1, 6]), f([2, 1, 4]), f([2], 'i32')], [0.5], [0, 2]),
+      /attention: out must be \[T,nq,hdv\]/,
+    ],
       /swiglu: gateUp must be \[T,2I\] with an even last dimension/,
     ],
     [

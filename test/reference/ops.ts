@@ -42,9 +42,10 @@ export function attentionRef(
   nkv: number,
   hd: number,
   scale: number,
+  hdv = hd,
 ): Float64Array {
   const T = cu[cu.length - 1];
-  const out = new Float64Array(T * nq * hd);
+  const out = new Float64Array(T * nq * hdv);
   for (let b = 0; b + 1 < cu.length; b++) {
     for (let t = cu[b]; t < cu[b + 1]; t++) {
       for (let h = 0; h < nq; h++) {
@@ -58,10 +59,10 @@ export function attentionRef(
         const max = Math.max(...scores);
         const p = scores.map((x) => Math.exp(x - max));
         const sum = p.reduce((x, y) => x + y, 0);
-        for (let d = 0; d < hd; d++) {
+        for (let d = 0; d < hdv; d++) {
           let acc = 0;
-          for (let j = cu[b]; j <= t; j++) acc += p[j - cu[b]] * v[(j * nkv + kvh) * hd + d];
-          out[(t * nq + h) * hd + d] = acc / sum;
+          for (let j = cu[b]; j <= t; j++) acc += p[j - cu[b]] * v[(j * nkv + kvh) * hdv + d];
+          out[(t * nq + h) * hdv + d] = acc / sum;
         }
       }
     }
@@ -146,6 +147,69 @@ export function routerRef(
     for (const e of top) {
       idx.push(e);
       w.push((renormalize ? p[e] / picked : p[e]) * scale);
+    }
+  }
+  return { idx, w };
+}
+
+/**
+ * DeepSeek's routers in float64, written from transformers 5.17's DeepseekV2TopkRouter / DeepseekV3TopkRouter:
+ * scores (softmax or sigmoid), choice = scores + bias, groups kept by their max (group_limited_greedy) or
+ * the sum of their two best (noaux_tc), the k best choices among the kept groups' experts, weights the
+ * unbiased scores (renormalised: / (sum + 1e-20) for sigmoid), times scale. groupOf[e]: expert e's group.
+ */
+export function groupRouterRef(
+  logits: Vec,
+  T: number,
+  E: number,
+  k: number,
+  o: {
+    renormalize: boolean;
+    scale: number;
+    scoring: 'softmax' | 'sigmoid';
+    method: 'greedy' | 'group_limited_greedy' | 'noaux_tc';
+    groups: number;
+    topkGroup: number;
+    bias?: Vec;
+    groupOf?: readonly number[];
+  },
+): { idx: number[]; w: number[] } {
+  const idx: number[] = [];
+  const w: number[] = [];
+  const groupOf = o.groupOf ?? Array.from({ length: E }, (_, e) => Math.floor(e / (E / o.groups)));
+  for (let t = 0; t < T; t++) {
+    const row = Array.from({ length: E }, (_, e) => logits[t * E + e]);
+    let s: number[];
+    if (o.scoring === 'sigmoid') s = row.map((x) => 1 / (1 + Math.exp(-x)));
+    else {
+      const max = Math.max(...row);
+      const ex = row.map((x) => Math.exp(x - max));
+      const sum = ex.reduce((a, b) => a + b, 0);
+      s = ex.map((x) => x / sum);
+    }
+    const c = s.map((x, e) => x + (o.bias ? o.bias[e] : 0));
+    let allowed = new Array<boolean>(E).fill(true);
+    if (o.method !== 'greedy') {
+      const gscore = Array.from({ length: o.groups }, (_, g) => {
+        const mine = c.filter((_, e) => groupOf[e] === g).sort((a, b) => b - a);
+        return o.method === 'group_limited_greedy' ? mine[0] : mine[0] + mine[1];
+      });
+      const kept = gscore
+        .map((_, g) => g)
+        .sort((a, b) => gscore[b] - gscore[a] || a - b)
+        .slice(0, o.topkGroup);
+      allowed = groupOf.map((g) => kept.includes(g));
+    }
+    const order = c
+      .map((_, e) => e)
+      .filter((e) => allowed[e])
+      .sort((a, b) => c[b] - c[a] || a - b)
+      .slice(0, k);
+    const picked = order.reduce((acc, e) => acc + s[e], 0);
+    const div = o.renormalize ? picked + (o.scoring === 'sigmoid' ? 1e-20 : 0) : 1;
+    for (const e of order) {
+      idx.push(e);
+      w.push((s[e] / div) * o.scale);
     }
   }
   return { idx, w };
