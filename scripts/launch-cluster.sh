@@ -5,16 +5,18 @@
 # processes (one per GPU), which join the rendezvous. The environment passes through untouched
 # (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, CUDA_VISIBLE_DEVICES...).
 #
-#   node 0:  scripts/launch-cluster.sh --nnodes 2 --node-rank 0 --coordinator 10.0.0.1:29500 --model /models/mixtral --ranks 8
-#   node 1:  scripts/launch-cluster.sh --nnodes 2 --node-rank 1 --coordinator 10.0.0.1:29500 --model /models/mixtral --ranks 8
+#   node 0:  scripts/launch-cluster.sh --nnodes 2 --node-rank 0 --coordinator 10.0.0.1:29500 --model /models/mixtral --ranks 8 --cluster-secret-file S
+#   node 1:  scripts/launch-cluster.sh --nnodes 2 --node-rank 1 --coordinator 10.0.0.1:29500 --model /models/mixtral --ranks 8 --cluster-secret-file S
 #
+# S is the same secret file on every node (openssl rand -hex 32 > S; mode 0600): every internal call
+# carries it (README, "Security"); add --tls-cert/--tls-key/--tls-ca for mutual TLS between nodes.
 # --coordinator is node 0's address as the other nodes reach it; the model folder must exist at the
 # same path on every node. Any other `eps-moe launch` flag may follow (--backend, --port, ...).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 

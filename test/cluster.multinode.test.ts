@@ -50,10 +50,12 @@ test('2 nodes x 1 rank: node 1 joins node 0 at --coordinator; the cluster answer
   const coordinator = `127.0.0.1:${await freePort()}`;
   // Node 1 first: its rank waits for the router to come up.
   const node1 = spawnLauncher({ model, ranks: 1, nnodes: 2, nodeRank: 1, coordinator, clusterSecretFile });
-  const node0 = await startCluster({ model, ranks: 1, nnodes: 2, nodeRank: 0, coordinator, clusterSecretFile }).catch(async (e: unknown) => {
-    node1.child.kill('SIGKILL');
-    throw new Error(`${(e as Error).message}\n-- node 1:\n${node1.stderr()}`);
-  });
+  const node0 = await startCluster({ model, ranks: 1, nnodes: 2, nodeRank: 0, coordinator, clusterSecretFile }).catch(
+    async (e: unknown) => {
+      node1.child.kill('SIGKILL');
+      throw new Error(`${(e as Error).message}\n-- node 1:\n${node1.stderr()}`);
+    },
+  );
   const node1Pids = (): number[] => spawnedRankPids(node1.stderr());
   try {
     const info = await node0.client.modelInfo({ timeoutMs: 10_000 });

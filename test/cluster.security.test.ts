@@ -114,7 +114,11 @@ function callInternal(
       stream.on('end', () => resolve(grpc.status.OK));
     } else if (def.requestStream) {
       const stream = (
-        client[name] as unknown as (m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => grpc.ClientWritableStream<unknown>
+        client[name] as unknown as (
+          m: grpc.Metadata,
+          o: grpc.CallOptions,
+          cb: (e: grpc.ServiceError | null) => void,
+        ) => grpc.ClientWritableStream<unknown>
       )(metadata, { deadline }, (e) => resolve(e ? e.code : grpc.status.OK));
       stream.write(req);
       stream.end();
@@ -138,7 +142,10 @@ async function expectAnswers(client: PrefillClient): Promise<void> {
 describe('admission by bytes, before decoding (in process)', () => {
   test('a request that would take the bytes in flight past the budget is refused undecoded; bytes come back when released', () => {
     const budget = new ByteBudget(1000);
-    const decode = tolerantPrefillService(budget).Prefill.requestDeserialize as (b: Buffer) => { kind: string; lease?: { release(): void } };
+    const decode = tolerantPrefillService(budget).Prefill.requestDeserialize as (b: Buffer) => {
+      kind: string;
+      lease?: { release(): void };
+    };
     const request = (n: number): Buffer => field(1, field(1, Buffer.alloc(n, 7)));
     const first = decode(request(600));
     expect(first.kind).toBe('request');
@@ -275,10 +282,40 @@ const haveOpenssl = (() => {
 function makeCertificates(): { ca: string; cert: string; key: string } {
   const f = (n: string): string => path.join(tmp, n);
   const run = (...args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' });
-  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=eps-moe test CA');
+  run(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=eps-moe test CA',
+  );
   run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('node.key'), '-out', f('node.csr'), '-subj', '/CN=127.0.0.1');
   fs.writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
-  run('x509', '-req', '-in', f('node.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('node.pem'), '-days', '2', '-extfile', f('ext.cnf'));
+  run(
+    'x509',
+    '-req',
+    '-in',
+    f('node.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('node.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    f('ext.cnf'),
+  );
   return { ca: f('ca.pem'), cert: f('node.pem'), key: f('node.key') };
 }
 
@@ -322,7 +359,8 @@ function makeCertificates(): { ca: string; cert: string; key: string } {
       const nodeKey = fs.readFileSync(certs.key);
       const anyName = { checkServerIdentity: () => undefined };
       const rank = rankService();
-      const health = (creds: grpc.ChannelCredentials, md: grpc.Metadata): Promise<number> => callInternal(rank, peers[0], 'Health', {}, md, creds);
+      const health = (creds: grpc.ChannelCredentials, md: grpc.Metadata): Promise<number> =>
+        callInternal(rank, peers[0], 'Health', {}, md, creds);
       // Plaintext, or TLS without a client certificate: no connection, even with the secret.
       expect(await health(grpc.credentials.createInsecure(), secretMetadata(secret))).toBe(grpc.status.UNAVAILABLE);
       expect(await health(grpc.credentials.createSsl(ca, null, null, anyName), secretMetadata(secret))).toBe(grpc.status.UNAVAILABLE);

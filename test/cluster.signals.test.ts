@@ -4,7 +4,16 @@
 // (--drain-timeout-ms) after which everything stops; a second signal stops at once.
 import * as path from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { FIXTURES, allGone, expectMatchesReference, goldenCases, loadGolden, startCluster, withTimeout, type TestCluster } from './clusterHarness';
+import {
+  FIXTURES,
+  allGone,
+  expectMatchesReference,
+  goldenCases,
+  loadGolden,
+  startCluster,
+  withTimeout,
+  type TestCluster,
+} from './clusterHarness';
 
 const FIXTURE = 'mixtral';
 const MODEL = path.join(FIXTURES, FIXTURE);

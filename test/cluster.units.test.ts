@@ -96,7 +96,9 @@ describe('parseRankConfig (what the launcher sends each rank on stdin)', () => {
     const short = config().replace('ab'.repeat(32), 'tooshort');
     expect(() => parseRankConfig(short)).toThrow(/clusterSecret must be a string of at least 32 characters$/);
     expect(() => parseRankConfig(config().replace(`"clusterSecret":"${'ab'.repeat(32)}",`, ''))).toThrow(/clusterSecret/);
-    expect(() => parseRankConfig(config().replace('"tls":null', '"tls":{"cert":"c.pem","key":"k.pem"}'))).toThrow(/tls.ca must be a string/);
+    expect(() => parseRankConfig(config().replace('"tls":null', '"tls":{"cert":"c.pem","key":"k.pem"}'))).toThrow(
+      /tls.ca must be a string/,
+    );
     expect(parseRankConfig(config().replace('"tls":null', '"tls":{"cert":"c.pem","key":"k.pem","ca":"ca.pem"}')).tls).toEqual({
       cert: 'c.pem',
       key: 'k.pem',

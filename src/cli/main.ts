@@ -99,10 +99,16 @@ export function buildProgram(): Command {
       'bytes of requests in the router at once, from decoding to answer; beyond: RESOURCE_EXHAUSTED before decoding (default 64 MiB)',
       positiveInt('--max-inflight-request-bytes'),
     )
-    .option('--cluster-secret-file <file>', 'the secret every internal call carries (first line, >= 32 chars); required with --nnodes > 1, the same file on every node')
+    .option(
+      '--cluster-secret-file <file>',
+      'the secret every internal call carries (first line, >= 32 chars); required with --nnodes > 1, the same file on every node',
+    )
     .option('--tls-cert <file>', 'PEM certificate: the public server serves TLS (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
-    .option('--tls-ca <file>', 'PEM CA that signs every node\'s certificate: internal traffic (rendezvous, ranks, data plane) becomes mutual TLS')
+    .option(
+      '--tls-ca <file>',
+      "PEM CA that signs every node's certificate: internal traffic (rendezvous, ranks, data plane) becomes mutual TLS",
+    )
     .option('--api-key-file <file>', 'bearer tokens, one per line, that the public API requires (health probes need none)')
     .option(
       '--failure-linger-ms <n>',
@@ -133,7 +139,7 @@ export function buildProgram(): Command {
     .option('--repeat <r>', 'load generator: requests in all', positiveInt('--repeat'))
     .option('--timeout-ms <ms>', 'deadline of each request', positiveInt('--timeout-ms'))
     .option('--api-key-file <file>', "the server's API keys file: the first key is sent as a bearer token")
-    .option('--tls-ca <file>', "PEM of the CA (or self-signed certificate) of a server launched with --tls-cert: connect over TLS")
+    .option('--tls-ca <file>', 'PEM of the CA (or self-signed certificate) of a server launched with --tls-cert: connect over TLS')
     .action(async (opts) => {
       const { prefillCommand } = await import('./prefill');
       await prefillCommand(opts);

@@ -130,7 +130,9 @@ export class Router {
       'grpc.max_receive_message_length': this.maxRequestBytes,
       interceptors: security.apiKeys.length > 0 ? [apiKeyInterceptor(security.apiKeys, opts.logger)] : [],
     });
-    this.coordinatorServer = new grpc.Server(internalServerOptions(security.internal, SERVER_OPTIONS, COORDINATOR_MAX_RECEIVE_BYTES, opts.logger));
+    this.coordinatorServer = new grpc.Server(
+      internalServerOptions(security.internal, SERVER_OPTIONS, COORDINATOR_MAX_RECEIVE_BYTES, opts.logger),
+    );
     this.requests.onFatal((err) => this.enterFailure(err));
     this.coordinator.onRankLost((err) => this.requests.fail(err));
   }

@@ -153,7 +153,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
 function securityOf(opts: ClusterOptions, nnodes: number): LaunchSecurity {
   const { tlsCert, tlsKey, tlsCa } = opts;
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ClusterOptionError('give --tls-cert and --tls-key together');
-  if (tlsCa !== undefined && tlsCert === undefined) throw new ClusterOptionError('--tls-ca needs --tls-cert and --tls-key (mutual TLS between nodes)');
+  if (tlsCa !== undefined && tlsCert === undefined)
+    throw new ClusterOptionError('--tls-ca needs --tls-cert and --tls-key (mutual TLS between nodes)');
   if (nnodes > 1 && opts.clusterSecretFile === undefined) {
     throw new ClusterOptionError(
       '--cluster-secret-file is required when --nnodes > 1: the same file on every node (make one with: openssl rand -hex 32 > FILE)',

@@ -110,7 +110,12 @@ export class KeySet {
 /** A server interceptor that ends calls without the cluster secret UNAUTHENTICATED, before any work. */
 export function clusterSecretInterceptor(secret: string, logger?: Logger): grpc.ServerInterceptor {
   const keys = new KeySet([secret]);
-  return metadataGuard((md) => keys.matches(first(md, CLUSTER_SECRET_HEADER)), () => false, 'missing or wrong cluster secret', logger);
+  return metadataGuard(
+    (md) => keys.matches(first(md, CLUSTER_SECRET_HEADER)),
+    () => false,
+    'missing or wrong cluster secret',
+    logger,
+  );
 }
 
 /** A server interceptor that ends public calls without `authorization: Bearer <key>` of one of `keys` UNAUTHENTICATED (health probes pass). */
@@ -143,7 +148,12 @@ export function internalServerCredentials(sec: InternalSecurity): grpc.ServerCre
 }
 
 /** Server options of an internal server: the secret checked on every call, messages at most `maxReceiveBytes`. */
-export function internalServerOptions(sec: InternalSecurity, base: grpc.ServerOptions, maxReceiveBytes: number, logger?: Logger): grpc.ServerOptions {
+export function internalServerOptions(
+  sec: InternalSecurity,
+  base: grpc.ServerOptions,
+  maxReceiveBytes: number,
+  logger?: Logger,
+): grpc.ServerOptions {
   return { ...base, 'grpc.max_receive_message_length': maxReceiveBytes, interceptors: [clusterSecretInterceptor(sec.secret, logger)] };
 }
 
@@ -193,7 +203,10 @@ function metadataGuard(
             const now = Date.now();
             if (now - lastLogged >= 1000) {
               lastLogged = now;
-              logger?.warn({ method: method.path, peer: call.getPeer(), details }, 'call refused: unauthenticated (logged at most once a second)');
+              logger?.warn(
+                { method: method.path, peer: call.getPeer(), details },
+                'call refused: unauthenticated (logged at most once a second)',
+              );
             }
             call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details, metadata: new grpc.Metadata() });
           },
