@@ -216,6 +216,60 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     await expectClose(`attention ${label} T=${T}`, out, dt === 'f32' ? 1e-5 : 1e-2);
   });
 
+  test.each([
+    ['MLA bf16 hd=192 hdv=128 (DeepSeek)', 'bf16', [130, 1, 64], 4, 192, 128],
+    ['MLA f32 hd=24 hdv=16', 'f32', [17, 5], 2, 24, 16],
+    ['MLA bf16 hd=128 hdv=64 (not the fast path)', 'bf16', [33], 2, 128, 64],
+  ] as const)('attention %s', async (label, dt, lens, nq, hd, hdv) => {
+    const rng = new Rng(nq * 17 + hd + hdv);
+    const T = lens.reduce((a: number, b: number) => a + b, 0);
+    const cu = [0];
+    for (const l of lens) cu.push(cu[cu.length - 1] + l);
+    const q = randomFloats(rng, dt, [T, nq, hd]);
+    const k = randomFloats(rng, dt, [T, nq, hd]);
+    const v = randomFloats(rng, dt, [T, nq, hdv]);
+    const cuT = ints([cu.length], cu);
+    const out = floats(dt, [T, nq, hdv]);
+    run((s, d) => ops.attention(s, out[d], q[d], k[d], v[d], cuT[d], cu, 1 / Math.sqrt(hd)));
+    await expectClose(`attention ${label} T=${T}`, out, dt === 'f32' ? 1e-5 : 1e-2);
+  });
+
+  test.each([
+    ['f32', 3, 5, 7, 4, 1, 3, 2],
+    ['bf16', 64, 192, 192, 0, 0, 64, 16],
+    ['bf16', 1024, 256, 192, 64, 0, 128, 1],
+  ] as const)('copy_cols %s Rx=%d Nx=%d No=%d dst=%d src=%d width=%d rep=%d', async (dt, Rx, Nx, No, dst, src, width, rep) => {
+    const rng = new Rng(Rx + Nx + width);
+    const x = randomFloats(rng, dt, [Rx, Nx]);
+    const out = randomFloats(rng, dt, [Rx * rep, No]);
+    run((s, d) => ops.copyCols(s, out[d], x[d], dst, src, width, rep));
+    await expectClose(`copy_cols ${dt}`, out, 0);
+  });
+
+  test.each([
+    ['f32', 100, 64, 6, 'softmax', 'group_limited_greedy', 8, 3, false, false],
+    ['bf16', 57, 160, 6, 'softmax', 'group_limited_greedy', 8, 3, false, true],
+    ['f32', 100, 256, 8, 'sigmoid', 'noaux_tc', 8, 4, true, false],
+    ['bf16', 33, 64, 8, 'sigmoid', 'noaux_tc', 8, 4, true, true],
+    ['f32', 20, 16, 4, 'sigmoid', 'noaux_tc', 4, 2, true, false],
+  ] as const)(
+    'router %s T=%d E=%d k=%d %s %s groups=%d topkGroup=%d bias=%s expertGroup=%s',
+    async (dt, T, E, k, scoring, method, groups, topkGroup, withBias, permuted) => {
+      const rng = new Rng(T * E + k + groups);
+      const logits = randomFloats(rng, dt, [T, E], -3, 3);
+      const bias = withBias ? floats('f32', [E], rng.array(E, -0.3, 0.3)) : undefined;
+      const expertGroup = permuted ? Array.from({ length: E }, (_, e) => Math.floor(((e * 5) % E) / (E / groups))) : undefined;
+      const idx = ints([T, k]);
+      const w = floats('f32', [T, k]);
+      const renormalize = scoring === 'sigmoid';
+      run((s, d) =>
+        ops.router(s, idx[d], w[d], logits[d], k, renormalize, 2.5, { scoring, method, groups, topkGroup, bias: bias?.[d], expertGroup }),
+      );
+      await expectSame(`router ${dt} ${method} E=${E} k=${k}: indices`, idx);
+      await expectClose(`router ${dt} ${method} E=${E} k=${k}: weights`, w, 1e-5);
+    },
+  );
+
   test('attention over one sequence of 8192 tokens (bf16, hd=128, GQA 2/1)', async () => {
     const rng = new Rng(8192);
     const T = 8192,
