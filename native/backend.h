@@ -106,6 +106,9 @@ class Backend {
   // backend does not have.
   virtual void op(Stream& s, OpArgs&& args) = 0;
   virtual std::vector<std::string> opNames() const = 0;
+  // The expert_matmul kernels (ops.md) this device runs as themselves; a kernel not listed runs as
+  // another with the same result (grouped_sm90 as grouped). The cost model measures only these.
+  virtual std::vector<std::string> expertKernels() const { return {"grouped", "dense"}; }
 };
 
 struct OutOfMemory : std::runtime_error {

@@ -407,7 +407,7 @@ const std::vector<OpSpec>& opTable() {
       {"attention", {flt("out"), flt("q"), flt("k"), flt("v"), i32("cuSeqlens")}, {number("scale")}, {ints("cuSeqlensHost")},
        {{0, {}}}, checkAttention},
       {"matmul", {flt("out"), flt("a"), flt("w"), optional(flt("bias"))}, {}, {}, {{0, {}}}, checkMatmul},
-      {"expert_matmul", {flt("out"), flt("a"), flt("w")}, {oneOf("kernel", {"grouped", "dense"})}, {ints("counts")}, {{0, {}}},
+      {"expert_matmul", {flt("out"), flt("a"), flt("w")}, {oneOf("kernel", {"grouped", "dense", "grouped_sm90"})}, {ints("counts")}, {{0, {}}},
        checkExpertMatmul},
       {"swiglu", {flt("out"), flt("gateUp")}, {}, {}, {{0, {}}}, checkSwiglu},
       {"router", {i32("topkIdx"), f32("topkW"), flt("logits"), optional(f32("bias"))},

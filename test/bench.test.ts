@@ -9,6 +9,8 @@ import { benchCommand } from '../src/cli/bench';
 import { CliError } from '../src/cli/errors';
 import { buildProgram } from '../src/cli/main';
 import type { BenchReport } from '../src/bench/report';
+import { expertLoad } from '../src/bench/expertsSuite';
+import { FULL_SIZES } from '../src/bench/sizes';
 import { runCli } from './helpers/cli';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eps-bench-'));
@@ -55,6 +57,8 @@ function checkReport(r: BenchReport): void {
   expect(shapes).toHaveLength(2);
   for (const e of experts) {
     expect(Math.log2(e.rowsPerExpert) % 1).toBe(0);
+    // The CPU runs grouped_sm90 as grouped: no column of its own here.
+    expect([e.load, e.rows, e.sm90Tflops]).toEqual(['balanced', e.E * e.rowsPerExpert, null]);
     for (const v of [e.groupedMs, e.denseMs, e.groupedTflops, e.denseTflops]) expect(v).toBeGreaterThan(0);
     const flops = 2 * e.E * e.rowsPerExpert * e.N * e.K;
     close(e.groupedTflops, flops / (e.groupedMs * 1e-3) / 1e12);
@@ -150,4 +154,32 @@ const wired = buildProgram().commands.some((c) => c.name() === 'bench');
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^## prefill: /m);
   checkReport(JSON.parse(fs.readFileSync(file, 'utf8')) as BenchReport);
+});
+
+test('bench experts: balanced and Zipf-skewed loads, and the model shapes of issue 12', () => {
+  expect(expertLoad('balanced', 4, 32)).toEqual([32, 32, 32, 32]);
+  const zipf = expertLoad('zipf', 128, 256);
+  expect(zipf).toHaveLength(128);
+  expect(zipf).toEqual(expertLoad('zipf', 128, 256)); // the same on every run
+  for (const n of zipf) expect(n % 8).toBe(0);
+  const total = zipf.reduce((a, b) => a + b, 0);
+  expect(total).toBeLessThanOrEqual(128 * 256);
+  expect(total).toBeGreaterThan(0.9 * 128 * 256);
+  expect(expertLoad('zipf', 128, 32)).toContain(0); // the tail gets nothing at a small mean
+  expect(Math.max(...zipf)).toBeGreaterThan(20 * 256); // the head dominates
+  const shapes = FULL_SIZES.experts.map((e) => [e.N, e.K]);
+  for (const nk of [
+    [1536, 2048],
+    [2048, 768],
+    [3072, 5120],
+    [5120, 1536],
+    [4096, 7168],
+    [7168, 2048],
+  ])
+    expect(shapes).toContainEqual(nk);
+  for (const e of FULL_SIZES.experts.filter((x) => x.loads)) {
+    expect(e.rowsPerExpert[0]).toBe(32);
+    expect(e.rowsPerExpert[e.rowsPerExpert.length - 1]).toBe(4096);
+    expect(e.loads).toEqual(['balanced', 'zipf']);
+  }
 });

@@ -12,7 +12,7 @@ test('profile measures once, then finds the cached model; forward --moe-schedule
     const model = path.join(FIXTURES, 'qwen2-moe');
     const first = await runCli(['profile', '--model', model, '--backend', 'cpu']);
     expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(/^measured: .*cost-models\/cpu-.*-w1-[0-9a-f]{12}-v3\.json \(4 GEMM tables, 0 all-to-all curves\)/);
+    expect(first.stdout).toMatch(/^measured: .*cost-models\/cpu-.*-w1-[0-9a-f]{12}-v4\.json \(4 GEMM tables, 0 all-to-all curves\)/);
     const file = first.stdout.split(' ')[1];
     expect(fs.existsSync(file)).toBe(true);
     const second = await runCli(['profile', '--model', model, '--backend', 'cpu']);

@@ -5,6 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { InProcessCommunicator } from '../src/comm/inProcessCommunicator';
 import { Device, type Stream, type Tensor, dtypeBytes } from '../src/native/device';
+import { expertKernelsOf } from '../src/native/ops';
 import { type CostModel, validateCostModel } from '../src/moe/cost/costModel';
 import { loadCostModel, saveCostModel } from '../src/moe/cost/costModelStore';
 import { type MeasureCostModelOptions, type MeasureProgress, defaultMaxActivationBytes, measureCostModel } from '../src/moe/cost/profiler';
@@ -22,6 +23,10 @@ beforeAll(() => {
   device = Device.open('cpu');
 });
 afterAll(() => device.dispose());
+
+test('the CPU device runs grouped and dense as themselves (grouped_sm90 as grouped)', () => {
+  expect(expertKernelsOf(device)).toEqual(['grouped', 'dense']);
+});
 
 /** Ranks of one process meeting at numbered collectives (the n-th call of every rank pairs up). */
 
@@ -51,6 +56,8 @@ function expectCurves(model: CostModel, localExperts: number): void {
     [H, Is, 1],
   ]);
   for (const g of model.gemm) {
+    // The CPU runs grouped_sm90 as grouped: no curve of its own, so the planner never offers it.
+    expect(g.grouped_sm90).toBeUndefined();
     for (const curve of [g.grouped, g.dense]) {
       expect(curve.overheadMs).toBeGreaterThanOrEqual(0);
       expect(curve.points.map((p) => p.rows)).toEqual([1, 2, 4, 8]);

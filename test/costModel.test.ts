@@ -4,6 +4,7 @@ import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
+  COST_MODEL_VERSION,
   type CostModel,
   type CostModelKey,
   CostModelError,
@@ -31,7 +32,7 @@ const key: CostModelKey = {
 
 function model(): CostModel {
   return {
-    version: 3,
+    version: COST_MODEL_VERSION,
     key,
     measuredAt: '2025-01-01T00:00:00.000Z',
     gemm: [
@@ -211,7 +212,7 @@ describe('the cache on disk', () => {
 
   test('file names: readable, and different for different keys', () => {
     const name = costModelKey(key);
-    expect(name).toMatch(/^cuda-nvidia-h200-bf16-h2048-i768-s0-e128-k8-w2_4-[0-9a-f]{12}-v3\.json$/);
+    expect(name).toMatch(/^cuda-nvidia-h200-bf16-h2048-i768-s0-e128-k8-w2_4-[0-9a-f]{12}-v4\.json$/);
     expect(costModelKey({ ...key, versions: { ...key.versions, nccl: '2.27.0' } })).not.toBe(name);
     expect(costModelKey({ ...key, worlds: [4, 2] })).toBe(name);
   });

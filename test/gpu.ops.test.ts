@@ -320,6 +320,119 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     }
   });
 
+  // grouped_sm90, the Hopper kernel (native/cuda/grouped_gemm_sm90.cu), where the device runs it (compute
+  // capability 9.0, the sm_90a image built); elsewhere, and for what it does not take (not bf16, N or K
+  // not a multiple of 8), it must run as grouped: the same result either way. Random inputs never zero
+  // (|x| in [0.05, 1]), outputs poisoned with NaN on both sides: every row must be written.
+  describe('expert_matmul grouped_sm90', () => {
+    const nonZero = (rng: Rng, n: number, scale: number) =>
+      Array.from({ length: n }, () => (rng.next() < 0.5 ? -1 : 1) * scale * (0.05 + 0.95 * rng.next()));
+    /** Where the kernel runs as itself on this GPU (the rest runs as grouped). */
+    const native = () => ops.expertKernelsOf(dev.gpu).includes('grouped_sm90');
+    const zipf = (rng: Rng, E: number, mean: number) => {
+      const weights = Array.from({ length: E }, (_, i) => 1 / (i + 1) ** 1.2);
+      const total = weights.reduce((a, b) => a + b, 0);
+      const counts = weights.map((w) => Math.floor((w / total) * E * mean));
+      for (let i = E - 1; i > 0; i--) {
+        const j = rng.int(0, i + 1);
+        [counts[i], counts[j]] = [counts[j], counts[i]];
+      }
+      return counts;
+    };
+
+    test('runs as itself on Hopper (compute capability 9.0) and only there', () => {
+      const hopper = /\b(H100|H200|H800|H20|GH200)\b/.test(dev.gpu.name);
+      expect(ops.expertKernelsOf(dev.cpu)).toEqual(['grouped', 'dense']);
+      if (hopper) expect(ops.expertKernelsOf(dev.gpu)).toEqual(['grouped', 'dense', 'grouped_sm90']);
+      else expect(ops.expertKernelsOf(dev.gpu)).not.toContain('grouped_sm90');
+    });
+
+    const cases: [string, 'bf16' | 'f32' | 'f16', number, number[] | ((rng: Rng) => number[]), number, number][] = [
+      // Every rows-per-expert M from 0 and 1 across the 128-row tile edges; R / E < 192: the 128x128 tile.
+      [
+        'every M 0..300 across tile edges',
+        'bf16',
+        23,
+        [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 63, 64, 65, 127, 128, 129, 191, 192, 193, 255, 256, 257, 300],
+        136,
+        64,
+      ],
+      // R / E >= 192: the 128x256 tile with the TMA-store epilogue.
+      ['large M (128x256 tile), empty and single-row experts', 'bf16', 4, [0, 1, 600, 250], 264, 64],
+      ['ragged, two ranks of segments (S=2E)', 'bf16', 8, [0, 1, 127, 128, 129, 300, 5, 64, 3, 0, 0, 77, 200, 9, 1, 50], 128, 128],
+      ['all experts empty but one', 'bf16', 16, [0, 0, 0, 0, 0, 0, 0, 0, 0, 777, 0, 0, 0, 0, 0, 0], 128, 64],
+      ['odd N and K (multiples of 8 off the tiles)', 'bf16', 4, [3, 0, 130, 41, 7, 0, 1, 90], 392, 104],
+      ['tiny: N=24 K=40', 'bf16', 3, [5, 0, 2], 24, 40],
+      ['one row, N=8 K=8', 'bf16', 1, [1], 8, 8],
+      // A real expert shape (Qwen3-30B-A3B's down projection: N=2048, K=768), one expert, rows off the tile.
+      ['Qwen3-30B-A3B down shape, 37 rows', 'bf16', 1, [37], 2048, 768],
+      ['Zipf-skewed over 32 experts (some empty)', 'bf16', 32, (rng) => zipf(rng, 32, 40), 128, 64],
+      ['one expert of many rows beside a nearly empty one', 'bf16', 2, [600, 3], 256, 256],
+      // 2048 segments and R / E >= 192: the staging-buffer tile does not fit shared memory beside the
+      // segment tables, and the launcher falls back to direct stores.
+      ['16 ranks x 128 experts (S=2048), 12 rows each', 'bf16', 128, new Array(2048).fill(12), 16, 16],
+      ['64 experts, 4 ranks, 0..5 rows each', 'bf16', 64, (rng) => rng.ints(256, 0, 6), 64, 64],
+      // Not taken: must run as grouped.
+      ['falls back: N not a multiple of 8', 'bf16', 4, [3, 0, 70, 9], 36, 64],
+      ['falls back: K not a multiple of 8', 'bf16', 4, [3, 0, 70, 9], 64, 36],
+      ['falls back: f32', 'f32', 3, [7, 1, 130], 64, 64],
+      ['falls back: f16', 'f16', 3, [7, 0, 130], 64, 64],
+    ];
+    test.each(cases)('%s (%s, E=%d)', async (label, dt, E, countsOf, N, K) => {
+      const rng = new Rng(E * 977 + N * 13 + K);
+      const counts = typeof countsOf === 'function' ? countsOf(rng) : countsOf;
+      const R = counts.reduce((x, y) => x + y, 0);
+      const a = floats(dt, [R, K], nonZero(rng, R * K, 1));
+      const w = floats(dt, [E, N, K], nonZero(rng, E * N * K, 0.1));
+      const out = floats(dt, [R, N]); // NaN on both sides
+      run((s, d) => ops.expertMatmul(s, out[d], a[d], w[d], counts, 'grouped_sm90'));
+      const taken = native() && dt === 'bf16' && N % 8 === 0 && K % 8 === 0;
+      await expectClose(`expert_matmul grouped_sm90${taken ? '' : ' (as grouped)'} ${label}`, out, bound(dt));
+      expect(countNaN(await out.gpu.read(st.gpu))).toBe(0);
+    });
+
+    test('row views at an offset (as the profiler and the layer pass them)', async () => {
+      const rng = new Rng(4242);
+      const E = 4;
+      const N = 256;
+      const K = 128;
+      const counts = [40, 0, 200, 9];
+      const R = counts.reduce((x, y) => x + y, 0);
+      const a = floats('bf16', [R + 16, K], nonZero(rng, (R + 16) * K, 1));
+      const w = floats('bf16', [E, N, K], nonZero(rng, E * N * K, 0.1));
+      const out = floats('bf16', [R + 16, N]);
+      run((s, d) => ops.expertMatmul(s, out[d].rows(8, R), a[d].rows(8, R), w[d], counts, 'grouped_sm90'));
+      const { cpu, gpu } = await readBoth(out);
+      // The rows before and after the view stay poisoned; the view's rows match the CPU.
+      expect(countNaN(gpu.subarray(0, 8 * N))).toBe(8 * N);
+      expect(countNaN(gpu.subarray((8 + R) * N))).toBe(8 * N);
+      const inside = [cpu.subarray(8 * N, (8 + R) * N), gpu.subarray(8 * N, (8 + R) * N)];
+      expect(countNaN(inside[1])).toBe(0);
+      const err = relL2(inside[1], inside[0]);
+      table.push({ name: 'expert_matmul grouped_sm90 row views at an offset', error: err });
+      expect(err).toBeLessThanOrEqual(1e-2);
+    });
+
+    test('as grouped and dense give (same GPU)', async () => {
+      const rng = new Rng(77);
+      const E = 8;
+      const N = 256;
+      const K = 64;
+      const counts = rng.ints(E, 0, 300);
+      const R = counts.reduce((x, y) => x + y, 0);
+      const a = floats('bf16', [R, K], nonZero(rng, R * K, 1));
+      const w = floats('bf16', [E, N, K], nonZero(rng, E * N * K, 0.1));
+      const outs = (['grouped_sm90', 'grouped', 'dense'] as const).map((kernel) => {
+        const out = floats('bf16', [R, N]);
+        ops.expertMatmul(st.gpu, out.gpu, a.gpu, w.gpu, counts, kernel);
+        return out;
+      });
+      const [sm90, grouped, dense] = await Promise.all(outs.map((o) => o.gpu.read(st.gpu)));
+      expect(relL2(sm90, grouped)).toBeLessThanOrEqual(1e-2);
+      expect(relL2(sm90, dense)).toBeLessThanOrEqual(1e-2);
+    });
+  });
+
   test.each([
     ['bf16', 33, 1408],
     ['bf16', 1, 7],

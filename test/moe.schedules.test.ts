@@ -8,7 +8,7 @@ import { LocalCommunicator, type Communicator } from '../src/comm/communicator';
 import { TensorScope } from '../src/native/scope';
 import type { MoeWeights } from '../src/engine/weightTypes';
 import { measureCostModel } from '../src/moe/cost/profiler';
-import type { CostModel } from '../src/moe/cost/costModel';
+import { COST_MODEL_VERSION, type CostModel } from '../src/moe/cost/costModel';
 import { routedMoeLayer } from '../src/moe/exec/moeLayer';
 import type { MoePlan } from '../src/moe/plan/plan';
 import { type ExpertLayout, expertLayout } from '../src/moe/placement';
@@ -332,7 +332,7 @@ function launchBoundModel(world: number): CostModel {
   const table = (n: number, k: number) => ({ n, k, segments: 4, grouped: flat, dense: flat });
   const free = { fixedMs: 0, msPerRow: 0 };
   return {
-    version: 3,
+    version: COST_MODEL_VERSION,
     key: {
       device: 'synthetic',
       backend: 'cpu',

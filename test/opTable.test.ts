@@ -214,7 +214,7 @@ describe('op puts the arguments on the wire in table order, enums and booleans a
 
   test('an enum name the table does not list is refused before the addon', () => {
     expect(() => ops.expertMatmul(stream, t('out'), t('a'), t('w'), [1], 'fast' as ops.ExpertKernel)).toThrow(
-      expect.objectContaining({ code: 'EPS_INVALID_ARGUMENT', message: 'expert_matmul: kernel must be one of grouped, dense; got "fast"' }),
+      expect.objectContaining({ code: 'EPS_INVALID_ARGUMENT', message: 'expert_matmul: kernel must be one of grouped, dense, grouped_sm90; got "fast"' }),
     );
     expect(calls).toEqual([]);
   });

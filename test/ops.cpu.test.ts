@@ -121,11 +121,15 @@ describe.each(storages)('ops on %s storage', (dtype) => {
     const expected = expertMatmulRef(a.v, w.v, counts, E, N, K);
     const grouped = empty(dtype, [R, N]);
     const dense = empty(dtype, [R, N]);
+    const sm90 = empty(dtype, [R, N]);
     ops.expertMatmul(s, grouped, a.t, w.t, counts, 'grouped');
     ops.expertMatmul(s, dense, a.t, w.t, counts, 'dense');
+    // The Hopper kernel's choice on the CPU backend: the same routine as the others.
+    ops.expertMatmul(s, sm90, a.t, w.t, counts, 'grouped_sm90');
     const g = await readFloats(grouped);
     expectClose(g, expected, dtype);
     expect(relMaxErr(await readFloats(dense), g)).toBeLessThanOrEqual(1e-6);
+    expect(relMaxErr(await readFloats(sm90), g)).toBeLessThanOrEqual(1e-6);
   });
 
   test.each([
@@ -664,13 +668,13 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
     ],
     [
       'expert_matmul an unknown kernel code',
-      () => call('expert_matmul', [f([1, 3]), f([1, 5]), f([1, 3, 5])], [2], [1]),
-      /expert_matmul: kernel must be one of grouped=0, dense=1; got 2/,
+      () => call('expert_matmul', [f([1, 3]), f([1, 5]), f([1, 3, 5])], [3], [1]),
+      /expert_matmul: kernel must be one of grouped=0, dense=1, grouped_sm90=2; got 3/,
     ],
     [
       'expert_matmul an unknown kernel name (caught before the addon)',
       () => () => ops.expertMatmul(s, f([1, 3]), f([1, 5]), f([1, 3, 5]), [1], 'fast' as ops.ExpertKernel),
-      /expert_matmul: kernel must be one of grouped, dense; got "fast"/,
+      /expert_matmul: kernel must be one of grouped, dense, grouped_sm90; got "fast"/,
     ],
     [
       'router renormalize neither 0 nor 1',

@@ -116,11 +116,11 @@ describe('auto', () => {
     expect(plans[0].degree).toBe(1);
     // Rank 0: 4 segments of 32 rows: grouped 4 x 0.32, dense 4 x 0.1.
     expect(plans[0].chunks[0].kernel).toBe('dense');
-    expect(plans[0].chunks[0].predicted.groupedMs).toBeCloseTo(2 * 4 * 0.32, 9);
-    expect(plans[0].chunks[0].predicted.denseMs).toBeCloseTo(2 * 4 * 0.1, 9);
+    expect(plans[0].chunks[0].predicted.kernelMs.grouped).toBeCloseTo(2 * 4 * 0.32, 9);
+    expect(plans[0].chunks[0].predicted.kernelMs.dense).toBeCloseTo(2 * 4 * 0.1, 9);
     // Rank 1: 4 segments of 2 rows: grouped 4 x 0.02, dense 4 x 0.1.
     expect(plans[1].chunks[0].kernel).toBe('grouped');
-    expect(plans[1].chunks[0].predicted.groupedMs).toBeCloseTo(2 * 4 * 0.02, 9);
+    expect(plans[1].chunks[0].predicted.kernelMs.grouped).toBeCloseTo(2 * 4 * 0.02, 9);
   });
 
   test('random loads on 4 ranks: every rank plans the same chunks, and the rows pair up', () => {

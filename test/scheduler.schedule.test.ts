@@ -23,6 +23,8 @@ describe('parseMoeSchedule', () => {
     ['fixed:4:dense:experts', { kind: 'fixed', degree: 4, kernel: 'dense', axis: 'experts' }],
     ['fixed:2:experts', { kind: 'fixed', degree: 2, axis: 'experts' }],
     ['fixed:2:grouped:tokens', { kind: 'fixed', degree: 2, kernel: 'grouped', axis: 'tokens' }],
+    ['fixed:1:grouped_sm90', { kind: 'fixed', degree: 1, kernel: 'grouped_sm90' }],
+    ['fixed:4:GROUPED_SM90:experts', { kind: 'fixed', degree: 4, kernel: 'grouped_sm90', axis: 'experts' }],
     ['Fixed:8:Tokens', { kind: 'fixed', degree: 8, axis: 'tokens' }],
   ])('%s', (text, expected) => {
     expect(parseMoeSchedule(text)).toEqual(expected);
@@ -39,11 +41,11 @@ describe('parseMoeSchedule', () => {
     ['fixed:0x4', /D must be an integer/],
     ['fixed:1e1', /D must be an integer/],
     [`fixed:${MAX_PIPELINE_DEGREE + 1}`, /D must be an integer from 1 to 64, got "65"/],
-    ['fixed:4:cublas', /kernel must be grouped or dense, got "cublas"/],
-    ['fixed:4:', /kernel must be grouped or dense, got ""/],
+    ['fixed:4:cublas', /kernel must be grouped, dense or grouped_sm90, got "cublas"/],
+    ['fixed:4:', /kernel must be grouped, dense or grouped_sm90, got ""/],
     ['fixed:4:dense:x', /axis must be tokens or experts, got "x"/],
     ['fixed:4:experts:dense', /axis must be tokens or experts, got "dense"/],
-    ['fixed:4:x:experts', /kernel must be grouped or dense, got "x";/],
+    ['fixed:4:x:experts', /kernel must be grouped, dense or grouped_sm90, got "x";/],
     ['fixed:4:dense:experts:x', /too many parts/],
     ['auto:2', /unknown schedule "auto"/],
   ])('rejects %j', (text, message) => {
@@ -56,7 +58,7 @@ describe('parseMoeSchedule', () => {
     expect(err).toBeInstanceOf(ScheduleParseError);
     expect((err as ScheduleParseError).code).toBe('EPS_BAD_MOE_SCHEDULE');
     expect((err as Error).message).toMatch(message);
-    expect((err as Error).message).toMatch(/expected auto, baseline or fixed:D\[:grouped\|dense\]\[:tokens\|experts\]/);
+    expect((err as Error).message).toMatch(/expected auto, baseline or fixed:D\[:grouped\|dense\|grouped_sm90\]\[:tokens\|experts\]/);
   });
 });
 

@@ -9,6 +9,7 @@
 
 #include "../backend.h"
 #include "cuda_check.h"
+#include "grouped_gemm_sm90.h"
 #include "ops.h"
 #include "stream.h"
 
@@ -170,6 +171,13 @@ class CudaBackend : public Backend {
     for (const auto& [name, _] : cudaKernels()) names.push_back(name);
     std::sort(names.begin(), names.end());
     return names;
+  }
+
+  std::vector<std::string> expertKernels() const override {
+    std::vector<std::string> kernels{"grouped", "dense"};
+    ctx_->activate();
+    if (groupedGemmSm90Supported(ctx_->device)) kernels.push_back("grouped_sm90");
+    return kernels;
   }
 
  private:

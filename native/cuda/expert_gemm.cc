@@ -1,18 +1,22 @@
-// expert_matmul: the expert FFN GEMM over ragged per-expert row counts, in the two kernels the EPS
+// expert_matmul: the expert FFN GEMM over ragged per-expert row counts, in the kernels the EPS
 // scheduler chooses between.
 //
-//   kernel 1, dense:   one cublasGemmEx per non-empty segment (best when experts have many rows:
-//                      each GEMM runs at cuBLAS's full rate).
-//   kernel 0, grouped: one launch for every segment, through cublasGemmGroupedBatchedEx (best
-//                      when experts have few rows: no per-expert launch gaps).
+//   kernel 1, dense:        one cublasGemmEx per non-empty segment (best when experts have many rows:
+//                           each GEMM runs at cuBLAS's full rate).
+//   kernel 0, grouped:      one launch for every segment, through cublasGemmGroupedBatchedEx (best
+//                           when experts have few rows: no per-expert launch gaps). cuBLAS's grouped
+//                           API stays near 330 TFLOP/s on H100/H200 (../shared/gpu/README.md).
+//   kernel 2, grouped_sm90: our Hopper grouped GEMM (grouped_gemm_sm90.cu: wgmma + TMA, persistent over
+//                           a device-side work list), where it runs: a device of compute capability 9.0
+//                           with the sm_90a image built, a, w and out bf16, N % 8 == 0, K % 8 == 0
+//                           (groupedGemmSm90Takes). Elsewhere it is kernel 0, with the same result.
 //
-// Both take the counts from host memory (ints). The grouped kernel is behind groupedGemm(), the
-// one function a kernel of our own (wgmma/TMA, CUTLASS-style) would replace: cuBLAS's grouped API
-// stays near 330 TFLOP/s on H200 (../shared/gpu/README.md).
+// All take the counts from host memory (ints); grouped_sm90 gets them as offsets[S+1] in a device table.
 #include <climits>
 #include <vector>
 
 #include "blas.h"
+#include "grouped_gemm_sm90.h"
 
 namespace eps::cuda {
 
@@ -75,10 +79,45 @@ void groupedGemm(OpContext& c, cublasHandle_t h, const ExpertProblem& p) {
               "cublasGemmGroupedBatchedEx");
 }
 
+// Kernel 2 where it runs: out = the grouped product through the Hopper kernel. False (nothing enqueued
+// but the offsets' upload) where it does not: not bf16, not a 9.0 device or no sm_90a image, a shape it
+// does not take; the caller then runs kernel 0.
+bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, const TensorRef& w,
+                        const std::vector<int64_t>& counts) {
+  if (a.dtype != DType::BF16 || w.dtype != DType::BF16 || out.dtype != DType::BF16) return false;
+  if (!groupedGemmSm90Supported(c.ctx.device)) return false;
+  const int64_t R = a.dim(0), K = a.dim(1), E = w.dim(0), N = w.dim(1);
+  if (K % 8 != 0 || N % 8 != 0 || counts.size() > size_t(INT_MAX) - 1) return false;
+  // Segment s is rows [offsets[s], offsets[s+1]) (R <= INT_MAX, checked by the caller).
+  std::vector<int32_t> offsets(counts.size() + 1, 0);
+  for (size_t s = 0; s < counts.size(); ++s) offsets[s + 1] = int32_t(offsets[s] + counts[s]);
+  GroupedGemmSm90Args g{};
+  g.a = a.data;
+  g.w = w.data;
+  g.out = out.data;
+  g.R = R;
+  g.S = int(counts.size());
+  g.E = int(E);
+  g.N = int(N);
+  g.K = int(K);
+  g.config = 0;  // auto: by rows per expert (R / E)
+  g.bandM = 0;
+  g.offsets = reinterpret_cast<const int32_t*>(a.data);  // a non-null stand-in: Takes reads only whether it is set
+  if (!groupedGemmSm90Takes(g)) return false;
+  g.offsets = static_cast<const int32_t*>(c.uploadTable(offsets.data(), offsets.size() * sizeof(int32_t)));
+  const cudaError_t err = groupedGemmSm90(g, c.cuda);
+  if (err == cudaErrorInvalidValue) {
+    cudaGetLastError();  // not launched (a config that does not fit this device): the caller falls back
+    return false;
+  }
+  checkCuda(err, "groupedGemmSm90(expert_matmul)");
+  return true;
+}
+
 }  // namespace
 
-// tensors: out[R,N], a[R,K], w[E,N,K]; params: kernel (0 grouped, 1 dense); ints: counts[S], S a
-// multiple of E, segment s using expert s % E.
+// tensors: out[R,N], a[R,K], w[E,N,K]; params: kernel (0 grouped, 1 dense, 2 grouped_sm90); ints:
+// counts[S], S a multiple of E, segment s using expert s % E.
 void expertMatmulOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
   const TensorRef& a = args.tensors[1];
@@ -91,6 +130,8 @@ void expertMatmulOp(OpContext& c, const OpArgs& args) {
   }
   if (N > INT_MAX || K > INT_MAX || R > INT_MAX) throw std::invalid_argument("expert_matmul: a dimension is over cuBLAS's int range");
 
+  if (args.params[0] == 2.0 && groupedGemmSm90Ran(c, out, a, w, args.ints)) return;
+
   cublasHandle_t h = blasHandle(c);
   const GemmPlan plan = planGemm(c, out, a, w);
   ExpertProblem p{plan.a, w.data, plan.out, plan.inType, plan.outType, N, K, {}};
@@ -100,7 +141,8 @@ void expertMatmulOp(OpContext& c, const OpArgs& args) {
     if (rows > 0) p.segments.push_back({int64_t(s) % E, row, rows});
     row += rows;
   }
-  const bool grouped = args.params[0] == 0.0 && groupedTakes(p.inType, p.outType) && p.segments.size() > 1;
+  // Kernel 2 lands here where the Hopper kernel does not run: as kernel 0.
+  const bool grouped = args.params[0] != 1.0 && groupedTakes(p.inType, p.outType) && p.segments.size() > 1;
   if (grouped) groupedGemm(c, h, p);
   else denseGemms(h, p);
   finishGemm(c, plan, out);

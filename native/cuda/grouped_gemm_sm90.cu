@@ -539,7 +539,16 @@ int pickConfig(const GroupedGemmSm90Args& p) {
 
 }  // namespace
 
+// Whether this build holds the kernel's sm_90a machine code. cmake/cuda.cmake compiles this file on its
+// own with the sm_90a target wherever the architectures name 90, and passes 0 here where they do not
+// (the kernel's body is compiled out then: it would trap). Standalone builds (scripts/kernels/
+// grouped_gemm_sm90.sh) pass -gencode=arch=compute_90a,code=sm_90a themselves.
+#ifndef EPS_GROUPED_GEMM_SM90A
+#define EPS_GROUPED_GEMM_SM90A 1
+#endif
+
 bool groupedGemmSm90Supported(int device) {
+  if (!EPS_GROUPED_GEMM_SM90A) return false;
   const DeviceInfo d = deviceInfo(device);
   return d.major == 9 && d.minor == 0 && encodeTiled() != nullptr;
 }

@@ -30,7 +30,8 @@ struct GroupedGemmSm90Args {
   int bandM;               // tile order: m-tiles of a segment in bands of bandM (0: default 8)
 };
 
-// The compute capability this kernel needs: 9.0 (H100/H200), built for sm_90a.
+// Whether the kernel runs on `device`: compute capability 9.0 (H100/H200), the driver's tensor-map
+// entry point found, and this build holding its sm_90a code (EPS_GROUPED_GEMM_SM90A, cmake/cuda.cmake).
 bool groupedGemmSm90Supported(int device);
 
 // Shapes it takes: K % 8 == 0 and N % 8 == 0 (16-byte rows for TMA and the stores), K > 0, E >= 1,

@@ -10,13 +10,22 @@ export interface GemmShape {
   K: number;
 }
 
+/**
+ * How rows spread over the experts: balanced (every expert the same count) or Zipf-skewed (expert i,
+ * in a fixed shuffled order, gets weight 1 / (rank + 1)^1.2 of E x the mean, rounded down to a multiple
+ * of 8 as torch._grouped_mm's groups must be: some experts get none). See expertsSuite.ts expertLoad.
+ */
+export type ExpertLoad = 'balanced' | 'zipf';
+
 export interface ExpertShape {
   name: string;
   E: number;
   N: number;
   K: number;
-  /** Rows per expert, balanced: every expert gets the same count. */
+  /** Rows per expert: every expert's count when balanced, the mean when skewed. */
   rowsPerExpert: number[];
+  /** The loads measured at each size (default: balanced only). */
+  loads?: ExpertLoad[];
 }
 
 export interface AttentionHeads {
@@ -75,8 +84,15 @@ function modelGemms(M: number, div: number): GemmShape[] {
 export const FULL_SIZES: BenchSizes = {
   gemm: modelGemms(4096, 1),
   ceilingSide: 8192,
+  // The expert GEMMs of real MoE models (issue 12), the local experts of one rank: Qwen3-30B-A3B's 128 on
+  // one GPU; DeepSeek-V2's 160 over 2 ranks; DeepSeek-V3's 256 over 8; Mixtral's 8 over 2.
   experts: [
-    { name: 'deepseek-v2-like E80', E: 80, N: 3072, K: 5120, rowsPerExpert: powersOfTwo(64, 4096) },
+    { name: 'qwen3-30b-a3b gate_up E128', E: 128, N: 1536, K: 2048, rowsPerExpert: powersOfTwo(32, 4096), loads: ['balanced', 'zipf'] },
+    { name: 'qwen3-30b-a3b down E128', E: 128, N: 2048, K: 768, rowsPerExpert: powersOfTwo(32, 4096), loads: ['balanced', 'zipf'] },
+    { name: 'deepseek-v2-like E80', E: 80, N: 3072, K: 5120, rowsPerExpert: powersOfTwo(32, 4096), loads: ['balanced', 'zipf'] },
+    { name: 'deepseek-v2 down E80', E: 80, N: 5120, K: 1536, rowsPerExpert: powersOfTwo(32, 4096), loads: ['balanced', 'zipf'] },
+    { name: 'deepseek-v3 gate_up E32', E: 32, N: 4096, K: 7168, rowsPerExpert: powersOfTwo(32, 4096), loads: ['balanced', 'zipf'] },
+    { name: 'deepseek-v3 down E32', E: 32, N: 7168, K: 2048, rowsPerExpert: powersOfTwo(32, 4096), loads: ['balanced', 'zipf'] },
     { name: 'mixtral-like E4', E: 4, N: 28672, K: 4096, rowsPerExpert: powersOfTwo(64, 4096) },
   ],
   attentionHeads: { numHeads: 32, numKvHeads: 8, headDim: 128 },

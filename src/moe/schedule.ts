@@ -1,13 +1,15 @@
 // The --moe-schedule option: how the EPS scheduler may run each MoE layer.
 //   auto                      the cost model picks the axis, the pipeline degree D and the kernels
 //   baseline                  D = 1, dense kernels, no overlap: the plain path the others are measured against
-//   fixed:D[:kernel][:axis]   D chunks; the kernel is the given one, or the cost model's pick when omitted;
+//   fixed:D[:kernel][:axis]   D chunks; the kernel is the given one (grouped, dense, or grouped_sm90: the
+//                             Hopper kernel, run as grouped where it cannot run), or the cost model's pick
+//                             when omitted;
 //                             the axis the chunks cut (default tokens):
 //                               tokens   chunk i is a range of the rank's tokens (micro-chunks)
 //                               experts  chunk i is a range of consecutive expert groups (all tokens);
 //                                        needs D <= the layout's expert groups (--expert-groups G)
-// e.g. fixed:4:dense:experts, fixed:2:tokens.
-import type { ExpertKernel } from '../native/ops';
+// e.g. fixed:4:dense:experts, fixed:2:tokens, fixed:1:grouped_sm90.
+import { EXPERT_KERNELS, type ExpertKernel } from '../native/ops';
 
 /** The axis a plan cuts the layer into chunks along. */
 export type PlanAxis = 'tokens' | 'experts';
@@ -50,7 +52,7 @@ export const MAX_PIPELINE_DEGREE = 64;
 /** Micro-chunks the router counts per layer when the schedule does not ask for more. */
 export const DEFAULT_MICRO_CHUNKS = 8;
 
-export const SCHEDULE_SYNTAX = 'auto, baseline or fixed:D[:grouped|dense][:tokens|experts]';
+export const SCHEDULE_SYNTAX = `auto, baseline or fixed:D[:${EXPERT_KERNELS.join('|')}][:tokens|experts]`;
 
 export class ScheduleParseError extends Error {
   readonly code = 'EPS_BAD_MOE_SCHEDULE';
@@ -63,7 +65,7 @@ export class ScheduleParseError extends Error {
   }
 }
 
-const KERNELS: readonly ExpertKernel[] = ['grouped', 'dense'];
+const KERNELS: readonly ExpertKernel[] = EXPERT_KERNELS;
 const AXES: readonly PlanAxis[] = ['tokens', 'experts'];
 
 export function parseMoeSchedule(text: string): MoeSchedule {
@@ -90,7 +92,10 @@ export function parseMoeSchedule(text: string): MoeSchedule {
   if (rest.length === 1) {
     if (!isExpertKernel(rest[0])) {
       const orAxis = parts.length === 3 ? ' (or the axis: tokens or experts)' : '';
-      throw new ScheduleParseError(text, `kernel must be grouped or dense, got "${rest[0]}"${orAxis}`);
+      throw new ScheduleParseError(
+        text,
+        `kernel must be ${KERNELS.slice(0, -1).join(', ')} or ${KERNELS[KERNELS.length - 1]}, got "${rest[0]}"${orAxis}`,
+      );
     }
     schedule.kernel = rest[0];
   }

@@ -42,6 +42,8 @@ export interface NativeDevice {
   readonly backend: BackendKind;
   readonly index: number;
   readonly name: string;
+  /** The expert_matmul kernels it runs as themselves (others run as another: ops.md), e.g. ['grouped', 'dense', 'grouped_sm90']. */
+  readonly expertKernels?: string[];
   alloc(dtype: DType, shape: number[]): NativeTensor;
   createStream(highPriority?: boolean): NativeStream;
   createEvent(): NativeEvent;

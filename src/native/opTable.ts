@@ -40,7 +40,7 @@ export const opTable = {
   },
   expert_matmul: {
     tensors: { out: 'float', a: 'float', w: 'float' },
-    params: { kernel: ['grouped', 'dense'] },
+    params: { kernel: ['grouped', 'dense', 'grouped_sm90'] },
     ints: { counts: 'required' },
   },
   swiglu: {
@@ -143,7 +143,7 @@ type Row<N extends OpName> = (typeof opTable)[N];
 /** The TypeScript value of a param kind: number, boolean, or the enum's names. */
 export type ParamValue<K> = K extends 'number' ? number : K extends 'boolean' ? boolean : K extends readonly (infer E)[] ? E : never;
 
-/** The value of param P of op N, e.g. ParamOf<'expert_matmul', 'kernel'> = 'grouped' | 'dense'. */
+/** The value of param P of op N, e.g. ParamOf<'expert_matmul', 'kernel'> = 'grouped' | 'dense' | 'grouped_sm90'. */
 export type ParamOf<N extends OpName, P extends keyof Row<N>['params']> = ParamValue<Row<N>['params'][P]>;
 
 type Optional<R, Mark> = { [K in keyof R]: R[K] extends Mark ? K : never }[keyof R];

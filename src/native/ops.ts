@@ -6,10 +6,38 @@
 // The names, order and types of every op's tensors, params and ints come from opTable.ts: `op` takes
 // them by name, checked against the table by the compiler, and puts them on the wire in the table's
 // order (booleans as 0/1, enums as their index). The functions below keep positional signatures.
-import type { Stream, Tensor } from './device';
+import type { DType } from './addonTypes';
+import type { Device, Stream, Tensor } from './device';
 import { opTable, type OpArgs, type OpName, type OpRow, type ParamKind, type ParamOf } from './opTable';
 
 export type ExpertKernel = ParamOf<'expert_matmul', 'kernel'>;
+
+/** Every expert_matmul kernel, in the op table's order. */
+export const EXPERT_KERNELS: readonly ExpertKernel[] = opTable.expert_matmul.params.kernel;
+
+/**
+ * What a kernel runs as where it cannot run itself (native/ops.md): grouped_sm90, the Hopper kernel,
+ * is grouped off compute capability 9.0, on the CPU, and for shapes it does not take.
+ */
+export const EXPERT_KERNEL_FALLBACK: Readonly<Partial<Record<ExpertKernel, ExpertKernel>>> = { grouped_sm90: 'grouped' };
+
+/**
+ * The expert_matmul kernels `device` runs as themselves: grouped and dense everywhere, grouped_sm90 on
+ * a CUDA device of compute capability 9.0 whose addon holds the sm_90a kernel. The others run as
+ * EXPERT_KERNEL_FALLBACK says (same result); the cost model measures only these.
+ */
+export function expertKernelsOf(device: Device): ExpertKernel[] {
+  const names = device.native.expertKernels ?? ['grouped', 'dense'];
+  return EXPERT_KERNELS.filter((k) => names.includes(k));
+}
+
+/**
+ * Whether grouped_sm90 takes an expert_matmul of this dtype and weight shape [*, N, K] on a device that
+ * runs it (expertKernelsOf): bf16, N and K multiples of 8 (native/cuda/grouped_gemm_sm90.h).
+ */
+export function groupedSm90Takes(dtype: DType, n: number, k: number): boolean {
+  return dtype === 'bf16' && n > 0 && k > 0 && n % 8 === 0 && k % 8 === 0;
+}
 
 /** A param value the table does not allow (an enum name it does not list), caught before the addon. */
 export class OpArgumentError extends Error {
@@ -73,7 +101,8 @@ export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tens
 
 /**
  * Rows of a in segments of counts[s] rows; segment s gets out = a @ w[s % E]^T (counts.length a
- * multiple of E; sum = rows of a). The kernel choice changes speed, not the result.
+ * multiple of E; sum = rows of a). The kernel choice changes speed, not the result (a kernel the
+ * device does not run, grouped_sm90 off Hopper, runs as EXPERT_KERNEL_FALLBACK says).
  */
 export function expertMatmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, counts: readonly number[], kernel: ExpertKernel): void {
   op(s, 'expert_matmul', { out, a, w, counts, kernel });

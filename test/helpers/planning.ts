@@ -1,7 +1,7 @@
 // Planner test helpers: synthetic cost models whose predictions can be worked out by hand (GEMM
 // curves proportional to rows, exact under log-log interpolation; all-to-all = latency + bytes /
 // bandwidth; small ops free unless a test says otherwise), counts, and plan inputs.
-import type { CostModel, GemmTable } from '../../src/moe/cost/costModel';
+import { COST_MODEL_VERSION, type CostModel, type GemmTable } from '../../src/moe/cost/costModel';
 import { type MoePlan } from '../../src/moe/plan/plan';
 import { type ExpertRange, expertRanges } from '../../src/moe/placement';
 import { parseMoeSchedule } from '../../src/moe/schedule';
@@ -37,6 +37,8 @@ export interface Synthetic {
   /** Override the routed tables. */
   grouped?: GemmTable['grouped'];
   dense?: GemmTable['dense'];
+  /** The Hopper kernel's routed curve (absent: the model has none, as one measured off Hopper). */
+  sm90?: GemmTable['grouped'];
 }
 
 export function syntheticModel(o: Synthetic): CostModel {
@@ -46,6 +48,7 @@ export function syntheticModel(o: Synthetic): CostModel {
     segments: 4,
     grouped: o.grouped ?? proportional(o.groupedPerRow ?? 0.001, o.groupedOverhead ?? 0),
     dense: o.dense ?? proportional(o.densePerRow ?? 0.002, o.denseOverhead ?? 0),
+    ...(o.sm90 ? { grouped_sm90: o.sm90 } : {}),
   });
   const Is = o.sharedIntermediate ?? 0;
   const gemm = [table(2 * I, H), table(H, I)];
@@ -62,7 +65,7 @@ export function syntheticModel(o: Synthetic): CostModel {
   }
   const free = { fixedMs: 0, msPerRow: 0 };
   return {
-    version: 3,
+    version: COST_MODEL_VERSION,
     key: {
       device: 'synthetic',
       backend: 'cpu',

@@ -4,19 +4,20 @@
 //
 // Shapes of the predictions:
 //   expert_matmul  overhead + sum over non-empty segments of curve(rows of the segment), one curve
-//                  per kernel and (N, K), interpolated log-log between measured row counts
+//                  per kernel and (N, K), interpolated log-log between measured row counts; grouped and
+//                  dense always, grouped_sm90 where the device ran it (tableKernels)
 //   all-to-all     latency + bytes / bandwidth, fitted per world size to measured points
 //   small ops      fixed + per-row cost (router and unpermute per token, permute per (token, slot)
 //                  row, swiglu per row at the measured width)
 import type { BackendKind, DType } from '../../native/addonTypes';
-import type { ExpertKernel } from '../../native/ops';
+import { EXPERT_KERNEL_FALLBACK, EXPERT_KERNELS, type ExpertKernel } from '../../native/ops';
 
 /**
  * The format and the way of measuring. Part of the file name: a model measured by an older version is
  * not read (version 1 timed single runs and underestimated the GEMMs, see profiler.ts OpTimer;
- * version 2 had no host sync).
+ * version 2 had no host sync; version 3 had no grouped_sm90 curves).
  */
-export const COST_MODEL_VERSION = 3;
+export const COST_MODEL_VERSION = 4;
 
 /** The dimensions of a MoE layer that its costs depend on. */
 export interface MoeLayerDims {
@@ -54,7 +55,7 @@ export interface KernelCurve {
   points: CostPoint[];
 }
 
-/** expert_matmul out[R,N] = a[R,K] @ w[e,N,K]^T, both kernels, for one (N, K). */
+/** expert_matmul out[R,N] = a[R,K] @ w[e,N,K]^T, a curve per kernel measured, for one (N, K). */
 export interface GemmTable {
   n: number;
   k: number;
@@ -62,6 +63,30 @@ export interface GemmTable {
   segments: number;
   grouped: KernelCurve;
   dense: KernelCurve;
+  /**
+   * The Hopper kernel, where the device ran it for this shape (ops.expertKernelsOf, ops.groupedSm90Takes);
+   * absent elsewhere: the planner then never chooses it.
+   */
+  grouped_sm90?: KernelCurve;
+}
+
+/** The kernels a table has curves for, in the op table's order (grouped and dense always). */
+export function tableKernels(table: GemmTable): ExpertKernel[] {
+  return EXPERT_KERNELS.filter((k) => table[k] !== undefined);
+}
+
+/**
+ * A kernel's curve. A kernel the table lacks runs as its fallback (EXPERT_KERNEL_FALLBACK: grouped_sm90
+ * as grouped), so a schedule that fixes it is predicted by that curve.
+ */
+export function kernelCurve(table: GemmTable, kernel: ExpertKernel): KernelCurve {
+  let k: ExpertKernel | undefined = kernel;
+  while (k !== undefined) {
+    const curve = table[k];
+    if (curve) return curve;
+    k = EXPERT_KERNEL_FALLBACK[k];
+  }
+  throw new CostModelError('EPS_COST_MODEL_INVALID', `the expert_matmul table for N=${table.n}, K=${table.k} has no ${kernel} curve`);
 }
 
 export interface LinearCost {
@@ -156,7 +181,7 @@ export function gemmTable(model: CostModel, n: number, k: number): GemmTable {
 
 /** Predicted ms of one expert_matmul over segments of these row counts with weights [*, N, K]. */
 export function gemmMs(model: CostModel, kernel: ExpertKernel, segmentRows: readonly number[], n: number, k: number): number {
-  return curveMs(gemmTable(model, n, k)[kernel], segmentRows);
+  return curveMs(kernelCurve(gemmTable(model, n, k), kernel), segmentRows);
 }
 
 /** Predicted ms of a curve over segments; 0 when every segment is empty (the executor skips the op). */
@@ -289,6 +314,8 @@ export function validateCostModel(json: unknown, where = 'cost model'): CostMode
     num(t.segments, `gemm[${i}].segments`, 1);
     curve(t.grouped, `gemm[${i}].grouped`);
     curve(t.dense, `gemm[${i}].dense`);
+    for (const kernel of EXPERT_KERNELS)
+      if (kernel !== 'grouped' && kernel !== 'dense' && t[kernel] !== undefined) curve(t[kernel], `gemm[${i}].${kernel}`);
   });
   arr(m.allToAll, 'allToAll').forEach((c, i) => {
     const a = obj(c, `allToAll[${i}]`);

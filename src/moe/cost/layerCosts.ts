@@ -1,8 +1,19 @@
 // The cost model applied to one layer shape: predicted ms of each op the executor enqueues, from the
 // row counts the scheduler sees. Kept per (model, shape) while the model lives, so that every layer of
 // a forward plans with the same object and its per-segment caches fill once.
-import type { ExpertKernel } from '../../native/ops';
-import { type CostModel, gemmMs, gemmTable, interpolateLogLog, linearMs, swigluMs, allToAllMs, type KernelCurve } from './costModel';
+import { EXPERT_KERNELS, type ExpertKernel } from '../../native/ops';
+import {
+  type CostModel,
+  gemmMs,
+  gemmTable,
+  interpolateLogLog,
+  kernelCurve,
+  linearMs,
+  swigluMs,
+  allToAllMs,
+  tableKernels,
+  type KernelCurve,
+} from './costModel';
 
 /** The layer shape the costs depend on (the counts do not: they change every layer). */
 export interface LayerShape {
@@ -38,14 +49,21 @@ export function layerCosts(model: CostModel, input: LayerShape, world: number): 
 /** Per-segment costs cached by (integer) row count: the search asks for the same small counts many times. */
 const CACHED_ROWS = 4096;
 
+/** One kernel's curves for the layer's two expert GEMMs, and its per-segment cache. */
+interface FfnCurves {
+  gateUp: KernelCurve;
+  down: KernelCurve;
+  cache: Float64Array;
+}
+
 /** The cost model applied to this layer's shapes. */
 export class LayerCosts {
-  private readonly gateUp: { grouped: KernelCurve; dense: KernelCurve };
-  private readonly down: { grouped: KernelCurve; dense: KernelCurve };
-  private readonly segmentCache = {
-    grouped: new Float64Array(CACHED_ROWS + 1).fill(NaN),
-    dense: new Float64Array(CACHED_ROWS + 1).fill(NaN),
-  };
+  /**
+   * The kernels the model has curves for in both expert GEMMs of the layer, in the op table's order:
+   * grouped and dense always, grouped_sm90 where the profiler ran it. The planner chooses among these.
+   */
+  readonly kernels: readonly ExpertKernel[];
+  private readonly ffn = new Map<ExpertKernel, FfnCurves>();
   private readonly rowBytes: number;
 
   private readonly input: LayerShape;
@@ -59,8 +77,18 @@ export class LayerCosts {
     const input = { ...shape };
     this.input = input;
     const { hidden: H, expertIntermediate: I } = input;
-    this.gateUp = gemmTable(model, 2 * I, H);
-    this.down = gemmTable(model, H, I);
+    const gateUp = gemmTable(model, 2 * I, H);
+    const down = gemmTable(model, H, I);
+    const inDown = tableKernels(down);
+    this.kernels = tableKernels(gateUp).filter((k) => inDown.includes(k));
+    // Every kernel has curves: one the model lacks is predicted as the kernel it runs as (kernelCurve).
+    for (const kernel of EXPERT_KERNELS) {
+      this.ffn.set(kernel, {
+        gateUp: kernelCurve(gateUp, kernel),
+        down: kernelCurve(down, kernel),
+        cache: new Float64Array(CACHED_ROWS + 1).fill(NaN),
+      });
+    }
     if (input.sharedIntermediate > 0) {
       gemmTable(model, 2 * input.sharedIntermediate, H);
       gemmTable(model, H, input.sharedIntermediate);
@@ -71,9 +99,10 @@ export class LayerCosts {
 
   /** gate_up expert_matmul, swiglu, down expert_matmul over the segments; 0 with no rows (skipped). */
   ffnMs(kernel: ExpertKernel, segments: ArrayLike<number>): number {
-    const cache = this.segmentCache[kernel];
-    const gateUp = this.gateUp[kernel].points;
-    const down = this.down[kernel].points;
+    const curves = this.ffn.get(kernel)!;
+    const { cache } = curves;
+    const gateUp = curves.gateUp.points;
+    const down = curves.down.points;
     let rows = 0;
     let gemms = 0;
     for (let i = 0; i < segments.length; i++) {
@@ -89,7 +118,7 @@ export class LayerCosts {
       gemms += ms;
     }
     if (rows === 0) return 0;
-    const overhead = this.gateUp[kernel].overheadMs + this.down[kernel].overheadMs;
+    const overhead = curves.gateUp.overheadMs + curves.down.overheadMs;
     return overhead + gemms + swigluMs(this.model, rows, this.input.expertIntermediate);
   }
 

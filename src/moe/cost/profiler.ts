@@ -1,4 +1,5 @@
-// Measures a cost model (costModel.ts) on the loaded device: expert_matmul with both kernels at
+// Measures a cost model (costModel.ts) on the loaded device: expert_matmul with each kernel the device
+// runs as itself (grouped, dense; grouped_sm90 on Hopper where the shape suits it: measuredKernels) at
 // rows-per-expert 1, 2, 4, ... for the layer's GEMM shapes, the all-to-all by message size over the
 // Communicator, and the small ops by rows. Times come from events around batches of calls, after
 // warm-up, as the median of the batches (OpTimer). With a Communicator of several ranks every rank must call
@@ -92,7 +93,9 @@ export async function measureCostModel(o: MeasureCostModelOptions): Promise<Cost
   ];
   if (Is > 0) shapes.push([2 * Is, H, 1], [H, Is, 1]);
 
-  const measureCount = shapes.length * (2 * rowsPerExpert.length + 2) + (world > 1 ? a2aBytes.length : 0) + 9; // 8 small-op points, the host sync
+  const kernelsOf = ([n, k]: [number, number, number]) => measuredKernels(ops.expertKernelsOf(o.device), o.dtype, n, k);
+  const curves = shapes.reduce((a, shape) => a + kernelsOf(shape).length, 0);
+  const measureCount = curves * (rowsPerExpert.length + 1) + (world > 1 ? a2aBytes.length : 0) + 9; // 8 small-op points, the host sync
   let done = 0;
   const progress = (phase: MeasureProgress['phase'], label: string) => {
     done++;
@@ -105,8 +108,18 @@ export async function measureCostModel(o: MeasureCostModelOptions): Promise<Cost
     const gemm: GemmTable[] = [];
     for (const [n, k, experts] of shapes) {
       gemm.push(
-        await measureGemm(o.device, s, timer, o.dtype, n, k, experts, rowsPerExpert, maxActivationBytes, (label) =>
-          progress('gemm', label),
+        await measureGemm(
+          o.device,
+          s,
+          timer,
+          o.dtype,
+          n,
+          k,
+          experts,
+          kernelsOf([n, k, experts]),
+          rowsPerExpert,
+          maxActivationBytes,
+          (label) => progress('gemm', label),
         ),
       );
     }
@@ -189,6 +202,20 @@ class OpTimer {
   }
 }
 
+/**
+ * The expert_matmul kernels worth a curve for weights [*, N, K] of this dtype on a device running
+ * `runs` (ops.expertKernelsOf): grouped and dense always; another only where the device runs it as
+ * itself for this shape (grouped_sm90: Hopper, bf16, N and K multiples of 8). Elsewhere it would run as
+ * its fallback and measure that again; the planner then never offers it (its curve is absent).
+ */
+export function measuredKernels(runs: readonly ops.ExpertKernel[], dtype: DType, n: number, k: number): ops.ExpertKernel[] {
+  return ops.EXPERT_KERNELS.filter((kernel) => {
+    if (kernel === 'grouped' || kernel === 'dense') return true;
+    if (!runs.includes(kernel)) return false;
+    return kernel !== 'grouped_sm90' || ops.groupedSm90Takes(dtype, n, k);
+  });
+}
+
 async function measureGemm(
   device: Device,
   s: Stream,
@@ -197,6 +224,7 @@ async function measureGemm(
   n: number,
   k: number,
   experts: number,
+  kernels: readonly ops.ExpertKernel[],
   rowsPerExpert: readonly number[],
   maxActivationBytes: number,
   progress: (label: string) => void,
@@ -234,9 +262,9 @@ async function measureGemm(
       }
       return { overheadMs, points: nonDecreasing(points) };
     };
-    const grouped = await curve('grouped');
-    const dense = await curve('dense');
-    return { n, k, segments: experts, grouped, dense };
+    const table: GemmTable = { n, k, segments: experts, grouped: await curve('grouped'), dense: await curve('dense') };
+    for (const kernel of kernels) if (kernel !== 'grouped' && kernel !== 'dense') table[kernel] = await curve(kernel);
+    return table;
   } finally {
     await s.synchronize();
     for (const t of owned) t.dispose();

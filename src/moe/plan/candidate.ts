@@ -8,7 +8,7 @@ import type { LayerCosts } from '../cost/layerCosts';
 import type { RankCosts } from '../cost/pipelineModel';
 import type { LayerCounts } from './layerCounts';
 import type { ExpertLayout, ExpertRange } from '../placement';
-import type { ChunkPlan, ComputeStep, PlanCandidate, SharedPlacement } from './plan';
+import type { ChunkPlan, ComputeStep, KernelTimes, PlanCandidate, SharedPlacement } from './plan';
 
 export interface MoePlanInput {
   /**
@@ -56,8 +56,8 @@ export interface PlanContext {
   costs: LayerCosts | undefined;
   /** Per rank: the router and the shared expert, the same in every candidate. */
   rankBase: { routerMs: number; sharedMs: number }[];
-  /** The kernel for a chunk on a rank from its predicted FFN times (or the one the schedule fixes). */
-  kernelFor: (groupedMs: number, denseMs: number) => ExpertKernel;
+  /** The kernel for a chunk on a rank from its predicted FFN time with each kernel weighed (or the one the schedule fixes). */
+  kernelFor: (times: KernelTimes) => ExpertKernel;
 }
 
 /** One alternative, before it is weighed. */

@@ -8,8 +8,8 @@ import type { ExpertKernel } from '../../native/ops';
 import type { LayerCosts } from '../cost/layerCosts';
 import type { RankCosts } from '../cost/pipelineModel';
 import type { Candidate, PlanContext } from './candidate';
-import { busiestCrossRows, type ChunkSpan, type LayerCounts } from './layerCounts';
-import { chunkPlanOf, type ChunkPlan, type ComputeStep, type SharedPlacement } from './plan';
+import { busiestCrossRows, kernelArrays, rankTimes, type ChunkSpan, type KernelArrays, type LayerCounts } from './layerCounts';
+import { chunkPlanOf, kernelTime, type ChunkPlan, type ComputeStep, type SharedPlacement } from './plan';
 import type { ExpertLayout } from '../placement';
 
 /** rows[q][p]: rows rank q sends rank p from micro-chunks [a, b); microRows[q] is flattened [M][W]. */
@@ -52,8 +52,7 @@ interface DedupChunkCosts {
   /** Per rank: rows per local expert of the chunk's tokens, every source together. */
   localSegments: number[][];
   /** Per rank: the receiver's permute, expert FFN and unpermute, by kernel. */
-  ffnGrouped: Float64Array;
-  ffnDense: Float64Array;
+  ffn: KernelArrays;
 }
 
 /**
@@ -77,9 +76,9 @@ function chunkCosts(
     dispatchMs: costs ? costs.allToAllMs(busiest) + copyMs : 0,
     combineMs: costs ? costs.allToAllMs(busiest) + copyMs : 0,
     localSegments: [],
-    ffnGrouped: new Float64Array(W),
-    ffnDense: new Float64Array(W),
+    ffn: kernelArrays(costs?.kernels, W),
   };
+  const kernels = Object.keys(result.ffn) as ExpertKernel[];
   for (let r = 0; r < W; r++) {
     const { first, count } = layout.ranges[r];
     const segments = Array.from({ length: count }, (_, j) => {
@@ -91,8 +90,7 @@ function chunkCosts(
     if (!costs) continue;
     const received = rows.reduce((a, row) => a + row[r], 0);
     const around = costs.permuteMs(segments.reduce((a, b) => a + b, 0)) + costs.unpermuteRowsMs(received);
-    result.ffnGrouped[r] = around + costs.ffnMs('grouped', segments);
-    result.ffnDense[r] = around + costs.ffnMs('dense', segments);
+    for (const k of kernels) result.ffn[k]![r] = around + costs.ffnMs(k, segments);
   }
   return result;
 }
@@ -110,7 +108,8 @@ export function dedupCandidate(ctx: PlanContext, degree: number): Candidate {
     chunkCosts(layer, layout, dedupRows(micro, W, span.microStart, span.microEnd), span, costs, degree > 1),
   );
   if (costs) chunks[0].dispatchMs += costs.slotsMs(busiestCrossRows(whole));
-  const kernels = chunks.map((c) => rankBase.map((_, r) => kernelFor(c.ffnGrouped[r], c.ffnDense[r])));
+  const times = chunks.map((c) => rankBase.map((_, r) => rankTimes(c.ffn, r)));
+  const kernels = times.map((t) => t.map((rank) => kernelFor(rank)));
   const sourceMs = whole.map((row) => (costs ? costs.permuteMs(row.reduce((a, b) => a + b, 0)) : 0));
   const finalMs = rankBase.map((_, r) => (costs ? costs.unpermuteRowsMs(layer.rankPairs(r) / layer.topK) : 0));
   const last = degree - 1;
@@ -119,7 +118,7 @@ export function dedupCandidate(ctx: PlanContext, degree: number): Candidate {
       ...base,
       permuteMs: Float64Array.from({ length: degree }, (_, i) => (i === 0 ? sourceMs[r] : 0)),
       unpermuteMs: Float64Array.from({ length: degree }, (_, i) => (i === last ? finalMs[r] : 0)),
-      ffnMs: Float64Array.from(chunks, (c, i) => (kernelOf(i, r) === 'grouped' ? c.ffnGrouped[r] : c.ffnDense[r])),
+      ffnMs: Float64Array.from(chunks, (_, i) => kernelTime(times[i][r], kernelOf(i, r))),
     }));
   const chunkPlans = (rank: number): ChunkPlan[] =>
     chunks.map((c, i) =>
@@ -136,8 +135,7 @@ export function dedupCandidate(ctx: PlanContext, degree: number): Candidate {
         times: {
           permuteMs: i === 0 ? sourceMs[rank] : 0,
           dispatchMs: c.dispatchMs,
-          groupedMs: c.ffnGrouped[rank],
-          denseMs: c.ffnDense[rank],
+          kernelMs: times[i][rank],
           combineMs: c.combineMs,
           unpermuteMs: i === last ? finalMs[rank] : 0,
         },

@@ -2,7 +2,8 @@
 // micro-chunks times a range of expert groups) to and from any rank, per all-to-all and per expert
 // segment, and what the chunk costs on every rank. Counts are per VIRTUAL expert (placement.ts): the
 // router numbers experts that way, so moe_count counts them that way.
-import type { ChunkExchange } from './plan';
+import type { ExpertKernel } from '../../native/ops';
+import type { ChunkExchange, KernelTimes } from './plan';
 import type { LayerCosts } from '../cost/layerCosts';
 import type { ExpertLayout } from '../placement';
 import { sum } from '../../util/arrays';
@@ -22,8 +23,25 @@ export interface ChunkCosts {
   globalRows: number;
   /** (token, slot) pairs of each rank's tokens in the chunk's micro-chunks, every group (what a token-axis permute sorts). */
   pairs: Float64Array;
-  ffnGrouped: Float64Array;
-  ffnDense: Float64Array;
+  /** Every rank's expert FFN time with each kernel the cost model has (LayerCosts.kernels). */
+  ffn: KernelArrays;
+}
+
+/** Per rank values of each kernel weighed: grouped and dense always, grouped_sm90 where the model has it. */
+export type KernelArrays = { grouped: Float64Array; dense: Float64Array } & { [K in ExpertKernel]?: Float64Array };
+
+/** Zeroed arrays of `world` ranks for these kernels (grouped and dense whatever the list). */
+export function kernelArrays(kernels: readonly ExpertKernel[] | undefined, world: number): KernelArrays {
+  const out: KernelArrays = { grouped: new Float64Array(world), dense: new Float64Array(world) };
+  for (const k of kernels ?? []) out[k] ??= new Float64Array(world);
+  return out;
+}
+
+/** Rank r's entry of each kernel's array. */
+export function rankTimes(arrays: KernelArrays, r: number): KernelTimes {
+  const times: KernelTimes = { grouped: arrays.grouped[r], dense: arrays.dense[r] };
+  for (const k of Object.keys(arrays) as ExpertKernel[]) times[k] = arrays[k]![r];
+  return times;
 }
 
 export interface CountsInput {
@@ -183,7 +201,8 @@ export class LayerCounts {
         pairs[src] += rows[src * E + v];
       }
     }
-    const result: ChunkCosts = { commMs: 0, globalRows: 0, pairs, ffnGrouped: new Float64Array(W), ffnDense: new Float64Array(W) };
+    const result: ChunkCosts = { commMs: 0, globalRows: 0, pairs, ffn: kernelArrays(costs?.kernels, W) };
+    const kernels = Object.keys(result.ffn) as ExpertKernel[];
     const sent = Array.from({ length: W }, () => new Float64Array(W)); // sent[src][dst]: rows src sends dst in one group's all-to-all
     for (let g = span.groupStart; g < span.groupEnd; g++) {
       for (let src = 0; src < W; src++) {
@@ -202,8 +221,7 @@ export class LayerCounts {
         const own = layout.virtualRange(r, g);
         const segments = new Float64Array(W * own.count);
         for (let src = 0; src < W; src++) for (let j = 0; j < own.count; j++) segments[src * own.count + j] = rows[src * E + own.first + j];
-        result.ffnGrouped[r] += costs.ffnMs('grouped', segments);
-        result.ffnDense[r] += costs.ffnMs('dense', segments);
+        for (const k of kernels) result.ffn[k]![r] += costs.ffnMs(k, segments);
       }
     }
     this.chunkCache.set(key, result);

@@ -5,8 +5,8 @@
 import type { ExpertKernel } from '../../native/ops';
 import type { RankCosts } from '../cost/pipelineModel';
 import type { Candidate, PlanContext } from './candidate';
-import type { ChunkSpan, LayerCounts } from './layerCounts';
-import { chunkPlanOf, computeOrder, type ChunkPlan } from './plan';
+import { rankTimes, type ChunkSpan, type LayerCounts } from './layerCounts';
+import { chunkPlanOf, computeOrder, kernelTime, type ChunkPlan } from './plan';
 import type { PlanAxis } from '../schedule';
 
 export function pairsCandidate(ctx: PlanContext, axis: PlanAxis, degree: number): Candidate {
@@ -14,7 +14,8 @@ export function pairsCandidate(ctx: PlanContext, axis: PlanAxis, degree: number)
   const world = layout.world;
   const spans = chunkSpans(layer, axis, degree, input.microChunks, layout.groups);
   const chunks = spans.map((span) => layer.chunk(span, costs));
-  const kernels = chunks.map((c) => Array.from(c.ffnGrouped, (g, r): ExpertKernel => kernelFor(g, c.ffnDense[r])));
+  const times = chunks.map((c) => Array.from({ length: world }, (_, r) => rankTimes(c.ffn, r)));
+  const kernels = times.map((t) => t.map((rank): ExpertKernel => kernelFor(rank)));
   const commMs = Float64Array.from(chunks, (c) => c.commMs);
   // Permute and unpermute per chunk on the token axis; once for the layer on the expert axis (plan.ts).
   const permuteMs = (r: number, i: number): number => {
@@ -32,9 +33,7 @@ export function pairsCandidate(ctx: PlanContext, axis: PlanAxis, degree: number)
       ...base,
       permuteMs: Float64Array.from({ length: degree }, (_, i) => permuteMs(r, i)),
       unpermuteMs: Float64Array.from({ length: degree }, (_, i) => unpermuteMs(r, i)),
-      ffnMs: Float64Array.from({ length: degree }, (_, i) =>
-        kernelOf(i, r) === 'grouped' ? chunks[i].ffnGrouped[r] : chunks[i].ffnDense[r],
-      ),
+      ffnMs: Float64Array.from({ length: degree }, (_, i) => kernelTime(times[i][r], kernelOf(i, r))),
     }));
   const chunkPlans = (rank: number): ChunkPlan[] =>
     chunks.map((c, i) => {
@@ -53,8 +52,7 @@ export function pairsCandidate(ctx: PlanContext, axis: PlanAxis, degree: number)
         times: {
           permuteMs: permuteMs(rank, i),
           dispatchMs: c.commMs,
-          groupedMs: c.ffnGrouped[rank],
-          denseMs: c.ffnDense[rank],
+          kernelMs: times[i][rank],
           combineMs: c.commMs,
           unpermuteMs: unpermuteMs(rank, i),
         },

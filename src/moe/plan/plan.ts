@@ -19,7 +19,7 @@
 // A chunk's dispatch (and combine) is one all-to-all per group it holds (ChunkExchange): one group's
 // rows are contiguous per peer in the permuted buffer, several groups' are not. With G = 1 every chunk
 // is one all-to-all, as the plain token chunking always was.
-import type { ExpertKernel } from '../../native/ops';
+import { EXPERT_KERNEL_FALLBACK, EXPERT_KERNELS, type ExpertKernel } from '../../native/ops';
 import { formatMoeSchedule, type MoeSchedule, type PlanAxis } from '../schedule';
 
 /**
@@ -50,14 +50,42 @@ export interface PredictedOp {
   endMs: number;
 }
 
+/**
+ * A predicted time (ms) per expert kernel the choice weighed: grouped and dense always, grouped_sm90
+ * where the cost model has its curves (LayerCosts.kernels).
+ */
+export type KernelTimes = { grouped: number; dense: number } & { [K in ExpertKernel]?: number };
+
+/** A kernel's time; one not weighed is the time of the kernel it runs as (EXPERT_KERNEL_FALLBACK). */
+export function kernelTime(times: KernelTimes, kernel: ExpertKernel): number {
+  let k: ExpertKernel | undefined = kernel;
+  while (k !== undefined) {
+    const ms = times[k];
+    if (ms !== undefined) return ms;
+    k = EXPERT_KERNEL_FALLBACK[k];
+  }
+  return times.grouped;
+}
+
+/** The kernels a KernelTimes holds, in the op table's order. */
+export function timedKernels(times: KernelTimes): ExpertKernel[] {
+  return EXPERT_KERNELS.filter((k) => times[k] !== undefined);
+}
+
+/** "grouped 1.200 ms, dense 3.400 ms, grouped_sm90 0.900 ms" */
+export function formatKernelTimes(times: KernelTimes, ms: (v: number) => string): string {
+  return timedKernels(times)
+    .map((k) => `${k} ${ms(times[k]!)} ms`)
+    .join(', ');
+}
+
 export interface ChunkTimes {
   permuteMs: number;
   dispatchMs: number;
   /** This rank's expert FFN (two expert_matmul and the swiglu) with the chosen kernel. */
   ffnMs: number;
-  /** The FFN with each kernel, as the choice saw them. */
-  groupedMs: number;
-  denseMs: number;
+  /** The FFN with each kernel weighed, as the choice saw them. */
+  kernelMs: KernelTimes;
   combineMs: number;
   unpermuteMs: number;
 }
@@ -109,7 +137,7 @@ export interface ChunkPlan {
   predicted: ChunkTimes;
 }
 
-/** What a chunk plan is made of: its span, this rank's rows and kernel, and its predicted times (both kernels' FFN). */
+/** What a chunk plan is made of: its span, this rank's rows and kernel, and its predicted times (every kernel's FFN). */
 export type ChunkParts = Pick<ChunkPlan, 'index' | 'kernel' | 'exchanges' | 'sentRows' | 'recvRows' | 'segments' | 'globalRows'> & {
   span: Pick<ChunkPlan, 'microStart' | 'microEnd' | 'groupStart' | 'groupEnd'>;
   /** This rank's micro-chunk token offsets (M + 1 values). */
@@ -131,7 +159,7 @@ export function chunkPlanOf(p: ChunkParts): ChunkPlan {
     recvRows: p.recvRows,
     segments: p.segments,
     globalRows: p.globalRows,
-    predicted: { ...times, ffnMs: p.kernel === 'grouped' ? times.groupedMs : times.denseMs },
+    predicted: { ...times, ffnMs: kernelTime(times.kernelMs, p.kernel) },
   };
 }
 
@@ -224,8 +252,8 @@ export interface ExplainContext {
   tolerance: number;
   /** (token, slot) rows of the whole cluster in this layer. */
   totalPairs: number;
-  /** The candidate with one kernel on every rank and chunk. */
-  kernelAlternatives(candidate: PlanCandidate): { allGroupedMs: number; allDenseMs: number };
+  /** The candidate with one kernel on every rank and chunk, for each kernel weighed. */
+  kernelAlternatives(candidate: PlanCandidate): KernelTimes;
 }
 
 /** The text of plan.explain(): the choice, the alternatives and their predicted times, the chunks. */
@@ -249,15 +277,19 @@ export function explainPlan(plan: MoePlan, ctx: ExplainContext): string {
     `  ${ctx.totalPairs} (token, slot) rows in the cluster, M = ${plan.microChunks} micro-chunks; this rank sends ${sent} rows and receives ${recv}`,
   );
   if (plan.predicted) {
-    lines.push('  candidates (predicted layer ms: chosen kernels | all grouped | all dense; all-to-all total; shared expert):');
-    for (const c of plan.candidates) {
-      const { allGroupedMs, allDenseMs } = ctx.kernelAlternatives(c);
+    const alternatives = plan.candidates.map((c) => ctx.kernelAlternatives(c));
+    const weighed: ExpertKernel[] = alternatives.length > 0 ? timedKernels(alternatives[0]) : ['grouped', 'dense'];
+    lines.push(
+      `  candidates (predicted layer ms: chosen kernels | ${weighed.map((k) => `all ${k}`).join(' | ')}; all-to-all total; shared expert):`,
+    );
+    plan.candidates.forEach((c, i) => {
+      const all = weighed.map((k) => ms(kernelTime(alternatives[i], k)).padStart(9)).join(' | ');
       const mark = c.degree === plan.degree && c.axis === plan.axis && c.dispatch === plan.dispatch ? ' <-' : '';
       lines.push(
-        `    ${grouped ? `${c.axis.padEnd(7)} ` : ''}D=${String(c.degree).padEnd(3)}${c.dispatch === 'dedup' ? ' dedup' : ''} ${ms(c.ms).padStart(9)} | ${ms(allGroupedMs).padStart(9)} | ${ms(allDenseMs).padStart(9)}; ` +
+        `    ${grouped ? `${c.axis.padEnd(7)} ` : ''}D=${String(c.degree).padEnd(3)}${c.dispatch === 'dedup' ? ' dedup' : ''} ${ms(c.ms).padStart(9)} | ${all}; ` +
           `comm ${ms(c.commMs)}; shared ${c.shared}${mark}`,
       );
-    }
+    });
     if (plan.schedule.kind === 'auto') {
       lines.push(
         plan.world === 1
@@ -270,7 +302,7 @@ export function explainPlan(plan: MoePlan, ctx: ExplainContext): string {
   }
   for (const c of plan.chunks) {
     const p = c.predicted;
-    const why = plan.predicted ? ` (grouped ${ms(p.groupedMs)} ms, dense ${ms(p.denseMs)} ms)` : '';
+    const why = plan.predicted ? ` (${formatKernelTimes(p.kernelMs, ms)})` : '';
     const times = plan.predicted ? `; dispatch ${ms(p.dispatchMs)}, ffn ${ms(p.ffnMs)}, combine ${ms(p.combineMs)} ms` : '';
     const groups = grouped ? ` groups [${c.groupStart}, ${c.groupEnd})` : '';
     lines.push(

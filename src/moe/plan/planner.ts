@@ -13,8 +13,9 @@
 // Ranks must agree on D and on the chunk boundaries (their all-to-alls pair up), so everything that
 // decides them is computed from the gathered counts and the model alone, identically on every rank;
 // this rank's own token bounds only name the token ranges of its chunks. The kernel is per rank: the
-// one the model predicts faster for the rows this rank's experts receive.
-import type { ExpertKernel } from '../../native/ops';
+// one the model predicts fastest for the rows this rank's experts receive, among the kernels it has
+// curves for (grouped and dense; grouped_sm90 where the profiler ran it: pickKernel).
+import { EXPERT_KERNELS, type ExpertKernel } from '../../native/ops';
 import type { CostModel } from '../cost/costModel';
 import { layerCosts } from '../cost/layerCosts';
 import { simulatePipeline, type RankCosts } from '../cost/pipelineModel';
@@ -26,6 +27,7 @@ import { cachedDecision, loadSignature, rememberDecision, type PlanDecision } fr
 import {
   type ChunkPlan,
   type ComputeStep,
+  type KernelTimes,
   type MoePlan,
   type PlanCandidate,
   type PredictedOp,
@@ -95,7 +97,7 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       routerMs: costs ? costs.routerMs(layer.rankPairs(r)) : 0,
       sharedMs: costs && input.sharedIntermediate > 0 ? costs.sharedMs(layer.rankPairs(r)) : 0,
     })),
-    kernelFor: (groupedMs, denseMs) => fixedKernel ?? pickKernel(groupedMs, denseMs),
+    kernelFor: (times) => fixedKernel ?? pickKernel(times),
   };
   const candidates: Candidate[] = [];
   if (!(dedupWeighed && input.dedup!.only)) {
@@ -156,17 +158,16 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
       overlap: ovl,
       computeOrder: c.computeOrder(best.shared, ovl),
       timeline: (t: PredictedOp[]) => simulate(chosenRanks, best.shared, input.rank, t),
-      // For explain() only: what one kernel everywhere would have given.
-      alternatives: () => ({
-        allGroupedMs: simulate(
-          c.ranksWith(() => 'grouped'),
-          best.shared,
-        ),
-        allDenseMs: simulate(
-          c.ranksWith(() => 'dense'),
-          best.shared,
-        ),
-      }),
+      // For explain() only: what one kernel everywhere would have given, for each kernel weighed.
+      alternatives: () => {
+        const all: KernelTimes = { grouped: 0, dense: 0 };
+        for (const kernel of costs?.kernels ?? ['grouped', 'dense'])
+          all[kernel] = simulate(
+            c.ranksWith(() => kernel),
+            best.shared,
+          );
+        return all;
+      },
     };
   };
   const evaluated = candidates.map(weigh);
@@ -258,7 +259,7 @@ interface Evaluated {
   /** The compute stream's order with the chosen shared-expert placement. */
   computeOrder: ComputeStep[];
   timeline: (t: PredictedOp[]) => number;
-  alternatives: () => { allGroupedMs: number; allDenseMs: number };
+  alternatives: () => KernelTimes;
 }
 
 /** The pipeline degrees of the dedup candidates: the schedule's, auto's (or the one remembered). */
@@ -289,8 +290,30 @@ export function autoDegrees(units: number): number[] {
  */
 export const GROUPED_MARGIN = 0.9;
 
-function pickKernel(groupedMs: number, denseMs: number): ExpertKernel {
-  return groupedMs < GROUPED_MARGIN * denseMs ? 'grouped' : 'dense';
+/**
+ * Each kernel's predicted time is weighed against the others' divided by its margin: dense 1 (one
+ * cuBLAS GEMM per segment: its per-segment curve is what runs), the grouped kernels GROUPED_MARGIN.
+ * grouped_sm90 takes the grouped margin for the same reason (one persistent launch over every segment's
+ * tiles, so its time is not quite a per-segment sum either); between the two grouped kernels the
+ * margins cancel and the faster is chosen. Not yet re-measured on runs with grouped_sm90 (issue 12).
+ */
+export const KERNEL_MARGIN: Readonly<Record<ExpertKernel, number>> = { grouped: GROUPED_MARGIN, dense: 1, grouped_sm90: GROUPED_MARGIN };
+
+/**
+ * The kernel auto (and fixed:D without a kernel) runs a chunk with on a rank: among the kernels with a
+ * time (those the cost model has curves for: never grouped_sm90 where it was not measured), the
+ * least time / margin; on a tie the earlier of dense, then the op table's order.
+ */
+export function pickKernel(times: KernelTimes): ExpertKernel {
+  let best: ExpertKernel = 'dense';
+  for (const kernel of EXPERT_KERNELS) {
+    const ms = times[kernel];
+    if (kernel === 'dense' || ms === undefined) continue;
+    // ms / margin < best / bestMargin, without the division (grouped vs dense reads as before:
+    // grouped < GROUPED_MARGIN * dense).
+    if (ms * KERNEL_MARGIN[best] < KERNEL_MARGIN[kernel] * times[best]!) best = kernel;
+  }
+  return best;
 }
 
 /** Checks the input; returns the expert layout it describes. */
