@@ -4,7 +4,10 @@
 # of 8 x 2048 tokens, then scripts/baselines/transformers_prefill.py (sdpa, grouped_mm experts) on the
 # same config and the same token ids. Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
 #
-# usage: scripts/gpu-prefill.sh [build] PRESET[:LAYERS] ...      e.g. build qwen3-30b-a3b deepseek-v2-lite:12
+# usage: scripts/gpu-prefill.sh [build] PRESET[:LAYERS][@SCHEDULE] ...
+#   e.g. build qwen3-30b-a3b qwen3-30b-a3b@fixed:1:grouped_sm90 deepseek-v2-lite dbrx:8
+#   (@SCHEDULE: eps-moe's --moe-schedule; transformers runs once per PRESET[:LAYERS]; PROFILE=1 measures
+#   the cost model before an auto launch, so that auto can choose among the kernels)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eps-prefill}
@@ -22,13 +25,20 @@ for item in "$@"; do
     echo "build: ok ($(($(date +%s) - t0)) s)"
     continue
   fi
-  preset=${item%%:*}
-  layers=; [ "$item" != "$preset" ] && layers=${item#*:}
+  sched=auto; [ "$item" != "${item%%@*}" ] && sched=${item#*@}
+  shape=${item%%@*}
+  preset=${shape%%:*}
+  layers=; [ "$shape" != "$preset" ] && layers=${shape#*:}
   cfg=/tmp/eps-prefill-cfg/$preset${layers:+-$layers}
   mkdir -p "$cfg"
   node -e "const {presetConfig}=require('./dist/model/makeModel'); const c=presetConfig(process.argv[1]); if (process.argv[2]) c.num_hidden_layers=Number(process.argv[2]); require('fs').writeFileSync(process.argv[3]+'/config.json', JSON.stringify(c, null, 1)); const V=Math.min(32000, c.vocab_size); const r=[]; for (let b=0;b<8;b++) r.push(Array.from({length:2048},(_, i)=>(i*7919+b*104729)%V)); require('fs').writeFileSync('/tmp/load.json', JSON.stringify({sequences:r}))" "$preset" "$layers" "$cfg" || continue
-  log=$OUT/eps-$preset${layers:+-$layers}
-  node bin/eps-moe.js launch --model "$cfg" --random-weights --ranks 1 --backend "${BACKEND:-cuda}" --port 0 \
+  log=$OUT/eps-$preset${layers:+-$layers}-${sched//:/_}
+  if [ "$sched" = auto ] && [ -n "${PROFILE:-}" ]; then
+    # auto chooses by the cost model of this GPU: measure it first (cached for the launch's rank)
+    timeout 300 node bin/eps-moe.js profile --model "$cfg" --backend "${BACKEND:-cuda}" > "$log.profile" 2>&1
+    echo "profile $preset: rc $? ($(($(date +%s) - t0)) s): $(tail -1 "$log.profile" | cut -c1-160)"
+  fi
+  node bin/eps-moe.js launch --model "$cfg" --random-weights --ranks 1 --backend "${BACKEND:-cuda}" --port 0 --moe-schedule "$sched" \
     --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn > "$log.launch" 2> "$log.err" &
   lpid=$!
   for _ in $(seq 1 300); do grep -q '^ready:' "$log.launch" && break; kill -0 $lpid 2>/dev/null || break; sleep 1; done
@@ -43,13 +53,16 @@ for item in "$@"; do
   fi
   kill -INT $lpid 2>/dev/null; wait $lpid
   tf=-
-  if [ -z "${NO_TORCH:-}" ]; then
+  tfjson=$OUT/tf-$preset${layers:+-$layers}.json
+  if [ -f "$tfjson" ]; then
+    tf=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tokens_per_s'])" "$tfjson" 2>/dev/null || echo -)
+  elif [ -z "${NO_TORCH:-}" ]; then
     timeout 400 python3 scripts/baselines/transformers_prefill.py --config "$cfg" --input /tmp/load.json > "$OUT/tf-$preset${layers:+-$layers}.json" 2> "$OUT/tf-$preset.err"
     tf=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tokens_per_s'])" "$OUT/tf-$preset${layers:+-$layers}.json" 2>/dev/null || echo -)
     [ "$tf" = - ] && tail -3 "$OUT/tf-$preset.err"
   fi
   ratio=$(python3 -c "import sys; a,b=sys.argv[1:]; print(f'{float(a)/float(b):.2f}x')" "$eps" "$tf" 2>/dev/null || echo -)
-  rows+=("$(printf '%-22s %6s layers  eps-moe %10s tok/s  transformers %10s tok/s  %s' "$preset" "${layers:-all}" "$eps" "$tf" "$ratio")")
+  rows+=("$(printf '%-18s %4s layers  %-26s eps-moe %9s tok/s  transformers %9s tok/s  %s' "$preset" "${layers:-all}" "$sched" "$eps" "$tf" "$ratio")")
   echo "$preset${layers:+:$layers}: done ($(($(date +%s) - t0)) s)"
 done
 echo "---- $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); 8 x 2048 tokens per request, 2 in flight"
