@@ -381,6 +381,12 @@ void checkFillRandom(Check& c) {
   if (!std::isfinite(c.param(1))) c.fail("std must be finite; got " + numberText(c.param(1)));
 }
 
+void checkCountNonfinite(Check& c) {
+  c.rank(1, 2, "[R,N]");
+  const int64_t R = c.t(1).dim(0);
+  c.shape(0, {R}, "[R]", "R=" + std::to_string(R) + " (" + c.is(1) + ")");
+}
+
 // Row helpers: a tensor of each kind, the param kinds, ints.
 TensorSpec flt(const char* name) { return {name, TensorKind::Float}; }
 TensorSpec i32(const char* name) { return {name, TensorKind::I32}; }
@@ -429,6 +435,7 @@ const std::vector<OpSpec>& opTable() {
       {"gather_rows", {flt("out"), flt("x"), i32("idx")}, {}, {}, {{0, {}}}, checkGatherRows},
       {"copy_cols", {flt("out"), flt("x")}, {}, {ints("cols")}, {{0, {}}}, checkCopyCols},
       {"fill_random", {flt("out")}, {number("seed"), number("std")}, {}, {{0, {}}}, checkFillRandom},
+      {"count_nonfinite", {i32("counts"), flt("x")}, {}, {}, {{0, {}}}, checkCountNonfinite},
   };
   return table;
 }

@@ -595,6 +595,22 @@ describeGpu('CUDA ops vs the CPU backend', () => {
       await expectSameBytes(`fill_random ${dt} [1000003]`, out);
     }
   });
+
+  test.each([
+    ['bf16', 5, 151936],
+    ['f32', 3, 1000],
+    ['f16', 70000, 3],
+  ] as const)('count_nonfinite %s, %d rows of %d, NaN and +-Inf sprinkled (and none in some rows)', async (dt, R, N) => {
+    const rng = new Rng(R + N);
+    const v = rng.array(R * N, -3, 3);
+    for (let r = 0; r < R; r += 2) {
+      for (let j = 0; j <= r % 5; j++) v[r * N + ((r * 7919 + j * 104729) % N)] = [NaN, Infinity, -Infinity][j % 3];
+    }
+    const x = floats(dt, [R, N], v);
+    const counts = ints([R]);
+    run((s, d) => ops.countNonfinite(s, counts[d], x[d]));
+    await expectSame(`count_nonfinite ${dt} [${R},${N}]`, counts);
+  });
 });
 
 describeGpu('CUDA device: memory, streams, events, errors', () => {

@@ -125,6 +125,11 @@ export const opTable = {
     params: { seed: 'number', std: 'number' },
     ints: {},
   },
+  count_nonfinite: {
+    tensors: { counts: 'i32', x: 'float' },
+    params: {},
+    ints: {},
+  },
 } as const satisfies Record<string, OpRow>;
 
 export type TensorKind = 'float' | 'i32' | 'f32' | 'any';

@@ -223,3 +223,8 @@ export function gatherRows(s: Stream, out: Tensor, x: Tensor, idx: Tensor): void
 export function fillRandom(s: Stream, out: Tensor, seed: number, std: number): void {
   op(s, 'fill_random', { out, seed, std });
 }
+
+/** counts[r] = how many values of x[r, :] are NaN or infinite (x [R,N], counts [R] i32). */
+export function countNonfinite(s: Stream, counts: Tensor, x: Tensor): void {
+  op(s, 'count_nonfinite', { counts, x });
+}
