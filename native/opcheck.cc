@@ -352,6 +352,13 @@ void checkAdd(Check& c) {
   sameNumel(c, 2, 0);
 }
 
+void checkClamp(Check& c) {
+  sameNumel(c, 1, 0);
+  if (c.param(0) > c.param(1)) {
+    c.fail("lo must be <= hi; got lo " + numberText(c.param(0)) + ", hi " + numberText(c.param(1)));
+  }
+}
+
 void checkSigmoidGateAdd(Check& c) {
   c.rank(0, 2, "[T,H]");
   const int64_t T = c.t(0).dim(0), H = c.t(0).dim(1);
@@ -409,6 +416,7 @@ const std::vector<OpSpec>& opTable() {
   static const std::vector<OpSpec> table = {
       {"embedding", {flt("out"), flt("table"), i32("ids")}, {}, {optionalInts("hostIds")}, {{0, {}}}, checkEmbedding},
       {"rmsnorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
+      {"layernorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
       {"rope", {flt("x"), i32("positions"), f32("invFreq")}, {number("attentionScaling")}, {}, {{0, {}}}, checkRope},
       {"attention", {flt("out"), flt("q"), flt("k"), flt("v"), i32("cuSeqlens")}, {number("scale")}, {ints("cuSeqlensHost")},
        {{0, {}}}, checkAttention},
@@ -430,6 +438,7 @@ const std::vector<OpSpec>& opTable() {
       {"moe_unpermute", {flt("out"), flt("y"), i32("rowMap"), f32("topkW")}, {boolean("accumulate")}, {}, {{0, {}}},
        checkMoeUnpermute},
       {"add", {flt("out"), flt("a"), flt("b")}, {}, {}, {{0, {1, 2}}}, checkAdd},
+      {"clamp", {flt("out"), flt("x")}, {number("lo"), number("hi")}, {}, {{0, {1}}}, checkClamp},
       {"sigmoid_gate_add", {flt("out"), flt("y"), flt("gate")}, {}, {}, {{0, {}}}, checkSigmoidGateAdd},
       {"copy", {anyType("dst"), anyType("src")}, {}, {}, {{0, {}}}, checkCopy},
       {"gather_rows", {flt("out"), flt("x"), i32("idx")}, {}, {}, {{0, {}}}, checkGatherRows},

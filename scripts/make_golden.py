@@ -22,6 +22,9 @@ Fixtures:
   qwen3-moe        Qwen3-MoE: tied embeddings (no lm_head in the file), q_norm/k_norm, head_dim != hidden/heads,
                    norm_topk_prob true; has tokenizer.json (+ tokenizer_config.json) and golden "texts".
   qwen3-moe-fused  Qwen3-MoE with experts stored fused (mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]).
+  dbrx             DBRX: fused Wqkv with clip_qkv (a third of its outputs clamped), LayerNorm without bias, GQA,
+                   experts fused as ffn.experts.mlp.{w1, v1, w2} [E * I, H], ffn_hidden_size != d_model; checked
+                   against a float64 DBRX forward too (reference_logits_dbrx).
 
 Expert layout on disk. transformers 5 keeps experts fused in memory (gate_up_proj [E, 2I, H]: rows [0, I) are the
 gate projection, rows [I, 2I) the up projection -- `linear(x, gate_up_proj[e]).chunk(2, dim=-1)`), and on
@@ -186,11 +189,26 @@ FIXTURES = {
                     max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
                     rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
     ),
+    # DBRX: fused Wqkv clamped to [-clip_qkv, clip_qkv] (1.0 clamps about a third of the values here), LayerNorm
+    # without bias, GQA, experts fused as ffn.experts.mlp.{w1, v1, w2} [E * ffn_hidden_size, d_model], top-k
+    # weights divided by their L1 norm; ffn_hidden_size != d_model so a transposed expert cannot pass (5.17 has
+    # transformers PR #47671, which fixed exactly that). 5.17's rotary embedding reads the top-level
+    # rope_parameters (default theta 10000), not attn_config.rope_theta, which DbrxAttention still requires.
+    "dbrx": dict(
+        cls="DbrxForCausalLM", cfg_cls="DbrxConfig", seed=11011, layout="default", top_k=2,
+        config=dict(vocab_size=160, d_model=32, n_heads=4, n_layers=2, max_seq_len=256,
+                    rope_parameters=dict(rope_type="default", rope_theta=500000.0),
+                    attn_config=dict(clip_qkv=1.0, kv_n_heads=2, rope_theta=500000.0),
+                    ffn_config=dict(ffn_hidden_size=24, moe_num_experts=8, moe_top_k=2,
+                                    moe_normalize_expert_weights=1.0, ffn_act_fn=dict(name="silu")),
+                    tie_word_embeddings=False),
+    ),
 }
 
 PER_EXPERT_RE = re.compile(r"\.experts\.\d+\.")
 FUSED_RE = re.compile(r"\.experts\.(gate_up_proj|down_proj)$")
-ROUTER_MODULE_RE = re.compile(r"layers\.(\d+)\.(mlp|block_sparse_moe)\.gate$")
+ROUTER_MODULE_RE = re.compile(r"(?:layers|blocks)\.(\d+)\.(mlp\.gate|block_sparse_moe\.gate|ffn\.router\.layer)$")
+DBRX_EXPERTS_RE = re.compile(r"\.ffn\.experts\.mlp\.(w1|v1|w2)$")
 
 
 def log(*parts):
@@ -262,6 +280,8 @@ def detect_layout(names):
         return "per-expert"
     if any(FUSED_RE.search(n) for n in names):
         return "fused"
+    if any(DBRX_EXPERTS_RE.search(n) for n in names):
+        return "dbrx-w1v1w2"
     return "none"
 
 
@@ -270,7 +290,7 @@ def print_tensor_patterns(folder):
     table = tensor_table(folder)
     patterns = {}
     for name, (_, dtype, shape) in table.items():
-        pattern = re.sub(r"layers\.\d+\.", "layers.{L}.", name)
+        pattern = re.sub(r"(layers|blocks)\.\d+\.", r"\1.{L}.", name)
         pattern = re.sub(r"experts\.\d+\.", "experts.{e}.", pattern)
         key = (pattern, dtype, tuple(shape))
         patterns[key] = patterns.get(key, 0) + 1
@@ -307,6 +327,13 @@ def build_config(spec):
             bad = {k: v for k, v in value.items() if got.get(k) != v}
             if bad:
                 raise RuntimeError(f"config.{key} = {got!r}, asked {value!r}")
+        elif isinstance(value, dict) and got is not None and not isinstance(got, dict):  # DBRX sub-configs
+            absent = [k for k in value if not hasattr(got, k)]
+            if absent:
+                log(f"  config.{key} has no attribute(s) {absent} (moved elsewhere in this transformers?)")
+            bad = {k: v for k, v in value.items() if hasattr(got, k) and getattr(got, k) != v}
+            if bad:
+                raise RuntimeError(f"config.{key} = {got!r}, asked {value!r}")
         elif got != value:
             raise RuntimeError(f"config.{key} = {got!r}, asked {value!r}")
     return config
@@ -337,7 +364,7 @@ def set_eager_experts(model):
 
 
 def is_router_param(name):
-    return re.search(r"\.(mlp|block_sparse_moe)\.gate\.weight$", name) is not None
+    return re.search(r"\.((mlp|block_sparse_moe)\.gate|ffn\.router\.layer)\.weight$", name) is not None
 
 
 @torch.no_grad()
@@ -345,7 +372,7 @@ def widen_init(model, config, generator, bias_std=0.0):
     hidden = config.hidden_size
     tied = bool(getattr(config, "tie_word_embeddings", False))
     for name, param in model.named_parameters():
-        if name.endswith("embed_tokens.weight"):
+        if name.endswith("embed_tokens.weight") or name.endswith("wte.weight"):
             std = 0.5 if tied else 1.0
         elif is_router_param(name):
             std = 3.0 / math.sqrt(hidden)
@@ -354,6 +381,8 @@ def widen_init(model, config, generator, bias_std=0.0):
         elif param.ndim == 1:  # RMSNorm weights (layer norms, final norm, q_norm/k_norm)
             param.copy_(0.75 + 0.5 * torch.rand(param.shape, generator=generator))
             continue
+        elif DBRX_EXPERTS_RE.search("." + name) and name.endswith("w2"):  # [E*I, H], used as inter @ w2_e
+            std = 1.0 / math.sqrt(config.ffn_config.ffn_hidden_size)
         else:  # nn.Linear [out, in] and fused experts [E, out, in]: fan_in is the last dim
             std = 1.0 / math.sqrt(param.shape[-1])
         param.copy_(torch.randn(param.shape, generator=generator) * std)
@@ -452,9 +481,15 @@ def run_sequences(model, sequences):
     return outputs
 
 
+def decoder_layers(model):
+    """(layer, its MLP module) of every decoder layer (DBRX: transformer.blocks[i].ffn)."""
+    if hasattr(model, "transformer"):
+        return [(block, block.ffn) for block in model.transformer.blocks]
+    return [(layer, layer.mlp) for layer in model.model.layers]
+
+
 def sparse_layers(model):
-    layers = model.model.layers
-    return [hasattr(layer.mlp, "experts") for layer in layers]
+    return [hasattr(mlp, "experts") for _, mlp in decoder_layers(model)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -742,6 +777,84 @@ def reference_logits(w, cfg, ids, fused_order="gate-first"):
     return x @ head.T
 
 
+def layer_norm(x, weight, eps=1e-5):
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps) * weight
+
+
+@torch.no_grad()
+def reference_logits_dbrx(w, cfg, ids):
+    """DBRX as its original modeling code reads the tensors: LayerNorm (eps 1e-5, no bias), Wqkv clamped,
+    rotate-half RoPE, GQA; router softmax top-k over ffn.router.layer, weights / their p-norm; expert e's
+    gate = w1[e] [I, H] and up = v1[e] as Linear weights, down = inter @ w2[e] (w2[e] [I, H], not transposed)."""
+    attn, ffn = cfg["attn_config"], cfg["ffn_config"]
+    if (ffn.get("ffn_act_fn") or {}).get("name", "silu") != "silu":
+        raise RuntimeError("reference handles silu only")
+    hidden, heads = cfg.get("d_model") or cfg["hidden_size"], cfg.get("n_heads") or cfg["num_attention_heads"]
+    kv_heads, head_dim, clip = attn["kv_n_heads"], hidden // heads, attn.get("clip_qkv")
+    inter, experts, top_k = ffn["ffn_hidden_size"], ffn["moe_num_experts"], ffn["moe_top_k"]
+    norm_p = ffn.get("moe_normalize_expert_weights", 1.0)
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", 10000.0))
+    seq = len(ids)
+    inv_freq = 1.0 / (float(theta) ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.arange(seq, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    cos, sin = torch.cat([angles, angles], -1).cos()[:, None, :], torch.cat([angles, angles], -1).sin()[:, None, :]
+    causal = torch.full((seq, seq), float("-inf"), dtype=torch.float64).triu(1)
+    x = w["transformer.wte.weight"][torch.tensor(ids)]
+    for layer in range(cfg.get("n_layers") or cfg["num_hidden_layers"]):
+        p = f"transformer.blocks.{layer}."
+        h = layer_norm(x, w[p + "norm_attn_norm.norm_1.weight"])
+        qkv = h @ w[p + "norm_attn_norm.attn.Wqkv.weight"].T
+        if clip is not None:
+            qkv = qkv.clamp(-clip, clip)
+        q, k, v = qkv.split([hidden, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+        q, k, v = q.view(seq, heads, head_dim), k.view(seq, kv_heads, head_dim), v.view(seq, kv_heads, head_dim)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(heads // kv_heads, dim=1)
+        v = v.repeat_interleave(heads // kv_heads, dim=1)
+        scores = torch.einsum("thd,shd->hts", q, k) * head_dim**-0.5 + causal
+        out = torch.einsum("hts,shd->thd", scores.softmax(dim=-1), v).reshape(seq, hidden)
+        x = x + out @ w[p + "norm_attn_norm.attn.out_proj.weight"].T
+        h = layer_norm(x, w[p + "norm_attn_norm.norm_2.weight"])
+        probs = (h @ w[p + "ffn.router.layer.weight"].T).softmax(dim=-1)
+        weights, chosen = probs.topk(top_k, dim=-1)
+        if norm_p is not None:
+            weights = weights / weights.norm(p=norm_p, dim=-1, keepdim=True)
+        w1, v1, w2 = (w[p + f"ffn.experts.mlp.{n}"].view(experts, inter, hidden) for n in ("w1", "v1", "w2"))
+        moe = torch.zeros_like(h)
+        for t in range(seq):
+            for j in range(top_k):
+                e = int(chosen[t, j])
+                act = F.silu(h[t] @ w1[e].T) * (h[t] @ v1[e].T)
+                moe[t] += weights[t, j] * (act @ w2[e])
+        x = x + moe
+    x = layer_norm(x, w["transformer.norm_f.weight"])
+    return x @ w["lm_head.weight"].T
+
+
+@torch.no_grad()
+def clamped_fraction(model, sequences):
+    """The fraction of Wqkv outputs that clip_qkv clamps (hooks on every Wqkv) over the sequences."""
+    clip = model.config.attn_config.clip_qkv
+    seen = [0, 0]
+
+    def hook(_module, _inputs, output):
+        seen[0] += int((output.abs() > clip).sum())
+        seen[1] += output.numel()
+
+    handles = [m.register_forward_hook(hook) for n, m in model.named_modules() if n.endswith("attn.Wqkv")]
+    run_sequences(model, sequences)
+    for handle in handles:
+        handle.remove()
+    return seen[0] / max(1, seen[1])
+
+
+def top_k_of(spec, config):
+    return spec.get("top_k") or config.num_experts_per_tok
+
+
 def max_abs_diff(a_list, b_list):
     return max(float((a.double() - b.double()).abs().max()) for a, b in zip(a_list, b_list))
 
@@ -777,10 +890,13 @@ def make_fixture(name, spec, out_root, tries, min_margin):
         widen_init(model, config, generator, spec.get("score_bias", 0.0))
         check_tied(model, config)
         sequences = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in SEQ_LENGTHS]
-        probe = RouterProbe(model, config.num_experts_per_tok)
+        probe = RouterProbe(model, top_k_of(spec, config))
         logits = run_sequences(model, sequences + text_ids)
         probe.remove()
         margin = probe.min_margin()
+        if config.model_type == "dbrx":
+            clamped = clamped_fraction(model, sequences)
+            log(f"  clip_qkv {config.attn_config.clip_qkv}: fraction of Wqkv outputs clamped {clamped:.3f}")
         log(f"  seed {seed}: min router margin {margin}")
         if best is None or score(margin) > score(best[5]):
             best = (seed, model, sequences, logits, probe, margin)
@@ -811,7 +927,8 @@ def make_fixture(name, spec, out_root, tries, min_margin):
         if cfg["model_type"].startswith("deepseek"):
             raise NotImplementedError("the float64 reference has no MLA attention; the reload check stands alone")
         w = load_tensors_fp64(folder)
-        ref = [reference_logits(w, cfg, ids) for ids in all_ids]
+        ref_fn = reference_logits_dbrx if cfg["model_type"] == "dbrx" else reference_logits
+        ref = [ref_fn(w, cfg, ids) for ids in all_ids]
         checks["fp64_reference_max_abs_diff"] = max_abs_diff(ref, logits)
         if layout == "fused":
             alt = [reference_logits(w, cfg, ids, fused_order="interleaved") for ids in all_ids]
@@ -820,6 +937,8 @@ def make_fixture(name, spec, out_root, tries, min_margin):
         log(f"  REFERENCE FAILED: {err!r}")
         traceback.print_exc()
         checks["fp64_reference_max_abs_diff"] = None
+    if config.model_type == "dbrx":
+        checks["clip_qkv_clamped_fraction"] = clamped_fraction(model, sequences)
     log(f"  checks: {checks}")
 
     sparse = sparse_layers(model)
@@ -834,7 +953,7 @@ def make_fixture(name, spec, out_root, tries, min_margin):
         "written_by": written_by,
         "save_pretrained_default_layout": default_layout,
         "sparse_layers": sparse,
-        "top_k": config.num_experts_per_tok,
+        "top_k": top_k_of(spec, config),
         "router_min_margin": margin,
         "checks": checks,
         "notes": (
@@ -871,9 +990,10 @@ def print_moe_sources(model):
     section(f"module tree of {type(model).__name__} (in memory)")
     log(model)
     seen = set()
-    for layer in model.model.layers:
-        mlp = layer.mlp
-        for module in (mlp, getattr(mlp, "gate", None), getattr(mlp, "experts", None)):
+    for _, mlp in decoder_layers(model):
+        parts = (mlp, getattr(mlp, "gate", None), getattr(mlp, "router", None), getattr(mlp, "experts", None),
+                 getattr(getattr(mlp, "experts", None), "mlp", None))
+        for module in parts:
             if module is None or type(module) in seen:
                 continue
             seen.add(type(module))
@@ -898,6 +1018,7 @@ def dump_hf_sources(dest):
         "configuration_utils.py",
         "models/deepseek_v2/modeling_deepseek_v2.py", "models/deepseek_v2/configuration_deepseek_v2.py",
         "models/deepseek_v3/modeling_deepseek_v3.py", "models/deepseek_v3/configuration_deepseek_v3.py",
+        "models/dbrx/modeling_dbrx.py", "models/dbrx/configuration_dbrx.py", "models/dbrx/modular_dbrx.py",
     ]
     dest.mkdir(parents=True, exist_ok=True)
     for rel in wanted:
@@ -921,7 +1042,7 @@ def print_environment():
     log(f"save_pretrained parameters: {save_params}")
     try:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
-        for model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3"):
+        for model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx"):
             log(f"conversion mapping {model_type}:")
             for conv in get_checkpoint_conversion_mapping(model_type) or []:
                 log(f"    {conv!r}")

@@ -179,6 +179,36 @@ describeGpu('CUDA ops vs the CPU backend', () => {
   });
 
   test.each([
+    ['bf16', 37, 6144],
+    ['bf16', 1000, 128],
+    ['bf16', 1, 129],
+    ['f32', 5, 2049],
+    ['f16', 3, 64],
+  ] as const)('layernorm %s, %d rows of %d (DBRX)', async (dt, rows, H) => {
+    const rng = new Rng(rows * 11 + H);
+    const x = randomFloats(rng, dt, [rows, H], 1, 5);
+    const w = randomFloats(rng, dt, [H], 0.5, 1.5);
+    const out = floats(dt, [rows, H]);
+    run((s, d) => ops.layernorm(s, out[d], x[d], w[d], 1e-5));
+    await expectClose(`layernorm ${dt} [${rows},${H}]`, out, bound(dt));
+    run((s, d) => ops.layernorm(s, x[d], x[d], w[d], 1e-5));
+    await expectClose(`layernorm ${dt} [${rows},${H}] in place`, x, bound(dt));
+  });
+
+  test.each([
+    ['bf16', 4096 * 3 + 5],
+    ['f32', 1001],
+  ] as const)('clamp %s, %d elements (DBRX clip_qkv), in place too', async (dt, n) => {
+    const rng = new Rng(n);
+    const x = randomFloats(rng, dt, [n], -16, 16);
+    const out = floats(dt, [n]);
+    run((s, d) => ops.clamp(s, out[d], x[d], -8, 8));
+    await expectSame(`clamp ${dt} [${n}]`, out);
+    run((s, d) => ops.clamp(s, x[d], x[d], -1.5, 0.25));
+    await expectSame(`clamp ${dt} [${n}] in place`, x);
+  });
+
+  test.each([
     ['bf16', 50, 4, 128, 64],
     ['bf16', 1, 2, 64, 32],
     ['f32', 9, 3, 24, 12],

@@ -1,5 +1,5 @@
-// Row-wise and element-wise ops: embedding, gather_rows, rmsnorm, swiglu, add, sigmoid_gate_add,
-// copy, fill_random. Each works on fp32 copies of a row (or a fixed-size chunk) and rounds on store,
+// Row-wise and element-wise ops: embedding, gather_rows, rmsnorm, layernorm, swiglu, add, sigmoid_gate_add,
+// clamp, copy, fill_random. Each works on fp32 copies of a row (or a fixed-size chunk) and rounds on store,
 // which also makes the ops that allow out to alias an input safe: a chunk is read before it is written.
 #include <algorithm>
 #include <cmath>
@@ -89,6 +89,54 @@ void rmsnormKernel(const OpArgs& args) {
       const float inv = 1.0f / std::sqrt(sumOfSquares(row.data(), H) / float(H) + eps);
       for (int64_t h = 0; h < H; ++h) row[h] = row[h] * inv * weight[h];
       storeFloats(out, r * H, H, row.data());
+    }
+  });
+}
+
+// tensors: out[..,H], x[..,H], w[H]; params: eps. out may alias x. Mean, then the biased variance of
+// the centred row (two passes, as torch's LayerNorm), in fp32.
+void layernormKernel(const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& x = args.tensors[1];
+  const TensorRef& w = args.tensors[2];
+  const float eps = float(args.params[0]);
+  const int64_t H = w.numel();
+  const int64_t rows = H == 0 ? 0 : x.numel() / H;
+  std::vector<float> weight(H);
+  loadFloats(w, 0, H, weight.data());
+  parallelFor(rows, std::max<int64_t>(1, kChunk / std::max<int64_t>(H, 1)), [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(H);
+    for (int64_t r = r0; r < r1; ++r) {
+      loadFloats(x, r * H, H, row.data());
+      float part[8] = {};
+      int64_t h = 0;
+      for (; h + 8 <= H; h += 8)
+        for (int u = 0; u < 8; ++u) part[u] += row[h + u];
+      float sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+      for (; h < H; ++h) sum += row[h];
+      const float mean = sum / float(H);
+      for (int64_t i = 0; i < H; ++i) row[i] -= mean;
+      const float inv = 1.0f / std::sqrt(sumOfSquares(row.data(), H) / float(H) + eps);
+      for (int64_t i = 0; i < H; ++i) row[i] = row[i] * inv * weight[i];
+      storeFloats(out, r * H, H, row.data());
+    }
+  });
+}
+
+// tensors: out, x (same numel); params: lo, hi. out = min(max(x, lo), hi); out may alias x.
+void clampKernel(const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& x = args.tensors[1];
+  const float lo = float(args.params[0]), hi = float(args.params[1]);
+  const int64_t n = out.numel();
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  parallelFor(chunks, 4, [&](int64_t c0, int64_t c1) {
+    std::vector<float> buf(kChunk);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = c * kChunk, len = std::min(kChunk, n - begin);
+      loadFloats(x, begin, len, buf.data());
+      for (int64_t i = 0; i < len; ++i) buf[i] = std::min(std::max(buf[i], lo), hi);
+      storeFloats(out, begin, len, buf.data());
     }
   });
 }
@@ -190,6 +238,8 @@ void fillRandomKernel(const OpArgs& args) {
 EPS_CPU_KERNEL("embedding", embeddingKernel);
 EPS_CPU_KERNEL("gather_rows", gatherRowsKernel);
 EPS_CPU_KERNEL("rmsnorm", rmsnormKernel);
+EPS_CPU_KERNEL("layernorm", layernormKernel);
+EPS_CPU_KERNEL("clamp", clampKernel);
 EPS_CPU_KERNEL("swiglu", swigluKernel);
 EPS_CPU_KERNEL("add", addKernel);
 EPS_CPU_KERNEL("sigmoid_gate_add", sigmoidGateAddKernel);

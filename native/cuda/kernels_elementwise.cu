@@ -1,6 +1,7 @@
-// Row-wise and element-wise ops: embedding, gather_rows, rmsnorm, swiglu, add, sigmoid_gate_add,
-// copy, fill_random. All are memory-bound; each reads its inputs once and writes its output once.
-// Where an output may alias an input (rmsnorm, add), every thread reads an element before it
+// Row-wise and element-wise ops: embedding, gather_rows, rmsnorm, layernorm, swiglu, add, sigmoid_gate_add,
+// clamp, copy, fill_random. All are memory-bound; each reads its inputs once and writes its output once
+// (layernorm reads its row twice more, from L1/L2).
+// Where an output may alias an input (rmsnorm, layernorm, add, clamp), every thread reads an element before it
 // writes that same element and no thread touches another's, so aliasing is safe.
 #include <cstdint>
 
@@ -167,7 +168,51 @@ __global__ void rmsnormBlockBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* 
   }
 }
 
+// ---------------------------------------------------------------- layernorm (no bias)
+
+// Block-wide sum into every thread (partial[] holds one value per warp; blockDim.x a multiple of 32).
+__device__ float blockSum(float v, float* partial) {
+  v = warpSum(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+    t = warpSum(t);
+    if (threadIdx.x == 0) partial[0] = t;
+  }
+  __syncthreads();
+  const float total = partial[0];
+  __syncthreads();  // partial[] is reused by the next call
+  return total;
+}
+
+// One block per row: the mean, then the biased variance of the centred row (two passes, as torch).
+__global__ void layernormKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t rows, int64_t H, float eps) {
+  __shared__ float partial[32];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t base = row * H;
+    float s = 0.0f;
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) s += x[base + h];
+    const float mean = blockSum(s, partial) / float(H);
+    float ss = 0.0f;
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
+      const float d = x[base + h] - mean;
+      ss += d * d;
+    }
+    const float inv = 1.0f / sqrtf(blockSum(ss, partial) / float(H) + eps);
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out.store(base + h, (x[base + h] - mean) * inv * w[h]);
+  }
+}
+
 // ---------------------------------------------------------------- element-wise
+
+__global__ void clampKernel(FloatDst out, FloatSrc x, int64_t n, float lo, float hi) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  {
+    const float v = x[i];
+    out.store(i, v != v ? v : fminf(fmaxf(v, lo), hi));  // fmaxf would turn NaN into lo
+  }
+}
 
 // Vector forms (all bf16, widths a multiple of 8, 16-byte aligned): eight elements per thread.
 __global__ void swigluBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* gateUp, int64_t T, int64_t I) {
@@ -311,6 +356,31 @@ void rmsnormOp(OpContext& c, const OpArgs& args) {
   checkLaunch("rmsnorm");
 }
 
+// tensors: out[..,H], x[..,H], w[H]; params: eps. Every element of a row is read by the thread that
+// writes it, after the block's two sums, so out may alias x.
+void layernormOp(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  const TensorRef& x = args.tensors[1];
+  const TensorRef& w = args.tensors[2];
+  const int64_t H = w.numel();
+  if (H == 0) return;
+  const int64_t rows = x.numel() / H;
+  if (rows == 0) return;
+  const unsigned blocks = unsigned(rows < 65535LL * 16 ? rows : 65535LL * 16);
+  const int threads = H <= 256 ? 128 : 512;
+  layernormKernel<<<blocks, threads, 0, c.cuda>>>(floatDst(out), floatSrc(x), floatSrc(w), rows, H, float(args.params[0]));
+  checkLaunch("layernorm");
+}
+
+// tensors: out, x (same numel); params: lo, hi
+void clampOp(OpContext& c, const OpArgs& args) {
+  const int64_t n = args.tensors[0].numel();
+  if (n == 0) return;
+  clampKernel<<<gridFor(n, kThreads), kThreads, 0, c.cuda>>>(floatDst(args.tensors[0]), floatSrc(args.tensors[1]), n,
+                                                            float(args.params[0]), float(args.params[1]));
+  checkLaunch("clamp");
+}
+
 // tensors: out[T,I], gateUp[T,2I]
 void swigluOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
@@ -376,6 +446,8 @@ void fillRandomOp(OpContext& c, const OpArgs& args) {
 EPS_CUDA_OP("embedding", embeddingOp);
 EPS_CUDA_OP("gather_rows", gatherRowsOp);
 EPS_CUDA_OP("rmsnorm", rmsnormOp);
+EPS_CUDA_OP("layernorm", layernormOp);
+EPS_CUDA_OP("clamp", clampOp);
 EPS_CUDA_OP("swiglu", swigluOp);
 EPS_CUDA_OP("add", addOp);
 EPS_CUDA_OP("sigmoid_gate_add", sigmoidGateAddOp);

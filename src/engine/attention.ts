@@ -6,6 +6,7 @@ import * as ops from '../native/ops';
 import type { ModelSpec } from '../model/config';
 import type { TensorScope } from '../native/scope';
 import type { LayerWeights } from './weightTypes';
+import { modelNorm } from './norm';
 
 /** Where the packed tokens of a step sit: positions [T] i32, sequence starts [B+1] (device and host). */
 export interface StepLayout {
@@ -30,7 +31,7 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   const T = x.shape[0];
   const { numHeads: nq, numKvHeads: nkv, headDim: hd } = spec;
   const hn = scope.tensor(ctx.actDtype, x.shape);
-  ops.rmsnorm(s, hn, x, w.inputNorm, spec.rmsNormEps);
+  modelNorm(s, hn, x, w.inputNorm, spec);
   if (w.mla) {
     mlaAttention(ctx, w, hn, x);
     return;
@@ -43,6 +44,10 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   ops.matmul(s, q, hn, w.q, w.qBias);
   ops.matmul(s, k, hn, w.k, w.kBias);
   ops.matmul(s, v, hn, w.v, w.vBias);
+  if (spec.clipQkv !== undefined) {
+    // DBRX clamps Wqkv's output before the split: the same as clamping q, k and v each.
+    for (const t of [q, k, v]) ops.clamp(s, t, t, -spec.clipQkv, spec.clipQkv);
+  }
   if (w.qNorm && w.kNorm) {
     const qh = q.reshape([T * nq, hd]);
     const kh = k.reshape([T * nkv, hd]);

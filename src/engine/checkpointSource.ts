@@ -3,7 +3,7 @@
 // another dtype.
 import type { ModelSpec } from '../model/config';
 import { Checkpoint, type RawTensor } from '../model/checkpoint';
-import type { Stream, Tensor } from '../native/device';
+import { tensorFromFloat32, type Device, type Stream, type Tensor } from '../native/device';
 import * as ops from '../native/ops';
 import type { WeightKey, WeightSource } from './weights';
 
@@ -26,6 +26,10 @@ export class CheckpointSource implements WeightSource {
     const raw = await this.read(key);
     if (raw.shape.reduce((a, b) => a * b, 1) !== dst.numel) {
       throw new Error(`${raw.name}: [${raw.shape}] does not fill a tensor of shape [${dst.shape}]`);
+    }
+    if (key.role === 'expertDown' && this.ckpt.expertDownTransposed) {
+      this.transposeInto(s, dst, raw);
+      return;
     }
     if (raw.dtype === dst.dtype) {
       dst.upload(s, raw.bytes);
@@ -112,7 +116,29 @@ export class CheckpointSource implements WeightSource {
     }
   }
 
+  private identity?: { device: Device; n: number; t: Tensor };
+
+  /**
+   * dst [H, I] = raw [I, H] transposed (DBRX's w2), on the device: dst = eye(H) @ raw^T with the matmul op,
+   * exact in any dtype (one non-zero product per output, fp32 accumulation), so no host loop over the bytes
+   * and no transpose op. eye(H) (f32) is made once per source and device.
+   */
+  private transposeInto(s: Stream, dst: Tensor, raw: RawTensor): void {
+    const [I, H] = raw.shape.slice(-2);
+    if (!this.identity || this.identity.device !== dst.device || this.identity.n !== H) {
+      this.identity?.t.dispose();
+      const eye = new Float32Array(H * H);
+      for (let i = 0; i < H; i++) eye[i * H + i] = 1;
+      this.identity = { device: dst.device, n: H, t: tensorFromFloat32(dst.device, s, 'f32', [H, H], eye) };
+    }
+    const src = dst.device.tensor(raw.dtype, [I, H]);
+    src.upload(s, raw.bytes);
+    ops.matmul(s, dst, this.identity.t, src);
+    src.dispose();
+  }
+
   close(): Promise<void> {
+    this.identity?.t.dispose();
     return this.ckpt.close();
   }
 }

@@ -16,6 +16,7 @@ import { attentionBlock, type StepLayout } from './attention';
 import { swigluMlp } from '../moe/exec/mlp';
 import { TensorScope } from '../native/scope';
 import type { LayerWeights, ModelWeights } from './weightTypes';
+import { modelNorm } from './norm';
 
 export interface ForwardOptions {
   /** Logits for every position (else only each sequence's last). */
@@ -175,7 +176,7 @@ export class ModelRunner {
     }
     const hn = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
     const mlpOut = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
-    if (T > 0) ops.rmsnorm(s, hn, x, w.postNorm, spec.rmsNormEps);
+    if (T > 0) modelNorm(s, hn, x, w.postNorm, spec);
     let plan: MoePlan | undefined;
     if (w.mlp.kind === 'moe') {
       plan = await moeLayer(
@@ -209,7 +210,7 @@ export class ModelRunner {
     const idx = scope.adopt(tensorFromInt32(this.device, s, [rows.length], Int32Array.from(rows)));
     const picked = scope.tensor(this.actDtype, [rows.length, spec.hiddenSize]);
     ops.gatherRows(s, picked, x, idx);
-    ops.rmsnorm(s, picked, picked, weights.finalNorm, spec.rmsNormEps);
+    modelNorm(s, picked, picked, weights.finalNorm, spec);
     const out = scope.tensor('f32', [rows.length, spec.vocabSize]);
     ops.matmul(s, out, picked, weights.lmHead);
     const flat = (await out.read(s)) as Float32Array;

@@ -12,6 +12,7 @@ import {
   EMBED,
   FINAL_NORM,
   LM_HEAD,
+  dbrxNames,
   fusedExpertNames,
   layerNames,
   perExpertNames,
@@ -45,9 +46,10 @@ export class Checkpoint {
     let spec = parseModelConfig(json, file);
     const store = await SafetensorsStore.open(dir);
     try {
-      if (!configDeclaresDType(json) && store.has(EMBED)) {
+      const embed = spec.family === 'dbrx' ? dbrxNames.embed : EMBED;
+      if (!configDeclaresDType(json) && store.has(embed)) {
         // No torch_dtype/dtype in config.json: the checkpoint's own dtype is the truth.
-        const dtype = await store.dtypeOf(EMBED);
+        const dtype = await store.dtypeOf(embed);
         if (FLOAT_DTYPES.includes(dtype)) spec = { ...spec, dtype: dtype as FloatDType };
       }
     } catch (e) {
@@ -114,12 +116,16 @@ export class Checkpoint {
 
   // ---- whole-model weights
 
+  private get dbrx(): boolean {
+    return this.spec.family === 'dbrx';
+  }
+
   async embed(): Promise<RawTensor> {
-    return this.checked(EMBED, [this.spec.vocabSize, this.spec.hiddenSize]);
+    return this.checked(this.dbrx ? dbrxNames.embed : EMBED, [this.spec.vocabSize, this.spec.hiddenSize]);
   }
 
   async finalNorm(): Promise<RawTensor> {
-    return this.checked(FINAL_NORM, [this.spec.hiddenSize]);
+    return this.checked(this.dbrx ? dbrxNames.finalNorm : FINAL_NORM, [this.spec.hiddenSize]);
   }
 
   /** True when the output projection is the embedding (tie_word_embeddings, or no lm_head.weight). */
@@ -136,12 +142,12 @@ export class Checkpoint {
 
   async inputNorm(l: number): Promise<RawTensor> {
     this.checkLayer(l);
-    return this.checked(layerNames.inputNorm(l), [this.spec.hiddenSize]);
+    return this.checked(this.dbrx ? dbrxNames.norm1(l) : layerNames.inputNorm(l), [this.spec.hiddenSize]);
   }
 
   async postAttentionNorm(l: number): Promise<RawTensor> {
     this.checkLayer(l);
-    return this.checked(layerNames.postAttentionNorm(l), [this.spec.hiddenSize]);
+    return this.checked(this.dbrx ? dbrxNames.norm2(l) : layerNames.postAttentionNorm(l), [this.spec.hiddenSize]);
   }
 
   private projRows(p: AttentionProj): number {
@@ -153,7 +159,18 @@ export class Checkpoint {
   async attnProj(l: number, p: AttentionProj): Promise<RawTensor> {
     this.checkLayer(l);
     const cols = p === 'o' ? this.spec.numHeads * this.spec.headDim : this.spec.hiddenSize;
+    if (this.dbrx) return this.dbrxProj(l, p, cols);
     return this.checked(layerNames.proj(l, p), [this.projRows(p), cols]);
+  }
+
+  /** DBRX: q, k or v as rows of the fused Wqkv [(nq + 2 nkv) * hd, H]; o is out_proj. */
+  private async dbrxProj(l: number, p: AttentionProj, cols: number): Promise<RawTensor> {
+    if (p === 'o') return this.checked(dbrxNames.outProj(l), [this.projRows(p), cols]);
+    const s = this.spec;
+    const name = dbrxNames.wqkv(l);
+    await this.checkShape(name, [(s.numHeads + 2 * s.numKvHeads) * s.headDim, cols]);
+    const first = p === 'q' ? 0 : p === 'k' ? s.numHeads * s.headDim : (s.numHeads + s.numKvHeads) * s.headDim;
+    return this.store.readRows(name, first, this.projRows(p));
   }
 
   /** The projection's bias, or undefined when the model has none (spec.attentionBias / attentionOutputBias). */
@@ -302,11 +319,43 @@ export class Checkpoint {
   /** Router gate [E, H]. */
   async router(l: number): Promise<RawTensor> {
     this.checkMoeLayer(l);
-    return this.checked(this.firstPresent(routerNames(this.spec, l)), [this.spec.moe.numExperts, this.spec.hiddenSize]);
+    const name = this.dbrx ? dbrxNames.router(l) : this.firstPresent(routerNames(this.spec, l));
+    return this.checked(name, [this.spec.moe.numExperts, this.spec.hiddenSize]);
+  }
+
+  /**
+   * True when expertDown / expertsDown give each expert's down projection transposed, [I, H] (DBRX's w2):
+   * the loader transposes it on the device.
+   */
+  get expertDownTransposed(): boolean {
+    return this.dbrx;
+  }
+
+  /** DBRX's experts [first, first + count): rows [e*I, (e+1)*I) of w1 then v1 per expert, or of w2. */
+  private async dbrxExperts(l: number, first: number, count: number, parts: readonly ('w1' | 'v1' | 'w2')[]): Promise<RawTensor> {
+    this.checkMoeLayer(l);
+    this.checkExperts(first, count);
+    const { hiddenSize: H } = this.spec;
+    const { numExperts: E, expertIntermediate: I } = this.spec.moe;
+    const names = parts.map((p) => dbrxNames.experts(l, p));
+    for (const n of names) await this.checkShape(n, [E * I, H]);
+    const dtype = await this.sameDType(names);
+    const part = I * H * dtypeBytes(dtype);
+    const bytes = new Uint8Array(count * names.length * part);
+    const reads: Promise<RawTensor>[] = [];
+    for (let j = 0; j < count; j++) {
+      names.forEach((n, i) => {
+        const at = (j * names.length + i) * part;
+        reads.push(this.store.readRows(n, (first + j) * I, I, bytes.subarray(at, at + part)));
+      });
+    }
+    await Promise.all(reads);
+    return { name: `${names.join('+')}[experts ${first}..${first + count - 1}]`, dtype, shape: [count, names.length * I, H], bytes };
   }
 
   /** How layer l stores its experts (fused [E, ...] tensors or one tensor per expert). */
   expertLayout(l: number): ExpertLayout {
+    if (this.dbrx) return 'fused';
     return this.layerExperts(l).layout;
   }
 
@@ -348,6 +397,7 @@ export class Checkpoint {
 
   /** Experts [first, first + count) stacked: [count, 2I, H], the w of expert_matmul. */
   async expertsGateUp(l: number, first: number, count: number): Promise<RawTensor> {
+    if (this.dbrx) return this.dbrxExperts(l, first, count, ['w1', 'v1']);
     const le = this.layerExperts(l);
     this.checkExperts(first, count);
     const { hiddenSize: H } = this.spec;
@@ -367,8 +417,9 @@ export class Checkpoint {
     return { name: `${names[0]}..${names[names.length - 1]}`, dtype, shape: [count, 2 * I, H], bytes };
   }
 
-  /** Experts [first, first + count) down_proj stacked: [count, H, I]. */
+  /** Experts [first, first + count) down_proj stacked: [count, H, I] ([count, I, H] where expertDownTransposed). */
   async expertsDown(l: number, first: number, count: number): Promise<RawTensor> {
+    if (this.dbrx) return this.dbrxExperts(l, first, count, ['w2']);
     const le = this.layerExperts(l);
     this.checkExperts(first, count);
     const { hiddenSize: H } = this.spec;
@@ -395,6 +446,7 @@ export class Checkpoint {
   async verify(): Promise<void> {
     const s = this.spec;
     const H = s.hiddenSize;
+    if (this.dbrx) return this.verifyDbrx();
     await this.checkShape(EMBED, [s.vocabSize, H]);
     await this.checkShape(FINAL_NORM, [H]);
     if (!this.tiedLmHead) await this.checkShape(LM_HEAD, [s.vocabSize, H]);
@@ -441,6 +493,23 @@ export class Checkpoint {
       }
       if (s.moe.routing?.scoreCorrectionBias) await this.checkShape(layerNames.routerBias(l), [E]);
       if (s.moe.sharedGate) await this.checkShape(layerNames.sharedExpertGate(l), [1, H]);
+    }
+  }
+
+  private async verifyDbrx(): Promise<void> {
+    const s = this.spec;
+    const { hiddenSize: H, headDim: hd } = s;
+    const { numExperts: E, expertIntermediate: I } = s.moe;
+    await this.checkShape(dbrxNames.embed, [s.vocabSize, H]);
+    await this.checkShape(dbrxNames.finalNorm, [H]);
+    await this.checkShape(LM_HEAD, [s.vocabSize, H]);
+    for (let l = 0; l < s.numLayers; l++) {
+      await this.checkShape(dbrxNames.norm1(l), [H]);
+      await this.checkShape(dbrxNames.norm2(l), [H]);
+      await this.checkShape(dbrxNames.wqkv(l), [(s.numHeads + 2 * s.numKvHeads) * hd, H]);
+      await this.checkShape(dbrxNames.outProj(l), [H, s.numHeads * hd]);
+      await this.checkShape(dbrxNames.router(l), [E, H]);
+      for (const p of ['w1', 'v1', 'w2'] as const) await this.checkShape(dbrxNames.experts(l, p), [E * I, H]);
     }
   }
 }

@@ -9,11 +9,12 @@ import { ConfigFields, isJsonObject } from './configFields';
 import { ModelError } from './errors';
 import { parseRopeSpec, type RopeSpec } from './ropeConfig';
 import { mlaSoftmaxScale, parseDeepseek, type DeepseekRouting, type MlaSpec } from './families/deepseek';
+import { DBRX_NORM_EPS, parseDbrx } from './families/dbrx';
 
 export type { RopeSpec, RopeType } from './ropeConfig';
 export type { DeepseekRouting, MlaSpec, RouterMethod, RouterScoring } from './families/deepseek';
 
-export const SUPPORTED_MODEL_TYPES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3'] as const;
+export const SUPPORTED_MODEL_TYPES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3', 'dbrx'] as const;
 export type ModelFamily = (typeof SUPPORTED_MODEL_TYPES)[number];
 export type FloatDType = 'f32' | 'bf16' | 'f16';
 
@@ -73,6 +74,10 @@ export interface ModelSpec {
   mla?: MlaSpec;
   /** The attention softmax scale; absent: 1/sqrt(headDim) (MLA: qk_head_dim^-0.5 with YaRN's mscale). */
   softmaxScale?: number;
+  /** The norms are LayerNorm without bias (DBRX), eps rmsNormEps; absent: RMSNorm. */
+  norm?: 'layernorm';
+  /** q, k and v clamped to [-clipQkv, clipQkv] after their projection (DBRX clip_qkv); absent: no clamp. */
+  clipQkv?: number;
 }
 
 const DTYPE_NAMES: Record<string, FloatDType> = {
@@ -97,6 +102,7 @@ const FAMILY_DEFAULTS: Record<ModelFamily, FamilyDefaults> = {
   qwen3_moe: { ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 32768 },
   deepseek_v2: { ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 2048 },
   deepseek_v3: { ropeTheta: 10000, rmsNormEps: 1e-6, maxPositions: 4096 },
+  dbrx: { ropeTheta: 10000, rmsNormEps: DBRX_NORM_EPS, maxPositions: 2048 },
 };
 
 function unsupported(source: string, what: string): ModelError {
@@ -205,6 +211,7 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
   const hiddenAct = f.optionalString('hidden_act') ?? 'silu';
   if (hiddenAct !== 'silu') throw unsupported(source, `hidden_act "${hiddenAct}" is not supported (only silu)`);
   if (family === 'deepseek_v2' || family === 'deepseek_v3') return parseDeepseekModel(f, family, defaults);
+  if (family === 'dbrx') return parseDbrxModel(f, defaults);
 
   const vocabSize = f.int('vocab_size');
   const hiddenSize = f.int('hidden_size');
@@ -319,6 +326,50 @@ function parseDeepseekModel(f: ConfigFields, family: 'deepseek_v2' | 'deepseek_v
 }
 
 
+
+/** DBRX (families/dbrx.ts): fused Wqkv with clip_qkv, LayerNorm without bias, fused w1/v1/w2 experts. */
+function parseDbrxModel(f: ConfigFields, defaults: FamilyDefaults): ModelSpec {
+  const d = parseDbrx(f);
+  const rope = parseRopeSpec(f, defaults.ropeTheta, d.maxPositions);
+  const headDim = d.hiddenSize / d.numHeads;
+  if (Math.floor(headDim * rope.partialRotaryFactor) < 2 || Math.floor(headDim * rope.partialRotaryFactor) % 2 !== 0) {
+    throw f.invalid('partial_rotary_factor', `a fraction giving an even rotary dim (head_dim ${headDim})`);
+  }
+  const architectures = f.raw('architectures');
+  const spec: ModelSpec = {
+    family: 'dbrx',
+    architecture: Array.isArray(architectures) && typeof architectures[0] === 'string' ? architectures[0] : undefined,
+    vocabSize: d.vocabSize,
+    hiddenSize: d.hiddenSize,
+    numLayers: d.numLayers,
+    numHeads: d.numHeads,
+    numKvHeads: d.numKvHeads,
+    headDim,
+    rmsNormEps: defaults.rmsNormEps,
+    rope,
+    maxPositions: d.maxPositions,
+    slidingWindow: null,
+    tieWordEmbeddings: false,
+    attentionBias: false,
+    attentionOutputBias: false,
+    qkNorm: false,
+    dtype: parseDType(f),
+    layers: Array.from({ length: d.numLayers }, () => ({ mlp: 'moe' as const })),
+    moe: {
+      numExperts: d.numExperts,
+      topK: d.topK,
+      expertIntermediate: d.expertIntermediate,
+      normTopkProb: d.normTopkProb,
+      routedScale: 1,
+      sharedIntermediate: 0,
+      sharedGate: false,
+    },
+    denseIntermediate: 0,
+    norm: 'layernorm',
+  };
+  if (d.clipQkv !== undefined) spec.clipQkv = d.clipQkv;
+  return spec;
+}
 
 /** True when config.json states a dtype (torch_dtype or dtype); otherwise spec.dtype is a default. */
 export function configDeclaresDType(json: unknown): boolean {

@@ -45,6 +45,22 @@ export const layerNames = {
   sharedExpertGate: (l: number) => `${layer(l)}mlp.shared_expert_gate.weight`,
 };
 
+/**
+ * DBRX (families/dbrx.ts) names, as DbrxForCausalLM holds them (base_model_prefix "transformer"): Wqkv is q, k
+ * and v rows stacked [H + 2 * nkv * hd, H]; the experts are fused [E * I, H] (expert e's rows [e*I, (e+1)*I)),
+ * w1 the gate and v1 the up projection as Linear weights, w2 the down projection transposed.
+ */
+export const dbrxNames = {
+  embed: 'transformer.wte.weight',
+  finalNorm: 'transformer.norm_f.weight',
+  norm1: (l: number) => `transformer.blocks.${l}.norm_attn_norm.norm_1.weight`,
+  norm2: (l: number) => `transformer.blocks.${l}.norm_attn_norm.norm_2.weight`,
+  wqkv: (l: number) => `transformer.blocks.${l}.norm_attn_norm.attn.Wqkv.weight`,
+  outProj: (l: number) => `transformer.blocks.${l}.norm_attn_norm.attn.out_proj.weight`,
+  router: (l: number) => `transformer.blocks.${l}.ffn.router.layer.weight`,
+  experts: (l: number, p: 'w1' | 'v1' | 'w2') => `transformer.blocks.${l}.ffn.experts.mlp.${p}`,
+};
+
 export type MlaWeightName = 'q_proj' | 'q_a_proj' | 'q_a_layernorm' | 'q_b_proj' | 'kv_a_proj_with_mqa' | 'kv_a_layernorm' | 'kv_b_proj' | 'o_proj';
 
 /** The shared expert's gate/up/down name of the family (Qwen2-MoE: shared_expert, DeepSeek: shared_experts). */
@@ -117,6 +133,7 @@ function plain(name: string, shape: number[], key: string, role: WeightRole, fan
 /** Every tensor of a checkpoint of `spec`, in the order save_pretrained would list them. */
 export function checkpointTensors(spec: ModelSpec, layout: ExpertLayout): PlannedTensor[] {
   const { hiddenSize: H, vocabSize: V, headDim: hd, numHeads: nh, numKvHeads: nkv } = spec;
+  if (spec.family === 'dbrx') return dbrxCheckpointTensors(spec);
   const out: PlannedTensor[] = [plain(EMBED, [V, H], 'embed', 'embed', H)];
   for (let l = 0; l < spec.numLayers; l++) {
     const k = `layers.${l}.`;
@@ -175,5 +192,36 @@ export function checkpointTensors(spec: ModelSpec, layout: ExpertLayout): Planne
   }
   out.push(plain(FINAL_NORM, [H], 'final_norm', 'norm', 0));
   if (!spec.tieWordEmbeddings) out.push(plain(LM_HEAD, [V, H], 'lm_head', 'lm_head', H));
+  return out;
+}
+
+/** DBRX's tensors (dbrxNames), in DbrxForCausalLM's order; the piece keys are the other families'. */
+function dbrxCheckpointTensors(spec: ModelSpec): PlannedTensor[] {
+  const { hiddenSize: H, vocabSize: V, headDim: hd, numHeads: nh, numKvHeads: nkv } = spec;
+  const { numExperts: E, expertIntermediate: I } = spec.moe;
+  const out: PlannedTensor[] = [plain(dbrxNames.embed, [V, H], 'embed', 'embed', H)];
+  for (let l = 0; l < spec.numLayers; l++) {
+    const k = `layers.${l}.`;
+    out.push(plain(dbrxNames.norm1(l), [H], `${k}input_norm`, 'norm', 0));
+    const qkv: TensorPiece[] = [
+      { key: `${k}q`, role: 'q', numel: nh * hd * H, fanIn: H },
+      { key: `${k}k`, role: 'k', numel: nkv * hd * H, fanIn: H },
+      { key: `${k}v`, role: 'v', numel: nkv * hd * H, fanIn: H },
+    ];
+    out.push({ name: dbrxNames.wqkv(l), shape: [(nh + 2 * nkv) * hd, H], pieces: qkv });
+    out.push(plain(dbrxNames.outProj(l), [H, nh * hd], `${k}o`, 'o', nh * hd));
+    out.push(plain(dbrxNames.norm2(l), [H], `${k}post_norm`, 'norm', 0));
+    out.push(plain(dbrxNames.router(l), [E, H], `${k}router`, 'router', H));
+    const roles = { w1: 'gate', v1: 'up', w2: 'down' } as const;
+    for (const p of ['w1', 'v1', 'w2'] as const) {
+      const pieces: TensorPiece[] = [];
+      for (let e = 0; e < E; e++) {
+        pieces.push({ key: `${k}experts.${e}.${roles[p]}`, role: roles[p], numel: I * H, fanIn: p === 'w2' ? I : H });
+      }
+      out.push({ name: dbrxNames.experts(l, p), shape: [E * I, H], pieces });
+    }
+  }
+  out.push(plain(dbrxNames.finalNorm, [H], 'final_norm', 'norm', 0));
+  out.push(plain(LM_HEAD, [V, H], 'lm_head', 'lm_head', H));
   return out;
 }

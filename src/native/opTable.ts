@@ -23,6 +23,11 @@ export const opTable = {
     params: { eps: 'number' },
     ints: {},
   },
+  layernorm: {
+    tensors: { out: 'float', x: 'float', w: 'float' },
+    params: { eps: 'number' },
+    ints: {},
+  },
   rope: {
     tensors: { x: 'float', positions: 'i32', invFreq: 'f32' },
     params: { attentionScaling: 'number' },
@@ -98,6 +103,11 @@ export const opTable = {
   add: {
     tensors: { out: 'float', a: 'float', b: 'float' },
     params: {},
+    ints: {},
+  },
+  clamp: {
+    tensors: { out: 'float', x: 'float' },
+    params: { lo: 'number', hi: 'number' },
     ints: {},
   },
   sigmoid_gate_add: {

@@ -72,6 +72,16 @@ export function rmsnorm(s: Stream, out: Tensor, x: Tensor, w: Tensor, eps: numbe
   op(s, 'rmsnorm', { out, x, w, eps });
 }
 
+/** out = (x - mean(x)) / sqrt(var(x) + eps) * w over rows of w.numel (LayerNorm without bias); out may be x. */
+export function layernorm(s: Stream, out: Tensor, x: Tensor, w: Tensor, eps: number): void {
+  op(s, 'layernorm', { out, x, w, eps });
+}
+
+/** out = min(max(x, lo), hi) element-wise (lo <= hi); out may be x. */
+export function clamp(s: Stream, out: Tensor, x: Tensor, lo: number, hi: number): void {
+  op(s, 'clamp', { out, x, lo, hi });
+}
+
 /** Rotates x[T,nh,hd] in place (GPT-NeoX rotate-half over the first 2*len(invFreq) dims). */
 export function rope(s: Stream, x: Tensor, positions: Tensor, invFreq: Tensor, attentionScaling: number): void {
   op(s, 'rope', { x, positions, invFreq, attentionScaling });

@@ -54,6 +54,7 @@ export const GOLDEN_FIXTURES = [
   'deepseek-v2',
   'deepseek-v3',
   'deepseek-v3-sharded',
+  'dbrx',
 ];
 
 export function loadGolden(fixture: string): Golden {
