@@ -30,7 +30,9 @@ test.each([
 
 test('count_nonfinite: checkOp names the argument and the shape it wanted', () => {
   const x = keep(device.tensor('f32', [3, 4]));
-  expect(() => ops.countNonfinite(s, keep(device.tensor('i32', [4])), x)).toThrow(/count_nonfinite: counts must be \[R\] with R=3 \(x is \[3,4\]\); got \[4\]/);
+  expect(() => ops.countNonfinite(s, keep(device.tensor('i32', [4])), x)).toThrow(
+    /count_nonfinite: counts must be \[R\] with R=3 \(x is \[3,4\]\); got \[4\]/,
+  );
   expect(() => ops.countNonfinite(s, keep(device.tensor('f32', [3])), x)).toThrow(/count_nonfinite: counts must be i32; got f32/);
   expect(() => ops.countNonfinite(s, keep(device.tensor('i32', [12])), keep(device.tensor('f32', [12])))).toThrow(
     /count_nonfinite: x must be \[R,N\] \(2-d\); got \[12\]/,

@@ -13,6 +13,7 @@ import { TraceCollector } from '../trace/traceCollector';
 import { CliError } from './errors';
 import { ProgressView } from './progress';
 import { readSequencesFile } from './input';
+import { NonFiniteError } from '../engine/nonFinite';
 
 export interface ForwardCliOptions {
   model: string;
@@ -25,6 +26,10 @@ export interface ForwardCliOptions {
   /** --dispatch: auto, pairs or dedup (checked by the option's parser). */
   dispatch?: DispatchMode;
   trace?: string;
+  /** Fail the load, naming the tensor, when a weight holds NaN or Inf. */
+  checkWeights?: boolean;
+  /** Debug: name the first layer whose MLP output went non-finite. */
+  checkLayers?: boolean;
 }
 
 export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.WritableStream = process.stdout): Promise<void> {
@@ -56,6 +61,8 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
       schedule,
       expertGroups: opts.expertGroups,
       dispatch: opts.dispatch,
+      checkWeights: opts.checkWeights,
+      checkLayers: opts.checkLayers,
     });
   } catch (e) {
     if (e instanceof ExpertLayoutError) throw new CliError(e.message);
@@ -70,6 +77,8 @@ export async function forwardCommand(opts: ForwardCliOptions, out: NodeJS.Writab
       addForwardToTrace(trace, 0, result);
       await trace.write(opts.trace);
     }
+    // Non-finite logits are an error, not a NaN in the JSON (which would not be JSON).
+    if (result.nonfinite.length > 0) throw new CliError(new NonFiniteError(result.nonfinite).message);
     await writeLogitsJson(out, result.logits, spec.vocabSize);
   } finally {
     await engine.dispose();

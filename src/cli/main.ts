@@ -67,6 +67,8 @@ export function buildProgram(): Command {
     .addOption(expertGroupsOption(''))
     .addOption(dispatchOption())
     .option('--trace <file>', 'write a Chrome/Perfetto trace of the MoE layers (measured and predicted)')
+    .option('--check-weights', 'count NaN/Inf in every weight as it loads (on the device); fail naming the tensor')
+    .option('--check-layers', "debug: also check every layer's MLP output, to name the layer where non-finite values start")
     .action(async (opts) => {
       const { forwardCommand } = await import('./forward');
       await forwardCommand(opts);

@@ -22,6 +22,7 @@ import {
 import { ClusterError, RendezvousError, messageOf } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import { topLogprobs } from './logprobs';
+import { describeNonFinite } from '../engine/nonFinite';
 import type { RankConfig } from './rankConfig';
 import {
   coordinatorService,
@@ -264,11 +265,13 @@ export class RankProcess {
       try {
         if (this.state !== 'ready') throw new Error(`rank ${this.opts.rank} is ${this.state}`);
         const t0 = performance.now();
-        const logits = await engine.step(req.sequences.map((s) => s.ids));
+        const { logits, nonfinite } = await engine.step(req.sequences.map((s) => s.ids));
         const computeMs = performance.now() - t0;
         const results = req.sequences.map((s, i) => topLogprobs(logits[i], s.topLogprobs, s.ids.length));
         this.stepsDone++;
-        return { stepId: req.stepId, results, computeMs };
+        const bad = nonfinite.map((nf) => ({ index: nf.sequence, message: describeNonFinite(nf) }));
+        if (bad.length > 0) this.logger.error({ stepId: req.stepId, nonfinite: bad }, 'non-finite logits');
+        return { stepId: req.stepId, results, computeMs, nonfinite: bad };
       } finally {
         this.advanceTurn();
       }

@@ -6,7 +6,15 @@
 // a rank; a failed step or a lost rank fails every request with UNAVAILABLE and stops the loop.
 import { performance } from 'node:perf_hooks';
 import { planStep, type BatchPolicy, type PendingSequence } from './batcher';
-import { CancelledError, ClusterError, DeadlineExceededError, QueueFullError, UnavailableError, messageOf } from '../rpc/errors';
+import {
+  CancelledError,
+  ClusterError,
+  DeadlineExceededError,
+  NonFiniteResultError,
+  QueueFullError,
+  UnavailableError,
+  messageOf,
+} from '../rpc/errors';
 import type { Logger } from '../rpc/log';
 import type { PrefillResponseMsg, SequenceResultMsg, StepResponseMsg, StepSequenceMsg } from '../rpc/protos';
 import type { AdmittedRequest } from './validate';
@@ -212,6 +220,14 @@ export class RequestQueue {
         if (s.job.results[s.index] === null) s.job.remaining--;
         s.job.results[s.index] = results[i];
       });
+      // A sequence whose logits were not finite fails its request (INTERNAL, naming it); the cluster goes on.
+      for (const nf of responses[r]?.nonfinite ?? []) {
+        const s = perRank[r][nf.index];
+        if (!s) continue;
+        const err = new NonFiniteResultError(`sequences[${s.index}]: ${nf.message}`);
+        this.opts.logger.error({ requestId: s.job.requestId, stepId, rank: r, err: err.message }, 'non-finite result');
+        this.settle(s.job, err);
+      }
     }
     for (const job of jobs) {
       job.computeMs += ms;

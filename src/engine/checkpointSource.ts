@@ -5,13 +5,22 @@ import type { ModelSpec } from '../model/config';
 import { Checkpoint, type RawTensor } from '../model/checkpoint';
 import { tensorFromFloat32, type Device, type Stream, type Tensor } from '../native/device';
 import * as ops from '../native/ops';
+import { ModelError } from '../model/errors';
 import type { WeightKey, WeightSource } from './weights';
 
-export class CheckpointSource implements WeightSource {
-  private constructor(private readonly ckpt: Checkpoint) {}
+export interface CheckpointSourceOptions {
+  /** Count NaN/Inf of every weight on the device as it loads (one host read per tensor); fail naming the tensor. */
+  checkFinite?: boolean;
+}
 
-  static async open(dir: string, _spec?: ModelSpec): Promise<CheckpointSource> {
-    return new CheckpointSource(await Checkpoint.open(dir));
+export class CheckpointSource implements WeightSource {
+  private constructor(
+    private readonly ckpt: Checkpoint,
+    private readonly options: CheckpointSourceOptions,
+  ) {}
+
+  static async open(dir: string, _spec?: ModelSpec, options: CheckpointSourceOptions = {}): Promise<CheckpointSource> {
+    return new CheckpointSource(await Checkpoint.open(dir), options);
   }
 
   get spec(): ModelSpec {
@@ -33,12 +42,13 @@ export class CheckpointSource implements WeightSource {
     }
     if (raw.dtype === dst.dtype) {
       dst.upload(s, raw.bytes);
-      return;
+    } else {
+      const staged = dst.device.tensor(raw.dtype, dst.shape);
+      staged.upload(s, raw.bytes);
+      ops.copy(s, dst, staged);
+      staged.dispose();
     }
-    const staged = dst.device.tensor(raw.dtype, dst.shape);
-    staged.upload(s, raw.bytes);
-    ops.copy(s, dst, staged);
-    staged.dispose();
+    if (this.options.checkFinite) await checkFinite(raw.name, dst, s);
   }
 
   private async read(key: WeightKey): Promise<RawTensor> {
@@ -140,5 +150,28 @@ export class CheckpointSource implements WeightSource {
   close(): Promise<void> {
     this.identity?.t.dispose();
     return this.ckpt.close();
+  }
+}
+
+/** Fails, naming the tensor, when `t` (as stored on the device) holds NaN or Inf. */
+async function checkFinite(name: string, t: Tensor, s: Stream): Promise<void> {
+  if (t.numel === 0) return;
+  const rows = t.shape.length >= 2 ? t.shape[0] : 1;
+  const view = t.reshape([rows, t.numel / rows]);
+  const counts = t.device.tensor('i32', [rows]);
+  try {
+    ops.countNonfinite(s, counts, view);
+    const perRow = (await counts.read(s)) as Int32Array;
+    const bad = perRow.reduce((a, n) => a + n, 0);
+    if (bad > 0) {
+      const row = perRow.findIndex((n) => n > 0);
+      throw new ModelError(
+        'CHECKPOINT_NON_FINITE',
+        `"${name}": ${bad} of ${t.numel} values are NaN or infinite${rows > 1 ? ` (the first in row ${row})` : ''} (--check-weights)`,
+      );
+    }
+  } finally {
+    counts.dispose();
+    view.dispose();
   }
 }

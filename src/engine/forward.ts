@@ -17,12 +17,15 @@ import { swigluMlp } from '../moe/exec/mlp';
 import { TensorScope } from '../native/scope';
 import type { LayerWeights, ModelWeights } from './weightTypes';
 import { modelNorm } from './norm';
+import type { NonFinite } from './nonFinite';
 
 export interface ForwardOptions {
   /** Logits for every position (else only each sequence's last). */
   allLogits?: boolean;
   /** Record every MoE op's start and end on its stream (device events) for a trace. */
   trace?: boolean;
+  /** Debug: count non-finite values of every layer's MLP output too (read once, after the step); default the runner's. */
+  checkLayers?: boolean;
 }
 
 /** An op as measured: ms from the start of the step. */
@@ -42,6 +45,8 @@ export interface ForwardResult {
   plans: MoePlan[];
   /** With options.trace: the MoE layers' ops as they ran. */
   measured?: MeasuredOp[];
+  /** The sequences whose logits hold NaN or Inf (count_nonfinite on the device); empty when all are finite. */
+  nonfinite: NonFinite[];
 }
 
 export interface RunnerOptions {
@@ -49,6 +54,8 @@ export interface RunnerOptions {
   costModel?: CostModel;
   /** How the MoE dispatch sends rows (moe/schedule.ts DispatchMode; default auto). */
   dispatch?: DispatchMode;
+  /** Debug: check every layer's MLP output for non-finite values (ForwardOptions.checkLayers). */
+  checkLayers?: boolean;
 }
 
 export class InvalidInputError extends Error {
@@ -131,22 +138,30 @@ export class ModelRunner {
         };
       }
       const plans: MoePlan[] = [];
+      // Debug: per layer, non-finite values of each token's MLP output, read after the step (no extra host sync).
+      const layerChecks: Tensor[] = [];
+      const checkLayers = (options.checkLayers ?? this.options.checkLayers ?? false) && T > 0;
       for (const [i, w] of weights.layers.entries()) {
         // Temporaries of one layer; ops keep what they read alive until they have run.
         const ls = new TensorScope(this.device);
         try {
           const onSpan = options.trace ? (span: OpSpan) => spans.push({ layer: i, span }) : undefined;
-          const plan = await this.layer(ls, w, x, layout, onSpan);
+          const check = checkLayers ? scope.tensor('i32', [T]) : undefined;
+          if (check) layerChecks.push(check);
+          const plan = await this.layer(ls, w, x, layout, onSpan, check);
           if (plan) plans.push(plan);
         } finally {
           ls.dispose();
         }
       }
-      const logits = T > 0 ? await this.logits(s, scope, x, packed.cuSeqlens, options.allLogits ?? false) : [];
+      const { logits, bad } =
+        T > 0 ? await this.logits(s, scope, x, packed.cuSeqlens, options.allLogits ?? false) : { logits: [], bad: [] };
+      const nonfinite: NonFinite[] = bad.filter((b) => b.values > 0);
+      if (nonfinite.length > 0 && layerChecks.length > 0) await firstBadLayers(s, layerChecks, packed.cuSeqlens, nonfinite);
       await s.synchronize();
       await this.commStream.synchronize();
       const measured = stepStart ? resolveSpans(stepStart, spans) : undefined;
-      return { logits, plans, measured };
+      return { logits, plans, measured, nonfinite };
     } finally {
       scope.dispose();
       stepStart?.dispose();
@@ -163,6 +178,7 @@ export class ModelRunner {
     x: Tensor,
     layout: StepLayout | undefined,
     onSpan: ((span: OpSpan) => void) | undefined,
+    check?: Tensor,
   ): Promise<MoePlan | undefined> {
     const { spec, weights } = this;
     const s = this.compute;
@@ -200,11 +216,19 @@ export class ModelRunner {
     } else if (T > 0) {
       swigluMlp(s, scope, this.actDtype, w.mlp.dense, hn, mlpOut);
     }
+    if (check) ops.countNonfinite(s, check, mlpOut);
     if (T > 0) ops.add(s, x, x, mlpOut);
     return plan;
   }
 
-  private async logits(s: Stream, scope: TensorScope, x: Tensor, cu: number[], all: boolean): Promise<Float32Array[]> {
+  /** Each sequence's logits rows, and how many of its logits are non-finite (counted on the device). */
+  private async logits(
+    s: Stream,
+    scope: TensorScope,
+    x: Tensor,
+    cu: number[],
+    all: boolean,
+  ): Promise<{ logits: Float32Array[]; bad: NonFinite[] }> {
     const { spec, weights } = this;
     const rows = all ? Array.from({ length: cu[cu.length - 1] }, (_, i) => i) : cu.slice(1).map((end) => end - 1);
     const idx = scope.adopt(tensorFromInt32(this.device, s, [rows.length], Int32Array.from(rows)));
@@ -213,18 +237,34 @@ export class ModelRunner {
     modelNorm(s, picked, picked, weights.finalNorm, spec);
     const out = scope.tensor('f32', [rows.length, spec.vocabSize]);
     ops.matmul(s, out, picked, weights.lmHead);
+    const counts = scope.tensor('i32', [rows.length]);
+    ops.countNonfinite(s, counts, out);
     const flat = (await out.read(s)) as Float32Array;
+    const perRow = (await counts.read(s)) as Int32Array;
     const V = spec.vocabSize;
-    return cu.slice(1).map((end, b) => {
+    const bad: NonFinite[] = [];
+    const logits = cu.slice(1).map((end, b) => {
       const start = all ? cu[b] : b;
       const stop = all ? end : b + 1;
+      bad.push({ sequence: b, values: perRow.subarray(start, stop).reduce((a, n) => a + n, 0), of: (stop - start) * V });
       return flat.slice(start * V, stop * V);
     });
+    return { logits, bad };
   }
 
   dispose(): void {
     this.compute.dispose();
     this.commStream.dispose();
+  }
+}
+
+/** Fills firstLayer of each non-finite sequence: the first layer whose MLP output was non-finite at one of its tokens. */
+async function firstBadLayers(s: Stream, checks: Tensor[], cu: number[], found: NonFinite[]): Promise<void> {
+  for (const [layer, t] of checks.entries()) {
+    const perToken = (await t.read(s)) as Int32Array;
+    for (const nf of found) {
+      if (nf.firstLayer === undefined && perToken.subarray(cu[nf.sequence], cu[nf.sequence + 1]).some((n) => n > 0)) nf.firstLayer = layer;
+    }
   }
 }
 

@@ -19,6 +19,9 @@ import { planLabel } from '../moe/plan/plan';
 import { addForwardToTrace } from './forwardTrace';
 import { rankTraceFile } from '../trace/merge';
 import { TraceCollector } from '../trace/traceCollector';
+import * as os from 'node:os';
+import { ModelError } from '../model/errors';
+import { formatBytes, weightBytesPerRank } from '../model/memoryEstimate';
 
 export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
   /** A checkpoint folder (its config.json read here unless `spec` is given); or, without one, `spec` with `randomSeed`. */
@@ -32,6 +35,10 @@ export interface EngineOptions extends Omit<RankEngineOptions, 'modelDir'> {
   costModel?: CostModel;
   /** Trace every step's MoE ops into FILE.rank<r>.json, written when the engine is disposed. */
   traceFile?: string;
+  /** Debug: check every layer's MLP output for non-finite values (ForwardOptions.checkLayers). */
+  checkLayers?: boolean;
+  /** Fail the load, naming the tensor, when a checkpoint weight holds NaN or Inf (`--check-weights`). */
+  checkWeights?: boolean;
 }
 
 export interface LoadedEngine extends RankEngine {
@@ -50,7 +57,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   let close = async () => {};
   if (opts.modelDir) {
     spec = opts.spec ?? (await loadModelSpec(opts.modelDir));
-    const ckpt = await CheckpointSource.open(opts.modelDir, spec);
+    const ckpt = await CheckpointSource.open(opts.modelDir, spec, { checkFinite: opts.checkWeights });
     source = ckpt;
     close = () => ckpt.close();
   } else if (opts.spec) {
@@ -74,6 +81,13 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   const weightDtype = opts.weightDtype ?? defaultDType(opts.backend);
   const actDtype = opts.actDtype ?? defaultDType(opts.backend);
   const { comm } = opts;
+  try {
+    checkWeightsFit(spec, comm.world, weightDtype, device);
+  } catch (e) {
+    await close();
+    device.dispose();
+    throw e;
+  }
   let weights;
   try {
     weights = await loadWeights(spec, device, source, {
@@ -88,7 +102,12 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   }
   const costModel = opts.costModel ?? (scheduleNeedsCostModel(asked) ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
   const schedule = effectiveSchedule(asked, costModel, comm.world);
-  const runner = new ModelRunner(spec, weights, device, comm, actDtype, { schedule, costModel, dispatch: opts.dispatch });
+  const runner = new ModelRunner(spec, weights, device, comm, actDtype, {
+    schedule,
+    costModel,
+    dispatch: opts.dispatch,
+    checkLayers: opts.checkLayers,
+  });
   const trace = opts.traceFile ? new TraceCollector() : undefined;
   const moeLayers = spec.layers.flatMap((l, i) => (l.mlp === 'moe' ? [i] : []));
   const planCounts: Record<string, number> = {};
@@ -102,12 +121,12 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
       const startedMs = performance.timeOrigin + performance.now(); // one clock for every rank of a host
       const result = await runner.forward(sequences, { trace: trace !== undefined });
       if (trace) addForwardToTrace(trace, comm.rank, result, startedMs);
-      const { logits, plans } = result;
+      const { logits, plans, nonfinite } = result;
       plans.forEach((plan, i) => {
         const key = `layer ${moeLayers[i]}: ${planLabel(plan)}`;
         planCounts[key] = (planCounts[key] ?? 0) + 1;
       });
-      return logits;
+      return { logits, nonfinite };
     },
     planCounts: () => ({ ...planCounts }),
     async dispose() {
@@ -116,6 +135,22 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
       disposeWeights(weights);
     },
   };
+}
+
+/**
+ * The weights of one rank must fit the device's free memory (the host's memory on the CPU backend), by an
+ * estimate from the config alone: checked before anything is allocated, one line when they do not.
+ */
+export function checkWeightsFit(spec: ModelSpec, world: number, dtype: DType, device: Device): void {
+  const need = weightBytesPerRank(spec, world, dtype);
+  const cpu = device.backend === 'cpu';
+  const have = cpu ? os.totalmem() : device.freeBytes();
+  if (need <= have) return;
+  throw new ModelError(
+    'MODEL_TOO_LARGE',
+    `the model's weights need about ${formatBytes(need)} per rank (${spec.numLayers} layers, ${spec.moe.numExperts} experts over ${world} rank${world === 1 ? '' : 's'}, ${dtype}); ` +
+      `${cpu ? 'this host has' : 'the device has'} ${formatBytes(have)}${cpu ? '' : ' free'}`,
+  );
 }
 
 /**

@@ -4,6 +4,7 @@ import type { Communicator } from '../comm/communicator';
 import type { BackendKind } from '../native/addonTypes';
 import type { ModelSpec } from '../model/config';
 import type { DispatchMode } from '../moe/schedule';
+import type { NonFinite } from './nonFinite';
 
 export interface RankEngineOptions {
   /** A Hugging Face checkpoint folder (config.json + safetensors). */
@@ -26,6 +27,13 @@ export interface RankEngineOptions {
   onLoadProgress?: (loaded: number, total: number) => void;
 }
 
+/** What one step gives back: per sequence the logits of its last position, and those that were not finite. */
+export interface StepOutput {
+  logits: Float32Array[];
+  /** Sequences (indices into the step's) whose logits hold NaN or Inf; the step itself ran to the end. */
+  nonfinite: NonFinite[];
+}
+
 export interface RankEngine {
   readonly spec: ModelSpec;
   readonly rank: number;
@@ -33,9 +41,9 @@ export interface RankEngine {
   /**
    * One forward step. Every rank of the cluster calls step together (MoE layers exchange tokens);
    * a rank may have no sequences and still takes part. Returns, per sequence, the logits of its
-   * last position (vocabSize floats).
+   * last position (vocabSize floats), and which sequences' logits are not finite.
    */
-  step(sequences: readonly (readonly number[])[]): Promise<Float32Array[]>;
+  step(sequences: readonly (readonly number[])[]): Promise<StepOutput>;
   /** How many steps ran each MoE layer with each plan: "layer L: D=d kernel" -> count. */
   planCounts(): Record<string, number>;
   dispose(): Promise<void>;

@@ -30,6 +30,25 @@ type LayerExperts = { layout: 'fused' } | { layout: 'per_expert'; names: (e: num
 
 const FLOAT_DTYPES: readonly DType[] = ['f32', 'bf16', 'f16'];
 
+/** Every layer config.json names has tensors in the checkpoint (checked from the names alone, before any read). */
+function checkLayersPresent(spec: ModelSpec, names: readonly string[], configFile: string): void {
+  const present = new Set<number>();
+  for (const n of names) {
+    const m = /^(?:model\.layers|transformer\.blocks)\.(\d+)\./.exec(n);
+    if (m) present.add(Number(m[1]));
+  }
+  for (let l = 0; l < spec.numLayers; l++) {
+    if (!present.has(l)) {
+      const held = present.size === 0 ? 'no layer tensors' : `tensors of ${present.size} layers`;
+      throw new ModelError(
+        'CHECKPOINT_MISSING_LAYERS',
+        `${configFile}: num_hidden_layers is ${spec.numLayers} but the checkpoint has no tensors of layer ${l} (it holds ${held})`,
+        configFile,
+      );
+    }
+  }
+}
+
 export class Checkpoint {
   private readonly experts = new Map<number, LayerExperts>();
 
@@ -46,6 +65,7 @@ export class Checkpoint {
     let spec = parseModelConfig(json, file);
     const store = await SafetensorsStore.open(dir);
     try {
+      checkLayersPresent(spec, store.names(), file);
       const embed = spec.family === 'dbrx' ? dbrxNames.embed : EMBED;
       if (!configDeclaresDType(json) && store.has(embed)) {
         // No torch_dtype/dtype in config.json: the checkpoint's own dtype is the truth.

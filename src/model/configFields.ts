@@ -9,6 +9,22 @@ export function isJsonObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * Upper bounds of the integer fields that size host arrays or loops before any weight is read, so that
+ * a typo (num_hidden_layers: 1e9) is one line at once rather than a heap out of memory. The largest
+ * published MoE models stay far below (DeepSeek-V3: 61 layers, 256 experts, 128 heads). Sizes that only
+ * size tensors (vocab_size, hidden_size, intermediate sizes) are bounded by the memory estimate at load.
+ */
+export const FIELD_MAX: Readonly<Record<string, number>> = {
+  num_hidden_layers: 4096,
+  num_local_experts: 65536,
+  num_experts: 65536,
+  n_routed_experts: 65536,
+  num_attention_heads: 65536,
+  num_key_value_heads: 65536,
+  head_dim: 65536,
+};
+
 export class ConfigFields {
   constructor(
     readonly json: JsonObject,
@@ -43,7 +59,10 @@ export class ConfigFields {
     );
   }
 
-  /** A positive integer (or >= min). Absent: the default, or an error when there is none. */
+  /**
+   * A positive integer (or >= min), at most FIELD_MAX[name] where the field sizes host arrays or loops.
+   * Absent: the default, or an error when there is none.
+   */
   int(name: string, opts: { default?: number; min?: number; why?: string } = {}): number {
     const min = opts.min ?? 1;
     const v = this.raw(name);
@@ -54,6 +73,8 @@ export class ConfigFields {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
       throw this.invalid(name, min === 1 ? 'a positive integer' : `an integer >= ${min}`);
     }
+    const max = FIELD_MAX[name];
+    if (max !== undefined && v > max) throw this.invalid(name, `at most ${max} (no model comes near; the loader sizes arrays by it)`);
     return v;
   }
 

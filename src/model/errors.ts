@@ -38,7 +38,13 @@ export type ModelErrorCode =
   | 'CHECKPOINT_BAD_WEIGHT'
   /** make-model was given an unknown preset or bad options. */
   | 'PRESET_UNKNOWN'
-  | 'MAKE_MODEL_OPTIONS';
+  | 'MAKE_MODEL_OPTIONS'
+  /** The weights one rank would hold do not fit the memory its device has (checked before allocating). */
+  | 'MODEL_TOO_LARGE'
+  /** config.json names layers the checkpoint has no tensors for. */
+  | 'CHECKPOINT_MISSING_LAYERS'
+  /** A weight holds NaN or Inf (--check-weights). */
+  | 'CHECKPOINT_NON_FINITE';
 
 export class ModelError extends Error {
   constructor(

@@ -13,7 +13,8 @@ export type ClusterErrorCode =
   | 'RENDEZVOUS_FAILED'
   | 'PEER_LOST'
   | 'COLLECTIVE_TIMEOUT'
-  | 'LAUNCH_FAILED';
+  | 'LAUNCH_FAILED'
+  | 'NON_FINITE';
 
 export abstract class ClusterError extends Error {
   abstract readonly code: ClusterErrorCode;
@@ -121,6 +122,16 @@ export class CollectiveTimeoutError extends ClusterError {
   constructor(collective: number, peer: number, ms: number) {
     super(`data plane: collective ${collective} got nothing from rank ${peer} in ${ms} ms`);
     this.name = 'CollectiveTimeoutError';
+  }
+}
+
+/** The model computed NaN or Inf for a sequence (its weights or its numerics): the request fails, the cluster goes on. */
+export class NonFiniteResultError extends ClusterError {
+  readonly code = 'NON_FINITE';
+  readonly grpcStatus = status.INTERNAL;
+  constructor(what: string) {
+    super(what);
+    this.name = 'NonFiniteResultError';
   }
 }
 

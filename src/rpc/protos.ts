@@ -144,6 +144,8 @@ export interface StepResponseMsg {
   stepId: number;
   results: SequenceResultMsg[];
   computeMs: number;
+  /** Sequences of this rank's share whose logits were not finite (absent or empty: none). */
+  nonfinite?: { index: number; message: string }[];
 }
 
 export type RankState = 'starting' | 'loading' | 'ready' | 'failed' | 'stopping';
