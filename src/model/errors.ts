@@ -8,6 +8,7 @@ export type ModelErrorCode =
   | 'CONFIG_MISSING_FIELD'
   /** config.json: a field has the wrong type or an out-of-range value. */
   | 'CONFIG_INVALID_FIELD'
+  | 'CONFIG_INVALID_OVERRIDE'
   /** config.json: a feature the engine does not implement (another activation, ...). */
   | 'CONFIG_UNSUPPORTED_FEATURE'
   /** config.json could not be read or is not JSON. */

@@ -158,6 +158,129 @@ const qwen3_30bA3b: JsonObject = {
   dtype: 'bfloat16',
 };
 
+// The DeepSeek and DBRX presets copy deepseek-ai/DeepSeek-V2-Lite, deepseek-ai/DeepSeek-V2,
+// deepseek-ai/DeepSeek-V3 and databricks/dbrx-base config.json (rope_theta and rope_scaling moved into
+// rope_parameters, DBRX's rope_theta stated at the top level too, where transformers 5.17 reads it).
+const deepseekYarn = (mscale: number): JsonObject => ({
+  rope_type: 'yarn',
+  rope_theta: 10000.0,
+  factor: 40,
+  original_max_position_embeddings: 4096,
+  beta_fast: 32,
+  beta_slow: 1,
+  mscale,
+  mscale_all_dim: mscale,
+});
+
+const deepseekCommon: JsonObject = {
+  hidden_act: 'silu',
+  qk_rope_head_dim: 64,
+  qk_nope_head_dim: 128,
+  v_head_dim: 128,
+  kv_lora_rank: 512,
+  max_position_embeddings: 163840,
+  rms_norm_eps: 1e-6,
+  moe_layer_freq: 1,
+  attention_bias: false,
+  tie_word_embeddings: false,
+  initializer_range: 0.02,
+  dtype: 'bfloat16',
+};
+
+const deepseekV2Lite: JsonObject = {
+  ...deepseekCommon,
+  architectures: ['DeepseekV2ForCausalLM'],
+  model_type: 'deepseek_v2',
+  vocab_size: 102400,
+  hidden_size: 2048,
+  intermediate_size: 10944,
+  moe_intermediate_size: 1408,
+  num_hidden_layers: 27,
+  num_attention_heads: 16,
+  num_key_value_heads: 16,
+  q_lora_rank: null,
+  n_routed_experts: 64,
+  n_shared_experts: 2,
+  num_experts_per_tok: 6,
+  topk_method: 'greedy',
+  n_group: 1,
+  topk_group: 1,
+  routed_scaling_factor: 1.0,
+  norm_topk_prob: false,
+  first_k_dense_replace: 1,
+  rope_parameters: deepseekYarn(0.707),
+};
+
+const deepseekV2: JsonObject = {
+  ...deepseekCommon,
+  architectures: ['DeepseekV2ForCausalLM'],
+  model_type: 'deepseek_v2',
+  vocab_size: 102400,
+  hidden_size: 5120,
+  intermediate_size: 12288,
+  moe_intermediate_size: 1536,
+  num_hidden_layers: 60,
+  num_attention_heads: 128,
+  num_key_value_heads: 128,
+  q_lora_rank: 1536,
+  n_routed_experts: 160,
+  n_shared_experts: 2,
+  num_experts_per_tok: 6,
+  topk_method: 'group_limited_greedy',
+  n_group: 8,
+  topk_group: 3,
+  routed_scaling_factor: 16.0,
+  norm_topk_prob: false,
+  first_k_dense_replace: 1,
+  rope_parameters: deepseekYarn(0.707),
+};
+
+const deepseekV3: JsonObject = {
+  ...deepseekCommon,
+  architectures: ['DeepseekV3ForCausalLM'],
+  model_type: 'deepseek_v3',
+  vocab_size: 129280,
+  hidden_size: 7168,
+  intermediate_size: 18432,
+  moe_intermediate_size: 2048,
+  num_hidden_layers: 61,
+  num_attention_heads: 128,
+  num_key_value_heads: 128,
+  q_lora_rank: 1536,
+  n_routed_experts: 256,
+  n_shared_experts: 1,
+  num_experts_per_tok: 8,
+  topk_method: 'noaux_tc',
+  n_group: 8,
+  topk_group: 4,
+  routed_scaling_factor: 2.5,
+  norm_topk_prob: true,
+  first_k_dense_replace: 3,
+  rope_parameters: deepseekYarn(1.0),
+};
+
+const dbrx: JsonObject = {
+  architectures: ['DbrxForCausalLM'],
+  model_type: 'dbrx',
+  vocab_size: 100352,
+  d_model: 6144,
+  n_heads: 48,
+  n_layers: 40,
+  max_seq_len: 32768,
+  rope_parameters: { rope_type: 'default', rope_theta: 500000.0 },
+  attn_config: { clip_qkv: 8, kv_n_heads: 8, rope_theta: 500000.0 },
+  ffn_config: {
+    ffn_act_fn: { name: 'silu' },
+    ffn_hidden_size: 10752,
+    moe_num_experts: 16,
+    moe_top_k: 4,
+    moe_normalize_expert_weights: 1,
+  },
+  tie_word_embeddings: false,
+  initializer_range: 0.02,
+  dtype: 'bfloat16',
+};
+
 export const PRESETS: readonly Preset[] = [
   { name: 'tiny', description: 'alias of tiny-mixtral: the default CPU test model', config: tinyMixtral },
   {
@@ -184,6 +307,26 @@ export const PRESETS: readonly Preset[] = [
     name: 'qwen3-30b-a3b',
     description: 'Qwen3-30B-A3B shapes: 48 layers, hidden 2048, 128 experts top-8 (30.5B params, ~61 GB in bf16)',
     config: qwen3_30bA3b,
+  },
+  {
+    name: 'deepseek-v2-lite',
+    description: 'DeepSeek-V2-Lite shapes: 27 layers, hidden 2048, MLA (q_proj), 64 experts top-6 + 2 shared (15.7B params, ~31 GB in bf16)',
+    config: deepseekV2Lite,
+  },
+  {
+    name: 'deepseek-v2',
+    description: 'DeepSeek-V2 shapes: 60 layers, hidden 5120, MLA, 160 experts top-6 group-limited + 2 shared (236B params, ~472 GB in bf16)',
+    config: deepseekV2,
+  },
+  {
+    name: 'deepseek-v3',
+    description: 'DeepSeek-V3 shapes: 61 layers, hidden 7168, MLA, 256 experts top-8 noaux_tc + 1 shared (671B params, ~1.34 TB in bf16)',
+    config: deepseekV3,
+  },
+  {
+    name: 'dbrx',
+    description: 'DBRX shapes: 40 layers, d_model 6144, GQA 48/8, clip_qkv 8, 16 experts top-4 (132B params, ~263 GB in bf16)',
+    config: dbrx,
   },
 ];
 
