@@ -171,7 +171,18 @@ describe('makeModel', () => {
 describe('presets', () => {
   test('every preset is listed with a description and parses', () => {
     const names = listPresets().map((p) => p.name);
-    expect(names).toEqual(['tiny', 'tiny-mixtral', 'tiny-qwen2-moe', 'tiny-qwen3-moe', 'mixtral-8x7b', 'qwen3-30b-a3b']);
+    expect(names).toEqual([
+      'tiny',
+      'tiny-mixtral',
+      'tiny-qwen2-moe',
+      'tiny-qwen3-moe',
+      'mixtral-8x7b',
+      'qwen3-30b-a3b',
+      'deepseek-v2-lite',
+      'deepseek-v2',
+      'deepseek-v3',
+      'dbrx',
+    ]);
     for (const p of listPresets()) {
       expect(p.description.length).toBeGreaterThan(10);
       expect(() => parseModelConfig(presetConfig(p.name), p.name)).not.toThrow();
