@@ -30,6 +30,8 @@ export interface Exit {
 
 export interface TestCluster {
   address: string;
+  /** host:port of GET /metrics, from the ready line (launched with metricsPort); empty without. */
+  metricsAddress: string;
   launcherPid: number;
   rankPids: number[];
   client: PrefillClient;
@@ -109,11 +111,13 @@ export async function startCluster(
   });
 
   const address = ready[1];
+  const metricsAddress = /^ready: .* metrics=(\S+) /m.exec(launcher.stdout())?.[1] ?? '';
   const launcherPid = Number(ready[2]);
   const rankPids = ready[3].split(',').map(Number);
   const client = new PrefillClient(address, extras.client);
   return {
     address,
+    metricsAddress,
     launcherPid,
     rankPids,
     client,

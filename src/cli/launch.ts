@@ -27,6 +27,7 @@ export interface LaunchCommandOptions extends Pick<
   | 'expertGroups'
   | 'dispatch'
   | 'trace'
+  | 'metricsPort'
 > {
   maxTokensPerRank?: number;
   maxWaitMs?: number;
@@ -89,7 +90,7 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   if (nodeRank === 0) {
     const pids = cluster.ranks.map((r) => r.pid).join(',');
     process.stdout.write(
-      `ready: ${cluster.publicAddress} model=${path.basename(cluster.modelDir)} ranks=${cluster.world} backend=${cluster.backend} launcher_pid=${process.pid} rank_pids=${pids}\n`,
+      `ready: ${cluster.publicAddress}${cluster.metricsAddress ? ` metrics=${cluster.metricsAddress}` : ''} model=${path.basename(cluster.modelDir)} ranks=${cluster.world} backend=${cluster.backend} launcher_pid=${process.pid} rank_pids=${pids}\n`,
     );
   } else {
     logger.info({ coordinator: cluster.coordinatorAddress, ranks: cluster.ranks }, 'node ranks started');

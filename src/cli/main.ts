@@ -1,4 +1,6 @@
 // The `eps-moe` command line. Each subcommand lives in its own file; this one only wires flags.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DISPATCH_MODES, parseMoeSchedule } from '../moe/schedule';
 import { CliError, reportAndExit } from './errors';
@@ -40,6 +42,7 @@ const backendOption = () => new Option('--backend <kind>', 'cpu or cuda (default
 export function buildProgram(): Command {
   const program = new Command('eps-moe')
     .description('Distributed prefill of Mixture-of-Experts models with the EPS-MoE scheduler')
+    .version(packageVersion(), '-V, --version', 'print the version (package.json) and the Node.js version')
     .showHelpAfterError(false)
     .configureOutput({ outputError: (str, write) => write(`eps-moe: ${str.replace(/^error: /, '').trim()}\n`) });
 
@@ -113,6 +116,11 @@ export function buildProgram(): Command {
     )
     .option('--api-key-file <file>', 'bearer tokens, one per line, that the public API requires (health probes need none)')
     .option(
+      '--metrics-port <port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics on --host (0: any free port)',
+      nonNegativeInt('--metrics-port'),
+    )
+    .option(
       '--failure-linger-ms <n>',
       'how long a failed cluster answers NOT_SERVING before exiting',
       nonNegativeInt('--failure-linger-ms'),
@@ -142,9 +150,23 @@ export function buildProgram(): Command {
     .option('--timeout-ms <ms>', 'deadline of each request', positiveInt('--timeout-ms'))
     .option('--api-key-file <file>', "the server's API keys file: the first key is sent as a bearer token")
     .option('--tls-ca <file>', 'PEM of the CA (or self-signed certificate) of a server launched with --tls-cert: connect over TLS')
+    .option('--allow-failures', 'load generator: exit 0 when some requests fail (by default any failure exits 1)')
     .action(async (opts) => {
       const { prefillCommand } = await import('./prefill');
       await prefillCommand(opts);
+    });
+
+  program
+    .command('status')
+    .description("a cluster's health, model, ranks and per-layer MoE metrics (no grpcurl needed)")
+    .requiredOption('--server <host:port>', 'the cluster (eps-moe launch prints it)')
+    .option('--json', 'print {"health", "model", "metrics"} as JSON')
+    .option('--timeout-ms <ms>', 'deadline of each call', positiveInt('--timeout-ms'), 5000)
+    .option('--api-key-file <file>', "the server's API keys file: the first key is sent as a bearer token")
+    .option('--tls-ca <file>', 'PEM of the CA (or self-signed certificate) of a server launched with --tls-cert')
+    .action(async (opts) => {
+      const { statusCommand } = await import('./status');
+      await statusCommand(opts);
     });
 
   program
@@ -192,6 +214,12 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+/** "eps-moe 0.1.0 (node v20.20.2, napi 9)": package.json's version, found from src/cli or dist/cli alike. */
+function packageVersion(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return `eps-moe ${pkg.version} (node ${process.version}, napi ${process.versions.napi})`;
 }
 
 function list(v: string): string[] {

@@ -26,6 +26,8 @@ export interface PrefillCommandOptions {
   apiKeyFile?: string;
   /** The PEM of the CA (or self-signed certificate) of a server launched with --tls-cert: TLS. */
   tlsCa?: string;
+  /** Load generator: exit 0 even when some requests failed (as long as one succeeded). */
+  allowFailures?: boolean;
 }
 
 export const DEFAULT_TOP_LOGPROBS = 5;
@@ -52,6 +54,12 @@ export async function prefillCommand(opts: PrefillCommandOptions): Promise<void>
       const summary = await runLoad(client, request, opts.concurrency ?? 1, opts.repeat ?? 1, opts.timeoutMs);
       process.stdout.write(opts.json ? `${JSON.stringify(summary)}\n` : formatLoad(summary));
       if (summary.ok === 0) throw new CliError(`every request failed: ${JSON.stringify(summary.errors)}`);
+      const failed = summary.requests - summary.ok;
+      if (failed > 0 && !opts.allowFailures) {
+        throw new CliError(
+          `${failed} of ${summary.requests} requests failed: ${JSON.stringify(summary.errors)} (--allow-failures to exit 0)`,
+        );
+      }
       return;
     }
     let res: PrefillResponseMsg;

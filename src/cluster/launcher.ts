@@ -15,6 +15,7 @@ import { parseHostPort } from './peerAddress';
 import { makeClusterSecret, readTlsFiles, type TlsPaths } from '../rpc/security';
 import { sendConfig } from '../rpc/processConfig';
 import { rankReceiveLimit, type EngineConfig, type RankConfig } from './rankConfig';
+import { ClusterMetrics, serveMetrics } from './metrics';
 import { Router, type ClusterLoadProgress } from './router';
 import type { ClusterTuning } from './tuning';
 import { loadTextTokenizer } from './textTokenizer';
@@ -39,6 +40,8 @@ export interface LaunchOptions {
   security: LaunchSecurity;
   logger: Logger;
   onProgress?: (p: ClusterLoadProgress) => void;
+  /** Node 0: serve Prometheus metrics on this port (0: any free one) at /metrics, on `host`; null: no metrics server. */
+  metricsPort?: number | null;
 }
 
 export interface LaunchSecurity {
@@ -58,6 +61,8 @@ export interface RankChild {
 export interface RunningCluster {
   /** host:port of the public server (node 0 only; empty elsewhere). */
   publicAddress: string;
+  /** host:port of the Prometheus endpoint (GET /metrics), or empty: none. */
+  metricsAddress: string;
   coordinatorAddress: string;
   world: number;
   ranks: RankChild[];
@@ -87,9 +92,12 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
   const internal = { secret: clusterSecret, tls: tls?.ca ? tls : null };
 
   let router: Router | null = null;
+  let metricsServer: { address: string; close(): Promise<void> } | null = null;
   let coordinatorAddress = opts.coordinator ?? '';
   if (opts.nodeRank === 0) {
+    const metrics = new ClusterMetrics();
     router = await Router.start({
+      metrics,
       modelDir: opts.modelDir,
       spec: opts.spec,
       tokenizer: loadTextTokenizer(opts.modelDir),
@@ -112,6 +120,15 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
       logger: logger.child({ component: 'router' }),
     });
     if (!multiNode) coordinatorAddress = router.coordinatorAddress;
+    if (opts.metricsPort !== undefined && opts.metricsPort !== null) {
+      try {
+        metricsServer = await serveMetrics(metrics, opts.host, opts.metricsPort, logger);
+      } catch (e) {
+        await router.stop('the metrics port could not be opened');
+        throw new LaunchError(`--metrics-port ${opts.metricsPort}: cannot listen on ${opts.host}: ${messageOf(e)}`);
+      }
+      logger.info({ metrics: `http://${metricsServer.address}/metrics` }, 'metrics listening');
+    }
     logger.info(
       {
         public: router.publicAddress,
@@ -163,6 +180,7 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
       if (router) await router.stop(why);
       // Without a router here (nodes other than 0), the ranks are told directly.
       else supervisor.terminateAll('SIGTERM');
+      await metricsServer?.close();
       await supervisor.stopAll(RANK_EXIT_GRACE_MS);
       resolveFinished(code);
     })();
@@ -175,6 +193,7 @@ export async function launchCluster(opts: LaunchOptions): Promise<RunningCluster
 
   const cluster: RunningCluster = {
     publicAddress: router?.publicAddress ?? '',
+    metricsAddress: metricsServer?.address ?? '',
     coordinatorAddress,
     world,
     ranks: supervisor.children,

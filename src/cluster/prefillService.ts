@@ -78,13 +78,28 @@ export function tolerantPrefillService(budget: ByteBudget): grpc.ServiceDefiniti
 }
 
 export function prefillHandlers(backend: PrefillBackend, logger: Logger): grpc.UntypedServiceImplementation {
+  // Refusals are counted in the metrics; the log gets at most one line a second per cause (a flood of bad
+  // requests must not flood the log), saying how many were left out since the last line.
+  const lastLogged = new Map<string, { at: number; skipped: number }>();
+  const logRefusal = (err: ClusterError, requestId: string): void => {
+    const now = Date.now();
+    const seen = lastLogged.get(err.code);
+    if (seen && now - seen.at < 1000) {
+      seen.skipped++;
+      return;
+    }
+    lastLogged.set(err.code, { at: now, skipped: 0 });
+    const fields = { requestId, code: err.code, details: err.message, notLogged: seen?.skipped ?? 0 };
+    if (err.grpcStatus === grpc.status.INTERNAL) logger.error(fields, 'prefill failed (logged at most once a second per cause)');
+    else logger.info(fields, 'prefill refused (logged at most once a second per cause)');
+  };
   const prefill: grpc.handleUnaryCall<Received, PrefillResponseMsg> = (call, callback) => {
     const received = call.request;
     const fail = (err: unknown, requestId: string): void => {
       if (received.kind !== 'overBudget') received.lease.release();
       const code = grpcStatusOf(err);
       if (!(err instanceof ClusterError)) logger.error({ requestId, err: messageOf(err) }, 'prefill failed unexpectedly');
-      else logger.info({ requestId, code: err.code, details: err.message }, 'prefill refused');
+      else logRefusal(err, requestId);
       callback({ code, details: messageOf(err) });
     };
     if (received.kind === 'overBudget') {

@@ -144,7 +144,13 @@ export class RankProcess {
       Step: (call: grpc.ServerUnaryCall<StepRequestMsg, StepResponseMsg>, cb: grpc.sendUnaryData<StepResponseMsg>) =>
         this.step(call.request, cb),
       Health: (_call: grpc.ServerUnaryCall<object, RankHealthMsg>, cb: grpc.sendUnaryData<RankHealthMsg>) =>
-        cb(null, { state: this.state, rank: this.opts.rank, stepsDone: this.stepsDone, planCounts: this.engine?.planCounts() ?? {} }),
+        cb(null, {
+          state: this.state,
+          rank: this.opts.rank,
+          stepsDone: this.stepsDone,
+          planCounts: this.engine?.planCounts() ?? {},
+          ...this.engine?.stats(),
+        }),
       Shutdown: (call: grpc.ServerUnaryCall<ShutdownRequestMsg, object>, cb: grpc.sendUnaryData<object>) => {
         cb(null, {});
         const code = call.request.failed ? RANK_EXIT.failed : RANK_EXIT.ok;

@@ -24,6 +24,7 @@ import type { Logger } from '../rpc/log';
 import { ByteBudget, prefillHandlers, tolerantPrefillService } from './prefillService';
 import { coordinatorService, prefillPackageDefinition, type LoadProgressMsg, type ModelInfoMsg, type StepResponseMsg } from '../rpc/protos';
 import { RankClient } from './rankClient';
+import type { ClusterMetrics } from './metrics';
 import { RequestQueue } from './requestQueue';
 import type { TextTokenizer } from './textTokenizer';
 import { admitRequest, maxRequestBytes, type RequestLimits } from './validate';
@@ -51,6 +52,8 @@ export interface RouterOptions extends Pick<
   coordinatorPort: number;
   security: RouterSecurity;
   logger: Logger;
+  /** Prometheus metrics (metrics.ts): counted here, served by the launcher on --metrics-port. */
+  metrics?: ClusterMetrics;
 }
 
 export interface RouterSecurity {
@@ -128,7 +131,16 @@ export class Router {
     this.publicServer = new grpc.Server({
       ...SERVER_OPTIONS,
       'grpc.max_receive_message_length': this.maxRequestBytes,
-      interceptors: security.apiKeys.length > 0 ? [apiKeyInterceptor(security.apiKeys, opts.logger)] : [],
+      // The metrics interceptor first (outermost): it sees the calls the API-key check refuses too.
+      interceptors: [
+        ...(opts.metrics ? [opts.metrics.interceptor()] : []),
+        ...(security.apiKeys.length > 0 ? [apiKeyInterceptor(security.apiKeys, opts.logger)] : []),
+      ],
+    });
+    opts.metrics?.attach({
+      queuedSequences: () => this.requests.queuedSequences,
+      inflightRequestBytes: () => this.requestBytes.inUse,
+      ranks: () => Promise.all(this.ranks.map((r) => r.health().catch(() => null))).then((rs) => rs.filter((r) => r !== null)),
     });
     this.coordinatorServer = new grpc.Server(
       internalServerOptions(security.internal, SERVER_OPTIONS, COORDINATOR_MAX_RECEIVE_BYTES, opts.logger),
@@ -251,7 +263,20 @@ export class Router {
           admit: (req) => admitRequest(req, this.limits, opts.tokenizer),
           submit: (req, timeoutMs) => {
             if (this.stateValue !== 'serving') throw new UnavailableError(this.unavailableReason());
-            return this.requests.submit(req, timeoutMs);
+            const handle = this.requests.submit(req, timeoutMs);
+            const { metrics } = opts;
+            if (metrics) {
+              handle.done.then(
+                (res) =>
+                  metrics.answered(
+                    res.sequences.length,
+                    res.sequences.reduce((a, s) => a + s.tokenCount, 0),
+                    res.queueMs,
+                  ),
+                () => undefined,
+              );
+            }
+            return handle;
           },
           modelInfo: () => this.modelInfo(),
           metrics: async () => ({ ranks: await Promise.all(this.ranks.map((r) => r.health())) }),
@@ -265,13 +290,21 @@ export class Router {
   }
 
   private async runStep(stepId: number, perRank: { ids: number[]; topLogprobs: number }[][]): Promise<StepResponseMsg[]> {
-    return Promise.all(
+    const t0 = performance.now();
+    const responses = await Promise.all(
       this.ranks.map((rank, r) =>
         rank.step({ stepId, sequences: perRank[r] }, this.opts.stepTimeoutMs).catch((err: unknown) => {
           throw new UnavailableError(`step ${stepId} failed on rank ${r}: ${messageOf(err)}`);
         }),
       ),
     );
+    this.opts.metrics?.step(
+      performance.now() - t0,
+      responses.map((res) => res.computeMs),
+    );
+    const nonFinite = responses.reduce((a, res) => a + (res.nonfinite?.length ?? 0), 0);
+    if (nonFinite > 0) this.opts.metrics?.nonFiniteSequences(nonFinite);
+    return responses;
   }
 
   private modelInfo(): ModelInfoMsg {

@@ -57,6 +57,8 @@ export interface ClusterOptions {
   tlsCa?: string;
   /** Bearer tokens (one per line) that the public API requires; health probes need none. */
   apiKeyFile?: string;
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics on the public host (0: any free port); default none. */
+  metricsPort?: number;
   /** Limits and timeouts (DEFAULT_TUNING otherwise). */
   tuning?: Partial<ClusterTuning>;
   logger?: Logger;
@@ -127,6 +129,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       security,
       logger,
       onProgress: opts.onLoadProgress,
+      metricsPort: opts.metricsPort ?? null,
     });
   } catch (e) {
     throw new Error(`launch failed: ${(e as Error).message}`);

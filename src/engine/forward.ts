@@ -7,7 +7,7 @@ import * as ops from '../native/ops';
 import type { ModelSpec } from '../model/config';
 import type { CostModel } from '../moe/cost/costModel';
 import { moeLayer, type MoeRouting } from '../moe/exec/moeLayer';
-import type { RouterGroups } from '../moe/exec/context';
+import type { MoeLayerStats, RouterGroups } from '../moe/exec/context';
 import type { MoePlan } from '../moe/plan/plan';
 import { type ExpertLayout, ExpertLayoutError, expertLayout } from '../moe/placement';
 import { scheduleLayoutProblem, type DispatchMode, type MoeSchedule } from '../moe/schedule';
@@ -47,6 +47,8 @@ export interface ForwardResult {
   measured?: MeasuredOp[];
   /** The sequences whose logits hold NaN or Inf (count_nonfinite on the device); empty when all are finite. */
   nonfinite: NonFinite[];
+  /** What each MoE layer's host sync saw, in layer order (as plans). */
+  layerStats: MoeLayerStats[];
 }
 
 export interface RunnerOptions {
@@ -138,6 +140,7 @@ export class ModelRunner {
         };
       }
       const plans: MoePlan[] = [];
+      const layerStats: MoeLayerStats[] = [];
       // Debug: per layer, non-finite values of each token's MLP output, read after the step (no extra host sync).
       const layerChecks: Tensor[] = [];
       const checkLayers = (options.checkLayers ?? this.options.checkLayers ?? false) && T > 0;
@@ -148,7 +151,7 @@ export class ModelRunner {
           const onSpan = options.trace ? (span: OpSpan) => spans.push({ layer: i, span }) : undefined;
           const check = checkLayers ? scope.tensor('i32', [T]) : undefined;
           if (check) layerChecks.push(check);
-          const plan = await this.layer(ls, w, x, layout, onSpan, check);
+          const plan = await this.layer(ls, w, x, layout, onSpan, check, (st) => layerStats.push(st));
           if (plan) plans.push(plan);
         } finally {
           ls.dispose();
@@ -161,7 +164,7 @@ export class ModelRunner {
       await s.synchronize();
       await this.commStream.synchronize();
       const measured = stepStart ? resolveSpans(stepStart, spans) : undefined;
-      return { logits, plans, measured, nonfinite };
+      return { logits, plans, measured, nonfinite, layerStats };
     } finally {
       scope.dispose();
       stepStart?.dispose();
@@ -179,6 +182,7 @@ export class ModelRunner {
     layout: StepLayout | undefined,
     onSpan: ((span: OpSpan) => void) | undefined,
     check?: Tensor,
+    onStats?: (stats: MoeLayerStats) => void,
   ): Promise<MoePlan | undefined> {
     const { spec, weights } = this;
     const s = this.compute;
@@ -208,6 +212,7 @@ export class ModelRunner {
           costModel: this.options.costModel,
           dispatch: this.options.dispatch,
           onSpan,
+          onStats,
         },
         w.mlp.moe,
         hn,

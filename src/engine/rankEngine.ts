@@ -6,7 +6,9 @@ import { loadModelSpec, type ModelSpec } from '../model/config';
 import { CheckpointSource } from './checkpointSource';
 import { ModelRunner } from './forward';
 import { RandomSource } from './randomSource';
-import type { RankEngine, RankEngineOptions } from './types';
+import type { RankEngine, RankEngineOptions, RankStats } from './types';
+import { dtypeBytes } from '../native/device';
+import type { MoePlan } from '../moe/plan/plan';
 import { disposeWeights } from './weightTypes';
 import { loadWeights, type WeightSource } from './weights';
 import type { CostModel } from '../moe/cost/costModel';
@@ -111,6 +113,11 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
   const trace = opts.traceFile ? new TraceCollector() : undefined;
   const moeLayers = spec.layers.flatMap((l, i) => (l.mlp === 'moe' ? [i] : []));
   const planCounts: Record<string, number> = {};
+  const stats: RankStats = {
+    stepMs: 0,
+    moeLayers: moeLayers.map((layer) => ({ layer, steps: 0, hostSyncMs: 0, allToAllBytes: 0, expertTokens: [] })),
+  };
+  const rowBytes = spec.hiddenSize * dtypeBytes[actDtype];
   return {
     spec,
     runner,
@@ -121,20 +128,40 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
       const startedMs = performance.timeOrigin + performance.now(); // one clock for every rank of a host
       const result = await runner.forward(sequences, { trace: trace !== undefined });
       if (trace) addForwardToTrace(trace, comm.rank, result, startedMs);
-      const { logits, plans, nonfinite } = result;
+      const { logits, plans, nonfinite, layerStats } = result;
       plans.forEach((plan, i) => {
         const key = `layer ${moeLayers[i]}: ${planLabel(plan)}`;
         planCounts[key] = (planCounts[key] ?? 0) + 1;
+        const acc = stats.moeLayers[i];
+        acc.steps++;
+        acc.allToAllBytes += allToAllRows(plan) * rowBytes;
+        const seen = layerStats[i];
+        if (seen) {
+          acc.hostSyncMs += seen.hostSyncMs;
+          seen.expertTokens.forEach((n, e) => (acc.expertTokens[e] = (acc.expertTokens[e] ?? 0) + n));
+        }
       });
+      stats.stepMs += performance.timeOrigin + performance.now() - startedMs;
       return { logits, nonfinite };
     },
     planCounts: () => ({ ...planCounts }),
+    stats: () => structuredClone(stats),
     async dispose() {
       if (trace && opts.traceFile) await trace.write(rankTraceFile(opts.traceFile, comm.rank));
       runner.dispose();
       disposeWeights(weights);
     },
   };
+}
+
+/** Rows this rank sends to other ranks in a layer's all-to-alls: its dispatch rows out, its combine rows back. */
+function allToAllRows(plan: MoePlan): number {
+  let rows = 0;
+  for (const c of plan.chunks) {
+    c.sentRows.forEach((n, p) => (rows += p === plan.rank ? 0 : n));
+    c.recvRows.forEach((n, p) => (rows += p === plan.rank ? 0 : n));
+  }
+  return rows;
 }
 
 /**

@@ -34,6 +34,12 @@ export interface StepOutput {
   nonfinite: NonFinite[];
 }
 
+/** What a rank's steps added up to since it loaded. */
+export interface RankStats {
+  stepMs: number;
+  moeLayers: { layer: number; steps: number; hostSyncMs: number; allToAllBytes: number; expertTokens: number[] }[];
+}
+
 export interface RankEngine {
   readonly spec: ModelSpec;
   readonly rank: number;
@@ -46,5 +52,7 @@ export interface RankEngine {
   step(sequences: readonly (readonly number[])[]): Promise<StepOutput>;
   /** How many steps ran each MoE layer with each plan: "layer L: D=d kernel" -> count. */
   planCounts(): Record<string, number>;
+  /** Counters of the steps run so far, per MoE layer (metrics). */
+  stats(): RankStats;
   dispose(): Promise<void>;
 }

@@ -155,6 +155,17 @@ export interface RankHealthMsg {
   rank: number;
   stepsDone: number;
   planCounts: Record<string, number>;
+  /** Per MoE layer, counters since the rank loaded (absent from ranks that have not loaded). */
+  moeLayers?: MoeLayerMetricsMsg[];
+  stepMs?: number;
+}
+
+export interface MoeLayerMetricsMsg {
+  layer: number;
+  steps: number;
+  hostSyncMs: number;
+  allToAllBytes: number;
+  expertTokens: number[];
 }
 
 export interface ClusterMetricsMsg {

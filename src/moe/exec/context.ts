@@ -39,9 +39,19 @@ export interface MoeLayerContext {
   costModel?: CostModel;
   /** Called with spans (start/end events per op) when tracing. */
   onSpan?: (span: OpSpan) => void;
+  /** Called once per layer, after planning, with what the host saw of it (metrics). */
+  onStats?: (stats: MoeLayerStats) => void;
   /**
    * How the dispatch sends rows: once per (token, expert) pair, once per (token, destination rank), or
    * (auto, the default) as the auto schedule's cost model predicts faster.
    */
   dispatch?: DispatchMode;
+}
+
+/** What one MoE layer's host sync saw (for metrics; no device reads beyond the sync itself). */
+export interface MoeLayerStats {
+  /** Milliseconds from enqueueing the counts' read to having every rank's counts and a plan (the layer's host sync). */
+  hostSyncMs: number;
+  /** Tokens routed to each expert (virtual ids), summed over every rank's micro-chunks. */
+  expertTokens: number[];
 }

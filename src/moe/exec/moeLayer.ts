@@ -85,6 +85,7 @@ export async function routedMoeLayer(
   // runs it while the host waits for the counts, gathers them and plans (plan.ts 'early').
   const sharedEarly = w.shared !== undefined && schedule.kind !== 'baseline' && T > 0;
   let counts: Int32Array = new Int32Array(countsLength);
+  const syncStart = performance.now();
   if (T > 0) {
     const read = countsDev.read(cs);
     if (sharedEarly) sharedExpert(ctx, w, h, out, cs, true);
@@ -114,6 +115,7 @@ export async function routedMoeLayer(
     ctx.costModel,
     schedule,
   );
+  if (ctx.onStats) ctx.onStats({ hostSyncMs: performance.now() - syncStart, expertTokens: expertTotals(gathered, M, E) });
   const dispatcher: Dispatcher =
     plan.dispatch === 'dedup'
       ? new DedupDispatcher(ctx, plan, { h, out }, w, source!, rankCounts)
@@ -232,4 +234,11 @@ function sharedExpert(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, out: Tenso
     ops.add(s, out, out, y);
   }
   sp?.end('compute', 'shared expert', { tokens: T });
+}
+
+/** Tokens per expert, summed over ranks and micro-chunks ([M][E] at the head of every rank's counts). */
+function expertTotals(gathered: readonly Int32Array[], M: number, E: number): number[] {
+  const total = new Array<number>(E).fill(0);
+  for (const c of gathered) for (let m = 0; m < M; m++) for (let e = 0; e < E; e++) total[e] += c[m * E + e];
+  return total;
 }
