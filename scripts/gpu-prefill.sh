@@ -31,7 +31,7 @@ for item in "$@"; do
   layers=; [ "$shape" != "$preset" ] && layers=${shape#*:}
   cfg=/tmp/eps-prefill-cfg/$preset${layers:+-$layers}
   mkdir -p "$cfg"
-  node -e "const {presetConfig}=require('./dist/model/makeModel'); const c=presetConfig(process.argv[1]); if (process.argv[2]) c.num_hidden_layers=Number(process.argv[2]); require('fs').writeFileSync(process.argv[3]+'/config.json', JSON.stringify(c, null, 1)); const V=Math.min(32000, c.vocab_size); const r=[]; for (let b=0;b<8;b++) r.push(Array.from({length:2048},(_, i)=>(i*7919+b*104729)%V)); require('fs').writeFileSync('/tmp/load.json', JSON.stringify({sequences:r}))" "$preset" "$layers" "$cfg" || continue
+  node -e "const {presetConfig}=require('./dist/model/makeModel'); const {applyOverrides, parseOverride}=require('./dist/model/overrides'); const c=applyOverrides(presetConfig(process.argv[1]), process.argv[2] ? [parseOverride('num_hidden_layers='+process.argv[2])] : []); require('fs').writeFileSync(process.argv[3]+'/config.json', JSON.stringify(c, null, 1)); const V=Math.min(32000, c.vocab_size); const r=[]; for (let b=0;b<8;b++) r.push(Array.from({length:2048},(_, i)=>(i*7919+b*104729)%V)); require('fs').writeFileSync('/tmp/load.json', JSON.stringify({sequences:r}))" "$preset" "$layers" "$cfg" || continue
   log=$OUT/eps-$preset${layers:+-$layers}-${sched//:/_}
   if [ "$sched" = auto ] && [ -n "${PROFILE:-}" ]; then
     # auto chooses by the cost model of this GPU: measure it first (cached for the launch's rank)

@@ -42,8 +42,11 @@ def main():
     model.eval()
     experts = None
     if hasattr(model, "set_experts_implementation"):
-        model.set_experts_implementation(a.experts)
-        experts = getattr(model.config, "_experts_implementation", a.experts)
+        try:
+            model.set_experts_implementation(a.experts)
+            experts = getattr(model.config, "_experts_implementation", a.experts)
+        except Exception as err:  # a family without the experts interface keeps its own
+            experts = f"default ({type(err).__name__}: {err})"[:120]
     if a.input:
         seqs = json.load(open(a.input))["sequences"]
         ids = torch.tensor(seqs, dtype=torch.long, device="cuda")
