@@ -40,8 +40,9 @@ export interface PrefillRow {
 const RANDOM_WEIGHTS_SEED = 1234;
 const GiB = 1024 ** 3;
 
-function modelSpec(preset: string): ModelSpec {
-  return parseModelConfig(presetConfig(preset), `preset ${preset}`);
+function modelSpec(preset: string, overrides: readonly string[] = []): ModelSpec {
+  const where = overrides.length ? `preset ${preset} with --override ${overrides.join(' ')}` : `preset ${preset}`;
+  return parseModelConfig(presetConfig(preset, undefined, overrides), where);
 }
 
 /** Bytes the forward needs besides weights, generously: activations of the largest batch + 2 GiB. */
@@ -98,7 +99,7 @@ export const prefillSuite: Suite<PrefillRow> = {
   doesNotFit(ctx: BenchContext) {
     // The CPU backend reports no free-memory figure; its quick model is a few MB.
     if (ctx.device.backend === 'cpu') return undefined;
-    const spec = modelSpec(ctx.sizes.prefillPreset);
+    const spec = modelSpec(ctx.sizes.prefillPreset, ctx.sizes.prefillOverrides);
     const elt = dtypeBytes[ctx.dtype];
     const maxTokens = Math.max(...ctx.sizes.prefill.map((c) => c.batch * c.seqLen));
     const need = totalParams(spec) * elt + activationBytes(spec, maxTokens, elt);
@@ -109,7 +110,7 @@ export const prefillSuite: Suite<PrefillRow> = {
   async run(ctx: BenchContext) {
     const ceiling = await ctx.ceiling();
     const preset = ctx.sizes.prefillPreset;
-    const spec = modelSpec(preset);
+    const spec = modelSpec(preset, ctx.sizes.prefillOverrides);
     ctx.progress(`prefill: making ${preset} (${formatCount(totalParams(spec))} parameters) with random weights on ${ctx.device.name}`);
     let lastTenth = -1;
     const engine = await loadRankEngine({

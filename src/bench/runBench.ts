@@ -13,6 +13,8 @@ import { gemmSuite } from './gemmSuite';
 import { measureCeiling } from './gemmTiming';
 import { prefillSuite } from './prefillSuite';
 import type { BenchReport, SuiteRows } from './report';
+import { parseModelConfig } from '../model/config';
+import { presetConfig } from '../model/makeModel';
 import { benchSizes } from './sizes';
 import { isSuiteName, SUITE_NAMES, type Suite, type SuiteName } from './suite';
 import { formatTable } from './table';
@@ -27,6 +29,9 @@ export interface BenchOptions {
   reps?: number;
   /** How the MoE layers of the prefill suite run; default auto (the engine's default). */
   schedule?: MoeSchedule;
+  /** The prefill suite's model: a preset (default per size class, sizes.ts) and changes to its config. */
+  preset?: string;
+  overrides?: readonly string[];
 }
 
 export interface BenchSinks {
@@ -72,7 +77,19 @@ export async function runBench(opts: BenchOptions, sinks: BenchSinks): Promise<B
     throw new BenchError('BENCH_OPTIONS', `reps must be a positive integer, got ${opts.reps}`);
   }
   const quick = backend === 'cpu' || opts.quick === true;
-  const sizes = benchSizes(quick);
+  const sizes = {
+    ...benchSizes(quick),
+    ...(opts.preset !== undefined && { prefillPreset: opts.preset }),
+    prefillOverrides: opts.overrides ?? [],
+  };
+  if (opts.preset !== undefined || sizes.prefillOverrides.length > 0) {
+    // A wrong preset or override is a usage error, said before any device work.
+    try {
+      parseModelConfig(presetConfig(sizes.prefillPreset, undefined, sizes.prefillOverrides), `preset ${sizes.prefillPreset}`);
+    } catch (e) {
+      throw new BenchError('BENCH_OPTIONS', (e as Error).message);
+    }
+  }
   const device = Device.open(backend, 0);
   const stream = device.stream();
   const dtype = defaultDType(backend);

@@ -51,8 +51,10 @@ export interface BenchSizes {
   experts: ExpertShape[];
   attentionHeads: AttentionHeads;
   attention: AttentionCase[];
-  /** A preset of src/model/presets.ts; its config gives the model shape. */
+  /** A preset of src/model/presets.ts; its config gives the model shape (--preset). */
   prefillPreset: string;
+  /** `KEY=VALUE` changes to that config (--override), e.g. num_hidden_layers=8. */
+  prefillOverrides?: readonly string[];
   prefill: PrefillCase[];
   /** Timed repetitions when --reps is not given, and untimed ones before them. */
   defaultReps: number;

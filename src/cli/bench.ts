@@ -18,6 +18,9 @@ export interface BenchCliOptions {
   quick?: boolean;
   reps?: number;
   moeSchedule?: string;
+  /** The prefill suite's model (a preset) and changes to its config. */
+  preset?: string;
+  override?: string[];
 }
 
 export interface BenchCliStreams {
@@ -33,7 +36,15 @@ export async function benchCommand(
   try {
     const schedule = opts.moeSchedule === undefined ? undefined : parseMoeSchedule(opts.moeSchedule);
     report = await runBench(
-      { suites: opts.suites, backend: opts.backend, quick: opts.quick, reps: opts.reps, schedule },
+      {
+        suites: opts.suites,
+        backend: opts.backend,
+        quick: opts.quick,
+        reps: opts.reps,
+        schedule,
+        preset: opts.preset,
+        overrides: opts.override,
+      },
       {
         table: (text) => streams.out.write(text),
         progress: (line) => streams.err.write(`eps-moe bench: ${line}\n`),

@@ -44,6 +44,8 @@ export interface LaunchCommandOptions extends Pick<
   tlsCa?: string;
   apiKeyFile?: string;
   logLevel?: string;
+  /** --override KEY=VALUE, repeatable: changes to the preset's config. */
+  override?: string[];
 }
 
 export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
@@ -57,6 +59,7 @@ export async function launchCommand(opts: LaunchCommandOptions): Promise<void> {
   try {
     cluster = await startCluster({
       ...opts,
+      overrides: opts.override,
       tuning: {
         maxTokensPerRank: opts.maxTokensPerRank,
         maxWaitMs: opts.maxWaitMs,

@@ -53,6 +53,7 @@ export function buildProgram(): Command {
     .requiredOption('--out <dir>', 'folder to write')
     .option('--seed <n>', 'random seed', nonNegativeInt('--seed'), 0)
     .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['bf16', 'f32']))
+    .option('--override <key=value>', "change a field of the preset's config (repeatable), e.g. num_hidden_layers=8", collect, [])
     .addHelpText('after', () => `\nPresets:\n${require('./makeModel').presetHelp()}`)
     .action(async (opts) => {
       const { makeModelCommand } = await import('./makeModel');
@@ -129,6 +130,7 @@ export function buildProgram(): Command {
     .addOption(expertGroupsOption('; give every node the same G'))
     .addOption(dispatchOption())
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
+    .option('--override <key=value>', "change a field of the preset's config (repeatable), e.g. num_hidden_layers=8", collect, [])
     .option('--trace <file>', "a Chrome/Perfetto trace of every step's MoE ops (measured and predicted), written when the cluster stops")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(async (opts) => {
@@ -192,6 +194,13 @@ export function buildProgram(): Command {
     .option('--quick', 'small shapes, seconds per suite (always on with the CPU backend)')
     .option('--reps <n>', 'timed repetitions per measurement; the median is reported (default 20, quick 5)', positiveInt('--reps'))
     .option('--moe-schedule <schedule>', `MoE schedule of the prefill suite: ${SCHEDULE_HELP}`, scheduleOption, 'auto')
+    .option('--preset <name>', 'prefill suite: the model, a preset (default: mixtral-8x7b on GPUs, tiny-mixtral on the CPU)')
+    .option(
+      '--override <key=value>',
+      "prefill suite: change a field of the preset's config (repeatable), e.g. num_hidden_layers=8",
+      collect,
+      [],
+    )
     .option('--ranks <n>', 'moe suite: ranks (GPUs; in-process ranks on the CPU)', positiveInt('--ranks'), 2)
     .option('--shapes <names>', 'moe suite: layer shapes, comma-separated (deepseek-v2, mixtral-8x7b, qwen3-30b-a3b)', list)
     .option('--tokens <n,...>', 'moe suite: tokens per rank, comma-separated', (v: string) => list(v).map(positiveInt('--tokens')))
@@ -220,6 +229,11 @@ export function buildProgram(): Command {
 function packageVersion(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
   return `eps-moe ${pkg.version} (node ${process.version}, napi ${process.versions.napi})`;
+}
+
+/** A repeatable option's values, in order. */
+function collect(v: string, previous: string[]): string[] {
+  return [...previous, v];
 }
 
 function list(v: string): string[] {

@@ -2,6 +2,7 @@
 // stderr for the large presets.
 import { findPreset, listPresets } from '../model/presets';
 import { makeModel } from '../model/makeModel';
+import { ModelError } from '../model/errors';
 import type { FloatDType } from '../model/config';
 import { CliError } from './errors';
 import { ProgressView } from './progress';
@@ -11,6 +12,7 @@ export interface MakeModelCliOptions {
   out: string;
   seed?: number;
   dtype?: FloatDType;
+  override?: string[];
 }
 
 export function presetHelp(): string {
@@ -29,8 +31,13 @@ export async function makeModelCommand(opts: MakeModelCliOptions): Promise<void>
   }
   // A bar on a terminal; in a log, lines every 10% for the large presets only.
   const view = new ProgressView(`writing ${opts.preset}`, 'MB');
-  const result = await makeModel({ preset: opts.preset, out: opts.out, seed: opts.seed, dtype: opts.dtype }, (written, total) => {
+  const options = { preset: opts.preset, out: opts.out, seed: opts.seed, dtype: opts.dtype, overrides: opts.override };
+  const result = await makeModel(options, (written, total) => {
     if (process.stderr.isTTY || total > 1e9) view.update(written, total);
+  }).catch((e: unknown) => {
+    view.stop();
+    // A wrong --override is a usage error, as commander's own are.
+    throw e instanceof ModelError && e.code === 'CONFIG_INVALID_OVERRIDE' ? new CliError(e.message, 2) : e;
   });
   view.stop();
   process.stdout.write(

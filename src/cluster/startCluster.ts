@@ -6,7 +6,8 @@
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadModelSpec, type ModelSpec } from '../model/config';
+import { createHash } from 'node:crypto';
+import { loadModelSpec, parseModelConfig, type ModelSpec } from '../model/config';
 import { makeModel, presetConfig } from '../model/makeModel';
 import { DEFAULT_PRESET, findPreset, listPresets } from '../model/presets';
 import { expertLayout } from '../moe/placement';
@@ -30,6 +31,8 @@ export interface ClusterOptions {
   preset?: string;
   /** Seeded random weights made on each rank's device from the config alone (full-size shapes without a checkpoint). */
   randomWeights?: boolean;
+  /** `KEY=VALUE` changes to the preset's config (e.g. num_hidden_layers=8: a full-size shape cut to fit one GPU). */
+  overrides?: readonly string[];
   /** Ranks on this node (default: one per GPU on CUDA, one on the CPU backend). */
   ranks?: number;
   /** Default: CUDA when the addon has it and sees a GPU, else the CPU backend. */
@@ -90,6 +93,10 @@ export interface Cluster extends RunningCluster {
 
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
   if (opts.model !== undefined && opts.preset !== undefined) throw new ClusterOptionError('give --model or --preset, not both');
+  const overrides = opts.overrides ?? [];
+  if (opts.model !== undefined && overrides.length > 0) {
+    throw new ClusterOptionError("--override changes a preset's config; for a checkpoint folder, edit its config.json");
+  }
   const nnodes = opts.nnodes ?? 1;
   const nodeRank = opts.nodeRank ?? 0;
   const logger = opts.logger ?? createLogger({ role: 'launcher', node: nodeRank });
@@ -102,8 +109,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     opts.model !== undefined
       ? path.resolve(opts.model)
       : opts.randomWeights
-        ? await presetConfigOnly(opts.preset)
-        : await builtInModel(opts.preset, logger, opts.onMakeProgress);
+        ? await presetConfigOnly(opts.preset, overrides)
+        : await builtInModel(opts.preset, overrides, logger, opts.onMakeProgress);
   let spec: ModelSpec;
   try {
     spec = await loadModelSpec(modelDir);
@@ -232,18 +239,36 @@ export function cacheDir(): string {
 }
 
 /** A folder holding only a preset's config.json: enough for ranks that make random weights. */
-async function presetConfigOnly(preset: string | undefined): Promise<string> {
+async function presetConfigOnly(preset: string | undefined, overrides: readonly string[]): Promise<string> {
   const name = preset ?? DEFAULT_PRESET;
   if (!findPreset(name)) throw new ClusterOptionError(`unknown preset ${JSON.stringify(name)}`);
-  const dir = path.join(cacheDir(), 'configs', name);
+  const config = overriddenConfig(name, overrides);
+  const dir = path.join(cacheDir(), 'configs', name + overridesSuffix(overrides));
   await fs.mkdir(dir, { recursive: true });
-  await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify(presetConfig(name), null, 2));
+  await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
   return dir;
+}
+
+/** The preset's config with the overrides applied and checked like any config.json (a mistake is an option error). */
+function overriddenConfig(name: string, overrides: readonly string[]): ReturnType<typeof presetConfig> {
+  try {
+    const config = presetConfig(name, undefined, overrides);
+    if (overrides.length) parseModelConfig(config, `preset ${name} with --override ${overrides.join(' ')}`);
+    return config;
+  } catch (e) {
+    throw new ClusterOptionError((e as Error).message);
+  }
+}
+
+/** A folder-name suffix telling overridden presets apart: a short hash of the overrides, in order. */
+function overridesSuffix(overrides: readonly string[]): string {
+  return overrides.length ? `-${createHash('sha256').update(JSON.stringify(overrides)).digest('hex').slice(0, 10)}` : '';
 }
 
 /** The built-in model of a preset, made on first use (into a temporary folder, renamed when complete). */
 async function builtInModel(
   preset: string | undefined,
+  overrides: readonly string[],
   logger: Logger,
   onProgress: ((written: number, total: number) => void) | undefined,
 ): Promise<string> {
@@ -255,13 +280,14 @@ async function builtInModel(
         .join(', ')}`,
     );
   }
-  const dir = path.join(cacheDir(), 'models', `${name}-seed0`);
+  overriddenConfig(name, overrides);
+  const dir = path.join(cacheDir(), 'models', `${name}-seed0${overridesSuffix(overrides)}`);
   if (await exists(path.join(dir, 'config.json'))) return dir;
   await fs.mkdir(path.dirname(dir), { recursive: true });
   const partial = await fs.mkdtemp(`${dir}.partial-`);
   logger.info({ preset: name, dir }, 'making the built-in model (first run)');
   try {
-    await makeModel({ preset: name, out: partial, seed: 0, force: true }, onProgress);
+    await makeModel({ preset: name, out: partial, seed: 0, force: true, overrides }, onProgress);
     await fs.rename(partial, dir).catch(async (e: NodeJS.ErrnoException) => {
       // Another launch made it at the same time: keep theirs.
       if (!(await exists(path.join(dir, 'config.json')))) throw e;

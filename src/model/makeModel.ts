@@ -14,6 +14,7 @@ import { f32ArrayToBf16, f32ArrayToF16 } from './bf16';
 import { parseModelConfig, type FloatDType, type ModelSpec } from './config';
 import type { JsonObject } from './configFields';
 import { ModelError } from './errors';
+import { applyOverrides, parseOverride } from './overrides';
 import { DEFAULT_PRESET, PRESETS, findPreset } from './presets';
 import { Xoshiro128 } from './prng';
 import { dtypeBytes } from './safetensors';
@@ -35,6 +36,8 @@ export interface MakeModelOptions {
   maxShardBytes?: number;
   /** Write into a non-empty folder (files of the same names are replaced). */
   force?: boolean;
+  /** `KEY=VALUE` changes to the preset's config (overrides.ts), e.g. num_hidden_layers=8. */
+  overrides?: readonly string[];
 }
 
 export interface MakeModelResult {
@@ -114,13 +117,14 @@ async function checkOutDir(out: string, force: boolean): Promise<void> {
   }
 }
 
-/** The config.json make-model writes for a preset and dtype. */
-export function presetConfig(presetName: string, dtype?: FloatDType): JsonObject {
+/** The config.json make-model writes for a preset and dtype, with `--override KEY=VALUE`s applied (overrides.ts). */
+export function presetConfig(presetName: string, dtype?: FloatDType, overrides: readonly string[] = []): JsonObject {
   const preset = findPreset(presetName);
   if (!preset) {
     throw new ModelError('PRESET_UNKNOWN', `unknown preset "${presetName}"; presets: ${PRESETS.map((p) => p.name).join(', ')}`);
   }
-  return dtype ? { ...preset.config, dtype: DTYPE_CONFIG_NAME[dtype] } : { ...preset.config };
+  const config = dtype ? { ...preset.config, dtype: DTYPE_CONFIG_NAME[dtype] } : { ...preset.config };
+  return overrides.length ? applyOverrides(config, overrides.map(parseOverride), `preset ${presetName}`) : config;
 }
 
 /**
@@ -135,7 +139,7 @@ export async function makeModel(opts: MakeModelOptions, onProgress?: (written: n
   }
   const maxShardBytes = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!(maxShardBytes > 0)) throw new ModelError('MAKE_MODEL_OPTIONS', `maxShardBytes must be > 0, got ${maxShardBytes}`);
-  const config = presetConfig(presetName, opts.dtype);
+  const config = presetConfig(presetName, opts.dtype, opts.overrides);
   const spec = parseModelConfig(config, `preset ${presetName}`);
   const dtype: DType = spec.dtype;
   const layout = opts.expertLayout ?? 'per_expert';
