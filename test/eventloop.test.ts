@@ -23,7 +23,7 @@ test('a 20 ms timer fires on schedule during a multi-second forward', async () =
     const ticks: number[] = [];
     const timer = setInterval(() => ticks.push(performance.now()), 20);
     const start = performance.now();
-    const logits = await engine.step(sequences);
+    const { logits } = await engine.step(sequences);
     const elapsed = performance.now() - start;
     clearInterval(timer);
 

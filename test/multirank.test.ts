@@ -38,7 +38,7 @@ async function clusterForward(
   );
   try {
     const mine = engines.map((_, r) => golden.sequences.map((_, i) => i).filter((i) => assign(i) === r));
-    const outs = await Promise.all(engines.map((e, r) => e.step(mine[r].map((i) => golden.sequences[i]))));
+    const outs = await Promise.all(engines.map(async (e, r) => (await e.step(mine[r].map((i) => golden.sequences[i]))).logits));
     const bySeq: Float32Array[] = [];
     mine.forEach((ids, r) => ids.forEach((i, j) => (bySeq[i] = outs[r][j])));
     return bySeq;
