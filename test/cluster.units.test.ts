@@ -71,6 +71,8 @@ describe('parseRankConfig (what the launcher sends each rank on stdin)', () => {
       dispatch: 'auto',
       randomWeightsSeed: null,
       traceFile: null,
+      checkWeights: false,
+      checkLayers: false,
     });
   });
   test.each([0, -2, 2.5, 'four', '4'])('refuses expert groups %j', (groups) => {

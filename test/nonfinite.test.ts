@@ -12,7 +12,7 @@ import { loadRankEngine } from '../src/engine/rankEngine';
 import { LocalCommunicator } from '../src/comm/communicator';
 import { runCli } from './helpers/cli';
 import { poisonTensor } from './helpers/poisonCheckpoint';
-import { startCluster, type TestCluster } from './clusterHarness';
+import { spawnLauncher, startCluster, type TestCluster } from './clusterHarness';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eps-nonfinite-'));
 const good = path.join(dir, 'good');
@@ -150,3 +150,11 @@ describe('a cluster answers INTERNAL naming the sequence, and goes on serving', 
     expect(metrics.ranks.map((r) => r.state)).toEqual(['ready', 'ready']);
   }, 60_000);
 });
+
+test('launch --check-weights: the ranks refuse the checkpoint at load, naming the tensor; the launcher exits 1', async () => {
+  const launcher = spawnLauncher({ model: nan, ranks: 2, checkWeights: true });
+  const exit = await launcher.exited;
+  expect(exit.code).toBe(1);
+  expect(launcher.stdout()).not.toMatch(/^ready:/m);
+  expect(launcher.stderr()).toMatch(/"model\.embed_tokens\.weight": 64 of 32768 values are NaN or infinite/);
+}, 120_000);

@@ -28,6 +28,8 @@ export interface LaunchCommandOptions extends Pick<
   | 'dispatch'
   | 'trace'
   | 'metricsPort'
+  | 'checkWeights'
+  | 'checkLayers'
 > {
   maxTokensPerRank?: number;
   maxWaitMs?: number;

@@ -132,6 +132,8 @@ export function buildProgram(): Command {
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
     .option('--override <key=value>', "change a field of the preset's config (repeatable), e.g. num_hidden_layers=8", collect, [])
     .option('--trace <file>', "a Chrome/Perfetto trace of every step's MoE ops (measured and predicted), written when the cluster stops")
+    .option('--check-weights', 'count NaN/Inf in every weight as the ranks load it (on the device); fail naming the tensor')
+    .option('--check-layers', "debug: also check every layer's MLP output, to name the layer where non-finite values start")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(async (opts) => {
       const { launchCommand } = await import('./launch');

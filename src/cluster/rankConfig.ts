@@ -21,6 +21,10 @@ export interface EngineConfig {
   randomWeightsSeed: number | null;
   /** Trace every step's MoE ops into FILE.rank<r>.json, written when the engine is disposed (`--trace`), or null. */
   traceFile: string | null;
+  /** Count NaN/Inf in every weight as it loads; fail the load naming the tensor (`--check-weights`; absent: false). */
+  checkWeights: boolean;
+  /** Debug: name the first layer whose MLP output went non-finite (`--check-layers`; absent: false). */
+  checkLayers: boolean;
 }
 
 export const DEFAULT_ENGINE_CONFIG: EngineConfig = {
@@ -29,6 +33,8 @@ export const DEFAULT_ENGINE_CONFIG: EngineConfig = {
   dispatch: 'auto',
   randomWeightsSeed: null,
   traceFile: null,
+  checkWeights: false,
+  checkLayers: false,
 };
 
 export interface RankConfig {
@@ -136,7 +142,16 @@ function engineConfig(value: unknown): EngineConfig {
     dispatch: dispatch as DispatchMode,
     randomWeightsSeed: seed === null ? null : nonNegativeInt(seed, 'engine.randomWeightsSeed'),
     traceFile,
+    checkWeights: flag(o.checkWeights, 'engine.checkWeights'),
+    checkLayers: flag(o.checkLayers, 'engine.checkLayers'),
   };
+}
+
+/** An optional boolean: absent is false. */
+function flag(value: unknown, what: string): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') throw new RankConfigError(`${what} must be true or false, got ${show(value)}`);
+  return value;
 }
 
 /** The schedule as parseMoeSchedule makes it from its own text: any other shape is refused. */

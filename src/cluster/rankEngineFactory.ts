@@ -31,6 +31,8 @@ export function rankEngineFactory(engine: EngineConfig, logger: Logger): (opts: 
       traceFile: engine.traceFile ?? undefined,
       expertGroups: engine.expertGroups,
       dispatch: engine.dispatch,
+      checkWeights: engine.checkWeights,
+      checkLayers: engine.checkLayers,
     });
   };
 }

@@ -60,6 +60,9 @@ export interface ClusterOptions {
   tlsCa?: string;
   /** Bearer tokens (one per line) that the public API requires; health probes need none. */
   apiKeyFile?: string;
+  /** Count NaN/Inf in every weight as the ranks load (fail naming the tensor); debug: check every layer's MLP output. */
+  checkWeights?: boolean;
+  checkLayers?: boolean;
   /** Serve Prometheus metrics at http://HOST:PORT/metrics on the public host (0: any free port); default none. */
   metricsPort?: number;
   /** Limits and timeouts (DEFAULT_TUNING otherwise). */
@@ -205,6 +208,8 @@ function engineConfigOf(opts: ClusterOptions): EngineConfig {
     dispatch,
     randomWeightsSeed: opts.randomWeights ? 0 : null,
     traceFile: opts.trace !== undefined ? path.resolve(opts.trace) : null,
+    checkWeights: opts.checkWeights ?? false,
+    checkLayers: opts.checkLayers ?? false,
   };
 }
 
