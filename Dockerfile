@@ -7,11 +7,12 @@
 #   docker run --rm --gpus all -v /models:/models eps-moe launch --model /models/mixtral --host 0.0.0.0
 #   docker run --rm --gpus all eps-moe bench --json /dev/stdout
 #
-# The CUDA devel image brings nvcc, the CUDA runtime, cuBLAS (libcublas-dev) and NCCL (libnccl-dev);
-# the build needs CMake and a host C++ compiler besides, and Node.js 20, copied from the official node
-# image (its binary needs glibc >= 2.28; Ubuntu 24.04 has 2.39).
-ARG CUDA_IMAGE=nvidia/cuda:13.0.0-devel-ubuntu24.04
-ARG NODE_IMAGE=node:20-bookworm-slim
+# NVIDIA's CUDA devel image with cuDNN brings nvcc, the CUDA runtime, cuBLAS (libcublas-dev), NCCL
+# (libnccl-dev) and cuDNN; the build needs CMake and a host C++ compiler besides, and Node.js 24 (an LTS
+# line the suite runs on: .ci/run tests 20, 24 and 26), copied from the official node image (its binary
+# needs glibc >= 2.28; Ubuntu 24.04 has 2.39). Not built here: the development machines have no Docker engine.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-devel-ubuntu24.04
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS node
 
@@ -65,7 +66,8 @@ ENV NODE_ENV=production EPS_CACHE_DIR=/var/cache/eps-moe
 # bin/eps-moe.js is executable in git (mode 100755) and finds dist/ through its real path.
 RUN mkdir -p /var/cache/eps-moe && ln -s /opt/eps-moe/bin/eps-moe.js /usr/local/bin/eps-moe
 
-EXPOSE 50051
+# 50051: the public gRPC API (and grpc.health.v1); 9400: Prometheus metrics with --metrics-port 9400.
+EXPOSE 50051 9400
 ENTRYPOINT ["eps-moe"]
 # launch listens on 127.0.0.1 by default, which is unreachable from outside a container.
 CMD ["launch", "--host", "0.0.0.0"]
