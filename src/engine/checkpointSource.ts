@@ -38,9 +38,7 @@ export class CheckpointSource implements WeightSource {
     }
     if (key.role === 'expertDown' && this.ckpt.expertDownTransposed) {
       this.transposeInto(s, dst, raw);
-      return;
-    }
-    if (raw.dtype === dst.dtype) {
+    } else if (raw.dtype === dst.dtype) {
       dst.upload(s, raw.bytes);
     } else {
       const staged = dst.device.tensor(raw.dtype, dst.shape);
