@@ -14,10 +14,38 @@ token sequences, keeping the last position's logits (a prefill). Prints one JSON
 import argparse
 import json
 import statistics
+import tempfile
 import time
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+
+
+# Fields transformers 5 types as float: a JSON writer that prints 1.0 as 1 (JavaScript's) fails its strict
+# config validation, so integral values of these are made floats again.
+FLOAT_FIELDS = {
+    "routed_scaling_factor", "moe_normalize_expert_weights", "clip_qkv", "rope_theta", "rms_norm_eps",
+    "layer_norm_eps", "initializer_range", "moe_loss_weight", "attention_dropout", "resid_pdrop", "emb_pdrop",
+    "router_aux_loss_coef", "aux_loss_alpha", "factor", "mscale", "mscale_all_dim", "beta_fast", "beta_slow",
+    "attn_pdrop", "moe_jitter_eps", "partial_rotary_factor",
+}
+
+
+def floats(v, key=None):
+    if isinstance(v, dict):
+        return {k: floats(x, k) for k, x in v.items()}
+    if isinstance(v, list):
+        return [floats(x) for x in v]
+    if key in FLOAT_FIELDS and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    return v
+
+
+def load_config(folder):
+    d = floats(json.load(open(f"{folder}/config.json")))
+    tmp = tempfile.mkdtemp()
+    json.dump(d, open(f"{tmp}/config.json", "w"))
+    return AutoConfig.from_pretrained(tmp)
 
 
 def main():
@@ -33,7 +61,7 @@ def main():
     ap.add_argument("--attn", default="sdpa")
     a = ap.parse_args()
 
-    cfg = AutoConfig.from_pretrained(a.config)
+    cfg = load_config(a.config)
     if a.layers is not None:
         cfg.num_hidden_layers = a.layers
     torch.manual_seed(0)
