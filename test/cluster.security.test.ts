@@ -98,7 +98,12 @@ function callInternal(
   credentials = grpc.credentials.createInsecure(),
 ): Promise<number> {
   const Client = grpc.makeClientConstructor(service, 'S');
-  const client = new Client(address, credentials) as unknown as Record<string, Unary>;
+  // Ranks are reached by IP address: as the cluster's own internal channel does, send a name, not the address,
+  // as the TLS server name (Node 26 refuses an IP address there).
+  const client = new Client(address, credentials, { 'grpc.ssl_target_name_override': 'eps-moe.internal' }) as unknown as Record<
+    string,
+    Unary
+  >;
   const def = service[name];
   const close = (): void => (client as unknown as grpc.Client).close();
   const deadline = Date.now() + 10_000;

@@ -1,5 +1,7 @@
 // A typed client of the public API: eps.v1.PrefillService and grpc.health.v1 (used by the CLI's
 // `prefill` command and by the tests).
+import * as net from 'node:net';
+import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { metadataInterceptor } from '../rpc/security';
@@ -26,6 +28,21 @@ export interface PrefillClientOptions {
   tlsRootCert?: Buffer;
 }
 
+/**
+ * TLS to `address`. To an IP address, the certificate is still checked against that address, but the TLS
+ * server name (SNI) sent is a placeholder: an IP address is not a valid server name (RFC 6066), and Node 26
+ * refuses to send one, which grpc-js 1.14 would otherwise do.
+ */
+function tlsToAddress(address: string, rootCert: Buffer): { credentials(): grpc.ChannelCredentials; options: grpc.ChannelOptions } {
+  const host = /^\[(.*)\]:\d+$/.exec(address)?.[1] ?? address.replace(/:\d+$/, '');
+  if (net.isIP(host) === 0) return { credentials: () => grpc.credentials.createSsl(rootCert), options: {} };
+  return {
+    credentials: () =>
+      grpc.credentials.createSsl(rootCert, null, null, { checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert) }),
+    options: { 'grpc.ssl_target_name_override': 'eps-moe.ip-address' },
+  };
+}
+
 export interface CallOptions {
   /** Milliseconds from now until the call's deadline. */
   timeoutMs?: number;
@@ -41,14 +58,21 @@ export class PrefillClient {
   ) {
     const Prefill = grpc.makeClientConstructor(prefillService(), 'PrefillService');
     const Health = grpc.makeClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'Health');
-    const credentials = () => (opts.tlsRootCert ? grpc.credentials.createSsl(opts.tlsRootCert) : grpc.credentials.createInsecure());
+    const tls = opts.tlsRootCert ? tlsToAddress(address, opts.tlsRootCert) : null;
+    const credentials = () => tls?.credentials() ?? grpc.credentials.createInsecure();
     const interceptors = opts.apiKey !== undefined ? [metadataInterceptor('authorization', `Bearer ${opts.apiKey}`)] : [];
-    const options = { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20, interceptors };
+    const options = {
+      'grpc.max_send_message_length': 64 << 20,
+      'grpc.max_receive_message_length': 64 << 20,
+      interceptors,
+      ...tls?.options,
+    };
     this.prefillClient = new Prefill(address, credentials(), options) as unknown as PrefillServiceClient;
     // A channel of its own: health probes must not queue behind large prefill messages.
     this.healthClient = new Health(address, credentials(), {
       'grpc.use_local_subchannel_pool': 1,
       interceptors,
+      ...tls?.options,
     }) as unknown as HealthClient;
   }
 
