@@ -72,8 +72,11 @@ void gatherRowsKernel(const OpArgs& args) {
   gatherFloatRows("idx", out, x, args.tensors[2].as<const int32_t>(), out.dim(0), x.dim(0), x.dim(1));
 }
 
-// tensors: out[..,H], x[..,H], w[H]; params: eps. out may alias x.
-void rmsnormKernel(const OpArgs& args) {
+// The row loop both norms share: tensors out[..,H], x[..,H], w[H]; params: eps; out may alias x. Each
+// row is loaded to fp32, `normalize` makes it zero-mean (LayerNorm) or not (RMSNorm) and returns the
+// sum of squares it divides by, and the row is scaled by 1/sqrt(that/H + eps) and the weight.
+template <typename Normalize>
+void normRows(const OpArgs& args, Normalize normalize) {
   const TensorRef& out = args.tensors[0];
   const TensorRef& x = args.tensors[1];
   const TensorRef& w = args.tensors[2];
@@ -86,40 +89,29 @@ void rmsnormKernel(const OpArgs& args) {
     std::vector<float> row(H);
     for (int64_t r = r0; r < r1; ++r) {
       loadFloats(x, r * H, H, row.data());
-      const float inv = 1.0f / std::sqrt(sumOfSquares(row.data(), H) / float(H) + eps);
+      const float inv = 1.0f / std::sqrt(normalize(row.data(), H) / float(H) + eps);
       for (int64_t h = 0; h < H; ++h) row[h] = row[h] * inv * weight[h];
       storeFloats(out, r * H, H, row.data());
     }
   });
 }
 
-// tensors: out[..,H], x[..,H], w[H]; params: eps. out may alias x. Mean, then the biased variance of
-// the centred row (two passes, as torch's LayerNorm), in fp32.
+void rmsnormKernel(const OpArgs& args) {
+  normRows(args, [](float* row, int64_t H) { return sumOfSquares(row, H); });
+}
+
+// Mean, then the biased variance of the centred row (two passes, as torch's LayerNorm), in fp32.
 void layernormKernel(const OpArgs& args) {
-  const TensorRef& out = args.tensors[0];
-  const TensorRef& x = args.tensors[1];
-  const TensorRef& w = args.tensors[2];
-  const float eps = float(args.params[0]);
-  const int64_t H = w.numel();
-  const int64_t rows = H == 0 ? 0 : x.numel() / H;
-  std::vector<float> weight(H);
-  loadFloats(w, 0, H, weight.data());
-  parallelFor(rows, std::max<int64_t>(1, kChunk / std::max<int64_t>(H, 1)), [&](int64_t r0, int64_t r1) {
-    std::vector<float> row(H);
-    for (int64_t r = r0; r < r1; ++r) {
-      loadFloats(x, r * H, H, row.data());
-      float part[8] = {};
-      int64_t h = 0;
-      for (; h + 8 <= H; h += 8)
-        for (int u = 0; u < 8; ++u) part[u] += row[h + u];
-      float sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      for (; h < H; ++h) sum += row[h];
-      const float mean = sum / float(H);
-      for (int64_t i = 0; i < H; ++i) row[i] -= mean;
-      const float inv = 1.0f / std::sqrt(sumOfSquares(row.data(), H) / float(H) + eps);
-      for (int64_t i = 0; i < H; ++i) row[i] = row[i] * inv * weight[i];
-      storeFloats(out, r * H, H, row.data());
-    }
+  normRows(args, [](float* row, int64_t H) {
+    float part[8] = {};
+    int64_t h = 0;
+    for (; h + 8 <= H; h += 8)
+      for (int u = 0; u < 8; ++u) part[u] += row[h + u];
+    float sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    for (; h < H; ++h) sum += row[h];
+    const float mean = sum / float(H);
+    for (int64_t i = 0; i < H; ++i) row[i] -= mean;
+    return sumOfSquares(row, H);
   });
 }
 
