@@ -4,10 +4,9 @@
 import { performance } from 'node:perf_hooks';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { summarizeLoad, type LoadSummary } from '../cluster/loadStats';
-import { parseHostPort } from '../cluster/peerAddress';
 import { PrefillClient } from '../cluster/prefillClient';
-import { readApiKeyFile, readPemFile, SecurityConfigError } from '../rpc/security';
 import type { PrefillRequestMsg, PrefillResponseMsg } from '../rpc/protos';
+import { clientFromFlags } from './client';
 import { CliError } from './errors';
 import { readSequencesFile } from './input';
 
@@ -33,21 +32,8 @@ export interface PrefillCommandOptions {
 export const DEFAULT_TOP_LOGPROBS = 5;
 
 export async function prefillCommand(opts: PrefillCommandOptions): Promise<void> {
-  try {
-    parseHostPort(opts.server, '--server');
-  } catch (e) {
-    throw new CliError((e as Error).message, 2);
-  }
   const request = buildRequest(opts);
-  let client: PrefillClient;
-  try {
-    client = new PrefillClient(opts.server, {
-      apiKey: opts.apiKeyFile !== undefined ? readApiKeyFile(opts.apiKeyFile)[0] : undefined,
-      tlsRootCert: opts.tlsCa !== undefined ? readPemFile(opts.tlsCa, '--tls-ca') : undefined,
-    });
-  } catch (e) {
-    throw e instanceof SecurityConfigError ? new CliError(e.message, 2) : e;
-  }
+  const client = clientFromFlags(opts);
   try {
     const load = opts.concurrency !== undefined || opts.repeat !== undefined;
     if (load) {

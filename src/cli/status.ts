@@ -3,10 +3,9 @@
 // rank's state and steps, and per MoE layer the plans the EPS scheduler chose, the host sync time, the
 // all-to-all bytes and the load of the busiest expert). Exits 1 when the cluster is not SERVING.
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { parseHostPort } from '../cluster/peerAddress';
 import { PrefillClient, type HealthStatus } from '../cluster/prefillClient';
-import { readApiKeyFile, readPemFile, SecurityConfigError } from '../rpc/security';
 import type { ClusterMetricsMsg, ModelInfoMsg } from '../rpc/protos';
+import { clientFromFlags } from './client';
 import { CliError } from './errors';
 
 export interface StatusCommandOptions {
@@ -24,20 +23,7 @@ export interface ClusterStatus {
 }
 
 export async function statusCommand(opts: StatusCommandOptions, out: NodeJS.WritableStream = process.stdout): Promise<void> {
-  try {
-    parseHostPort(opts.server, '--server');
-  } catch (e) {
-    throw new CliError((e as Error).message, 2);
-  }
-  let client: PrefillClient;
-  try {
-    client = new PrefillClient(opts.server, {
-      apiKey: opts.apiKeyFile !== undefined ? readApiKeyFile(opts.apiKeyFile)[0] : undefined,
-      tlsRootCert: opts.tlsCa !== undefined ? readPemFile(opts.tlsCa, '--tls-ca') : undefined,
-    });
-  } catch (e) {
-    throw e instanceof SecurityConfigError ? new CliError(e.message, 2) : e;
-  }
+  const client = clientFromFlags(opts);
   const call = { timeoutMs: opts.timeoutMs ?? 5000 };
   try {
     let overall: HealthStatus;
