@@ -246,18 +246,24 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     await expectClose(`attention ${label} T=${T}`, out, dt === 'f32' ? 1e-5 : 1e-2);
   });
 
+  // MLA: value head dim != query/key head dim. bf16 192/128 (DeepSeek-V2/V3, nq == nkv after the
+  // kv expansion) takes the flash path, whose 192/128 instance walks keys in 32-key tiles: lengths
+  // around 32 and 128 cross its key-tile and query-tile edges.
   test.each([
-    ['MLA bf16 hd=192 hdv=128 (DeepSeek)', 'bf16', [130, 1, 64], 4, 192, 128],
-    ['MLA f32 hd=24 hdv=16', 'f32', [17, 5], 2, 24, 16],
-    ['MLA bf16 hd=128 hdv=64 (not the fast path)', 'bf16', [33], 2, 128, 64],
-  ] as const)('attention %s', async (label, dt, lens, nq, hd, hdv) => {
-    const rng = new Rng(nq * 17 + hd + hdv);
+    ['MLA fast path bf16 hd=192 hdv=128 (DeepSeek)', 'bf16', [130, 1, 64], 4, 4, 192, 128],
+    ['MLA fast path bf16 hd=192 hdv=128, tile edges', 'bf16', [31, 32, 33, 0, 127, 128, 129, 1, 300, 65], 3, 3, 192, 128],
+    ['MLA fast path bf16 hd=192 hdv=128, GQA 4/2', 'bf16', [96, 161, 2], 4, 2, 192, 128],
+    ['MLA f32 hd=24 hdv=16', 'f32', [17, 5], 2, 2, 24, 16],
+    ['MLA bf16 hd=128 hdv=64 (not the fast path)', 'bf16', [33], 2, 2, 128, 64],
+    ['MLA bf16 hd=192 hdv=192 (not the fast path)', 'bf16', [40, 9], 2, 2, 192, 192],
+  ] as const)('attention %s', async (label, dt, lens, nq, nkv, hd, hdv) => {
+    const rng = new Rng(nq * 17 + nkv + hd + hdv);
     const T = lens.reduce((a: number, b: number) => a + b, 0);
     const cu = [0];
     for (const l of lens) cu.push(cu[cu.length - 1] + l);
     const q = randomFloats(rng, dt, [T, nq, hd]);
-    const k = randomFloats(rng, dt, [T, nq, hd]);
-    const v = randomFloats(rng, dt, [T, nq, hdv]);
+    const k = randomFloats(rng, dt, [T, nkv, hd]);
+    const v = randomFloats(rng, dt, [T, nkv, hdv]);
     const cuT = ints([cu.length], cu);
     const out = floats(dt, [T, nq, hdv]);
     run((s, d) => ops.attention(s, out[d], q[d], k[d], v[d], cuT[d], cu, 1 / Math.sqrt(hd)));
@@ -314,6 +320,24 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     const out = floats('bf16', [T, nq, hd]);
     run((s, d) => ops.attention(s, out[d], q[d], k[d], v[d], cuT[d], cu, 1 / Math.sqrt(hd)));
     await expectClose('attention 1 x 8192 tokens hd=128', out, 1e-2);
+  });
+
+  test('attention MLA over two packed sequences of ~2048 tokens (bf16, hd=192, hdv=128, MHA 4/4)', async () => {
+    const rng = new Rng(4089);
+    const lens = [2048, 2041];
+    const T = lens[0] + lens[1],
+      nq = 4,
+      nkv = 4,
+      hd = 192,
+      hdv = 128;
+    const q = randomFloats(rng, 'bf16', [T, nq, hd], -2, 2);
+    const k = randomFloats(rng, 'bf16', [T, nkv, hd], -2, 2);
+    const v = randomFloats(rng, 'bf16', [T, nkv, hdv]);
+    const cu = [0, lens[0], T];
+    const cuT = ints([3], cu);
+    const out = floats('bf16', [T, nq, hdv]);
+    run((s, d) => ops.attention(s, out[d], q[d], k[d], v[d], cuT[d], cu, 1 / Math.sqrt(hd)));
+    await expectClose('attention MLA 2048 + 2041 tokens hd=192 hdv=128', out, 1e-2);
   });
 
   test.each([

@@ -1,8 +1,10 @@
 // attention: causal softmax attention within packed sequences, grouped KV heads.
 //
-// Fast path (q, k, v, out all bf16; head dim 64 or 128): a fused tiled kernel in the manner of
-// FlashAttention-2. A block of 4 warps owns 128 query rows of one head (32 rows per warp, two m16
-// tiles) and walks the key/value tiles of its sequence, 64 keys at a time, up to the diagonal.
+// Fast path (q, k, v, out all bf16; (query/key head dim, value head dim) one of (64, 64),
+// (128, 128) and (192, 128), the last DeepSeek-V2/V3's MLA): a fused tiled kernel in the manner of
+// FlashAttention-2, templated on both head dims. A block of 4 warps owns 128 query rows of one head
+// (32 rows per warp, two m16 tiles) and walks the key/value tiles of its sequence, 64 keys at a time
+// (32 for MLA, below), up to the diagonal.
 // Scores S = Q K^T and the product P V run on the tensor cores (mma.sync m16n8k16, bf16 in, fp32
 // accumulate); the softmax is online, in fp32 registers (running row max and row sum, rescaling the
 // accumulator when the max grows), so no S x S matrix ever reaches memory and 8K-token sequences
@@ -17,12 +19,22 @@
 // is re-read from shared memory per k-step, nor for 64 keys of scores, so a tile's keys go in two
 // steps of 32. Warps skip key steps that lie wholly above their rows.
 //
+// Shared memory, and why MLA takes 32-key tiles: Q (128 rows) and two stages each of K and V, rows
+// padded to head dim + 8 elements; K rows are HDQK wide, V rows HDV wide. Two blocks per SM (8 warps,
+// so one warp's softmax overlaps another's MMAs) need at most 228 KB / 2 - 1 KB reserved = 113 KB
+// per block. With 64-key tiles that holds for 64/64 (54 KB) and 128/128 (102 KB) but not for
+// 192/128 (134 KB: Q alone is 50 KB), so that shape takes 32-key tiles (92 KB), one step of 32 per
+// tile, a barrier per 32 keys instead of per 64; FlashShape picks the tile by that rule. Registers
+// stay near 128/128's: the accumulators are HDV wide and Q is re-read per k-step, so a wider HDQK
+// costs only k-steps (ptxas, sm_90, nvcc 13.0: 64/64 196, 128/128 242, 192/128 251 registers, no
+// spills; 255 is the cap for two 128-thread blocks per SM).
+//
 // The host cuts each sequence into 128-row query tiles (cuSeqlens arrives as host ints), longest
 // rows first, and uploads that list; grid = tiles x query heads.
 //
-// Fallback (any other dtype mix, head dims up to 256, or a value head dim other than the query/key one,
-// as DeepSeek's MLA has): one warp per (query, head), lanes split the head dim, online softmax in fp32. Slow but exact to fp32 rounding; it serves test shapes and
-// models with unusual heads.
+// Fallback (any other dtype mix or head dims, up to 256 each, hd and hdv independent): one warp per
+// (query, head), lanes split the head dim, online softmax in fp32. Slow but exact to fp32 rounding;
+// it serves test shapes and models with unusual heads.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -37,7 +49,6 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int kKeyTile = 64;     // keys per shared-memory tile
 constexpr int kBlockRows = 128;  // query rows per block
 constexpr int kThreads = 128;    // 4 warps x 32 query rows
 
@@ -94,18 +105,40 @@ struct QueryTile {
   int pad;
 };
 
-template <int HD>
+// Shared-memory rows are padded by 8 elements (16 bytes): a row stride of 16 mod 128 bytes puts the
+// 8 rows of each ldmatrix 8x8 read in 8 distinct bank groups.
+__host__ __device__ constexpr int paddedStride(int hd) { return hd + 8; }
+
+// Dynamic shared memory of one block: Q (kBlockRows rows), K x2 and V x2 (`keys` rows each).
+constexpr size_t flashSmemBytes(int hdqk, int hdv, int keys) {
+  return size_t(kBlockRows * paddedStride(hdqk) + 2 * keys * paddedStride(hdqk) + 2 * keys * paddedStride(hdv)) *
+         sizeof(bf16);
+}
+
+// sm_90: 228 KB of shared memory per SM, 1 KB of it reserved per resident block; two blocks per SM
+// leave each this much dynamic shared memory. (sm_80, 164 KB per SM, fits one block of any of the
+// shapes here, as before: at most 163 KB per block.)
+constexpr size_t kTwoBlockSmem = 228 * 1024 / 2 - 1024;  // 115712 bytes
+
+template <int HDQK, int HDV>
 struct FlashShape {
-  static constexpr int kStride = HD + 8;
-  static constexpr int kQTile = kBlockRows * kStride;
-  static constexpr int kKvTile = kKeyTile * kStride;
-  static constexpr size_t kSmemBytes = size_t(kQTile + 4 * kKvTile) * sizeof(bf16);  // Q, K x2, V x2
+  static_assert(HDQK % 16 == 0 && HDV % 16 == 0, "head dims: multiples of 16 (k-steps, pairs of 8-dim blocks)");
+  static constexpr int kQkStride = paddedStride(HDQK);  // Q and K rows
+  static constexpr int kVStride = paddedStride(HDV);    // V rows
+  // 64 keys per tile where two blocks per SM still fit, else 32 (one step of 32 keys per tile).
+  static constexpr int kKeyTile = flashSmemBytes(HDQK, HDV, 64) <= kTwoBlockSmem ? 64 : 32;
+  static constexpr int kQTile = kBlockRows * kQkStride;
+  static constexpr int kKTile = kKeyTile * kQkStride;
+  static constexpr int kVTile = kKeyTile * kVStride;
+  static constexpr size_t kSmemBytes = size_t(kQTile + 2 * kKTile + 2 * kVTile) * sizeof(bf16);  // Q, K x2, V x2
+  static_assert(kSmemBytes == flashSmemBytes(HDQK, HDV, kKeyTile), "layout");
+  static_assert(kSmemBytes <= kTwoBlockSmem, "two blocks per SM");
 };
 
-// Copies `rows` valid rows (of TILE_ROWS) of one head into shared memory, rows kStride elements
-// apart; rows past `rows` become zeros. `src` points at the head's first element of token 0;
-// consecutive tokens are `stride` apart.
-template <int HD, int TILE_ROWS = kKeyTile>
+// Copies `rows` valid rows (of TILE_ROWS) of one head, HD elements each, into shared memory, rows
+// paddedStride(HD) elements apart; rows past `rows` become zeros. `src` points at the head's first
+// element of token 0; consecutive tokens are `stride` apart.
+template <int HD, int TILE_ROWS>
 __device__ __forceinline__ void loadTile(bf16* dst, const bf16* src, int64_t stride, int token0, int rows) {
   constexpr int kChunksPerRow = HD / 8;  // 16-byte chunks
   constexpr int kChunks = TILE_ROWS * kChunksPerRow;
@@ -114,32 +147,37 @@ __device__ __forceinline__ void loadTile(bf16* dst, const bf16* src, int64_t str
     const int r = i / kChunksPerRow, cc = i % kChunksPerRow;
     const bool valid = r < rows;
     const bf16* g = valid ? src + int64_t(token0 + r) * stride + cc * 8 : src;
-    cpAsync16(dst + r * FlashShape<HD>::kStride + cc * 8, g, valid);
+    cpAsync16(dst + r * paddedStride(HD) + cc * 8, g, valid);
   }
 }
 
-template <int HD>
+// HDQK: the head dim of q and k (the score k-steps); HDV: that of v and out (the accumulators).
+template <int HDQK, int HDV>
 __global__ void __launch_bounds__(kThreads, 2)
     flashAttentionKernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ k,
                            const bf16* __restrict__ v, const QueryTile* __restrict__ tiles, int nq, int nkv,
                            float scaleLog2) {
-  constexpr int S = FlashShape<HD>::kStride;
-  constexpr int kKvTile = FlashShape<HD>::kKvTile;
-  constexpr int kSteps = HD / 16;
-  constexpr int kDimBlocks = HD / 8;
+  using Shape = FlashShape<HDQK, HDV>;
+  constexpr int S = Shape::kQkStride;   // Q, K
+  constexpr int SV = Shape::kVStride;   // V
+  constexpr int kKeyTile = Shape::kKeyTile;
+  constexpr int kKTile = Shape::kKTile, kVTile = Shape::kVTile;
+  constexpr int kSteps = HDQK / 16;
+  constexpr int kDimBlocks = HDV / 8;
+  static_assert(kKeyTile % 32 == 0, "keys go in steps of 32");
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16* sQ = reinterpret_cast<bf16*>(smemRaw);
-  bf16* sK = sQ + FlashShape<HD>::kQTile;
-  bf16* sV = sK + 2 * kKvTile;
+  bf16* sK = sQ + Shape::kQTile;
+  bf16* sV = sK + 2 * kKTile;
 
   const QueryTile tile = tiles[blockIdx.x];
   const int head = blockIdx.y;
   const int kvHead = head / (nq / nkv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t qStride = int64_t(nq) * HD, kvStride = int64_t(nkv) * HD;
-  const bf16* qHead = q + int64_t(head) * HD;
-  const bf16* kHead = k + int64_t(kvHead) * HD;
-  const bf16* vHead = v + int64_t(kvHead) * HD;
+  const int64_t qStride = int64_t(nq) * HDQK, keyStride = int64_t(nkv) * HDQK, valStride = int64_t(nkv) * HDV;
+  const bf16* qHead = q + int64_t(head) * HDQK;
+  const bf16* kHead = k + int64_t(kvHead) * HDQK;
+  const bf16* vHead = v + int64_t(kvHead) * HDV;
 
   const int seqStart = tile.seqStart, seqLen = tile.seqLen, q0 = tile.q0;
   const int qRows = min(kBlockRows, seqLen - q0);
@@ -147,9 +185,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int nTiles = (kvEnd + kKeyTile - 1) / kKeyTile;
   const int warpRow0 = q0 + warp * 32;  // sequence-relative first row of this warp
 
-  loadTile<HD, kBlockRows>(sQ, qHead, qStride, seqStart + q0, qRows);
-  loadTile<HD>(sK, kHead, kvStride, seqStart, min(kKeyTile, seqLen));
-  loadTile<HD>(sV, vHead, kvStride, seqStart, min(kKeyTile, seqLen));
+  loadTile<HDQK, kBlockRows>(sQ, qHead, qStride, seqStart + q0, qRows);
+  loadTile<HDQK, kKeyTile>(sK, kHead, keyStride, seqStart, min(kKeyTile, seqLen));
+  loadTile<HDV, kKeyTile>(sV, vHead, valStride, seqStart, min(kKeyTile, seqLen));
   cpAsyncCommit();
 
   float acc[2][kDimBlocks][4];
@@ -165,8 +203,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int stage = j & 1;
     if (j + 1 < nTiles) {
       const int kvNext = (j + 1) * kKeyTile;
-      loadTile<HD>(sK + (stage ^ 1) * kKvTile, kHead, kvStride, seqStart + kvNext, min(kKeyTile, seqLen - kvNext));
-      loadTile<HD>(sV + (stage ^ 1) * kKvTile, vHead, kvStride, seqStart + kvNext, min(kKeyTile, seqLen - kvNext));
+      loadTile<HDQK, kKeyTile>(sK + (stage ^ 1) * kKTile, kHead, keyStride, seqStart + kvNext,
+                               min(kKeyTile, seqLen - kvNext));
+      loadTile<HDV, kKeyTile>(sV + (stage ^ 1) * kVTile, vHead, valStride, seqStart + kvNext,
+                              min(kKeyTile, seqLen - kvNext));
       cpAsyncCommit();
       cpAsyncWait<1>();
     } else {
@@ -175,17 +215,17 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
 
     const int kv0 = j * kKeyTile;
-    const bf16* curK = sK + stage * kKvTile;
-    const bf16* curV = sV + stage * kKvTile;
-    // The 64 keys in two steps of 32: scores for 32 rows x 32 keys fit beside two accumulators in
-    // registers (64 keys would spill). Warp-uniform skips: keys above all of this warp's rows, and
-    // warps with no rows at all.
+    const bf16* curK = sK + stage * kKTile;
+    const bf16* curV = sV + stage * kVTile;
+    // The tile's keys in steps of 32 (two for 64-key tiles, one for 32): scores for 32 rows x 32
+    // keys fit beside two accumulators in registers (64 keys would spill). Warp-uniform skips: keys
+    // above all of this warp's rows, and warps with no rows at all.
 #pragma unroll 1
-    for (int half = 0; half < 2; ++half) {
+    for (int half = 0; half < kKeyTile / 32; ++half) {
       const int key0 = kv0 + half * 32;
       if (key0 > warpRow0 + 31 || warpRow0 >= seqLen) continue;
       const bf16* halfK = curK + half * 32 * S;
-      const bf16* halfV = curV + half * 32 * S;
+      const bf16* halfV = curV + half * 32 * SV;
 
       float s[2][4][4];
 #pragma unroll
@@ -279,7 +319,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int d = 0; d < kDimBlocks; d += 2) {
           uint32_t b0, b1, b2, b3;
           ldmatrixX4Trans(b0, b1, b2, b3,
-                          halfV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + d * 8 + (lane >> 4) * 8);
+                          halfV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SV + d * 8 + (lane >> 4) * 8);
 #pragma unroll
           for (int mt = 0; mt < 2; ++mt) {
             mmaBf16(acc[mt][d], a[mt], b0, b1);
@@ -304,7 +344,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int row = warpRow0 + mt * 16 + lane / 4 + 8 * h;
       if (row >= seqLen) continue;
       const float inv = rowSum[2 * mt + h] > 0.0f ? 1.0f / rowSum[2 * mt + h] : 0.0f;
-      bf16* o = out + (int64_t(seqStart + row) * nq + head) * HD + col;
+      bf16* o = out + (int64_t(seqStart + row) * nq + head) * HDV + col;
 #pragma unroll
       for (int d = 0; d < kDimBlocks; ++d)
         *reinterpret_cast<__nv_bfloat162*>(o + d * 8) =
@@ -369,15 +409,15 @@ __global__ void attentionGenericKernel(FloatDst out, FloatSrc q, FloatSrc k, Flo
   }
 }
 
-template <int HD>
+template <int HDQK, int HDV>
 void launchFlash(OpContext& c, const OpArgs& args, const std::vector<QueryTile>& tiles, int nq, int nkv, float scale) {
   const auto* tileTable = static_cast<const QueryTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
   const dim3 grid(unsigned(tiles.size()), unsigned(nq));
   constexpr float kLog2e = 1.4426950408889634f;
-  const size_t smem = FlashShape<HD>::kSmemBytes;
-  checkCuda(cudaFuncSetAttribute(flashAttentionKernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+  const size_t smem = FlashShape<HDQK, HDV>::kSmemBytes;
+  checkCuda(cudaFuncSetAttribute(flashAttentionKernel<HDQK, HDV>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "cudaFuncSetAttribute(attention)");
-  flashAttentionKernel<HD><<<grid, kThreads, smem, c.cuda>>>(
+  flashAttentionKernel<HDQK, HDV><<<grid, kThreads, smem, c.cuda>>>(
       args.tensors[0].as<bf16>(), args.tensors[1].as<const bf16>(), args.tensors[2].as<const bf16>(),
       args.tensors[3].as<const bf16>(), tileTable, nq, nkv, scale * kLog2e);
   checkLaunch("attention");
@@ -401,7 +441,9 @@ void attentionOp(OpContext& c, const OpArgs& args) {
   const bool allBf16 = out.dtype == DType::BF16 && q.dtype == DType::BF16 && k.dtype == DType::BF16 &&
                        v.dtype == DType::BF16;
   const bool aligned = aligned16({out.data, q.data, k.data, v.data});
-  if (allBf16 && aligned && hdv == hd && (hd == 64 || hd == 128)) {
+  // The flash kernel's (hd, hdv) pairs: 64/64, 128/128, and 192/128 (DeepSeek-V2/V3 MLA).
+  const bool flashDims = (hd == 64 && hdv == 64) || (hd == 128 && hdv == 128) || (hd == 192 && hdv == 128);
+  if (allBf16 && aligned && flashDims) {
     std::vector<QueryTile> tiles;
     for (size_t b = 0; b + 1 < args.ints.size(); ++b) {
       const int start = int(args.ints[b]), len = int(args.ints[b + 1] - args.ints[b]);
@@ -410,13 +452,14 @@ void attentionOp(OpContext& c, const OpArgs& args) {
     if (tiles.empty()) return;
     // Longest rows (most key tiles) first, so the short ones fill the tail of the grid.
     std::stable_sort(tiles.begin(), tiles.end(), [](const QueryTile& a, const QueryTile& b) { return a.q0 > b.q0; });
-    if (hd == 128) launchFlash<128>(c, args, tiles, nq, nkv, scale);
-    else launchFlash<64>(c, args, tiles, nq, nkv, scale);
+    if (hd == 128) launchFlash<128, 128>(c, args, tiles, nq, nkv, scale);
+    else if (hd == 192) launchFlash<192, 128>(c, args, tiles, nq, nkv, scale);
+    else launchFlash<64, 64>(c, args, tiles, nq, nkv, scale);
     return;
   }
 
   if (hd > 32 * kMaxPerLane || hdv > 32 * kMaxPerLane)
-    throw std::invalid_argument("attention: the CUDA kernel takes head dims up to 256 (bf16 64/128 on the fast path); got " +
+    throw std::invalid_argument("attention: the CUDA kernel takes head dims up to 256 (bf16 64/64, 128/128, 192/128 on the fast path); got " +
                                 std::to_string(hd) + " (q, k), " + std::to_string(hdv) + " (v)");
   const int B = int(args.ints.size()) - 1;
   const int64_t warps = T * nq;
