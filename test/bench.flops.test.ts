@@ -54,6 +54,16 @@ describe('FLOP counts', () => {
     expect(causalAttentionFlops([1024], 32, 128)).toBe(8_589_934_592);
     // A packed batch is the sum of its sequences: 8 x 1K is an eighth of 1 x 8K.
     expect(causalAttentionFlops(Array(8).fill(1024), 32, 128)).toBe(causalAttentionFlops([8192], 32, 128) / 8);
+    // hdv defaults to hd: the same as passing it.
+    expect(causalAttentionFlops([1024, 700], 32, 128, 128)).toBe(causalAttentionFlops([1024, 700], 32, 128));
+  });
+  test('causal attention with qk != v head dims (MLA): 2 * S^2/2 * (hd + hdv) * heads', () => {
+    // DeepSeek-V3, 1 x 4096, 128 heads, qk 192, v 128: 2 * 8,388,608 * 320 * 128 = 687,194,767,360.
+    expect(causalAttentionFlops([4096], 128, 192, 128)).toBe(687_194_767_360);
+    // QK^T at 192 plus PV at 128: the mean of the two square counts.
+    expect(causalAttentionFlops([4096], 128, 192, 128)).toBe((causalAttentionFlops([4096], 128, 192) + causalAttentionFlops([4096], 128, 128)) / 2);
+    // Packed: the sum over sequences.
+    expect(causalAttentionFlops([700, 2048], 16, 192, 128)).toBe(causalAttentionFlops([700], 16, 192, 128) + causalAttentionFlops([2048], 16, 192, 128));
   });
   test('prefill of tiny-mixtral, 8 x 128 tokens', () => {
     // matmuls: 2 * 123904 * 1024 tokens = 253,755,392, plus lm_head on 8 last tokens 2*8*64*512 = 524,288.

@@ -10,7 +10,7 @@ import { CliError } from '../src/cli/errors';
 import { buildProgram } from '../src/cli/main';
 import type { BenchReport } from '../src/bench/report';
 import { expertLoad } from '../src/bench/expertsSuite';
-import { FULL_SIZES } from '../src/bench/sizes';
+import { FULL_SIZES, QUICK_SIZES } from '../src/bench/sizes';
 import { runCli } from './helpers/cli';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eps-bench-'));
@@ -74,16 +74,22 @@ function checkReport(r: BenchReport): void {
     expect(c.firstDenseWin).toBe(first ? first.rowsPerExpert : null);
   }
 
-  // attention: FLOPs = 4 * S^2/2 * hd * heads per sequence; the packed case has equal sequences.
+  // attention: FLOPs = 2 * S^2/2 * (hd + hdv) * heads per sequence (4 * S^2/2 * hd * heads when equal);
+  // packed cases of equal and of mixed lengths, and the MLA head dims (qk 192, v 128) on the CPU too.
   const attention = r.suites.attention!;
   expect(attention.length).toBeGreaterThanOrEqual(4);
   for (const a of attention) {
-    const S = a.tokens / a.sequences;
-    close(a.gflop, (((a.sequences * 4 * (S * S)) / 2) * a.headDim * a.numHeads) / 1e9);
+    expect(a.seqLens).toHaveLength(a.sequences);
+    expect(a.seqLens.reduce((x, y) => x + y, 0)).toBe(a.tokens);
+    const pairs = a.seqLens.reduce((x, S) => x + (S * S) / 2, 0);
+    close(a.gflop, (2 * pairs * (a.headDim + a.headDimV) * a.numHeads) / 1e9);
+    if (a.headDimV === a.headDim) close(a.gflop, (4 * pairs * a.headDim * a.numHeads) / 1e9);
     expect(a.ms).toBeGreaterThan(0);
     close(a.tflops, (a.gflop * 1e9) / (a.ms * 1e-3) / 1e12);
   }
   expect(attention.some((a) => a.sequences > 1)).toBe(true);
+  expect(attention.some((a) => new Set(a.seqLens).size > 1)).toBe(true);
+  expect(attention.some((a) => a.headDim === 192 && a.headDimV === 128 && a.numHeads === a.numKvHeads)).toBe(true);
 
   // prefill of tiny-mixtral: 8 x 128 and 32 x 32 tokens.
   const prefill = r.suites.prefill!;
@@ -182,4 +188,42 @@ test('bench experts: balanced and Zipf-skewed loads, and the model shapes of iss
     expect(e.rowsPerExpert[e.rowsPerExpert.length - 1]).toBe(4096);
     expect(e.loads).toEqual(['balanced', 'zipf']);
   }
+});
+
+test('bench attention: the cases of issue 13 (1K..32K, packed, head dims 64/128/256, MLA 192/128)', () => {
+  const heads = (c: (typeof FULL_SIZES.attention)[number]) => c.heads ?? FULL_SIZES.attentionHeads;
+  expect(FULL_SIZES.attentionHeads).toEqual({ numHeads: 32, numKvHeads: 8, headDim: 128 });
+  const gqa128 = FULL_SIZES.attention.filter((c) => {
+    const h = heads(c);
+    return h.numHeads === 32 && h.numKvHeads === 8 && h.headDim === 128 && (h.headDimV ?? 128) === 128;
+  });
+  const single = gqa128.filter((c) => c.seqLens.length === 1).map((c) => c.seqLens[0]);
+  expect(single).toEqual([1024, 4096, 8192, 16384, 32768]);
+  // A packed batch of mixed lengths, some off the kernels' tile multiples.
+  const mixed = gqa128.find((c) => c.seqLens.length > 1 && new Set(c.seqLens).size > 1);
+  expect(mixed).toBeDefined();
+  expect(mixed!.seqLens.some((S) => S % 64 !== 0)).toBe(true);
+  expect(Math.max(...mixed!.seqLens)).toBeGreaterThanOrEqual(4096);
+  for (const hd of [64, 256]) expect(FULL_SIZES.attention.some((c) => heads(c).headDim === hd)).toBe(true);
+  // MLA: qk 192 / v 128, nq == nkv, 16 and 128 heads at 4K and 8K.
+  for (const nh of [16, 128])
+    for (const S of [4096, 8192])
+      expect(
+        FULL_SIZES.attention.some((c) => {
+          const h = heads(c);
+          return c.seqLens.length === 1 && c.seqLens[0] === S && h.headDim === 192 && h.headDimV === 128 && h.numHeads === nh && h.numKvHeads === nh;
+        }),
+      ).toBe(true);
+  // Names are the JSON key of scripts/compare-bench.js and sdpa_attention.py: unique in each list.
+  for (const sizes of [FULL_SIZES, QUICK_SIZES]) {
+    expect(new Set(sizes.attention.map((c) => c.name)).size).toBe(sizes.attention.length);
+    for (const c of sizes.attention) {
+      const h = c.heads ?? sizes.attentionHeads;
+      expect(h.numHeads % h.numKvHeads).toBe(0);
+      for (const S of c.seqLens) expect(S).toBeGreaterThan(0);
+    }
+  }
+  // The quick (CPU) list keeps the structure: packed mixed lengths and the MLA head dims.
+  expect(QUICK_SIZES.attention.some((c) => new Set(c.seqLens).size > 1)).toBe(true);
+  expect(QUICK_SIZES.attention.some((c) => c.heads?.headDim === 192 && c.heads.headDimV === 128)).toBe(true);
 });

@@ -1,5 +1,7 @@
-// `attention`: causal attention (ops.attention) with grouped-query heads, one long sequence at
-// several lengths and one packed batch of the same total tokens as the longest.
+// `attention`: causal attention (ops.attention) with grouped-query heads: one long sequence at
+// several lengths, packed batches of equal and of mixed lengths, other head dims, and DeepSeek's MLA
+// head dims (qk 192, v 128) (issue 13; sizes.ts lists the cases). Each row carries its sequence lengths
+// and heads so that scripts/baselines/sdpa_attention.py can time torch SDPA on the same cases.
 import * as ops from '../native/ops';
 import { dtypeBytes, tensorFromInt32 } from '../native/device';
 import type { BenchContext } from './context';
@@ -17,7 +19,12 @@ export interface AttentionRow {
   tokens: number;
   numHeads: number;
   numKvHeads: number;
+  /** Query/key head dim. */
   headDim: number;
+  /** Value/output head dim (== headDim except for MLA). */
+  headDimV: number;
+  /** The packed sequences' lengths, in order (tokens is their sum). */
+  seqLens: number[];
   gflop: number;
   ms: number;
   tflops: number;
@@ -27,27 +34,29 @@ export interface AttentionRow {
 
 async function measure(ctx: BenchContext, c: AttentionCase, ceilingTflops: number): Promise<AttentionRow> {
   const { device, stream: s, dtype } = ctx;
-  const { numHeads, numKvHeads, headDim } = ctx.sizes.attentionHeads;
+  const heads = c.heads ?? ctx.sizes.attentionHeads;
+  const { numHeads, numKvHeads, headDim } = heads;
+  const headDimV = heads.headDimV ?? headDim;
   const cu = [0];
   for (const S of c.seqLens) cu.push(cu[cu.length - 1] + S);
   const T = cu[cu.length - 1];
-  const bytesPerSet = T * (numHeads + 2 * numKvHeads) * headDim * dtypeBytes[dtype];
+  const bytesPerSet = T * (numHeads * headDim + numKvHeads * (headDim + headDimV)) * dtypeBytes[dtype];
   const sets = new InputSets(rotationCount(bytesPerSet), () => {
     const q = device.tensor(dtype, [T, numHeads, headDim]);
     const k = device.tensor(dtype, [T, numKvHeads, headDim]);
-    const v = device.tensor(dtype, [T, numKvHeads, headDim]);
+    const v = device.tensor(dtype, [T, numKvHeads, headDimV]);
     for (const t of [q, k, v]) ops.fillRandom(s, t, ctx.nextSeed(), 1);
     const cuSeqlens = tensorFromInt32(device, s, [cu.length], Int32Array.from(cu));
     return { q, k, v, cuSeqlens };
   });
-  const out = device.tensor(dtype, [T, numHeads, headDim]);
+  const out = device.tensor(dtype, [T, numHeads, headDimV]);
   try {
     const scale = 1 / Math.sqrt(headDim);
     const t = await timeOnStream(s, ctx.timing, (i) => {
       const { q, k, v, cuSeqlens } = sets.pick(i);
       ops.attention(s, out, q, k, v, cuSeqlens, cu, scale);
     });
-    const flops = causalAttentionFlops(c.seqLens, numHeads, headDim);
+    const flops = causalAttentionFlops(c.seqLens, numHeads, headDim, headDimV);
     const rate = tflops(flops, t.medianMs);
     return {
       name: c.name,
@@ -56,6 +65,8 @@ async function measure(ctx: BenchContext, c: AttentionCase, ceilingTflops: numbe
       numHeads,
       numKvHeads,
       headDim,
+      headDimV,
+      seqLens: [...c.seqLens],
       gflop: flops / 1e9,
       ms: t.medianMs,
       tflops: rate,
@@ -74,7 +85,7 @@ export const attentionSuite: Suite<AttentionRow> = {
   columns: [
     { header: 'case', cell: (r) => r.name, align: 'left' },
     { header: 'tokens', cell: (r) => String(r.tokens) },
-    { header: 'heads q/kv x dim', cell: (r) => `${r.numHeads}/${r.numKvHeads} x ${r.headDim}` },
+    { header: 'heads q/kv x dim', cell: (r) => `${r.numHeads}/${r.numKvHeads} x ${r.headDim === r.headDimV ? r.headDim : `${r.headDim}/${r.headDimV}`}` },
     { header: 'GFLOP', cell: (r) => sig3(r.gflop) },
     { header: 'ms', cell: (r) => sig3(r.ms) },
     { header: 'TFLOP/s', cell: (r) => sig3(r.tflops) },

@@ -9,17 +9,19 @@ export function gemmFlops(M: number, N: number, K: number): number {
 }
 
 /**
- * Causal attention of packed sequences: QK^T and PV each cost 2 * hd FLOPs per (query, key) pair
- * and head, and causal masking keeps about half of the S^2 pairs:
- *   4 * (S^2 / 2) * hd * nq  per sequence of S tokens (the usual convention of FlashAttention's
- * benchmarks; softmax and the exact diagonal, S(S+1)/2 pairs, are left out).
+ * Causal attention of packed sequences: QK^T costs 2 * hd and PV 2 * hdv FLOPs per (query, key) pair
+ * and query head, and causal masking keeps about half of the S^2 pairs:
+ *   2 * (S^2 / 2) * (hd + hdv) * nq  per sequence of S tokens, i.e. 4 * (S^2 / 2) * hd * nq when
+ * hdv == hd (the usual convention of FlashAttention's benchmarks; softmax and the exact diagonal,
+ * S(S+1)/2 pairs, are left out). hdv defaults to hd; DeepSeek's MLA has hd 192, hdv 128.
  */
-export function causalAttentionFlops(seqLens: readonly number[], numHeads: number, headDim: number): number {
-  return seqLens.reduce((sum, S) => sum + 4 * ((S * S) / 2) * headDim * numHeads, 0);
+export function causalAttentionFlops(seqLens: readonly number[], numHeads: number, headDim: number, headDimV: number = headDim): number {
+  return seqLens.reduce((sum, S) => sum + 2 * ((S * S) / 2) * (headDim + headDimV) * numHeads, 0);
 }
 
 export const ATTENTION_FLOPS_FORMULA =
-  'attention FLOPs = sum over sequences of 4 * S^2/2 * head_dim * query_heads (causal half of QK^T and PV)';
+  'attention FLOPs = sum over sequences of 2 * S^2/2 * (qk_head_dim + v_head_dim) * query_heads ' +
+  '(= 4 * S^2/2 * head_dim * query_heads when they are equal; causal half of QK^T and PV)';
 
 interface LayerParams {
   /** Matmul weights every token of the layer multiplies with (attention, router, top-k experts, shared, dense). */

@@ -31,12 +31,17 @@ export interface ExpertShape {
 export interface AttentionHeads {
   numHeads: number;
   numKvHeads: number;
+  /** Query/key head dim. */
   headDim: number;
+  /** Value (and output) head dim when it differs from headDim (DeepSeek's MLA: qk 192, v 128). */
+  headDimV?: number;
 }
 
 export interface AttentionCase {
   name: string;
   seqLens: number[];
+  /** Heads of this case; BenchSizes.attentionHeads when absent. */
+  heads?: AttentionHeads;
 }
 
 export interface PrefillCase {
@@ -49,6 +54,7 @@ export interface BenchSizes {
   /** Side of the square GEMM that measures the device's ceiling. */
   ceilingSide: number;
   experts: ExpertShape[];
+  /** The heads of the attention cases that name none. */
   attentionHeads: AttentionHeads;
   attention: AttentionCase[];
   /** A preset of src/model/presets.ts; its config gives the model shape (--preset). */
@@ -83,6 +89,12 @@ function modelGemms(M: number, div: number): GemmShape[] {
   return shapes.map(([name, N, K]) => ({ name, M, N: N / div, K: K / div }));
 }
 
+/** DeepSeek-V2/V3 MLA as attention sees it: q/k head dim 192 (128 nope + 64 rope), v 128, nq == nkv. */
+const mla = (heads: number): AttentionHeads => ({ numHeads: heads, numKvHeads: heads, headDim: 192, headDimV: 128 });
+
+/** A packed prefill batch of mixed lengths, 37 to 8K, ragged at the kernels' tiles (28,437 tokens). */
+const MIXED_LENGTHS = [512, 1024, 2048, 4096, 700, 37, 8192, 1500, 3000, 129, 5000, 2199];
+
 export const FULL_SIZES: BenchSizes = {
   gemm: modelGemms(4096, 1),
   ceilingSide: 8192,
@@ -98,11 +110,28 @@ export const FULL_SIZES: BenchSizes = {
     { name: 'mixtral-like E4', E: 4, N: 28672, K: 4096, rowsPerExpert: powersOfTwo(64, 4096) },
   ],
   attentionHeads: { numHeads: 32, numKvHeads: 8, headDim: 128 },
+  // Issue 13: GQA 32/8 x 128 (Mixtral, Qwen3-30B-A3B) from 1K to 32K, packed batches (equal and mixed
+  // lengths, the engine's layout), head dim 64 (64/8: gpt-oss-like) and 256 (16/8: Gemma-2-like), the
+  // same FLOPs per token pair as 32 x 128; DeepSeek's MLA (qk 192, v 128, nq == nkv: V2-Lite's 16
+  // heads, V2/V3's 128). scripts/baselines/sdpa_attention.py times torch SDPA on these rows.
   attention: [
     { name: '1 x 1K', seqLens: [1024] },
     { name: '1 x 4K', seqLens: [4096] },
     { name: '1 x 8K', seqLens: [8192] },
+    { name: '1 x 16K', seqLens: [16384] },
+    { name: '1 x 32K', seqLens: [32768] },
     { name: '8 x 1K packed', seqLens: Array(8).fill(1024) },
+    { name: '12 mixed packed (37..8K)', seqLens: MIXED_LENGTHS },
+    { name: '1 x 4K hd64 64/8', seqLens: [4096], heads: { numHeads: 64, numKvHeads: 8, headDim: 64 } },
+    { name: '1 x 8K hd64 64/8', seqLens: [8192], heads: { numHeads: 64, numKvHeads: 8, headDim: 64 } },
+    { name: '1 x 4K hd256 16/8', seqLens: [4096], heads: { numHeads: 16, numKvHeads: 8, headDim: 256 } },
+    { name: '1 x 8K hd256 16/8', seqLens: [8192], heads: { numHeads: 16, numKvHeads: 8, headDim: 256 } },
+    { name: '1 x 4K mla 192/128 16h', seqLens: [4096], heads: mla(16) },
+    { name: '1 x 8K mla 192/128 16h', seqLens: [8192], heads: mla(16) },
+    { name: '1 x 4K mla 192/128 128h', seqLens: [4096], heads: mla(128) },
+    { name: '1 x 8K mla 192/128 128h', seqLens: [8192], heads: mla(128) },
+    { name: '1 x 16K mla 192/128 128h', seqLens: [16384], heads: mla(128) },
+    { name: '4 mixed packed mla 192/128 128h', seqLens: [700, 2048, 4096, 1500], heads: mla(128) },
   ],
   prefillPreset: 'mixtral-8x7b',
   prefill: [
@@ -129,6 +158,12 @@ export const QUICK_SIZES: BenchSizes = {
     { name: '1 x 256', seqLens: [256] },
     { name: '1 x 512', seqLens: [512] },
     { name: '4 x 128 packed', seqLens: Array(4).fill(128) },
+    { name: '5 mixed packed (3..256)', seqLens: [32, 3, 256, 45, 130] },
+    { name: '1 x 256 hd16 16/2', seqLens: [256], heads: { numHeads: 16, numKvHeads: 2, headDim: 16 } },
+    { name: '1 x 256 hd128 4/2', seqLens: [256], heads: { numHeads: 4, numKvHeads: 2, headDim: 128 } },
+    // MLA keeps its real head dims (the differing-dims path is the point), with 2 heads.
+    { name: '1 x 128 mla 192/128 2h', seqLens: [128], heads: mla(2) },
+    { name: '3 mixed packed mla 192/128 2h', seqLens: [40, 128, 7], heads: mla(2) },
   ],
   prefillPreset: 'tiny-mixtral',
   prefill: [
