@@ -143,7 +143,7 @@ describe('moe_rank_count: the rows moe_rank_dispatch sends each rank, per micro-
     const counts = tensor('i32', [M, W]);
     ops.moeRankCount(s, counts, idx, offsets, bounds);
     // Independent count: the distinct owners of each token's experts, per micro-chunk.
-    const owner = (e: number) => (e < 0 || e >= offsets[W] ? -1 : offsets.findLastIndex((o) => o <= e));
+    const owner = (e: number) => (e < 0 || e >= offsets[W] ? -1 : offsets.reduce((last, o, p) => (o <= e ? p : last), -1));
     const expected = new Array<number>(M * W).fill(0);
     for (let m = 0; m < M; m++)
       for (let t = bounds[m]; t < bounds[m + 1]; t++)
