@@ -115,21 +115,29 @@ void layernormKernel(const OpArgs& args) {
   });
 }
 
-// tensors: out, x (same numel); params: lo, hi. out = min(max(x, lo), hi); out may alias x.
-void clampKernel(const OpArgs& args) {
-  const TensorRef& out = args.tensors[0];
-  const TensorRef& x = args.tensors[1];
-  const float lo = float(args.params[0]), hi = float(args.params[1]);
+// The loop of the element-wise kernels: `out`'s elements in chunks of kChunk, over the threads; `fill`
+// writes the fp32 values of elements [begin, begin + len) into buf, which is then stored into out.
+template <typename Fill>
+void inChunks(const TensorRef& out, Fill fill) {
   const int64_t n = out.numel();
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   parallelFor(chunks, 4, [&](int64_t c0, int64_t c1) {
     std::vector<float> buf(kChunk);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t begin = c * kChunk, len = std::min(kChunk, n - begin);
-      loadFloats(x, begin, len, buf.data());
-      for (int64_t i = 0; i < len; ++i) buf[i] = std::min(std::max(buf[i], lo), hi);
+      fill(begin, len, buf.data());
       storeFloats(out, begin, len, buf.data());
     }
+  });
+}
+
+// tensors: out, x (same numel); params: lo, hi. out = min(max(x, lo), hi); out may alias x.
+void clampKernel(const OpArgs& args) {
+  const TensorRef& x = args.tensors[1];
+  const float lo = float(args.params[0]), hi = float(args.params[1]);
+  inChunks(args.tensors[0], [&](int64_t begin, int64_t len, float* buf) {
+    loadFloats(x, begin, len, buf);
+    for (int64_t i = 0; i < len; ++i) buf[i] = std::min(std::max(buf[i], lo), hi);
   });
 }
 
@@ -198,31 +206,15 @@ void copyKernel(const OpArgs& args) {
     if (n > 0) std::memcpy(dst.data, src.data, size_t(n) * dtypeSize(src.dtype));
     return;
   }
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  parallelFor(chunks, 4, [&](int64_t c0, int64_t c1) {
-    std::vector<float> buf(kChunk);
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t begin = c * kChunk, len = std::min(kChunk, n - begin);
-      loadFloats(src, begin, len, buf.data());
-      storeFloats(dst, begin, len, buf.data());
-    }
-  });
+  inChunks(dst, [&](int64_t begin, int64_t len, float* buf) { loadFloats(src, begin, len, buf); });
 }
 
 // tensors: out (float); params: seed, std. See random.h for the exact recipe.
 void fillRandomKernel(const OpArgs& args) {
-  const TensorRef& out = args.tensors[0];
   const uint64_t seedState = mix64(uint64_t(args.params[0]));
   const float scale = float(args.params[1]) * kSqrt3;
-  const int64_t n = out.numel();
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  parallelFor(chunks, 4, [&](int64_t c0, int64_t c1) {
-    std::vector<float> buf(kChunk);
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t begin = c * kChunk, len = std::min(kChunk, n - begin);
-      for (int64_t i = 0; i < len; ++i) buf[i] = scale * uniformMinus1To1(counterHash(seedState, uint64_t(begin + i)));
-      storeFloats(out, begin, len, buf.data());
-    }
+  inChunks(args.tensors[0], [&](int64_t begin, int64_t len, float* buf) {
+    for (int64_t i = 0; i < len; ++i) buf[i] = scale * uniformMinus1To1(counterHash(seedState, uint64_t(begin + i)));
   });
 }
 
