@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { PrefillRequestMsg } from '../src/rpc/protos';
 import { FIXTURES, expectMatchesReference, goldenCases, loadGolden, startCluster, type TestCluster } from './clusterHarness';
+import { sendRaw } from './helpers/rawGrpc';
 
 const FIXTURE = 'qwen3-moe'; // has tokenizer.json; vocab 256, max positions 256
 const VOCAB = 256;
@@ -34,24 +35,6 @@ function rawSequence(ids: bigint[]): number[] {
       ids.flatMap((id) => varint(id)),
     ),
   );
-}
-
-/** Sends bytes as they are to eps.v1.PrefillService/Prefill. */
-function sendRaw(address: string, bytes: Buffer): Promise<grpc.ServiceError | null> {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
-    client.makeUnaryRequest(
-      '/eps.v1.PrefillService/Prefill',
-      (b: Buffer) => b,
-      (b: Buffer) => b,
-      bytes,
-      { deadline: Date.now() + 10_000 },
-      (err) => {
-        client.close();
-        resolve(err);
-      },
-    );
-  });
 }
 
 type Malformed = { what: string; field: RegExp } & ({ request: Partial<PrefillRequestMsg> } | { raw: Buffer });

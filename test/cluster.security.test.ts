@@ -26,6 +26,7 @@ import {
   withTimeout,
   type TestCluster,
 } from './clusterHarness';
+import { sendRaw } from './helpers/rawGrpc';
 
 const FIXTURE = 'mixtral'; // no tokenizer.json: vocab 160, max positions 256
 const MODEL = path.join(FIXTURES, FIXTURE);
@@ -59,24 +60,6 @@ function field(num: number, bytes: Buffer): Buffer {
 function bigRequest(bytes: number): Buffer {
   const seq = field(1, field(1, Buffer.alloc(200, 5)));
   return Buffer.concat(new Array<Buffer>(Math.ceil(bytes / seq.length)).fill(seq));
-}
-
-/** Sends bytes as they are to eps.v1.PrefillService/Prefill. */
-function sendRaw(address: string, bytes: Buffer): Promise<grpc.ServiceError | null> {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': -1 });
-  return new Promise((resolve) => {
-    client.makeUnaryRequest(
-      '/eps.v1.PrefillService/Prefill',
-      (b: Buffer) => b,
-      (b: Buffer) => b,
-      bytes,
-      { deadline: Date.now() + 20_000 },
-      (err) => {
-        client.close();
-        resolve(err);
-      },
-    );
-  });
 }
 
 /** The launcher's log fields of its first line with message `msg`. */
@@ -188,7 +171,7 @@ describe('limits and authentication on a CPU cluster', () => {
     const big = bigRequest(10 << 20);
     expect(big.length).toBeGreaterThanOrEqual(10 << 20);
     const t0 = Date.now();
-    const errors = await Promise.all([0, 1, 2, 3].map(() => sendRaw(c.address, big)));
+    const errors = await Promise.all([0, 1, 2, 3].map(() => sendRaw(c.address, big, 20_000)));
     const elapsed = Date.now() - t0;
     for (const err of errors) {
       expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
@@ -198,9 +181,9 @@ describe('limits and authentication on a CPU cluster', () => {
 
     // Just over the limit is refused too; a valid request of the largest size the limits admit is answered
     // by admission (here: INVALID_ARGUMENT for its ids, so nothing is computed), not refused by size.
-    expect((await sendRaw(c.address, bigRequest(limit + 2000)))?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect((await sendRaw(c.address, bigRequest(limit + 2000), 20_000))?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     const tooManyIds = field(1, field(1, Buffer.from(new Array(300).fill(0).flatMap(() => varint(1)))));
-    expect((await sendRaw(c.address, tooManyIds))?.details).toMatch(/^sequences\[0\]\.ids: 300 tokens; at most 256/);
+    expect((await sendRaw(c.address, tooManyIds, 20_000))?.details).toMatch(/^sequences\[0\]\.ids: 300 tokens; at most 256/);
 
     expect(await c.client.health('')).toBe('SERVING');
     await expectAnswers(c.client);
