@@ -15,6 +15,7 @@ import { percentOf, tflops } from './stats';
 import type { Suite } from './suite';
 import { fixed, sig3 } from './table';
 import { timeOnStream } from './timing';
+import { mulberry32 } from '../util/mulberry32';
 
 export interface ExpertRow {
   shape: string;
@@ -41,18 +42,6 @@ export interface ExpertRow {
   inputSets: number;
 }
 
-/** Mulberry32: the skewed loads are the same on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Rows per expert for a load with mean M: balanced, every expert M; zipf, expert i (in a shuffled order
  * fixed by E) weight 1 / (rank + 1)^1.2 of E x M rows, rounded down to a multiple of 8 (some get 0).
@@ -62,7 +51,7 @@ export function expertLoad(load: ExpertLoad, E: number, M: number): number[] {
   const weights = Array.from({ length: E }, (_, i) => 1 / (i + 1) ** 1.2);
   const total = weights.reduce((a, b) => a + b, 0);
   const counts = weights.map((w) => 8 * Math.floor(((w / total) * E * M) / 8));
-  const next = seeded(E * 7919 + 17);
+  const next = mulberry32(E * 7919 + 17);
   for (let i = E - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
     [counts[i], counts[j]] = [counts[j], counts[i]];

@@ -6,6 +6,7 @@ import { type MoePlan } from '../../src/moe/plan/plan';
 import { type ExpertRange, expertRanges } from '../../src/moe/placement';
 import { parseMoeSchedule } from '../../src/moe/schedule';
 import { type MoePlanInput, planMoeLayer } from '../../src/moe/plan/planner';
+import { mulberry32 } from '../../src/util/mulberry32';
 
 export const H = 64;
 export const I = 32;
@@ -136,16 +137,7 @@ export function uniform(W: number, M: number, E: number, perExpert: number): num
 }
 
 /** A seeded generator (mulberry32), so random counts are the same on every run. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /** Each token of each micro-chunk picks k distinct experts at random; some experts are hot. */
 export function randomCounts(W: number, M: number, E: number, k: number, tokensPerRank: number[], seed: number): number[][][] {
