@@ -7,8 +7,10 @@ import {
   parseMoeSchedule,
   scheduleLayoutProblem,
 } from '../src/moe/schedule';
-import { effectiveSchedule } from '../src/engine/rankEngine';
+import { defaultExpertKernel, effectiveSchedule } from '../src/engine/rankEngine';
 import type { CostModel } from '../src/moe/cost/costModel';
+import type { Device } from '../src/native/device';
+import type { ModelSpec } from '../src/model/config';
 
 describe('parseMoeSchedule', () => {
   test.each([
@@ -103,8 +105,27 @@ describe('effectiveSchedule: what runs without a cost model', () => {
     expect(effectiveSchedule(parseMoeSchedule('fixed:2'), undefined, 1)).toEqual({ kind: 'fixed', degree: 2, kernel: 'dense' });
     expect(effectiveSchedule(parseMoeSchedule('fixed:2:grouped'), undefined, 1)).toEqual(parseMoeSchedule('fixed:2:grouped'));
   });
+  test('one rank, no model, a kernel given: auto and fixed without a kernel take it', () => {
+    expect(effectiveSchedule(parseMoeSchedule('auto'), undefined, 1, 'grouped_sm90')).toEqual({ kind: 'fixed', degree: 1, kernel: 'grouped_sm90' });
+    expect(effectiveSchedule(parseMoeSchedule('fixed:2'), undefined, 1, 'grouped_sm90')).toEqual({ kind: 'fixed', degree: 2, kernel: 'grouped_sm90' });
+    expect(effectiveSchedule(parseMoeSchedule('fixed:1:dense'), undefined, 1, 'grouped_sm90')).toEqual(parseMoeSchedule('fixed:1:dense'));
+  });
   test('with a model, or several ranks (the cluster measures one): unchanged', () => {
     expect(effectiveSchedule(parseMoeSchedule('fixed:2'), model, 1)).toEqual(parseMoeSchedule('fixed:2'));
     expect(effectiveSchedule(parseMoeSchedule('auto'), undefined, 2)).toEqual({ kind: 'auto' });
+  });
+});
+
+describe('defaultExpertKernel: the kernel without a cost model', () => {
+  // Only expertKernelsOf's input matters: what the addon says it runs as itself.
+  const deviceRunning = (kernels: string[]) => ({ native: { expertKernels: kernels } }) as unknown as Device;
+  const spec = (hidden: number, inter: number) => ({ hiddenSize: hidden, moe: { expertIntermediate: inter } }) as unknown as ModelSpec;
+  test('grouped_sm90 where the device runs it and both expert GEMMs suit it', () => {
+    expect(defaultExpertKernel(deviceRunning(['grouped', 'dense', 'grouped_sm90']), 'bf16', spec(2048, 768))).toBe('grouped_sm90');
+  });
+  test('dense off Hopper, for f32 activations, and for widths that are not multiples of 8', () => {
+    expect(defaultExpertKernel(deviceRunning(['grouped', 'dense']), 'bf16', spec(2048, 768))).toBe('dense');
+    expect(defaultExpertKernel(deviceRunning(['grouped', 'dense', 'grouped_sm90']), 'f32', spec(2048, 768))).toBe('dense');
+    expect(defaultExpertKernel(deviceRunning(['grouped', 'dense', 'grouped_sm90']), 'bf16', spec(2048, 100))).toBe('dense');
   });
 });

@@ -21,7 +21,7 @@ function nonNegativeInt(name: string) {
   };
 }
 
-const SCHEDULE_HELP = 'auto | baseline | fixed:D[:grouped|dense][:tokens|experts] (experts: D chunks of expert groups)';
+const SCHEDULE_HELP = 'auto | baseline | fixed:D[:grouped|dense|grouped_sm90][:tokens|experts] (experts: D chunks of expert groups)';
 
 const expertGroupsOption = (what: string) =>
   new Option(

@@ -2,6 +2,7 @@
 // weights from a config alone), and wraps the ModelRunner as the RankEngine the cluster drives.
 import { Device } from '../native/device';
 import type { BackendKind, DType } from '../native/addonTypes';
+import { expertKernelsOf, groupedSm90Takes, type ExpertKernel } from '../native/ops';
 import { loadModelSpec, type ModelSpec } from '../model/config';
 import { CheckpointSource } from './checkpointSource';
 import { ModelRunner } from './forward';
@@ -103,7 +104,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
     await close();
   }
   const costModel = opts.costModel ?? (scheduleNeedsCostModel(asked) ? await cachedCostModel(device, comm, actDtype, spec) : undefined);
-  const schedule = effectiveSchedule(asked, costModel, comm.world);
+  const schedule = effectiveSchedule(asked, costModel, comm.world, defaultExpertKernel(device, actDtype, spec));
   const runner = new ModelRunner(spec, weights, device, comm, actDtype, {
     schedule,
     costModel,
@@ -182,15 +183,35 @@ export function checkWeightsFit(spec: ModelSpec, world: number, dtype: DType, de
 
 /**
  * auto (and fixed without a kernel) needs a cost model to choose; with one rank there is nothing to
- * overlap, so without a model auto is one chunk and the kernel is the dense per-expert one (on an H200
- * cuBLAS's grouped GEMM stays near 300 TFLOP/s while the per-expert GEMMs reach 650-750 from 256 rows per
- * expert: BENCHMARKS.md). With several ranks the cluster measures a model first (rankEngineFactory.ts).
+ * overlap, so without a model auto is one chunk and the kernel is `kernel` (defaultExpertKernel).
+ * With several ranks the cluster measures a model first (rankEngineFactory.ts).
  */
-export function effectiveSchedule(schedule: MoeSchedule, costModel: CostModel | undefined, world: number): MoeSchedule {
+export function effectiveSchedule(
+  schedule: MoeSchedule,
+  costModel: CostModel | undefined,
+  world: number,
+  kernel: ExpertKernel = 'dense',
+): MoeSchedule {
   if (costModel || world !== 1) return schedule;
-  if (schedule.kind === 'auto') return { kind: 'fixed', degree: 1, kernel: 'dense' };
-  if (schedule.kind === 'fixed' && !schedule.kernel) return { ...schedule, kernel: 'dense' };
+  if (schedule.kind === 'auto') return { kind: 'fixed', degree: 1, kernel };
+  if (schedule.kind === 'fixed' && !schedule.kernel) return { ...schedule, kernel };
   return schedule;
+}
+
+/**
+ * The expert kernel a rank runs when nothing measured chooses: the Hopper grouped GEMM where this device
+ * runs it and it takes both expert GEMMs (gate/up [2I, H] and down [H, I]); else the per-expert dense
+ * one. Measured on one H100 (BENCHMARKS.md, 2026-12-07): grouped_sm90 was the fastest of the three at 88
+ * of 103 `bench experts` rows, Qwen3-30B-A3B whole prefill 49.4K tokens/s against 40.4K with dense;
+ * off Hopper cuBLAS's grouped GEMM stays near 300 TFLOP/s where per-expert GEMMs reach 650-750 from 256
+ * rows per expert, so dense.
+ */
+export function defaultExpertKernel(device: Device, dtype: DType, spec: ModelSpec): ExpertKernel {
+  const { hiddenSize: h } = spec;
+  const i = spec.moe.expertIntermediate;
+  const sm90 =
+    expertKernelsOf(device).includes('grouped_sm90') && groupedSm90Takes(dtype, 2 * i, h) && groupedSm90Takes(dtype, h, i);
+  return sm90 ? 'grouped_sm90' : 'dense';
 }
 
 /** A cost model `eps-moe profile` (or an earlier cluster) left in the cache folder, if any; never measures. */
