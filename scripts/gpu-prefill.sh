@@ -8,6 +8,8 @@
 #   e.g. build qwen3-30b-a3b qwen3-30b-a3b@fixed:1:grouped_sm90 deepseek-v2-lite dbrx:8
 #   (@SCHEDULE: eps-moe's --moe-schedule; transformers runs once per PRESET[:LAYERS]; PROFILE=1 measures
 #   the cost model before an auto launch, so that auto can choose among the kernels)
+#   LOAD=BxS: B sequences of S tokens per request (default 8x2048); TAG: a label for the rows (e.g. the
+#   attention kernel when EPS_ATTENTION_KERNEL is set for the launch); NO_TORCH=1 skips transformers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eps-prefill}
@@ -18,6 +20,8 @@ export EPS_CACHE_DIR=${EPS_CACHE_DIR:-/tmp/eps-prefill-cache} PYTHONUNBUFFERED=1
 GPU_ENV_NO_BUILD=1 source .gpu/env.sh
 rows=()
 t0=$(date +%s)
+LOAD=${LOAD:-8x2048}
+nseq=${LOAD%x*} seqlen=${LOAD#*x}
 for item in "$@"; do
   if [ "$item" = build ]; then
     rm -rf build
@@ -31,8 +35,8 @@ for item in "$@"; do
   layers=; [ "$shape" != "$preset" ] && layers=${shape#*:}
   cfg=/tmp/eps-prefill-cfg/$preset${layers:+-$layers}
   mkdir -p "$cfg"
-  node -e "const {presetConfig}=require('./dist/model/makeModel'); const {applyOverrides, parseOverride}=require('./dist/model/overrides'); const c=applyOverrides(presetConfig(process.argv[1]), process.argv[2] ? [parseOverride('num_hidden_layers='+process.argv[2])] : []); require('fs').writeFileSync(process.argv[3]+'/config.json', JSON.stringify(c, null, 1)); const V=Math.min(32000, c.vocab_size); const r=[]; for (let b=0;b<8;b++) r.push(Array.from({length:2048},(_, i)=>(i*7919+b*104729)%V)); require('fs').writeFileSync('/tmp/load.json', JSON.stringify({sequences:r}))" "$preset" "$layers" "$cfg" || continue
-  log=$OUT/eps-$preset${layers:+-$layers}-${sched//:/_}
+  node -e "const {presetConfig}=require('./dist/model/makeModel'); const {applyOverrides, parseOverride}=require('./dist/model/overrides'); const c=applyOverrides(presetConfig(process.argv[1]), process.argv[2] ? [parseOverride('num_hidden_layers='+process.argv[2])] : []); require('fs').writeFileSync(process.argv[3]+'/config.json', JSON.stringify(c, null, 1)); const V=Math.min(32000, c.vocab_size); const r=[]; for (let b=0;b<+process.argv[4];b++) r.push(Array.from({length:+process.argv[5]},(_, i)=>(i*7919+b*104729)%V)); require('fs').writeFileSync('/tmp/load.json', JSON.stringify({sequences:r}))" "$preset" "$layers" "$cfg" "$nseq" "$seqlen" || continue
+  log=$OUT/eps-$preset${layers:+-$layers}-${sched//:/_}-$LOAD${TAG:+-$TAG}
   if [ "$sched" = auto ] && [ -n "${PROFILE:-}" ]; then
     # auto chooses by the cost model of this GPU: measure it first (cached for the launch's rank)
     timeout 300 node bin/eps-moe.js profile --model "$cfg" --backend "${BACKEND:-cuda}" > "$log.profile" 2>&1
@@ -53,17 +57,17 @@ for item in "$@"; do
   fi
   kill -INT $lpid 2>/dev/null; wait $lpid
   tf=-
-  tfjson=$OUT/tf-$preset${layers:+-$layers}.json
+  tfjson=$OUT/tf-$preset${layers:+-$layers}-$LOAD.json
   if [ -f "$tfjson" ]; then
     tf=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tokens_per_s'])" "$tfjson" 2>/dev/null || echo -)
   elif [ -z "${NO_TORCH:-}" ]; then
-    timeout 400 python3 scripts/baselines/transformers_prefill.py --config "$cfg" --input /tmp/load.json > "$OUT/tf-$preset${layers:+-$layers}.json" 2> "$OUT/tf-$preset.err"
-    tf=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tokens_per_s'])" "$OUT/tf-$preset${layers:+-$layers}.json" 2>/dev/null || echo -)
+    timeout 400 python3 scripts/baselines/transformers_prefill.py --config "$cfg" --input /tmp/load.json > "$tfjson" 2> "$OUT/tf-$preset.err"
+    tf=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tokens_per_s'])" "$tfjson" 2>/dev/null || echo -)
     [ "$tf" = - ] && tail -3 "$OUT/tf-$preset.err"
   fi
   ratio=$(python3 -c "import sys; a,b=sys.argv[1:]; print(f'{float(a)/float(b):.2f}x')" "$eps" "$tf" 2>/dev/null || echo -)
-  rows+=("$(printf '%-18s %4s layers  %-26s eps-moe %9s tok/s  transformers %9s tok/s  %s' "$preset" "${layers:-all}" "$sched" "$eps" "$tf" "$ratio")")
+  rows+=("$(printf '%-18s %4s layers %-8s %-26s %-6s eps-moe %9s tok/s  transformers %9s tok/s  %s' "$preset" "${layers:-all}" "$LOAD" "$sched" "${TAG:-}" "$eps" "$tf" "$ratio")")
   echo "$preset${layers:+:$layers}: done ($(($(date +%s) - t0)) s)"
 done
-echo "---- $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); 8 x 2048 tokens per request, 2 in flight"
+echo "---- $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); $LOAD tokens per request, 2 in flight"
 printf '%s\n' "${rows[@]}"
