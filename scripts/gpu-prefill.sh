@@ -9,7 +9,9 @@
 #   (@SCHEDULE: eps-moe's --moe-schedule; transformers runs once per PRESET[:LAYERS]; PROFILE=1 measures
 #   the cost model before an auto launch, so that auto can choose among the kernels)
 #   LOAD=BxS: B sequences of S tokens per request (default 8x2048); TAG: a label for the rows (e.g. the
-#   attention kernel when EPS_ATTENTION_KERNEL is set for the launch); NO_TORCH=1 skips transformers.
+#   attention kernel when EPS_ATTENTION_KERNEL is set for the launch); NO_TORCH=1 skips transformers;
+#   TRACE=1 traces the launch's steps (events around each op: not for the headline numbers) and prints
+#   where the device time went (scripts/trace-summary.js).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eps-prefill}
@@ -43,7 +45,7 @@ for item in "$@"; do
     echo "profile $preset: rc $? ($(($(date +%s) - t0)) s): $(tail -1 "$log.profile" | cut -c1-160)"
   fi
   node bin/eps-moe.js launch --model "$cfg" --random-weights --ranks 1 --backend "${BACKEND:-cuda}" --port 0 --moe-schedule "$sched" \
-    --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn > "$log.launch" 2> "$log.err" &
+    --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn ${TRACE:+--trace "$log.trace.json"} > "$log.launch" 2> "$log.err" &
   lpid=$!
   for _ in $(seq 1 300); do grep -q '^ready:' "$log.launch" && break; kill -0 $lpid 2>/dev/null || break; sleep 1; done
   addr=$(grep -o 'ready: [^ ]*' "$log.launch" | cut -d' ' -f2)
@@ -56,6 +58,10 @@ for item in "$@"; do
     tail -5 "$log.err"
   fi
   kill -INT $lpid 2>/dev/null; wait $lpid
+  if [ -n "${TRACE:-}" ] && [ -f "$log.trace.json" ]; then
+    node scripts/trace-summary.js "$log.trace.json" --top 14 > "$log.summary" 2>&1; echo "trace $preset: where the time went"; cat "$log.summary"
+    gzip -f "$log.trace.json"
+  fi
   tf=-
   tfjson=$OUT/tf-$preset${layers:+-$layers}-$LOAD.json
   if [ -f "$tfjson" ]; then

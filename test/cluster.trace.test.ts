@@ -1,4 +1,4 @@
-// `eps-moe launch --trace FILE`: every rank traces its steps' MoE ops; the launcher merges them into
+// `eps-moe launch --trace FILE`: every rank traces its steps' ops (attention block and core, MoE ops); the launcher merges them into
 // one Chrome trace when the cluster stops.
 import * as fs from 'fs';
 import * as os from 'os';
@@ -14,11 +14,16 @@ test('a 2-rank cluster writes one trace with both ranks, measured and predicted'
   } finally {
     await cluster.destroy();
   }
-  const events = (JSON.parse(fs.readFileSync(file, 'utf8')) as { traceEvents: { ph: string; pid: number; name: string; cat?: string }[] })
+  const events = (JSON.parse(fs.readFileSync(file, 'utf8')) as { traceEvents: { ph: string; pid: number; name: string; cat?: string; ts: number; dur: number }[] })
     .traceEvents;
   const ops = events.filter((e) => e.ph === 'X');
   expect(new Set(ops.map((e) => e.pid))).toEqual(new Set([0, 1]));
-  for (const name of ['router', 'dispatch 0', 'ffn 0', 'combine 0']) expect(ops.some((e) => e.name === name && e.cat === 'op')).toBe(true);
+  for (const name of ['attention_block', 'attention', 'router', 'dispatch 0', 'ffn 0', 'combine 0'])
+    expect(ops.some((e) => e.name === name && e.cat === 'op')).toBe(true);
+  // The attention core runs inside its block, and the block ends before the layer's router starts.
+  const blocks = ops.filter((e) => e.name === 'attention_block');
+  for (const core of ops.filter((e) => e.name === 'attention'))
+    expect(blocks.some((b) => b.pid === core.pid && b.ts <= core.ts && core.ts + core.dur <= b.ts + b.dur)).toBe(true);
   expect(ops.some((e) => e.cat === 'predicted')).toBe(true);
   expect(fs.readdirSync(path.dirname(file))).toEqual(['cluster.json']); // the per-rank parts are gone
 });

@@ -7,6 +7,7 @@ import type { ModelSpec } from '../model/config';
 import type { TensorScope } from '../native/scope';
 import type { LayerWeights } from './weightTypes';
 import { modelNorm } from './norm';
+import { openSpan, type OpSpan } from '../moe/exec/spans';
 
 /** Where the packed tokens of a step sit: positions [T] i32, sequence starts [B+1] (device and host). */
 export interface StepLayout {
@@ -23,6 +24,8 @@ export interface AttentionContext {
   layout: StepLayout;
   invFreq: Tensor;
   attentionScaling: number;
+  /** When tracing: the attention core (the `attention` op) becomes a span of its own. */
+  onSpan?: (span: OpSpan) => void;
 }
 
 /** x[T,H] += Attention(RMSNorm(x)). */
@@ -61,7 +64,9 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
 
   const attn = scope.tensor(ctx.actDtype, [T, nq, hd]);
   const scale = spec.softmaxScale ?? 1 / Math.sqrt(hd);
+  const core = openSpan(ctx.onSpan, s);
   ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
+  core?.end('compute', 'attention', { tokens: T, heads: nq });
   const o = scope.tensor(ctx.actDtype, [T, spec.hiddenSize]);
   ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias);
   ops.add(s, x, x, o);
@@ -115,7 +120,9 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor, x: Ten
   ops.copyCols(s, v, kv, 0, nope, vd);
   const attn = scope.tensor(actDtype, [T, nq, vd]);
   const scale = spec.softmaxScale ?? 1 / Math.sqrt(qk);
+  const core = openSpan(ctx.onSpan, s);
   ops.attention(s, attn, q3, k.reshape([T, nq, qk]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
+  core?.end('compute', 'attention', { tokens: T, heads: nq });
   const o = scope.tensor(actDtype, [T, spec.hiddenSize]);
   ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias);
   ops.add(s, x, x, o);

@@ -11,7 +11,7 @@ import type { MoeLayerStats, RouterGroups } from '../moe/exec/context';
 import type { MoePlan } from '../moe/plan/plan';
 import { type ExpertLayout, ExpertLayoutError, expertLayout } from '../moe/placement';
 import { scheduleLayoutProblem, type DispatchMode, type MoeSchedule } from '../moe/schedule';
-import type { OpSpan } from '../moe/exec/spans';
+import { openSpan, type OpSpan } from '../moe/exec/spans';
 import { attentionBlock, type StepLayout } from './attention';
 import { swigluMlp } from '../moe/exec/mlp';
 import { TensorScope } from '../native/scope';
@@ -188,11 +188,13 @@ export class ModelRunner {
     const s = this.compute;
     const T = x.shape[0];
     if (layout) {
+      const span = openSpan(onSpan, s);
       attentionBlock(
-        { stream: s, scope, spec, actDtype: this.actDtype, layout, invFreq: weights.invFreq, attentionScaling: weights.attentionScaling },
+        { stream: s, scope, spec, actDtype: this.actDtype, layout, invFreq: weights.invFreq, attentionScaling: weights.attentionScaling, onSpan },
         w,
         x,
       );
+      span?.end('compute', 'attention_block', { tokens: T });
     }
     const hn = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
     const mlpOut = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
@@ -219,7 +221,9 @@ export class ModelRunner {
         mlpOut,
       );
     } else if (T > 0) {
+      const span = openSpan(onSpan, s);
       swigluMlp(s, scope, this.actDtype, w.mlp.dense, hn, mlpOut);
+      span?.end('compute', 'dense_mlp', { tokens: T });
     }
     if (check) ops.countNonfinite(s, check, mlpOut);
     if (T > 0) ops.add(s, x, x, mlpOut);

@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+// Where a traced run's device time went: sums the measured ops of a trace that `eps-moe launch --trace`
+// (or `forward --trace`) wrote, per rank, stream and op name (a chunk's number dropped: "ffn 0" and
+// "ffn 1" are "ffn"), and prints them largest first with their share of the rank's steps (the time from
+// each step's first op to its last, summed). Spans nest (the `attention` op inside `attention_block`),
+// so shares of nested names overlap.
+//
+// usage: node scripts/trace-summary.js TRACE.json [--rank R] [--top N]
+'use strict';
+const fs = require('node:fs');
+
+function main(argv) {
+  const file = argv[0];
+  if (!file) {
+    console.error('usage: node scripts/trace-summary.js TRACE.json [--rank R] [--top N]');
+    process.exit(2);
+  }
+  const flag = (name, dflt) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? Number(argv[i + 1]) : dflt;
+  };
+  const rank = flag('--rank', 0);
+  const top = flag('--top', 30);
+  const { traceEvents } = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const ops = traceEvents.filter((e) => e.ph === 'X' && e.cat === 'op' && e.pid === rank);
+  if (ops.length === 0) {
+    console.error(`${file}: no measured ops for rank ${rank}`);
+    process.exit(1);
+  }
+  const tracks = new Map(
+    traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.pid === rank).map((e) => [e.tid, e.args.name]),
+  );
+  const sums = new Map();
+  for (const e of ops) {
+    const key = `${tracks.get(e.tid) ?? e.tid}\t${e.name.replace(/ \d+$/, '')}`;
+    const s = sums.get(key) ?? { count: 0, us: 0 };
+    s.count += 1;
+    s.us += e.dur;
+    sums.set(key, s);
+  }
+  const stepUs = stepsTime(ops);
+  console.log(`rank ${rank}: ${ops.length} ops, ${(stepUs / 1000).toFixed(1)} ms of steps (first op to last op of each step)`);
+  console.log(['stream', 'op', 'count', 'total ms', 'mean us', 'share'].join('\t'));
+  [...sums.entries()]
+    .sort((a, b) => b[1].us - a[1].us)
+    .slice(0, top)
+    .forEach(([key, s]) =>
+      console.log([key, s.count, (s.us / 1000).toFixed(2), (s.us / s.count).toFixed(1), `${((100 * s.us) / stepUs).toFixed(1)}%`].join('\t')),
+    );
+}
+
+/** Steps are runs of ops separated by gaps longer than any op: sum each run's span. */
+function stepsTime(ops) {
+  const sorted = [...ops].sort((a, b) => a.ts - b.ts);
+  const gapUs = 50_000; // 50 ms with no op: the next step (steps of one request follow within microseconds)
+  let total = 0;
+  let start = sorted[0].ts;
+  let end = sorted[0].ts + sorted[0].dur;
+  for (const e of sorted.slice(1)) {
+    if (e.ts > end + gapUs) {
+      total += end - start;
+      start = e.ts;
+    }
+    end = Math.max(end, e.ts + e.dur);
+  }
+  return total + (end - start);
+}
+
+main(process.argv.slice(2));
