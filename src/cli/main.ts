@@ -70,7 +70,7 @@ export function buildProgram(): Command {
     .option('--moe-schedule <schedule>', SCHEDULE_HELP, scheduleOption, 'auto')
     .addOption(expertGroupsOption(''))
     .addOption(dispatchOption())
-    .option('--trace <file>', 'write a Chrome/Perfetto trace of the MoE layers (measured and predicted)')
+    .option('--trace <file>', 'write a Chrome/Perfetto trace: attention and MoE ops as measured, MoE layers as predicted')
     .option('--check-weights', 'count NaN/Inf in every weight as it loads (on the device); fail naming the tensor')
     .option('--check-layers', "debug: also check every layer's MLP output, to name the layer where non-finite values start")
     .action(async (opts) => {
@@ -131,7 +131,7 @@ export function buildProgram(): Command {
     .addOption(dispatchOption())
     .option('--random-weights', "seeded random weights made on each rank's device from config.json alone (full-size benchmarks)")
     .option('--override <key=value>', "change a field of the preset's config (repeatable), e.g. num_hidden_layers=8", collect, [])
-    .option('--trace <file>', "a Chrome/Perfetto trace of every step's MoE ops (measured and predicted), written when the cluster stops")
+    .option('--trace <file>', "a Chrome/Perfetto trace of every step's attention and MoE ops (measured; MoE layers also predicted), written when the cluster stops")
     .option('--check-weights', 'count NaN/Inf in every weight as the ranks load it (on the device); fail naming the tensor')
     .option('--check-layers', "debug: also check every layer's MLP output, to name the layer where non-finite values start")
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
