@@ -59,6 +59,8 @@ function checkReport(r: BenchReport): void {
     expect(Math.log2(e.rowsPerExpert) % 1).toBe(0);
     // The CPU runs grouped_sm90 as grouped: no column of its own here.
     expect([e.load, e.rows, e.sm90Tflops]).toEqual(['balanced', e.E * e.rowsPerExpert, null]);
+    // Each expert's rows travel in the JSON (scripts/baselines/grouped_mm_bench.py gives them to torch).
+    expect(e.counts).toEqual(Array(e.E).fill(e.rowsPerExpert));
     for (const v of [e.groupedMs, e.denseMs, e.groupedTflops, e.denseTflops]) expect(v).toBeGreaterThan(0);
     const flops = 2 * e.E * e.rowsPerExpert * e.N * e.K;
     close(e.groupedTflops, flops / (e.groupedMs * 1e-3) / 1e12);

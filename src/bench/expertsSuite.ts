@@ -27,6 +27,8 @@ export interface ExpertRow {
   load: ExpertLoad;
   /** Rows over all experts (E x rowsPerExpert when balanced; the skewed counts' sum otherwise). */
   rows: number;
+  /** Rows of each expert (expertLoad): what scripts/baselines/grouped_mm_bench.py gives torch._grouped_mm. */
+  counts: number[];
   groupedMs: number;
   denseMs: number;
   groupedTflops: number;
@@ -104,6 +106,7 @@ async function measure(
       rowsPerExpert: M,
       load,
       rows: R,
+      counts,
       groupedMs: grouped.medianMs,
       denseMs: dense.medianMs,
       groupedTflops,
