@@ -5,9 +5,9 @@
 # which cmake-js passes as --CDEPS_CUDA=1) forces it off, or on: on with something missing stops the
 # build with a message that names what is missing. CMAKE_CUDA_ARCHITECTURES (-D, then the
 # environment variable of that name) defaults to "80;90": sm_90 machine code for H100/H200, sm_80
-# for A100, and PTX for newer chips. native/cuda/grouped_gemm_sm90.cu (wgmma, TMA) needs the sm_90a
-# target instead of sm_90: it is compiled on its own (eps_add_cuda), its architectures those of the
-# rest with 90 made 90a.
+# for A100, and PTX for newer chips. The Hopper kernels (wgmma, TMA, setmaxnreg: native/cuda/
+# grouped_gemm_sm90.cu, attention_sm90.cu) need the sm_90a target instead of sm_90: they are compiled
+# on their own (eps_add_cuda), their architectures those of the rest with 90 made 90a.
 
 set(_eps_cuda_force "")
 if(DEFINED EPS_CUDA AND NOT "${EPS_CUDA}" STREQUAL "")
@@ -97,16 +97,16 @@ function(eps_add_cuda target)
   endif()
   file(GLOB _eps_cuda_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/cuda/*.cc)
   list(APPEND _eps_cuda_sources ${CMAKE_SOURCE_DIR}/native/bindings/nccl_binding.cc)
-  set(_eps_sm90a_source ${CMAKE_SOURCE_DIR}/native/cuda/grouped_gemm_sm90.cu)
-  list(REMOVE_ITEM _eps_cuda_sources ${_eps_sm90a_source})
+  set(_eps_sm90a_sources ${CMAKE_SOURCE_DIR}/native/cuda/grouped_gemm_sm90.cu ${CMAKE_SOURCE_DIR}/native/cuda/attention_sm90.cu)
+  list(REMOVE_ITEM _eps_cuda_sources ${_eps_sm90a_sources})
   target_sources(${target} PRIVATE ${_eps_cuda_sources})
 
-  # The Hopper grouped GEMM: wgmma and setmaxnreg exist only for the sm_90a target (a plain sm_90 pass
-  # compiles its body out, and the kernel traps), and an sm_90 image beside the sm_90a one would leave
-  # the driver a choice. So this one file gets its own architectures: the target's, each 90 (90-real,
-  # 90-virtual) as 90a; "native"/"all"/"all-major" as 90a alone. Without a 90 among them the kernel is
-  # not built: EPS_GROUPED_GEMM_SM90A=0 tells groupedGemmSm90Supported(), and expert_matmul's
-  # grouped_sm90 runs as grouped.
+  # The Hopper kernels (grouped GEMM, prefill attention): wgmma and setmaxnreg exist only for the sm_90a
+  # target (a plain sm_90 pass compiles their bodies out, and the kernels trap), and an sm_90 image beside
+  # the sm_90a one would leave the driver a choice. So these files get their own architectures: the
+  # target's, each 90 (90-real, 90-virtual) as 90a; "native"/"all"/"all-major" as 90a alone. Without a
+  # 90 among them the kernels are not built: EPS_GROUPED_GEMM_SM90A=0 and EPS_ATTENTION_SM90A=0 tell
+  # groupedGemmSm90Supported() and attentionSm90Supported(), and their ops take their other kernels.
   set(_eps_sm90a_archs "")
   set(_eps_sm90a_built 0)
   foreach(_arch IN LISTS CMAKE_CUDA_ARCHITECTURES)
@@ -122,13 +122,15 @@ function(eps_add_cuda target)
     endif()
   endforeach()
   list(REMOVE_DUPLICATES _eps_sm90a_archs)
-  add_library(eps_grouped_gemm_sm90 OBJECT ${_eps_sm90a_source})
-  set_target_properties(eps_grouped_gemm_sm90 PROPERTIES CUDA_RUNTIME_LIBRARY Shared CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
-                                                          POSITION_INDEPENDENT_CODE ON CUDA_ARCHITECTURES "${_eps_sm90a_archs}")
-  target_compile_definitions(eps_grouped_gemm_sm90 PRIVATE EPS_GROUPED_GEMM_SM90A=${_eps_sm90a_built})
-  target_compile_options(eps_grouped_gemm_sm90 PRIVATE -O3 -lineinfo)
-  target_sources(${target} PRIVATE $<TARGET_OBJECTS:eps_grouped_gemm_sm90>)
-  message(STATUS "eps-moe: grouped_gemm_sm90.cu: architectures ${_eps_sm90a_archs} (sm_90a kernel ${_eps_sm90a_built})")
+  add_library(eps_cuda_sm90a OBJECT ${_eps_sm90a_sources})
+  set_target_properties(eps_cuda_sm90a PROPERTIES CUDA_RUNTIME_LIBRARY Shared CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
+                                                   POSITION_INDEPENDENT_CODE ON CUDA_ARCHITECTURES "${_eps_sm90a_archs}")
+  target_compile_definitions(eps_cuda_sm90a PRIVATE EPS_GROUPED_GEMM_SM90A=${_eps_sm90a_built}
+                                                    EPS_ATTENTION_SM90A=${_eps_sm90a_built})
+  target_compile_options(eps_cuda_sm90a PRIVATE -O3 -lineinfo)
+  target_sources(${target} PRIVATE $<TARGET_OBJECTS:eps_cuda_sm90a>)
+  message(STATUS "eps-moe: sm_90a sources (grouped_gemm_sm90.cu, attention_sm90.cu): architectures ${_eps_sm90a_archs} "
+                 "(sm_90a kernels ${_eps_sm90a_built})")
   target_compile_definitions(${target} PRIVATE EPS_WITH_CUDA)
   target_include_directories(${target} PRIVATE ${EPS_NCCL_INCLUDE_DIR})
   # One CUDA runtime in the process: the shared one, which cuBLAS and NCCL use too.
