@@ -270,6 +270,63 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     await expectClose(`attention ${label} T=${T}`, out, dt === 'f32' ? 1e-5 : 1e-2);
   });
 
+  // The Hopper kernel (native/cuda/attention_sm90.cu; EPS_ATTENTION_KERNEL=sm90, where the device runs
+  // it) and the sm_80 kernels (EPS_ATTENTION_KERNEL=sm80) on the same inputs, both against one CPU run:
+  // packed lengths from 1 to 8K around the 128-row query tiles and 128-key blocks, every head dim pair
+  // of the fast path, GQA and MHA. Both outputs start as NaN, so every element must be written. Besides
+  // relative L2, each output row's argmax over the head dim must match the CPU's in >= 99% of rows (a
+  // near tie may round either way in bf16).
+  test.each([
+    ['hd=128, GQA 2/1', [1, 127, 128, 129, 8192, 300, 2], 2, 1, 128, 128],
+    ['hd=128, MHA 3/3', [129, 1, 1000, 256, 255], 3, 3, 128, 128],
+    ['hd=64, GQA 2/1', [8192, 1, 127, 129, 64], 2, 1, 64, 64],
+    ['hd=64, MHA 4/4', [300, 1, 128, 2], 4, 4, 64, 64],
+    ['hd=192 hdv=128, MHA 1/1', [8192, 1, 127, 128, 129], 1, 1, 192, 128],
+    ['hd=192 hdv=128, GQA 4/2', [700, 129, 1, 300], 4, 2, 192, 128],
+  ] as const)('attention, Hopper and sm_80 kernels, %s, lengths %j', async (label, lens, nq, nkv, hd, hdv) => {
+    const rng = new Rng(nq * 31 + nkv + hd + hdv);
+    const T = lens.reduce((a: number, b: number) => a + b, 0);
+    const cu = [0];
+    for (const l of lens) cu.push(cu[cu.length - 1] + l);
+    const q = randomFloats(rng, 'bf16', [T, nq, hd], -2, 2);
+    const k = randomFloats(rng, 'bf16', [T, nkv, hd]);
+    const v = randomFloats(rng, 'bf16', [T, nkv, hdv]);
+    const cuT = ints([cu.length], cu);
+    const scale = 1 / Math.sqrt(hd);
+    const outs = { sm90: floats('bf16', [T, nq, hdv]), sm80: floats('bf16', [T, nq, hdv]) };
+    const saved = process.env.EPS_ATTENTION_KERNEL;
+    try {
+      for (const kernel of ['sm90', 'sm80'] as const) {
+        process.env.EPS_ATTENTION_KERNEL = kernel;
+        ops.attention(st.gpu, outs[kernel].gpu, q.gpu, k.gpu, v.gpu, cuT.gpu, cu, scale);
+        await st.gpu.synchronize();
+      }
+    } finally {
+      if (saved === undefined) delete process.env.EPS_ATTENTION_KERNEL;
+      else process.env.EPS_ATTENTION_KERNEL = saved;
+    }
+    ops.attention(st.cpu, outs.sm90.cpu, q.cpu, k.cpu, v.cpu, cuT.cpu, cu, scale);
+    const cpu = await outs.sm90.cpu.read(st.cpu);
+    for (const kernel of ['sm90', 'sm80'] as const) {
+      const gpu = await outs[kernel].gpu.read(st.gpu);
+      expect(countNaN(gpu)).toBe(0);
+      const err = relL2(gpu, cpu);
+      table.push({ name: `attention ${kernel} ${label} T=${T}`, error: err });
+      expect(err).toBeLessThanOrEqual(1e-2);
+      let agree = 0;
+      for (let r = 0; r < T * nq; r++) {
+        let a = 0,
+          b = 0;
+        for (let d = 1; d < hdv; d++) {
+          if (gpu[r * hdv + d] > gpu[r * hdv + a]) a = d;
+          if (cpu[r * hdv + d] > cpu[r * hdv + b]) b = d;
+        }
+        if (a === b) agree++;
+      }
+      expect(agree / (T * nq)).toBeGreaterThanOrEqual(0.99);
+    }
+  });
+
   test.each([
     ['f32', 3, 5, 7, 4, 1, 3, 2],
     ['bf16', 64, 192, 192, 0, 0, 64, 16],

@@ -1,6 +1,11 @@
 // attention: causal softmax attention within packed sequences, grouped KV heads.
 //
-// Fast path (q, k, v, out all bf16; (query/key head dim, value head dim) one of (64, 64),
+// Hopper path (compute capability 9.0, the sm_90a build, the fast path's dtypes and head dims):
+// attention_sm90.cu, FlashAttention-3's design (TMA, wgmma, producer/consumer warpgroups), fed the
+// same tile list. EPS_ATTENTION_KERNEL=sm90 in the environment asks for it, =sm80 keeps the kernels
+// below (before/after measurements, and the tests of both paths); unset, kSm90ByDefault decides.
+//
+// Fast path, the sm_80 one (q, k, v, out all bf16; (query/key head dim, value head dim) one of (64, 64),
 // (128, 128) and (192, 128), the last DeepSeek-V2/V3's MLA): a fused tiled kernel in the manner of
 // FlashAttention-2, templated on both head dims. A block of 4 warps owns 128 query rows of one head
 // (32 rows per warp, two m16 tiles) and walks the key/value tiles of its sequence, 64 keys at a time
@@ -37,9 +42,12 @@
 // it serves test shapes and models with unusual heads.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "attention_sm90.h"
 #include "cuda_check.h"
 #include "dtype.cuh"
 #include "ops.h"
@@ -98,12 +106,9 @@ __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
 
 // ---------------------------------------------------------------- fused kernel
 
-struct QueryTile {
-  int seqStart;  // first token of the sequence
-  int seqLen;
-  int q0;        // first query row of the tile, relative to seqStart
-  int pad;
-};
+// One 128-row query tile of a sequence: the Hopper kernel's tile, so that both kernels take one list.
+using QueryTile = AttentionTile;
+static_assert(kAttentionTileRows == kBlockRows, "one tile list for both kernels");
 
 // Shared-memory rows are padded by 8 elements (16 bytes): a row stride of 16 mod 128 bytes puts the
 // 8 rows of each ldmatrix 8x8 read in 8 distinct bank groups.
@@ -409,6 +414,18 @@ __global__ void attentionGenericKernel(FloatDst out, FloatSrc q, FloatSrc k, Flo
   }
 }
 
+// Whether the Hopper kernel runs where the device and build have it: EPS_ATTENTION_KERNEL=sm80 keeps
+// the sm_80 kernels, =sm90 asks for the Hopper one, unset takes kSm90ByDefault. Read at every call, so
+// that a test can run both paths in one process.
+// Off until the kernel has passed its GPU checks (scripts/kernels/attention_sm90.sh, test/gpu.ops.test.ts):
+// it was written and compiled in a session that got no device time.
+constexpr bool kSm90ByDefault = false;
+bool useSm90(OpContext& c) {
+  const char* v = std::getenv("EPS_ATTENTION_KERNEL");
+  const bool wanted = v && std::strcmp(v, "sm80") == 0 ? false : v && std::strcmp(v, "sm90") == 0 ? true : kSm90ByDefault;
+  return wanted && attentionSm90Supported(c.ctx.device);
+}
+
 template <int HDQK, int HDV>
 void launchFlash(OpContext& c, const OpArgs& args, const std::vector<QueryTile>& tiles, int nq, int nkv, float scale) {
   const auto* tileTable = static_cast<const QueryTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
@@ -452,6 +469,13 @@ void attentionOp(OpContext& c, const OpArgs& args) {
     if (tiles.empty()) return;
     // Longest rows (most key tiles) first, so the short ones fill the tail of the grid.
     std::stable_sort(tiles.begin(), tiles.end(), [](const QueryTile& a, const QueryTile& b) { return a.q0 > b.q0; });
+    // (tiles: the host list while the shape is checked, then its device copy)
+    AttentionSm90Args sm90{out.data, q.data, k.data, v.data, tiles.data(), int(tiles.size()), T, nq, nkv, hd, hdv, scale};
+    if (useSm90(c) && attentionSm90Takes(sm90)) {
+      sm90.tiles = static_cast<const AttentionTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
+      checkCuda(attentionSm90(sm90, c.cuda), "attention (sm90)");
+      return;
+    }
     if (hd == 128) launchFlash<128, 128>(c, args, tiles, nq, nkv, scale);
     else if (hd == 192) launchFlash<192, 128>(c, args, tiles, nq, nkv, scale);
     else launchFlash<64, 64>(c, args, tiles, nq, nkv, scale);

@@ -22,9 +22,9 @@ if [ "$1" = sanitize ]; then
   timeout 60 compute-sanitizer --tool memcheck $BIN --small --no-time > "$OUT/sanitizer.log" 2>&1
   echo "sanitizer rc=$?"; grep -E "ERROR SUMMARY|FAIL|ALL PASS" "$OUT/sanitizer.log"
 fi
-timeout 150 $BIN --json "$OUT/ours.json" ${MODE:+--mode $MODE} > "$OUT/check.log" 2>&1; echo "check+timing rc=$?"
+timeout 100 $BIN --json "$OUT/ours.json" ${MODE:+--mode $MODE} > "$OUT/check.log" 2>&1; echo "check+timing rc=$?"
 grep -E "^FAIL|error|^ALL PASS|^FAILED|^device" "$OUT/check.log" | head -30
 sed -n '/^case /,$p' "$OUT/check.log"
-timeout 200 python3 scripts/baselines/sdpa_attention.py --ours "$OUT/ours.json" --reps 10 --json "$OUT/sdpa.json" \
+timeout 120 python3 scripts/baselines/sdpa_attention.py --ours "$OUT/ours.json" --reps 10 --warmup 2 --json "$OUT/sdpa.json" \
   > "$OUT/sdpa.txt" 2> "$OUT/sdpa.err"; echo "sdpa rc=$?"; tail -3 "$OUT/sdpa.err"
 sed -n '/^## attention: eps-moe vs torch SDPA/,$p' "$OUT/sdpa.txt"
