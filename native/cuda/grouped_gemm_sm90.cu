@@ -9,43 +9,28 @@
 //     232), each owning 64 rows of the tile (wgmma m64nBNk16, fp32 accumulators in registers).
 //   - STAGES-deep ring of (A, B) stages; a "full" mbarrier per stage (TMA completes its bytes on it)
 //     and an "empty" mbarrier per stage (one arrival per consumer warp once its wgmmas have read it).
-//     Consumers keep one wgmma group in flight (wait_group 1) and free the previous stage, so the
-//     producer runs STAGES - 2 stages ahead: 1 with 3 stages, 2 with 4.
-//   - thread-block clusters of 2 (configs 6-8; compiled, not yet run on a GPU): 2x1 (CM = 2) puts m-tiles 2u and 2u+1 of one
-//     (segment, n-tile) on the two CTAs, each loading half of the shared weight tile with a TMA
-//     multicast into both CTAs' shared memory (B's L2 -> SM traffic halved: 48 -> 32 KB per CTA per
-//     k-step at 128x256x64); 1x2 (CN = 2) does the same along N with the A tile (48 -> 40 KB). Each
-//     CTA's full barrier expects the whole stage (its own half + the peer's); each empty barrier
-//     counts the consumer warps of both CTAs (a consumer frees a stage in its own CTA and, remotely,
-//     in the peer, whose producer writes into it). The grid is as many clusters as fit at once
-//     (cudaOccupancyMaxActiveClusters); a cluster barrier after the barriers' init and before exit.
-//     With CM = 2 and an odd m-tile count the second CTA runs the last unit on rows it never stores.
+//     Consumers keep one wgmma group in flight (wait_group 1) and free the previous stage.
 //   - persistent grid (one CTA per SM): each CTA reads offsets[S+1] from device memory, builds the
-//     per-segment unit prefix in shared memory with a block scan (a unit: CM x CN tiles, one per CTA
-//     of the cluster), and walks units u = cluster id, + clusters, ...; a unit maps to (segment,
-//     n-unit, m-unit) by binary search; within a segment the m-units go in bands of 8 (n-unit by
-//     n-unit, m-unit fastest) so that the CTAs running together share a few weight tiles and a band
-//     of rows through L2.
+//     per-segment tile prefix in shared memory with a block scan, and walks tiles t = blockIdx.x,
+//     + gridDim.x, ...; a tile maps to (segment, n-tile, m-tile) by binary search; within a segment
+//     the m-tiles go in bands of 8 (n-tile by n-tile, m-tile fastest) so that the CTAs running together
+//     share a few weight tiles and a band of rows through L2.
 //   - A's tensor map spans all R rows: a tile whose 128 rows run past its segment loads the next
 //     segment's rows (or TMA's zero fill past R) and the epilogue masks them out; w's tensor map is
 //     3-D [E, N, K], so an n-tile past N is zero-filled within its expert.
-//   - epilogue through shared memory (configs 3-8): each consumer warpgroup writes its 64 x BN bf16
-//     tile box by box (64x64, 128-byte swizzle: conflict-free) into staging, then one thread issues TMA
-//     stores (bulk groups) that run on while the warpgroup goes on (next box, next tile's mainloop).
-//     kEpiFull (3, 4, 8) stages all BN/64 boxes (64 KB at BN = 256) and reuses them after
-//     cp.async.bulk.wait_group.read 0 at the next tile; kEpiSlots (5-7) has two 8 KB slots per
-//     warpgroup used in turn (wait_group.read 1 before each box: the newest group is the other slot's),
-//     which leaves 4 stages room at 128x256. A warpgroup whose 64 rows run past the segment end stores
-//     from staging with masked 16-byte stores instead (a TMA box cannot be clipped to a segment).
-//     Configs 1 and 2 store straight from the accumulator fragments (4-byte stores, rows masked),
-//     which leaves the tensor cores idle for longer between tiles.
+//   - epilogue, configs 3 and 4 (the ones auto picks): each consumer warpgroup writes its 64 x BN bf16
+//     tile into its own staging buffer (64x64 boxes, 128-byte swizzle: conflict-free), then one thread
+//     issues TMA stores (bulk groups) that run on while the warpgroup starts the next tile's mainloop;
+//     the buffer is reused after cp.async.bulk.wait_group.read. A warpgroup whose 64 rows run past the
+//     segment end stores from the buffer with masked 16-byte stores instead (a TMA box cannot be
+//     clipped to a segment). Configs 1 and 2 store straight from the accumulator fragments (4-byte
+//     stores, rows masked), which leaves the tensor cores idle for longer between tiles.
 #include "grouped_gemm_sm90.h"
 
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cudaTypedefs.h>
 
-#include <algorithm>
 #include <mutex>
 
 // In the passes for other targets the kernel body is compiled out, leaving helpers unreferenced.
@@ -60,28 +45,17 @@ constexpr int BK = 64;  // 64 bf16 = 128 bytes: one swizzle row
 constexpr int kThreads = 384;
 constexpr int kConsumerWarps = 8;
 
-// Epilogue kinds: registers straight to global; a staging tile of the warpgroup's whole 64 x BN output
-// (BN/64 boxes); or two 64x64 box slots per warpgroup that the boxes go through in turn.
-enum Epi { kEpiReg = 0, kEpiFull = 1, kEpiSlots = 2 };
-
-// CM x CN: the thread-block cluster (1x1, 2x1 or 1x2). CM = 2: the two CTAs take m-tiles 2u and 2u+1 of
-// one (segment, n-tile) and each loads half of the shared weight (B) tile, multicast to both; CN = 2:
-// n-tiles 2u and 2u+1 of one m-tile, each loading half of the shared A tile, multicast to both.
-template <int BN, int STAGES, int EPI, int CM, int CN>
+template <int BN, int STAGES, bool TMA_STORE>
 struct Cfg {
-  static_assert(CM * CN <= 2, "clusters of at most 2");
-  static constexpr int kCluster = CM * CN;
   static constexpr int kABytes = BM * BK * 2;
   static constexpr int kBBytes = BN * BK * 2;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes;
-  // TMA-store epilogue: bf16 staging per consumer warpgroup, [boxes][64 rows][64 cols], each box in the
-  // 128-byte swizzle (conflict-free fragment writes, and what the TMA store reads).
-  static constexpr int kBoxesPerWg = EPI == kEpiFull ? BN / 64 : (EPI == kEpiSlots ? 2 : 0);
-  static constexpr int kCBytes = 2 * kBoxesPerWg * 8192;
+  // TMA-store epilogue: a bf16 staging tile per consumer warpgroup, [BN/64 boxes][64 rows][64 cols],
+  // each box in the 128-byte swizzle (conflict-free fragment writes, and what the TMA store reads).
+  static constexpr int kCBytes = TMA_STORE ? BM * BN * 2 : 0;
   static constexpr int kBarOffset = kPipeBytes + kCBytes;
-  // + 1024 for aligning the dynamic base, + 64 for the static shared variables.
-  static size_t smemBytes(int S) { return 1024 + 64 + size_t(kBarOffset) + 2 * STAGES * 8 + 3 * 4 * size_t(S + 1) + 16; }
+  static size_t smemBytes(int S) { return 1024 + size_t(kBarOffset) + 2 * STAGES * 8 + 3 * 4 * size_t(S + 1) + 16; }
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -127,40 +101,6 @@ __device__ __forceinline__ void prefetchTensorMap(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
-// Multicast loads: the box lands at the same shared offset in every CTA of `mask` and completes its
-// bytes on the mbarrier at the same offset in each.
-__device__ __forceinline__ void tmaLoad2dMc(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1,
-                                            uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "h"(mask)
-      : "memory");
-}
-__device__ __forceinline__ void tmaLoad3dMc(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1, int c2,
-                                            uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, %4, %5}], [%2], %6;" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "h"(mask)
-      : "memory");
-}
-__device__ __forceinline__ uint32_t clusterRank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return r;
-}
-// Arrive on the mbarrier at the same shared offset in CTA `rank` of the cluster.
-__device__ __forceinline__ void mbarArriveCluster(uint32_t bar, uint32_t rank) {
-  asm volatile(
-      "{\n.reg .b32 remAddr;\n"
-      "mapa.shared::cluster.u32 remAddr, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remAddr];\n}\n" ::"r"(bar),
-      "r"(rank)
-      : "memory");
-}
-__device__ __forceinline__ void clusterSync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
-}
-
 __device__ __forceinline__ void tmaStore2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
   asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(
                    reinterpret_cast<uint64_t>(map)),
@@ -169,7 +109,6 @@ __device__ __forceinline__ void tmaStore2d(const CUtensorMap* map, uint32_t src,
 }
 __device__ __forceinline__ void bulkCommit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void bulkWaitRead0() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
-__device__ __forceinline__ void bulkWaitRead1() { asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory"); }
 __device__ __forceinline__ void bulkWait0() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 __device__ __forceinline__ void fenceProxyAsyncSmem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ __forceinline__ void namedBarrier(int id, int threads) {
@@ -266,14 +205,13 @@ __device__ __forceinline__ void wgmmaTile(float* d, uint64_t descA, uint64_t des
 
 // ---- the kernel -------------------------------------------------------------------------------
 
-template <int BN, int STAGES, int EPI, int CM, int CN>
+template <int BN, int STAGES, bool TMA_STORE>
 __global__ void __launch_bounds__(kThreads, 1)
     groupedGemmSm90Kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                           const __grid_constant__ CUtensorMap tmC, __nv_bfloat16* __restrict__ out,
                           const int32_t* __restrict__ offsets, int S, int E, int N, int K, int R, int band) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = Cfg<BN, STAGES, EPI, CM, CN>;
-  constexpr int CL = C::kCluster;
+  using C = Cfg<BN, STAGES, TMA_STORE>;
   extern __shared__ uint8_t smemRaw[];
   __shared__ int warpSums[kThreads / 32];
   __shared__ int totalTilesS;
@@ -293,31 +231,26 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int nTilesN = (N + BN - 1) / BN;
   const int nK = (K + BK - 1) / BK;
-  // Work units: a unit is CM m-tiles x CN n-tiles, one per CTA of the cluster; the cluster walks units.
-  const uint32_t rank = CL > 1 ? clusterRank() : 0;
-  const int unitsN = (nTilesN + CN - 1) / CN;
-  const int firstUnit = blockIdx.x / CL, unitStride = gridDim.x / CL;
 
   if (tid == 0) {
     prefetchTensorMap(&tmA);
     prefetchTensorMap(&tmB);
-    if (EPI != kEpiReg) prefetchTensorMap(&tmC);
+    if (TMA_STORE) prefetchTensorMap(&tmC);
     for (int i = 0; i < STAGES; ++i) {
       mbarInit(fullBar + 8 * i, 1);
-      mbarInit(emptyBar + 8 * i, kConsumerWarps * CL);  // every consumer warp of the cluster frees a stage
+      mbarInit(emptyBar + 8 * i, kConsumerWarps);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
 
-  // Per-segment unit prefix: thread tid owns segments [s0, s1); a block-wide exclusive scan.
+  // Per-segment tile prefix: thread tid owns segments [s0, s1); a block-wide exclusive scan.
   auto clampRow = [R](int v) { return v < 0 ? 0 : (v > R ? R : v); };
-  auto unitsOf = [&](int rows) { return (((rows + BM - 1) / BM + CM - 1) / CM) * unitsN; };
   const int chunk = (S + kThreads - 1) / kThreads;
   const int s0 = min(S, tid * chunk), s1 = min(S, s0 + chunk);
   int local = 0;
   for (int s = s0; s < s1; ++s) {
     const int r0 = clampRow(offsets[s]), r1 = max(r0, clampRow(offsets[s + 1]));
-    local += unitsOf(r1 - r0);
+    local += ((r1 - r0 + BM - 1) / BM) * nTilesN;
   }
   int incl = local;
 #pragma unroll
@@ -346,19 +279,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       tileStart[s] = run;
       rowStart[s] = r0;
       rowEnd[s] = r1;
-      run += unitsOf(r1 - r0);
+      run += ((r1 - r0 + BM - 1) / BM) * nTilesN;
     }
     if (tid == 0) tileStart[S] = totalTilesS;
   }
   __syncthreads();
-  if constexpr (CL > 1) clusterSync();  // the peer's barriers are initialised before anything targets them
-  const int totalUnits = totalTilesS;
+  const int totalTiles = totalTilesS;
 
-  // Unit t -> (segment s, m-tile, n-tile) of this CTA: s is the last segment whose first unit is <= t (it
-  // has units). Within a segment the m-units go in bands of `band`; a band's units run n-unit by n-unit
-  // with the m-unit fastest, so the CTAs running together share a few weight tiles and a band of rows in
-  // L2. With CM = 2 the second CTA's m-tile may lie past the segment (odd m-tile count): it runs the
-  // mainloop on rows it never stores (its peer needs its half of the weight tile and its releases).
+  // Tile t -> (segment s, m-tile, n-tile): s is the last segment whose first tile is <= t (it has tiles).
+  // Within a segment the m-tiles go in bands of `band`; a band's tiles run n-tile by n-tile with the
+  // m-tile fastest, so the CTAs running together share a few weight tiles and a band of rows in L2.
   auto decode = [&](int t, int& s, int& mt, int& nt) {
     int lo = 0, hi = S - 1;
     while (lo < hi) {
@@ -367,16 +297,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       else hi = mid - 1;
     }
     s = lo;
-    const int mUnits = ((rowEnd[s] - rowStart[s] + BM - 1) / BM + CM - 1) / CM;
+    const int mTiles = (rowEnd[s] - rowStart[s] + BM - 1) / BM;
     const int localT = t - tileStart[s];
-    const int g = min(band, mUnits);
-    const int b = localT / (g * unitsN);
-    const int rem = localT - b * g * unitsN;
-    const int gb = min(g, mUnits - b * g);
-    const int nu = rem / gb;
-    const int mu = b * g + (rem - nu * gb);
-    mt = mu * CM + (CM > 1 ? int(rank) : 0);
-    nt = nu * CN + (CN > 1 ? int(rank) : 0);
+    const int g = min(band, mTiles);
+    const int b = localT / (g * nTilesN);
+    const int rem = localT - b * g * nTilesN;
+    const int gb = min(g, mTiles - b * g);
+    nt = rem / gb;
+    mt = b * g + (rem - nt * gb);
   };
 
   const int wg = warp / 4;
@@ -385,30 +313,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (warp == 0 && lane == 0) {
       int it = 0;
-      for (int t = firstUnit; t < totalUnits; t += unitStride) {
+      for (int t = blockIdx.x; t < totalTiles; t += gridDim.x) {
         int s, mt, nt;
         decode(t, s, mt, nt);
         const int row = rowStart[s] + mt * BM, col = nt * BN, e = s % E;
         for (int kb = 0; kb < nK; ++kb, ++it) {
           const int stage = it % STAGES;
           const uint32_t phase = (it / STAGES) & 1;
-          const uint32_t full = fullBar + 8 * stage;
           mbarWait(emptyBar + 8 * stage, phase ^ 1);
-          mbarExpectTx(full, C::kStageBytes);  // the whole A and B tiles, whichever CTA loads them
-          if constexpr (CN > 1) {
-            // A is shared along N: this CTA loads rows [rank*64, +64) of it for both CTAs.
-            tmaLoad2dMc(sA + stage * C::kABytes + rank * (C::kABytes / 2), &tmA, full, kb * BK, row + int(rank) * (BM / 2),
-                        uint16_t(3));
-          } else {
-            tmaLoad2d(sA + stage * C::kABytes, &tmA, full, kb * BK, row);
-          }
-          if constexpr (CM > 1) {
-            // B is shared along M: this CTA loads weight rows [rank*BN/2, +BN/2) of it for both CTAs.
-            tmaLoad3dMc(sB + stage * C::kBBytes + rank * (C::kBBytes / 2), &tmB, full, kb * BK, col + int(rank) * (BN / 2),
-                        e, uint16_t(3));
-          } else {
-            tmaLoad3d(sB + stage * C::kBBytes, &tmB, full, kb * BK, col, e);
-          }
+          mbarExpectTx(fullBar + 8 * stage, C::kStageBytes);
+          tmaLoad2d(sA + stage * C::kABytes, &tmA, fullBar + 8 * stage, kb * BK, row);
+          tmaLoad3d(sB + stage * C::kBBytes, &tmB, fullBar + 8 * stage, kb * BK, col, e);
         }
       }
     }
@@ -417,16 +332,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     const int cw = wg - 1;
     const int wIn = warp % 4;
-    // Frees a stage: lane 0 in this CTA, lane 1 in the peer (whose producer multicasts into this CTA).
-    auto release = [&](int stage) {
-      if (lane == 0) mbarArrive(emptyBar + 8 * stage);
-      if (CL > 1 && lane == 1) mbarArriveCluster(emptyBar + 8 * stage, rank ^ 1u);
-    };
     float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
     int it = 0;
-    for (int t = firstUnit; t < totalUnits; t += unitStride) {
+    for (int t = blockIdx.x; t < totalTiles; t += gridDim.x) {
       int s, mt, nt;
       decode(t, s, mt, nt);
       for (int kb = 0; kb < nK; ++kb, ++it) {
@@ -446,17 +356,17 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
         if (kb > 0) {
           wgmmaWait<1>();
-          release((it - 1) % STAGES);
+          if (lane == 0) mbarArrive(emptyBar + 8 * ((it - 1) % STAGES));
         }
       }
       wgmmaWait<0>();
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
-      release((it - 1) % STAGES);
+      if (lane == 0) mbarArrive(emptyBar + 8 * ((it - 1) % STAGES));
 
       const int rEnd = rowEnd[s];
       const int tileRow = rowStart[s] + mt * BM + cw * 64;  // this warpgroup's first row
-      if constexpr (EPI == kEpiReg) {
+      if constexpr (!TMA_STORE) {
         // Epilogue: fragment (j, half) of thread `lane` in warp wIn holds row wIn*16 + lane/4 (+8),
         // columns 8j + 2*(lane%4) + {0,1}.
         const int rowA = tileRow + wIn * 16 + lane / 4;
@@ -475,70 +385,47 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       } else {
-        // Epilogue through shared memory, one 64x64 box (128-byte swizzle) at a time: the fragments go to
-        // the box's staging slot, then one TMA store (it runs on while the warpgroup goes on: the next
-        // box, the next tile's mainloop) when all 64 rows lie in the segment, else masked 16-byte stores.
-        // kEpiFull: a slot per box, the slots are reused by the next tile; kEpiSlots: two slots in turn.
+        // Epilogue through shared memory: the warpgroup's 64 x BN tile goes to its staging buffer
+        // (BN/64 boxes of 64x64, 128-byte swizzle), then one TMA store per box when all 64 rows lie in
+        // the segment (it runs on while the next tile's mainloop starts), else masked 16-byte stores.
         const int tIn = tid % 128;
-        const uint32_t myC = sC + cw * (C::kBoxesPerWg * 8192);
-        const bool fullRows = tileRow + 64 <= rEnd;
+        const uint32_t myC = sC + cw * (64 * BN * 2);
+        if (tIn == 0) bulkWaitRead0();  // the previous tile's TMA store has read the buffer
+        namedBarrier(1 + cw, 128);
         const int rA = wIn * 16 + lane / 4;
-        if constexpr (EPI == kEpiFull) {
-          if (tIn == 0) bulkWaitRead0();  // the previous tile's TMA stores have read the buffer
-          namedBarrier(1 + cw, 128);
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const uint32_t box = myC + (j / 8) * 8192;
+          const int ch = j % 8;
+          stShared32(box + rA * 128 + ((ch ^ (rA & 7)) << 4) + (lane % 4) * 4, packBf16(acc[4 * j], acc[4 * j + 1]));
+          stShared32(box + (rA + 8) * 128 + ((ch ^ ((rA + 8) & 7)) << 4) + (lane % 4) * 4,
+                     packBf16(acc[4 * j + 2], acc[4 * j + 3]));
         }
+        fenceProxyAsyncSmem();
+        namedBarrier(1 + cw, 128);
+        if (tileRow + 64 <= rEnd) {
+          if (tIn == 0) {
 #pragma unroll
-        for (int bx = 0; bx < BN / 64; ++bx) {
-          const uint32_t box = myC + (EPI == kEpiFull ? bx : (bx & 1)) * 8192;
-          if constexpr (EPI == kEpiSlots) {
-            // The last store group is the other slot's: once at most one is pending, this slot is free.
-            if (tIn == 0) bulkWaitRead1();
-            namedBarrier(1 + cw, 128);
+            for (int bx = 0; bx < BN / 64; ++bx)
+              if (nt * BN + bx * 64 < N) tmaStore2d(&tmC, myC + bx * 8192, nt * BN + bx * 64, tileRow);
+            bulkCommit();
           }
-#pragma unroll
-          for (int ch = 0; ch < 8; ++ch) {
-            const int j = bx * 8 + ch;
-            stShared32(box + rA * 128 + ((ch ^ (rA & 7)) << 4) + (lane % 4) * 4, packBf16(acc[4 * j], acc[4 * j + 1]));
-            stShared32(box + (rA + 8) * 128 + ((ch ^ ((rA + 8) & 7)) << 4) + (lane % 4) * 4,
-                       packBf16(acc[4 * j + 2], acc[4 * j + 3]));
-          }
-          if (EPI == kEpiSlots || bx == BN / 64 - 1) {
-            fenceProxyAsyncSmem();
-            namedBarrier(1 + cw, 128);
-            const int bx0 = EPI == kEpiSlots ? bx : 0;  // the boxes this step stores: [bx0, bx]
-            if (tIn == 0) {
-              if (fullRows)
-                for (int q = bx0; q <= bx; ++q)
-                  if (nt * BN + q * 64 < N)
-                    tmaStore2d(&tmC, myC + (EPI == kEpiFull ? q : (q & 1)) * 8192, nt * BN + q * 64, tileRow);
-              // kEpiSlots: one group per box, empty or not, so that the newest group is always the other
-              // slot's, which is what the wait before each box relies on.
-              if (fullRows || EPI == kEpiSlots) bulkCommit();
-            }
-            if (!fullRows) {
-              for (int q = bx0; q <= bx; ++q) {
-                const uint32_t qb = myC + (EPI == kEpiFull ? q : (q & 1)) * 8192;
+        } else {
 #pragma unroll 4
-                for (int i = 0; i < (64 * 8) / 128; ++i) {
-                  const int idx = i * 128 + tIn;
-                  const int r = idx / 8, cc = idx % 8;
-                  const int row = tileRow + r, col = nt * BN + q * 64 + cc * 8;
-                  if (row < rEnd && col < N) {
-                    const uint4 v = ldShared128(qb + r * 128 + ((cc ^ (r & 7)) << 4));
-                    *reinterpret_cast<uint4*>(out + size_t(row) * N + col) = v;
-                  }
-                }
-              }
+          for (int i = 0; i < (64 * BN / 8) / 128; ++i) {
+            const int idx = i * 128 + tIn;
+            const int r = idx / (BN / 8), cc = idx % (BN / 8);
+            const int row = tileRow + r, col = nt * BN + cc * 8;
+            if (row < rEnd && col < N) {
+              const uint4 v = ldShared128(myC + (cc / 8) * 8192 + r * 128 + (((cc % 8) ^ (r & 7)) << 4));
+              *reinterpret_cast<uint4*>(out + size_t(row) * N + col) = v;
             }
           }
         }
       }
     }
-    if (EPI != kEpiReg && tid % 128 == 0) bulkWait0();
+    if (TMA_STORE && tid % 128 == 0) bulkWait0();
   }
-  // A CTA leaves only once its peer is done with it: the peer's multicasts into this CTA's shared memory
-  // were all consumed here (same units, same stages), and its arrivals on this CTA's barriers are done.
-  if constexpr (CL > 1) clusterSync();
 #elif defined(__CUDA_ARCH__)
   // Built without the sm_90a target (e.g. a plain sm_90 or sm_80 pass of a multi-architecture build):
   // no wgmma here. Fail loudly rather than leave the output unwritten.
@@ -598,26 +485,23 @@ DeviceInfo deviceInfo(int device) {
 // Bands of m-tiles (decode()): 0 picks the default.
 constexpr int kDefaultBand = 8;
 
-// Static shared memory of the kernel (warpSums, totalTilesS; ptxas reports 64 bytes) on top of the dynamic.
-constexpr size_t kStaticSmem = 64;
-
-template <int BN, int STAGES, int EPI, int CM, int CN>
+template <int BN, int STAGES, bool TMA_STORE>
 cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
-  using C = Cfg<BN, STAGES, EPI, CM, CN>;
+  using C = Cfg<BN, STAGES, TMA_STORE>;
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
   const DeviceInfo info = deviceInfo(device);
   const size_t smem = C::smemBytes(p.S);
-  if (info.sms <= 0 || smem + kStaticSmem > size_t(info.maxSmem)) return cudaErrorInvalidValue;
+  if (info.sms <= 0 || smem > size_t(info.maxSmem)) return cudaErrorInvalidValue;
 
   CUtensorMap mapA, mapB, mapC;
   const cuuint64_t dimsA[2] = {cuuint64_t(p.K), cuuint64_t(p.R)};
   const cuuint64_t stridesA[1] = {cuuint64_t(p.K) * 2};
-  const cuuint32_t boxA[2] = {BK, BM / CN};  // with CN = 2 each CTA loads half of A's tile
+  const cuuint32_t boxA[2] = {BK, BM};
   const cuuint64_t dimsB[3] = {cuuint64_t(p.K), cuuint64_t(p.N), cuuint64_t(p.E)};
   const cuuint64_t stridesB[2] = {cuuint64_t(p.K) * 2, cuuint64_t(p.K) * cuuint64_t(p.N) * 2};
-  const cuuint32_t boxB[3] = {BK, BN / CM, 1};  // with CM = 2 each CTA loads half of B's tile
+  const cuuint32_t boxB[3] = {BK, BN, 1};
   const cuuint64_t dimsC[2] = {cuuint64_t(p.N), cuuint64_t(p.R)};
   const cuuint64_t stridesC[1] = {cuuint64_t(p.N) * 2};
   const cuuint32_t boxC[2] = {64, 64};
@@ -625,61 +509,21 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
       !encode(&mapC, p.out, 2, dimsC, stridesC, boxC))
     return cudaErrorInvalidValue;
 
-  auto kernel = groupedGemmSm90Kernel<BN, STAGES, EPI, CM, CN>;
+  auto kernel = groupedGemmSm90Kernel<BN, STAGES, TMA_STORE>;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const int band = p.bandM > 0 ? p.bandM : kDefaultBand;
-
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1];
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  int grid = info.sms;
-  if constexpr (C::kCluster > 1) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = C::kCluster;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    // A persistent grid must be resident at once: as many clusters as fit together (GPCs hold whole
-    // clusters), found once per device and smem size.
-    static std::mutex mu;
-    static int cached[64] = {};
-    static size_t cachedSmem[64] = {};
-    std::lock_guard<std::mutex> lock(mu);
-    if (device >= 64) return cudaErrorInvalidValue;
-    if (cached[device] == 0 || cachedSmem[device] != smem) {
-      cfg.gridDim = dim3((info.sms / C::kCluster) * C::kCluster);
-      int clusters = 0;
-      err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg);
-      if (err != cudaSuccess) return err;
-      if (clusters <= 0) return cudaErrorInvalidValue;
-      cached[device] = clusters;
-      cachedSmem[device] = smem;
-    }
-    grid = std::min(info.sms / C::kCluster, cached[device]) * C::kCluster;
-  }
-  cfg.gridDim = dim3(grid);
-  err = cudaLaunchKernelEx(&cfg, kernel, mapA, mapB, mapC, static_cast<__nv_bfloat16*>(p.out), p.offsets, p.S, p.E,
-                           p.N, p.K, int(p.R), band);
-  if (err != cudaSuccess) return err;
+  kernel<<<info.sms, kThreads, smem, stream>>>(mapA, mapB, mapC, static_cast<__nv_bfloat16*>(p.out), p.offsets, p.S,
+                                              p.E, p.N, p.K, int(p.R), band);
   return cudaGetLastError();
 }
 
-constexpr int kMaxConfig = 8;
-
 cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t stream) {
   switch (config) {
-    case 1: return launch<128, 6, kEpiReg, 1, 1>(p, stream);
-    case 2: return launch<256, 4, kEpiReg, 1, 1>(p, stream);
-    case 3: return launch<256, 3, kEpiFull, 1, 1>(p, stream);
-    case 4: return launch<128, 5, kEpiFull, 1, 1>(p, stream);
-    case 5: return launch<256, 4, kEpiSlots, 1, 1>(p, stream);
-    case 6: return launch<256, 4, kEpiSlots, 2, 1>(p, stream);
-    case 7: return launch<256, 4, kEpiSlots, 1, 2>(p, stream);
-    case 8: return launch<128, 6, kEpiFull, 1, 2>(p, stream);
+    case 1: return launch<128, 6, false>(p, stream);
+    case 2: return launch<256, 4, false>(p, stream);
+    case 3: return launch<256, 3, true>(p, stream);
+    case 4: return launch<128, 5, true>(p, stream);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -688,10 +532,8 @@ cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t 
 // sync; expert_matmul allocates exactly the routed rows). Measured on H100 (docs/bench/
 // 2026-12-07-grouped-gemm-sm90.md): the 128x128 TMA-store tile wins below ~192 rows per expert (less
 // padding in the last m-tile, more tiles to spread), the 128x256 TMA-store tile from 256 up.
-// Configs 5-8 (4 stages, clusters with multicast) stay out of auto until a device call has checked and
-// timed them (scripts/kernels/grouped_gemm_sm90.sh does both; the prediction is config 6 from 256 rows up).
 int pickConfig(const GroupedGemmSm90Args& p) {
-  if (p.config >= 1 && p.config <= kMaxConfig) return p.config;
+  if (p.config >= 1 && p.config <= 4) return p.config;
   return p.R < int64_t(192) * p.E ? 4 : 3;
 }
 
@@ -715,20 +557,15 @@ bool groupedGemmSm90Takes(const GroupedGemmSm90Args& p) {
   auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
   return p.K > 0 && p.K % 8 == 0 && p.N > 0 && p.N % 8 == 0 && p.E >= 1 && p.S >= 1 && p.R >= 1 &&
          p.R <= (int64_t(1) << 31) - 1 - BM && p.offsets && aligned(p.a) && aligned(p.w) && aligned(p.out) &&
-         Cfg<128, 6, kEpiReg, 1, 1>::smemBytes(p.S) + kStaticSmem <= 227 * 1024;
+         Cfg<128, 6, false>::smemBytes(p.S) <= 227 * 1024;
 }
 
 cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   if (!groupedGemmSm90Takes(p)) return cudaErrorInvalidValue;
-  // With many segments the tables outgrow the shared memory a deep pipeline leaves: fall back to fewer
-  // stages (4 -> 3 with 128x256), then to direct stores (no staging), which fit a few thousand segments.
-  static constexpr int kFallback[kMaxConfig + 1] = {0, 0, 0, 2, 1, 3, 3, 3, 4};
-  int config = pickConfig(p);
-  cudaError_t err = launchConfig(config, p, stream);
-  while (err == cudaErrorInvalidValue && kFallback[config] != 0) {
-    config = kFallback[config];
-    err = launchConfig(config, p, stream);
-  }
+  const int config = pickConfig(p);
+  const cudaError_t err = launchConfig(config, p, stream);
+  // A staging-buffer config needs more shared memory: with many segments fall back to direct stores.
+  if (err == cudaErrorInvalidValue && (config == 3 || config == 4)) return launchConfig(config == 3 ? 2 : 1, p, stream);
   return err;
 }
 

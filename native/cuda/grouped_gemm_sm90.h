@@ -24,15 +24,9 @@ struct GroupedGemmSm90Args {
   int64_t R;               // rows allocated in a and out (a bound, not the row count: that is on the device)
   int S;                   // segments (a multiple of E in expert_matmul; any S >= 1 here)
   int E, N, K;
-  int config;              // 0 auto (R/E < 192 rows per expert: 4, else 3). Tiles 128 x BN, stages s:
-                           // 1: BN 128, s6, stores from registers; 2: BN 256, s4, from registers;
-                           // 3: BN 256, s3, whole-tile staging + TMA stores; 4: BN 128, s5, the same;
-                           // 5: BN 256, s4, two staging slots per warpgroup + TMA stores;
-                           // 6: 5 in 2x1 clusters (weight tile multicast); 7: 5 in 1x2 clusters (A
-                           // multicast); 8: BN 128, s6, whole-tile staging, 1x2 clusters. Configs whose
-                           // tables do not fit shared memory (many segments) fall back (5-7 -> 3 -> 2,
-                           // 8 -> 4 -> 1). Configs 5-8 (session 4) are compiled and opt-in only: not yet
-                           // run on a GPU (docs/bench/2026-12-07-grouped-gemm-sm90-s4-notes.md).
+  int config;              // 0 auto (R/E < 192 rows per expert: 4, else 3); 1: 128x128 tile, 6 stages; 2: 128x256 tile, 4 stages (both store
+                           // from registers); 3: 128x256, 3 stages, 4: 128x128, 5 stages (both through
+                           // shared memory and TMA stores, overlapping the next tile's mainloop)
   int bandM;               // tile order: m-tiles of a segment in bands of bandM (0: default 8)
 };
 

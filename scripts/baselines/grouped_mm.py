@@ -6,8 +6,7 @@ native/cuda/bench/grouped_gemm_check.cu timed, in the same device call (issue 12
 
 --loads: lines "tag|E N K c_0 ... c_{S-1}" (segment s uses expert s % E), written by the harness's --loads.
 --ours:  the harness's output; its "VARIANTS ..." and "RESULT tag | tf... | rel | pct" lines are merged
-         into one table with the torch figure and the ratios auto / torch (auto = the first variant, what
-         the engine runs) and best of our variants / torch; a last line counts the acceptance points.
+         into one table with the torch figure and the ratio (best of our variants / torch).
 Times out = torch._grouped_mm(a[R,K], w[E,N,K].transpose(-2,-1), offs=cumsum(counts)) on random bf16
 data: CUDA events around each call, median of --reps after 3 warm-ups; TFLOP/s = 2*R*N*K/t. Also
 prints the torch.matmul 8192^3 bf16 figure of the same run.
@@ -91,28 +90,20 @@ def main():
                 tag, tfs, _rel, _pct = [x.strip() for x in line[len("RESULT "):].split("|")]
                 rows.append((tag, [float(x) for x in tfs.split()]))
         print()
-        # The first column of ours is "auto" (what the engine runs): auto/torch is the acceptance ratio.
-        head = f"{'shape / load':44s} " + " ".join(f"{n:>12s}" for n in names) + f" {'torch':>7s} {'auto/torch':>10s} {'best/torch':>10s}"
+        head = f"{'shape / load':44s} " + " ".join(f"{n:>11s}" for n in names) + f" {'torch':>7s} {'best/torch':>10s}"
         if ceiling:
-            head += f" {'auto%cuBLAS':>11s}"
+            head += f" {'best%cuBLAS':>11s}"
         print(head)
-        hits = {"ge128": [0, 0], "lt128": [0, 0]}
         for tag, tfs in rows:
             best = max(tfs)
             tt = torch_tf.get(tag, float("nan"))
-            line = f"{tag:44s} " + " ".join(f"{x:12.1f}" for x in tfs) + f" {tt:7.1f} {tfs[0] / tt:9.2f}x {best / tt:9.2f}x"
+            line = f"{tag:44s} " + " ".join(f"{x:11.1f}" for x in tfs) + f" {tt:7.1f} {best / tt:9.2f}x"
             if ceiling:
-                line += f" {100 * tfs[0] / ceiling:10.1f}%"
+                line += f" {100 * best / ceiling:10.1f}%"
             print(line)
-            m = int(tag.rsplit("=", 1)[1]) if "=" in tag else 0
-            if tt == tt:  # not NaN
-                key = "ge128" if m >= 128 else "lt128"
-                hits[key][1] += 1
-                hits[key][0] += tfs[0] / tt >= (1.0 if m >= 128 else 0.9)
         if ceiling:
             print(f"cuBLAS 8192^3 ceiling of this run: {ceiling:.1f} TFLOP/s")
-        print(f"auto >= 1.0x torch at M >= 128: {hits['ge128'][0]} / {hits['ge128'][1]}; "
-              f"auto >= 0.9x torch at M < 128: {hits['lt128'][0]} / {hits['lt128'][1]}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,13 +18,11 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu -
 if [ "$1" = sanitize ]; then
   timeout 100 compute-sanitizer --tool memcheck $BIN --no-time --small > "$OUT/sanitizer.log" 2>&1; echo "sanitizer rc=$?"; grep -E "ERROR SUMMARY|FAIL|ALL PASS" "$OUT/sanitizer.log"
 fi
-timeout ${CASES_LIMIT:-45} $BIN --no-time > "$OUT/cases.log" 2>&1; rc=$?; echo "cases rc=$rc"; grep -E "FAIL|error|ALL PASS" "$OUT/cases.log" | head -20
-# A hang (rc 124) would hang the timing too: show where it stopped and end here.
-[ $rc = 124 ] && { echo "cases timed out after:"; tail -3 "$OUT/cases.log"; exit 1; }
-timeout ${TIME_LIMIT:-110} $BIN --skip-cases --loads "$OUT/loads.txt" 2>&1 > "$OUT/ggc.log"; echo "timing rc=$?"
+timeout 60 $BIN --no-time > "$OUT/cases.log" 2>&1; echo "cases rc=$?"; grep -E "FAIL|error|ALL PASS" "$OUT/cases.log" | head -20
+timeout 200 $BIN --skip-cases --loads "$OUT/loads.txt" 2>&1 > "$OUT/ggc.log"; echo "timing rc=$?"
 grep -E "FAIL|error" "$OUT/ggc.log" | head -10
 grep -E "^ALL PASS|^FAILED|CEILING" "$OUT/ggc.log"
-t1=$(date +%s); PYTHONUNBUFFERED=1 timeout ${TORCH_LIMIT:-75} python3 scripts/baselines/grouped_mm.py --loads "$OUT/loads.txt" --ours "$OUT/ggc.log" \
-  > "$OUT/torch.log" 2>&1; echo "torch rc=$? ($(( $(date +%s) - t1 )) s)"
+PYTHONUNBUFFERED=1 timeout 150 python3 scripts/baselines/grouped_mm.py --loads "$OUT/loads.txt" --ours "$OUT/ggc.log" \
+  > "$OUT/torch.log" 2>&1; echo "torch rc=$?"
 grep -E "error|CEILING" "$OUT/torch.log" | head -8
 sed -n '/^shape \/ load/,$p' "$OUT/torch.log"
