@@ -28,12 +28,12 @@
 //     AttentionSm90Args::mode picks other schedules for measurement (the kernel's MODE, below; mode 3
 //     is MODE 2 with 3 stages): scripts/kernels/attention_sm90.sh times them all, to keep the best.
 #include "attention_sm90.h"
+#include "sm90.cuh"
 
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cudaTypedefs.h>
 
-#include <mutex>
 
 // In the passes for other targets the kernel body is compiled out, leaving helpers unreferenced.
 #pragma nv_diag_suppress 177
@@ -41,6 +41,8 @@
 namespace eps::cuda {
 
 namespace {
+
+using namespace sm90;
 
 using bf16 = __nv_bfloat16;
 
@@ -62,70 +64,15 @@ struct Layout {
   static constexpr size_t kSmem = 1024 + size_t(kBar) + 8 * (1 + 3 * STAGES);  // + 1024: alignment slack
 };
 
-// ---- PTX wrappers -----------------------------------------------------------------------------
+// ---- PTX wrappers (the shared ones: sm90.cuh) -------------------------------------------------
 
-__device__ __forceinline__ uint32_t smemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-__device__ __forceinline__ void mbarInit(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbarArrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred P1;\n"
-      "LAB_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-      "@P1 bra DONE;\n"
-      "bra LAB_WAIT;\n"
-      "DONE:\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
-      : "memory");
-}
-__device__ __forceinline__ void prefetchTensorMap(const CUtensorMap* map) {
-  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-}
-__device__ __forceinline__ void namedBarrierSync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
-}
 __device__ __forceinline__ void namedBarrierArrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
-__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmmaWait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-// Keeps the compiler from moving register reads/writes across the wgmma fences and waits.
-__device__ __forceinline__ void fenceReg(float& r) { asm volatile("" : "+f"(r)::"memory"); }
-__device__ __forceinline__ void fenceReg(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
-
-// Shared-memory matrix descriptors, 128-byte swizzle (layout type 1 in bits 62-63), 8-row groups of
-// 128-byte rows 1024 bytes apart (the stride byte offset, bits 32-45).
-// K-major (Q and K: the reduction dim runs along the 128-byte rows): the leading byte offset is unused.
-__device__ __forceinline__ uint64_t descKMajor(uint32_t addr) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
-}
-// N-major (V as B of P V: the reduction dim, keys, runs down the rows and N = hdv along them): the
-// leading byte offset (bits 16-29) steps from one 64-column chunk of hdv to the next.
+// Q and K are K-major operands (sm90::descKMajor). V as B of P V is N-major: the reduction dim, keys,
+// runs down the 128-byte rows and N = hdv along them, in the same 128-byte swizzle; 8-key groups are
+// 1024 bytes apart (the stride byte offset, bits 32-45) and the leading byte offset (bits 16-29) steps
+// from one 64-column chunk of hdv to the next (CUTLASS's canonical MN-major SW128 layout).
 __device__ __forceinline__ uint64_t descNMajor(uint32_t addr) {
   return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(kChunkBytes >> 4) << 16) | (uint64_t(1024 >> 4) << 32) |
          (uint64_t(1) << 62);
@@ -431,19 +378,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // ---- host side --------------------------------------------------------------------------------
-
-PFN_cuTensorMapEncodeTiled_v12000 encodeTiled() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  });
-  return fn;
-}
 
 // A 2-D map over [T rows, width bf16 columns] (row-major), boxes of {64 columns, boxRows rows}, the
 // 128-byte swizzle; reads past T are zero-filled.

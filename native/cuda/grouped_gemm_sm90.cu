@@ -26,12 +26,12 @@
 //     clipped to a segment). Configs 1 and 2 store straight from the accumulator fragments (4-byte
 //     stores, rows masked), which leaves the tensor cores idle for longer between tiles.
 #include "grouped_gemm_sm90.h"
+#include "sm90.cuh"
 
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cudaTypedefs.h>
 
-#include <mutex>
 
 // In the passes for other targets the kernel body is compiled out, leaving helpers unreferenced.
 #pragma nv_diag_suppress 177
@@ -39,6 +39,8 @@
 namespace eps::cuda {
 
 namespace {
+
+using namespace sm90;
 
 constexpr int BM = 128;
 constexpr int BK = 64;  // 64 bf16 = 128 bytes: one swizzle row
@@ -58,47 +60,13 @@ struct Cfg {
   static size_t smemBytes(int S) { return 1024 + size_t(kBarOffset) + 2 * STAGES * 8 + 3 * 4 * size_t(S + 1) + 16; }
 };
 
-// ---- PTX wrappers -----------------------------------------------------------------------------
+// ---- PTX wrappers (the shared ones: sm90.cuh) -------------------------------------------------
 
-__device__ __forceinline__ uint32_t smemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-__device__ __forceinline__ void mbarInit(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbarArrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred P1;\n"
-      "LAB_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-      "@P1 bra DONE;\n"
-      "bra LAB_WAIT;\n"
-      "DONE:\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-
-__device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
-      : "memory");
-}
 __device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1, int c2) {
   asm volatile(
       "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
       : "memory");
-}
-__device__ __forceinline__ void prefetchTensorMap(const CUtensorMap* map) {
-  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
 __device__ __forceinline__ void tmaStore2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
@@ -111,9 +79,6 @@ __device__ __forceinline__ void bulkCommit() { asm volatile("cp.async.bulk.commi
 __device__ __forceinline__ void bulkWaitRead0() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 __device__ __forceinline__ void bulkWait0() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 __device__ __forceinline__ void fenceProxyAsyncSmem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-__device__ __forceinline__ void namedBarrier(int id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
-}
 __device__ __forceinline__ void stShared32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
 }
@@ -122,25 +87,6 @@ __device__ __forceinline__ uint4 ldShared128(uint32_t addr) {
   asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
   return v;
 }
-__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmmaWait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-// Keeps the compiler from moving accumulator reads/writes across the wgmma fences and waits.
-__device__ __forceinline__ void fenceReg(float& r) { asm volatile("" : "+f"(r)::"memory"); }
-
-// Shared-memory matrix descriptor: K-major operand, 128-byte swizzle, 8-row atoms 1024 bytes apart.
-__device__ __forceinline__ uint64_t smemDesc(uint32_t addr) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
-}
-
 // ---- wgmma m64nNk16, bf16 x bf16 -> fp32, both operands from shared memory, K-major (generated) ----
 
 __device__ __forceinline__ void wgmma_m64n128k16(float* d, uint64_t descA, uint64_t descB, int scaleD) {
@@ -350,7 +296,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint32_t b0 = sB + stage * C::kBBytes;
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk)
-          wgmmaTile<BN>(acc, smemDesc(a0 + kk * 32), smemDesc(b0 + kk * 32), (kb | kk) != 0);
+          wgmmaTile<BN>(acc, descKMajor(a0 + kk * 32), descKMajor(b0 + kk * 32), (kb | kk) != 0);
         wgmmaCommit();
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
@@ -391,7 +337,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int tIn = tid % 128;
         const uint32_t myC = sC + cw * (64 * BN * 2);
         if (tIn == 0) bulkWaitRead0();  // the previous tile's TMA store has read the buffer
-        namedBarrier(1 + cw, 128);
+        namedBarrierSync(1 + cw, 128);
         const int rA = wIn * 16 + lane / 4;
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j) {
@@ -402,7 +348,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                      packBf16(acc[4 * j + 2], acc[4 * j + 3]));
         }
         fenceProxyAsyncSmem();
-        namedBarrier(1 + cw, 128);
+        namedBarrierSync(1 + cw, 128);
         if (tileRow + 64 <= rEnd) {
           if (tIn == 0) {
 #pragma unroll
@@ -434,19 +380,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // ---- host side --------------------------------------------------------------------------------
-
-PFN_cuTensorMapEncodeTiled_v12000 encodeTiled() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  });
-  return fn;
-}
 
 bool encode(CUtensorMap* map, const void* ptr, cuuint32_t rank, const cuuint64_t* dims, const cuuint64_t* strides,
             const cuuint32_t* box) {
