@@ -30,44 +30,14 @@
 #include <unistd.h>
 
 #include "attention_sm90.h"
+#include "check_util.cuh"
 
 using eps::cuda::AttentionSm90Args;
 using eps::cuda::AttentionTile;
 using eps::cuda::kAttentionTileRows;
 
-#define CK(x)                                                                                          \
-  do {                                                                                                 \
-    cudaError_t e_ = (x);                                                                              \
-    if (e_ != cudaSuccess) {                                                                           \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #x); \
-      exit(2);                                                                                         \
-    }                                                                                                  \
-  } while (0)
-
 constexpr int kModes = 4;
 const char* kModeNames[kModes] = {"overlap", "serial", "pingpong", "pp3stage"};
-
-__device__ __forceinline__ uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// Uniform in [-scale, scale), never exactly zero.
-__global__ void fillRandom(__nv_bfloat16* p, size_t n, uint64_t seed, float scale) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const uint64_t h = splitmix(seed * 0x100000001B3ull + i);
-    float u = float(h >> 40) * (2.0f / 16777216.0f) - 1.0f;
-    if (fabsf(u) < 1e-3f) u = u < 0 ? -1e-3f : 1e-3f;
-    p[i] = __float2bfloat16(u * scale);
-  }
-}
-
-__global__ void fillPoison(uint16_t* p, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    p[i] = 0xFFFF;
-}
 
 // One warp per (token, head): the exact causal softmax over the token's sequence, fp32.
 __global__ void refKernel(float* ref, const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,

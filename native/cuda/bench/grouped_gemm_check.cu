@@ -31,43 +31,13 @@
 #include <cublas_v2.h>
 #endif
 
+#include "check_util.cuh"
 #include "grouped_gemm_sm90.h"
 
 using eps::cuda::GroupedGemmSm90Args;
 using eps::cuda::groupedGemmSm90;
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #x); \
-      exit(2);                                                                                 \
-    }                                                                                          \
-  } while (0)
-
 // ---- device helpers ----------------------------------------------------------------------------
-
-__device__ __forceinline__ uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// Uniform in [-scale, scale), never exactly zero.
-__global__ void fillRandom(__nv_bfloat16* p, size_t n, uint64_t seed, float scale) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const uint64_t h = splitmix(seed * 0x100000001B3ull + i);
-    float u = float(h >> 40) * (2.0f / 16777216.0f) - 1.0f;
-    if (fabsf(u) < 1e-3f) u = u < 0 ? -1e-3f : 1e-3f;
-    p[i] = __float2bfloat16(u * scale);
-  }
-}
-
-__global__ void fillPoison(uint16_t* p, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    p[i] = 0xFFFF;
-}
 
 // One warp per output element: ref[li, n] = sum_k a[rows[li], k] * w[experts[li], n, k], fp32.
 __global__ void refKernel(float* ref, const __nv_bfloat16* a, const __nv_bfloat16* w, const int* rows,
