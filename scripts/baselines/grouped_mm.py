@@ -12,23 +12,11 @@ data: CUDA events around each call, median of --reps after 3 warm-ups; TFLOP/s =
 prints the torch.matmul 8192^3 bf16 figure of the same run.
 """
 import argparse
-import statistics
 import sys
 
 import torch
 
-
-def time_ms(fn, reps):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(reps + 1)]
-    ev[0].record()
-    for i in range(reps):
-        fn()
-        ev[i + 1].record()
-    torch.cuda.synchronize()
-    return statistics.median(ev[i].elapsed_time(ev[i + 1]) for i in range(reps))
+from cuda_timing import time_ms
 
 
 def main():
@@ -43,7 +31,7 @@ def main():
     n = 8192
     x = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
     y = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
-    ms = time_ms(lambda: x @ y, args.reps)
+    ms = time_ms(torch, lambda: x @ y, args.reps)
     print(f"CEILING torch.matmul bf16 8192^3: {2 * n**3 / ms / 1e9:.1f} TFLOP/s")
     del x, y
 
@@ -65,7 +53,7 @@ def main():
             offs = torch.tensor(counts, device=dev, dtype=torch.int32).cumsum(0, dtype=torch.int32)
             wt = w.transpose(-2, -1)
             try:
-                ms = time_ms(lambda: torch._grouped_mm(a, wt, offs=offs), args.reps)
+                ms = time_ms(torch, lambda: torch._grouped_mm(a, wt, offs=offs), args.reps)
                 tf = 2.0 * R * N * K / ms / 1e9
             except Exception as e:  # noqa: BLE001
                 print(f"TORCH {tag}: error {type(e).__name__}: {str(e)[:200]}")

@@ -17,8 +17,9 @@ sm90 >= 1.0x torch from 128 rows per expert up and >= 0.9x below (issue 12, acce
 """
 import argparse
 import json
-import statistics
 import sys
+
+from cuda_timing import time_ms
 
 
 def bench_rows(path):
@@ -35,19 +36,6 @@ def bench_rows(path):
 
 def key(r):
     return f"{r['shape']}|{r['load']}|{r['rowsPerExpert']}"
-
-
-def time_ms(torch, fn, reps):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(reps + 1)]
-    ev[0].record()
-    for i in range(reps):
-        fn()
-        ev[i + 1].record()
-    torch.cuda.synchronize()
-    return statistics.median(ev[i].elapsed_time(ev[i + 1]) for i in range(reps))
 
 
 def run_torch(rows, reps):

@@ -39,6 +39,8 @@ import sys
 import time
 import warnings
 
+from cuda_timing import time_ms as cuda_time_ms
+
 BACKENDS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH"}
 
 
@@ -104,14 +106,7 @@ def measure(cases, args):
                 fn()
                 ts.append((time.perf_counter() - t0) * 1e3)
             return statistics.median(ts)
-        torch.cuda.synchronize()
-        ev = [torch.cuda.Event(enable_timing=True) for _ in range(args.reps + 1)]
-        ev[0].record()
-        for i in range(args.reps):
-            fn()
-            ev[i + 1].record()
-        torch.cuda.synchronize()
-        return statistics.median(ev[i].elapsed_time(ev[i + 1]) for i in range(args.reps))
+        return cuda_time_ms(torch, fn, args.reps, warmup=0)  # warmed up above
 
     def attempt(backend, calls):
         """Runs the calls once under the backend; None when it ran, else the reason torch gave."""
