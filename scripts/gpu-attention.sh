@@ -12,16 +12,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eps-attention}
 mkdir -p "$OUT"
-export EPS_CUDA=${EPS_CUDA:-1} CMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} PATH=/usr/local/cuda/bin:$PATH
-export PYTHONUNBUFFERED=1
-GPU_ENV_NO_BUILD=1 source .gpu/env.sh
+source scripts/gpu-env.sh
 t0=$(date +%s)
 if [ "${1:-}" = build ]; then
   shift
-  rm -rf build
-  npm run --silent build:native > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-  node -e "const a=require('./build/Release/eps_native.node'); console.log(a.backends(), JSON.stringify(a.versions()))" | tee -a "$OUT/build.log"
-  echo "build: ok ($(($(date +%s) - t0)) s)"
+  gpu_build "$OUT" "$t0"
 fi
 json=${BENCH_JSON:-$OUT/attention.json}
 if [ -z "${BENCH_JSON:-}" ]; then

@@ -16,19 +16,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eps-prefill}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never NVLink multicast
-export EPS_CUDA=${EPS_CUDA:-1} CMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} PATH=/usr/local/cuda/bin:$PATH
-export EPS_CACHE_DIR=${EPS_CACHE_DIR:-/tmp/eps-prefill-cache} PYTHONUNBUFFERED=1
-GPU_ENV_NO_BUILD=1 source .gpu/env.sh
+export EPS_CACHE_DIR=${EPS_CACHE_DIR:-/tmp/eps-prefill-cache}
+source scripts/gpu-env.sh
 rows=()
 t0=$(date +%s)
 LOAD=${LOAD:-8x2048}
 nseq=${LOAD%x*} seqlen=${LOAD#*x}
 for item in "$@"; do
   if [ "$item" = build ]; then
-    rm -rf build
-    npm run --silent build:native > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-    echo "build: ok ($(($(date +%s) - t0)) s)"
+    gpu_build "$OUT" "$t0"
     continue
   fi
   sched=auto; [ "$item" != "${item%%@*}" ] && sched=${item#*@}
