@@ -159,10 +159,13 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
   info.This().As<Napi::Object>().Set("backend", Napi::String::New(info.Env(), backend->kind()));
   info.This().As<Napi::Object>().Set("index", Napi::Number::New(info.Env(), backend->deviceIndex()));
   info.This().As<Napi::Object>().Set("name", Napi::String::New(info.Env(), backend->deviceName()));
-  const auto kernels = backend->expertKernels();
-  auto arr = Napi::Array::New(info.Env(), kernels.size());
-  for (size_t i = 0; i < kernels.size(); ++i) arr.Set(i, Napi::String::New(info.Env(), kernels[i]));
-  info.This().As<Napi::Object>().Set("expertKernels", arr);
+  auto strings = [&](const std::vector<std::string>& names) {
+    auto arr = Napi::Array::New(info.Env(), names.size());
+    for (size_t i = 0; i < names.size(); ++i) arr.Set(i, Napi::String::New(info.Env(), names[i]));
+    return arr;
+  };
+  info.This().As<Napi::Object>().Set("expertKernels", strings(backend->expertKernels()));
+  info.This().As<Napi::Object>().Set("attentionKernels", strings(backend->attentionKernels()));
 }
 
 Napi::Value DeviceWrap::Alloc(const Napi::CallbackInfo& info) {

@@ -109,6 +109,10 @@ class Backend {
   // The expert_matmul kernels (ops.md) this device runs as themselves; a kernel not listed runs as
   // another with the same result (grouped_sm90 as grouped). The cost model measures only these.
   virtual std::vector<std::string> expertKernels() const { return {"grouped", "dense"}; }
+  // The attention kernels this device can run (ops.md): the CPU backend's one routine ("reference"); on
+  // CUDA "sm80" (the flash and generic kernels) and, on compute capability 9.0 with the sm_90a build,
+  // "sm90" (which EPS_ATTENTION_KERNEL chooses between). Lets a test tell that the Hopper path exists.
+  virtual std::vector<std::string> attentionKernels() const { return {"reference"}; }
 };
 
 struct OutOfMemory : std::runtime_error {

@@ -276,6 +276,13 @@ describeGpu('CUDA ops vs the CPU backend', () => {
   // of the fast path, GQA and MHA. Both outputs start as NaN, so every element must be written. Besides
   // relative L2, each output row's argmax over the head dim must match the CPU's in >= 99% of rows (a
   // near tie may round either way in bf16).
+  test('the Hopper attention kernel exists on Hopper (compute capability 9.0) and only there', () => {
+    // Without this the cases below would compare the sm_80 kernel with itself where the sm_90a build is missing.
+    const hopper = /\b(H100|H200|H800|H20|GH200)\b/.test(dev.gpu.name);
+    expect(dev.cpu.native.attentionKernels).toEqual(['reference']);
+    expect(dev.gpu.native.attentionKernels).toEqual(hopper ? ['sm80', 'sm90'] : ['sm80']);
+  });
+
   test.each([
     ['hd=128, GQA 2/1', [1, 127, 128, 129, 8192, 300, 2], 2, 1, 128, 128],
     ['hd=128, MHA 3/3', [129, 1, 1000, 256, 255], 3, 3, 128, 128],

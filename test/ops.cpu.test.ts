@@ -531,6 +531,11 @@ describe('ops across storage types', () => {
   });
 });
 
+test('the CPU device names its kernels: one attention routine, grouped and dense expert GEMMs', () => {
+  expect(device.native.attentionKernels).toEqual(['reference']);
+  expect(device.native.expertKernels).toEqual(['grouped', 'dense']);
+});
+
 describe('errors found while an op runs fail the stream, naming the op', () => {
   let bad: Stream;
   beforeEach(() => {

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "../backend.h"
+#include "attention_sm90.h"
 #include "cuda_check.h"
 #include "grouped_gemm_sm90.h"
 #include "ops.h"
@@ -177,6 +178,13 @@ class CudaBackend : public Backend {
     std::vector<std::string> kernels{"grouped", "dense"};
     ctx_->activate();
     if (groupedGemmSm90Supported(ctx_->device)) kernels.push_back("grouped_sm90");
+    return kernels;
+  }
+
+  std::vector<std::string> attentionKernels() const override {
+    std::vector<std::string> kernels{"sm80"};
+    ctx_->activate();
+    if (attentionSm90Supported(ctx_->device)) kernels.push_back("sm90");
     return kernels;
   }
 

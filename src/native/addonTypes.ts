@@ -44,6 +44,8 @@ export interface NativeDevice {
   readonly name: string;
   /** The expert_matmul kernels it runs as themselves (others run as another: ops.md), e.g. ['grouped', 'dense', 'grouped_sm90']. */
   readonly expertKernels?: string[];
+  /** The attention kernels it can run: ['reference'] on the CPU, ['sm80'] or ['sm80', 'sm90'] on CUDA (native/backend.h). */
+  readonly attentionKernels?: string[];
   alloc(dtype: DType, shape: number[]): NativeTensor;
   createStream(highPriority?: boolean): NativeStream;
   createEvent(): NativeEvent;
