@@ -119,7 +119,8 @@ describe('effectiveSchedule: what runs without a cost model', () => {
 describe('defaultExpertKernel: the kernel without a cost model', () => {
   // Only expertKernelsOf's input matters: what the addon says it runs as itself.
   const deviceRunning = (kernels: string[]) => ({ native: { expertKernels: kernels } }) as unknown as Device;
-  const spec = (hidden: number, inter: number) => ({ hiddenSize: hidden, moe: { expertIntermediate: inter } }) as unknown as ModelSpec;
+  const spec = (hidden: number, inter: number, numExperts = 128, topK = 8) =>
+    ({ hiddenSize: hidden, moe: { expertIntermediate: inter, numExperts, topK } }) as unknown as ModelSpec;
   test('grouped_sm90 where the device runs it and both expert GEMMs suit it', () => {
     expect(defaultExpertKernel(deviceRunning(['grouped', 'dense', 'grouped_sm90']), 'bf16', spec(2048, 768))).toBe('grouped_sm90');
   });
@@ -127,5 +128,12 @@ describe('defaultExpertKernel: the kernel without a cost model', () => {
     expect(defaultExpertKernel(deviceRunning(['grouped', 'dense']), 'bf16', spec(2048, 768))).toBe('dense');
     expect(defaultExpertKernel(deviceRunning(['grouped', 'dense', 'grouped_sm90']), 'f32', spec(2048, 768))).toBe('dense');
     expect(defaultExpertKernel(deviceRunning(['grouped', 'dense', 'grouped_sm90']), 'bf16', spec(2048, 100))).toBe('dense');
+  });
+  test('dense for few large experts per chosen one (Mixtral 8 / top-2, DBRX 16 / top-4), grouped_sm90 from E = 8k', () => {
+    const hopper = deviceRunning(['grouped', 'dense', 'grouped_sm90']);
+    expect(defaultExpertKernel(hopper, 'bf16', spec(4096, 14336, 8, 2))).toBe('dense');
+    expect(defaultExpertKernel(hopper, 'bf16', spec(6144, 10752, 16, 4))).toBe('dense');
+    expect(defaultExpertKernel(hopper, 'bf16', spec(2048, 1408, 64, 8))).toBe('grouped_sm90');
+    expect(defaultExpertKernel(hopper, 'bf16', spec(2048, 1408, 63, 8))).toBe('dense');
   });
 });

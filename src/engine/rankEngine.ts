@@ -200,17 +200,23 @@ export function effectiveSchedule(
 
 /**
  * The expert kernel a rank runs when nothing measured chooses: the Hopper grouped GEMM where this device
- * runs it and it takes both expert GEMMs (gate/up [2I, H] and down [H, I]); else the per-expert dense
- * one. Measured on one H100 (BENCHMARKS.md, 2026-12-07): grouped_sm90 was the fastest of the three at 88
- * of 103 `bench experts` rows, Qwen3-30B-A3B whole prefill 49.4K tokens/s against 40.4K with dense;
- * off Hopper cuBLAS's grouped GEMM stays near 300 TFLOP/s where per-expert GEMMs reach 650-750 from 256
- * rows per expert, so dense.
+ * runs it, it takes both expert GEMMs (gate/up [2I, H] and down [H, I]) and experts are many per chosen
+ * one (E >= 8 k: a step of up to 16K tokens gives each expert at most 2048 rows on average); else the
+ * per-expert dense GEMMs. Measured on one H100 (BENCHMARKS.md, 2026-12-07, `bench experts`): grouped_sm90
+ * was the fastest of the three kernels at 88 of 103 rows, and Qwen3-30B-A3B (E = 128, k = 8) prefilled
+ * 49.4K tokens/s on it against 40.4K on dense; dense won by more than 5% only for few large experts at
+ * 2048+ rows each (Mixtral-like E4 at 2048 rows 767 vs 706 TFLOP/s), which is where Mixtral (8 experts,
+ * top-2) and DBRX (16, top-4) land. Off Hopper cuBLAS's grouped GEMM stays near 300 TFLOP/s where
+ * per-expert GEMMs reach 650-750 from 256 rows per expert, so dense.
  */
 export function defaultExpertKernel(device: Device, dtype: DType, spec: ModelSpec): ExpertKernel {
   const { hiddenSize: h } = spec;
-  const i = spec.moe.expertIntermediate;
+  const { expertIntermediate: i, numExperts, topK } = spec.moe;
   const sm90 =
-    expertKernelsOf(device).includes('grouped_sm90') && groupedSm90Takes(dtype, 2 * i, h) && groupedSm90Takes(dtype, h, i);
+    expertKernelsOf(device).includes('grouped_sm90') &&
+    groupedSm90Takes(dtype, 2 * i, h) &&
+    groupedSm90Takes(dtype, h, i) &&
+    numExperts >= 8 * topK;
   return sm90 ? 'grouped_sm90' : 'dense';
 }
 
