@@ -2,7 +2,8 @@
 # Issue 13's measurement in one device call: builds the addon with CUDA (with `build`), runs
 # `eps-moe bench attention --json` (the cases of src/bench/sizes.ts: GQA 32/8 x 128 at 1K..32K, packed
 # batches, head dims 64 and 256, MLA qk 192 / v 128), then torch SDPA (flash and cuDNN backends) on the
-# same cases from that JSON, and prints the table (ours, flash, cuDNN, ratios) last. Carry .gpu
+# same cases from that JSON, and prints the table (ours, flash, cuDNN, ratios) last. On Hopper the bench
+# times each attention kernel (sm80, sm90) too, so the table holds before and after. Carry .gpu
 # (../shared/gpu/bundle.sh) and dist (npm run build).
 #
 # usage: OUT=... scripts/gpu-attention.sh [build] [bench args, e.g. --reps 10]

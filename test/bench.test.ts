@@ -10,6 +10,8 @@ import { CliError } from '../src/cli/errors';
 import { buildProgram } from '../src/cli/main';
 import type { BenchReport } from '../src/bench/report';
 import { expertLoad } from '../src/bench/expertsSuite';
+import { forcibleKernels, withKernel } from '../src/bench/attentionSuite';
+import type { BenchContext } from '../src/bench/context';
 import { FULL_SIZES, QUICK_SIZES } from '../src/bench/sizes';
 import { runCli } from './helpers/cli';
 
@@ -228,4 +230,23 @@ test('bench attention: the cases of issue 13 (1K..32K, packed, head dims 64/128/
   // The quick (CPU) list keeps the structure: packed mixed lengths and the MLA head dims.
   expect(QUICK_SIZES.attention.some((c) => new Set(c.seqLens).size > 1)).toBe(true);
   expect(QUICK_SIZES.attention.some((c) => c.heads?.headDim === 192 && c.heads.headDimV === 128)).toBe(true);
+});
+
+test('bench attention times each attention kernel a device can be forced to, restoring EPS_ATTENTION_KERNEL', async () => {
+  const ctxWith = (kernels: string[] | undefined) => ({ device: { native: { attentionKernels: kernels } } }) as unknown as BenchContext;
+  expect(forcibleKernels(ctxWith(['sm80', 'sm90']))).toEqual(['sm80', 'sm90']);
+  expect(forcibleKernels(ctxWith(['reference']))).toEqual([]); // one kernel: nothing to choose
+  expect(forcibleKernels(ctxWith(undefined))).toEqual([]);
+  const saved = process.env.EPS_ATTENTION_KERNEL;
+  try {
+    process.env.EPS_ATTENTION_KERNEL = 'sm80';
+    expect(await withKernel('sm90', async () => process.env.EPS_ATTENTION_KERNEL)).toBe('sm90');
+    expect(process.env.EPS_ATTENTION_KERNEL).toBe('sm80');
+    delete process.env.EPS_ATTENTION_KERNEL;
+    await expect(withKernel('sm90', async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(process.env.EPS_ATTENTION_KERNEL).toBeUndefined();
+  } finally {
+    if (saved === undefined) delete process.env.EPS_ATTENTION_KERNEL;
+    else process.env.EPS_ATTENTION_KERNEL = saved;
+  }
 });

@@ -10,7 +10,8 @@ in the same device call, beside our numbers (issue 13).
 
 --ours:     `eps-moe bench attention --json` output: its suites.attention rows give the cases (seqLens,
             numHeads, numKvHeads, headDim, headDimV) and our TFLOP/s; the table puts ours beside each backend
-            with ours/backend. --cases FILE takes the cases from such a file without our column.
+            with ours/backend. Rows the bench timed per kernel (byKernel: sm80 and sm90 on Hopper) get a column
+            per kernel and the ratios of each. --cases FILE takes the cases from such a file without our column.
 --case:     SEQLENS:NQ/NKV:HD[/HDV] (SEQLENS comma-separated: a packed batch), repeatable.
 --backends: any of flash (SDPBackend.FLASH_ATTENTION: FlashAttention-2 in torch), cudnn (CUDNN_ATTENTION),
             efficient (EFFICIENT_ATTENTION), math; each runs alone under torch.nn.attention.sdpa_kernel.
@@ -72,8 +73,10 @@ def bench_rows(path):
     out = []
     for r in rows:
         seq = r.get("seqLens") or [r["tokens"] // r["sequences"]] * r["sequences"]
+        by_kernel = {k: v["tflops"] for k, v in (r.get("byKernel") or {}).items()}
         out.append({"name": r["name"], "seqLens": seq, "numHeads": r["numHeads"], "numKvHeads": r["numKvHeads"],
-                    "headDim": r["headDim"], "headDimV": r.get("headDimV", r["headDim"]), "ours": r.get("tflops")})
+                    "headDim": r["headDim"], "headDimV": r.get("headDimV", r["headDim"]), "ours": r.get("tflops"),
+                    "byKernel": by_kernel})
     return out
 
 
@@ -185,15 +188,27 @@ def num(x, width):
     return (f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}").rjust(width)
 
 
-def table(info, rows, backends):
-    """Our TFLOP/s beside each backend's and ours/backend; '-' where a number is missing."""
+def our_columns(rows):
+    """Our columns: the op as it ran ("eps-moe") and, where the bench forced each kernel, one per kernel
+    (sm80, sm90). Ratios to torch are given for the kernel columns when there are any, else for eps-moe."""
+    kernels = sorted({k for r in rows for k in (r.get("byKernel") or {})})
     have_ours = any(r.get("ours") is not None for r in rows)
+    cols = (["eps-moe"] if have_ours else []) + kernels
+    return cols, (kernels or cols)
+
+
+def our_value(r, col):
+    return r.get("ours") if col == "eps-moe" else (r.get("byKernel") or {}).get(col)
+
+
+def table(info, rows, backends):
+    """Our TFLOP/s (per kernel where the bench forced each) beside each backend's, and ours/backend; '-' where a
+    number is missing."""
+    cols, ratio_cols = our_columns(rows)
     head = [f"{'case':34s}", f"{'tokens':>7s}", f"{'heads q/kv x dim':>18s}", f"{'GFLOP':>9s}"]
-    if have_ours:
-        head.append(f"{'eps-moe':>8s}")
+    head += [f"{c:>8s}" for c in cols]
     head += [f"{b:>9s}" for b in backends]
-    if have_ours:
-        head += [f"{'/' + b:>9s}" for b in backends]
+    head += [f"{(c if len(ratio_cols) > 1 else '') + '/' + b:>11s}" for c in ratio_cols for b in backends]
     lines = [f"## attention: eps-moe vs torch SDPA ({info.get('device')}, torch {info.get('torch')}, "
              f"cuDNN {info.get('cudnn')}, {info.get('dtype')}; TFLOP/s, ours/backend; packed: {info.get('packed')})",
              " ".join(head)]
@@ -202,9 +217,9 @@ def table(info, rows, backends):
         dims = f"{r['headDim']}" if r["headDim"] == r["headDimV"] else f"{r['headDim']}/{r['headDimV']}"
         cells = [f"{r['name'][:34]:34s}", f"{sum(r['seqLens']):7d}", f"{str(r['numHeads']) + '/' + str(r['numKvHeads']) + ' x ' + dims:>18s}",
                  num(r["gflop"], 9)]
-        ours = r.get("ours")
-        if have_ours:
-            cells.append(num(ours, 8) if ours is not None else f"{'-':>8s}")
+        for c in cols:
+            v = our_value(r, c)
+            cells.append(num(v, 8) if v is not None else f"{'-':>8s}")
         tf = {}
         for b in backends:
             cell = r["backends"].get(b, {"error": "not run"})
@@ -217,8 +232,9 @@ def table(info, rows, backends):
             else:
                 cells.append(f"{'-':>9s}")
                 notes.append(f"- {r['name']} {b}: {cell['error']}")
-        if have_ours:
-            cells += [(f"{ours / tf[b]:.2f}x" if ours is not None and b in tf and tf[b] > 0 else "-").rjust(9) for b in backends]
+        for c in ratio_cols:
+            v = our_value(r, c)
+            cells += [(f"{v / tf[b]:.2f}x" if v is not None and b in tf and tf[b] > 0 else "-").rjust(11) for b in backends]
         lines.append(" ".join(cells))
     lines += notes
     lines.append("TFLOP/s = sum over sequences of 2 * S^2/2 * (hd + hdv) * nq / time (FlashAttention's causal count)")
@@ -254,6 +270,7 @@ def main(argv=None):
         for r in rows:
             if r["name"] in ours:
                 r["ours"] = ours[r["name"]]["ours"]
+                r["byKernel"] = ours[r["name"]]["byKernel"]
         backends = [b for b in a.backends if any(b in r["backends"] for r in rows)] or sorted({b for r in rows for b in r["backends"]})
         print(table(saved["info"], rows, backends))
         return 0

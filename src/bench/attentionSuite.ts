@@ -1,7 +1,9 @@
 // `attention`: causal attention (ops.attention) with grouped-query heads: one long sequence at
 // several lengths, packed batches of equal and of mixed lengths, other head dims, and DeepSeek's MLA
 // head dims (qk 192, v 128) (issue 13; sizes.ts lists the cases). Each row carries its sequence lengths
-// and heads so that scripts/baselines/sdpa_attention.py can time torch SDPA on the same cases.
+// and heads so that scripts/baselines/sdpa_attention.py can time torch SDPA on the same cases. Where the
+// device has several attention kernels (CUDA on Hopper: sm80 and sm90, chosen by EPS_ATTENTION_KERNEL,
+// native/ops.md), each case is also timed on each of them (byKernel): before and after in one run.
 import * as ops from '../native/ops';
 import { dtypeBytes, tensorFromInt32 } from '../native/device';
 import type { BenchContext } from './context';
@@ -30,6 +32,26 @@ export interface AttentionRow {
   tflops: number;
   pctOfCeiling: number;
   inputSets: number;
+  /** Where the device has several attention kernels: each one's time and rate, forced by EPS_ATTENTION_KERNEL. */
+  byKernel?: Record<string, { ms: number; tflops: number }>;
+}
+
+/** The kernels the attention op can be made to run by EPS_ATTENTION_KERNEL (none to choose from: []). */
+export function forcibleKernels(ctx: BenchContext): string[] {
+  const kernels = ctx.device.native.attentionKernels ?? [];
+  return kernels.length > 1 ? kernels : [];
+}
+
+/** Runs `fn` with EPS_ATTENTION_KERNEL=kernel (the addon reads it at each call), then restores it. */
+export async function withKernel<T>(kernel: string, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.EPS_ATTENTION_KERNEL;
+  process.env.EPS_ATTENTION_KERNEL = kernel;
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env.EPS_ATTENTION_KERNEL;
+    else process.env.EPS_ATTENTION_KERNEL = saved;
+  }
 }
 
 async function measure(ctx: BenchContext, c: AttentionCase, ceilingTflops: number): Promise<AttentionRow> {
@@ -52,12 +74,19 @@ async function measure(ctx: BenchContext, c: AttentionCase, ceilingTflops: numbe
   const out = device.tensor(dtype, [T, numHeads, headDimV]);
   try {
     const scale = 1 / Math.sqrt(headDim);
-    const t = await timeOnStream(s, ctx.timing, (i) => {
-      const { q, k, v, cuSeqlens } = sets.pick(i);
-      ops.attention(s, out, q, k, v, cuSeqlens, cu, scale);
-    });
+    const time = () =>
+      timeOnStream(s, ctx.timing, (i) => {
+        const { q, k, v, cuSeqlens } = sets.pick(i);
+        ops.attention(s, out, q, k, v, cuSeqlens, cu, scale);
+      });
     const flops = causalAttentionFlops(c.seqLens, numHeads, headDim, headDimV);
+    const t = await time();
     const rate = tflops(flops, t.medianMs);
+    let byKernel: AttentionRow['byKernel'];
+    for (const kernel of forcibleKernels(ctx)) {
+      const kt = await withKernel(kernel, time);
+      byKernel = { ...byKernel, [kernel]: { ms: kt.medianMs, tflops: tflops(flops, kt.medianMs) } };
+    }
     return {
       name: c.name,
       sequences: c.seqLens.length,
@@ -72,6 +101,7 @@ async function measure(ctx: BenchContext, c: AttentionCase, ceilingTflops: numbe
       tflops: rate,
       pctOfCeiling: percentOf(rate, ceilingTflops),
       inputSets: sets.count,
+      ...(byKernel ? { byKernel } : {}),
     };
   } finally {
     sets.dispose();
@@ -90,6 +120,9 @@ export const attentionSuite: Suite<AttentionRow> = {
     { header: 'ms', cell: (r) => sig3(r.ms) },
     { header: 'TFLOP/s', cell: (r) => sig3(r.tflops) },
     { header: '% ceiling', cell: (r) => fixed(r.pctOfCeiling, 1) },
+    // Forced kernels (CUDA on Hopper): '-' where the device has only one.
+    { header: 'sm80 TFLOP/s', cell: (r) => (r.byKernel?.sm80 ? sig3(r.byKernel.sm80.tflops) : '-') },
+    { header: 'sm90 TFLOP/s', cell: (r) => (r.byKernel?.sm90 ? sig3(r.byKernel.sm90.tflops) : '-') },
   ],
   async run(ctx: BenchContext) {
     const ceiling = await ctx.ceiling();
@@ -98,9 +131,10 @@ export const attentionSuite: Suite<AttentionRow> = {
       ctx.progress(`attention ${c.name} (${i + 1}/${ctx.sizes.attention.length})`);
       rows.push(await measure(ctx, c, ceiling.tflops));
     }
-    return {
-      rows,
-      notes: [`${ATTENTION_FLOPS_FORMULA}; scale 1/sqrt(head_dim); ${ctx.dtype} q, k, v, out`],
-    };
+    const kernels = forcibleKernels(ctx);
+    const notes = [`${ATTENTION_FLOPS_FORMULA}; scale 1/sqrt(head_dim); ${ctx.dtype} q, k, v, out`];
+    if (kernels.length > 0)
+      notes.push(`TFLOP/s: the op as it runs by default; ${kernels.join(', ')}: each kernel forced with EPS_ATTENTION_KERNEL`);
+    return { rows, notes };
   },
 };
