@@ -3,7 +3,8 @@
 // (or `forward --trace`) wrote, per rank, stream and op name (a chunk's number dropped: "ffn 0" and
 // "ffn 1" are "ffn"), and prints them largest first with their share of the rank's steps (the time from
 // each step's first op to its last, summed). Spans nest (the `attention` op inside `attention_block`),
-// so shares of nested names overlap.
+// so shares of nested names overlap. Also printed: how much of the steps the compute stream's traced ops
+// cover (the rest: untraced ops, host syncs and launch gaps).
 //
 // usage: node scripts/trace-summary.js TRACE.json [--rank R] [--top N]
 'use strict';
@@ -40,6 +41,12 @@ function main(argv) {
   }
   const stepUs = stepsTime(ops);
   console.log(`rank ${rank}: ${ops.length} ops, ${(stepUs / 1000).toFixed(1)} ms of steps (first op to last op of each step)`);
+  const computeTid = [...tracks.entries()].find(([, name]) => name === 'compute')?.[0];
+  const coveredUs = unionTime(ops.filter((e) => e.tid === computeTid));
+  console.log(
+    `compute stream: traced ops cover ${((100 * coveredUs) / stepUs).toFixed(1)}% of the steps; the rest is untraced ops ` +
+      `(norms, residual adds, embedding, logits), host syncs and launch gaps`,
+  );
   console.log(['stream', 'op', 'count', 'total ms', 'mean us', 'share'].join('\t'));
   [...sums.entries()]
     .sort((a, b) => b[1].us - a[1].us)
@@ -47,6 +54,22 @@ function main(argv) {
     .forEach(([key, s]) =>
       console.log([key, s.count, (s.us / 1000).toFixed(2), (s.us / s.count).toFixed(1), `${((100 * s.us) / stepUs).toFixed(1)}%`].join('\t')),
     );
+}
+
+/** The time covered by at least one of the ops (nested and overlapping spans counted once). */
+function unionTime(ops) {
+  const sorted = [...ops].sort((a, b) => a.ts - b.ts);
+  let total = 0;
+  let start = -Infinity;
+  let end = -Infinity;
+  for (const e of sorted) {
+    if (e.ts > end) {
+      if (end > start) total += end - start;
+      start = e.ts;
+      end = e.ts + e.dur;
+    } else end = Math.max(end, e.ts + e.dur);
+  }
+  return end > start ? total + (end - start) : total;
 }
 
 /** Steps are runs of ops separated by gaps longer than any op: sum each run's span. */
