@@ -1,0 +1,32 @@
+// scripts/trace-summary.js: per-op sums of a trace's measured ops, and the compute stream's coverage.
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { TraceCollector } from '../src/trace/traceCollector';
+
+test('sums measured ops per name (chunk numbers dropped), skips predicted ones, reports coverage', async () => {
+  const trace = new TraceCollector();
+  // One step of 10 ms on rank 0: attention_block 0-4 ms holding attention 1-3 ms, ffn 0 and ffn 1 5-6 and 6-8 ms,
+  // a comm op, a predicted op that must not count, and an op of rank 1 that must not count.
+  trace.op(0, 'compute', 'attention_block', 0, 4);
+  trace.op(0, 'compute', 'attention', 1, 3);
+  trace.op(0, 'compute', 'ffn 0', 5, 6);
+  trace.op(0, 'compute', 'ffn 1', 6, 8);
+  trace.op(0, 'comm', 'dispatch 0', 4, 10);
+  trace.predicted(0, 'compute', 'ffn 0', 0, 9);
+  trace.op(1, 'compute', 'ffn 0', 0, 50);
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'eps-trace-summary-')), 't.json');
+  await trace.write(file);
+  const out = execFileSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'trace-summary.js'), file], { encoding: 'utf8' });
+  expect(out).toMatch(/^rank 0: 5 ops, 10\.0 ms of steps/m);
+  // compute ops cover 0-4 and 5-8 ms: 7 of 10 ms
+  expect(out).toMatch(/compute stream: traced ops cover 70\.0% of the steps/);
+  const rows = out.split('\n').filter((l) => l.includes('\t') && !l.startsWith('stream'));
+  expect(rows.map((l) => l.split('\t').slice(0, 4))).toEqual([
+    ['comm', 'dispatch', '1', '6.00'],
+    ['compute', 'attention_block', '1', '4.00'],
+    ['compute', 'ffn', '2', '3.00'],
+    ['compute', 'attention', '1', '2.00'],
+  ]);
+});
