@@ -11,7 +11,8 @@
 #   LOAD=BxS: B sequences of S tokens per request (default 8x2048); TAG: a label for the rows (e.g. the
 #   attention kernel when EPS_ATTENTION_KERNEL is set for the launch); NO_TORCH=1 skips transformers;
 #   TRACE=1 traces the launch's steps (events around each op: not for the headline numbers) and prints
-#   where the device time went (scripts/trace-summary.js).
+#   where the device time went (scripts/trace-summary.js). Each row also gives both sides' model TFLOP/s
+#   (src/bench/flops.ts's count for this load), to set beside the GPU's cuBLAS ceiling.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eps-prefill}
@@ -68,7 +69,10 @@ for item in "$@"; do
     [ "$tf" = - ] && tail -3 "$OUT/tf-$preset.err"
   fi
   ratio=$(python3 -c "import sys; a,b=sys.argv[1:]; print(f'{float(a)/float(b):.2f}x')" "$eps" "$tf" 2>/dev/null || echo -)
-  rows+=("$(printf '%-18s %4s layers %-8s %-26s %-6s eps-moe %9s tok/s  transformers %9s tok/s  %s' "$preset" "${layers:-all}" "$LOAD" "$sched" "${TAG:-}" "$eps" "$tf" "$ratio")")
+  # model FLOPs per token of this load (src/bench/flops.ts: matmuls, causal attention, last-token logits)
+  gflop_tok=$(node -e "const {prefillFlops}=require('./dist/bench/flops'); const {loadModelSpec}=require('./dist/model/config'); loadModelSpec(process.argv[1]).then((spec) => { const n=+process.argv[2], S=+process.argv[3]; console.log((prefillFlops(spec, Array(n).fill(S)).total / (n * S) / 1e9).toFixed(3)); })" "$cfg" "$nseq" "$seqlen" 2>/dev/null || echo -)
+  tf_rate() { python3 -c "import sys; print(f'{float(sys.argv[1]) * float(sys.argv[2]) / 1e3:.0f}')" "$1" "$gflop_tok" 2>/dev/null || echo -; }
+  rows+=("$(printf '%-18s %4s layers %-8s %-26s %-6s eps-moe %9s tok/s (%4s TFLOP/s)  transformers %9s tok/s (%4s TFLOP/s)  %s' "$preset" "${layers:-all}" "$LOAD" "$sched" "${TAG:-}" "$eps" "$(tf_rate "$eps")" "$tf" "$(tf_rate "$tf")" "$ratio")")
   echo "$preset${layers:+:$layers}: done ($(($(date +%s) - t0)) s)"
 done
 echo "---- $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); $LOAD tokens per request, 2 in flight"
