@@ -79,6 +79,17 @@ __device__ __forceinline__ uint64_t descKMajor(uint32_t addr) {
   return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
 
+// The fp32 accumulator operands of a wgmma m64nNk16 (N/2 per thread) as inline-asm read-write
+// operands: EPS_SM90_ACC64(d) is "+f"(d[0]), ..., "+f"(d[63]) (N = 128).
+#define EPS_SM90_ACC8(d, o)                                                                                   \
+  "+f"(d[o + 0]), "+f"(d[o + 1]), "+f"(d[o + 2]), "+f"(d[o + 3]), "+f"(d[o + 4]), "+f"(d[o + 5]), "+f"(d[o + 6]), \
+      "+f"(d[o + 7])
+#define EPS_SM90_ACC32_AT(d, o) \
+  EPS_SM90_ACC8(d, o + 0), EPS_SM90_ACC8(d, o + 8), EPS_SM90_ACC8(d, o + 16), EPS_SM90_ACC8(d, o + 24)
+#define EPS_SM90_ACC32(d) EPS_SM90_ACC32_AT(d, 0)
+#define EPS_SM90_ACC64(d) EPS_SM90_ACC32_AT(d, 0), EPS_SM90_ACC32_AT(d, 32)
+#define EPS_SM90_ACC128(d) EPS_SM90_ACC64(d), EPS_SM90_ACC32_AT(d, 64), EPS_SM90_ACC32_AT(d, 96)
+
 // wgmma m64n128k16, bf16 x bf16 -> fp32, both operands from shared memory and K-major (descKMajor);
 // scaleD 0 overwrites d, 1 accumulates into it.
 __device__ __forceinline__ void wgmmaSS_m64n128k16(float* d, uint64_t descA, uint64_t descB, int scaleD) {
@@ -89,14 +100,7 @@ __device__ __forceinline__ void wgmmaSS_m64n128k16(float* d, uint64_t descA, uin
       "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
       "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
       "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : EPS_SM90_ACC64(d)
       : "l"(descA), "l"(descB), "r"(scaleD));
 }
 
