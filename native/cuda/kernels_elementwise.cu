@@ -68,6 +68,22 @@ __global__ void rmsnormWarpKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t 
   for (int64_t h = lane; h < H; h += 32) out.store(base + h, x[base + h] * inv * w[h]);
 }
 
+// Block-wide sum into every thread (partial[] holds one value per warp; blockDim.x a multiple of 32).
+__device__ float blockSum(float v, float* partial) {
+  v = warpSum(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+    t = warpSum(t);
+    if (threadIdx.x == 0) partial[0] = t;
+  }
+  __syncthreads();
+  const float total = partial[0];
+  __syncthreads();  // partial[] is reused by the next call
+  return total;
+}
+
 // One block per row, for wide rows.
 __global__ void rmsnormBlockKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t rows, int64_t H, float eps) {
   __shared__ float partial[32];
@@ -78,18 +94,8 @@ __global__ void rmsnormBlockKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t
       const float v = x[base + h];
       ss += v * v;
     }
-    ss = warpSum(ss);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-      float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
-      v = warpSum(v);
-      if (threadIdx.x == 0) partial[0] = v;
-    }
-    __syncthreads();
-    const float inv = 1.0f / sqrtf(partial[0] / float(H) + eps);
+    const float inv = 1.0f / sqrtf(blockSum(ss, partial) / float(H) + eps);
     for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out.store(base + h, x[base + h] * inv * w[h]);
-    __syncthreads();  // partial[] is reused by the next row
   }
 }
 
@@ -144,16 +150,7 @@ __global__ void rmsnormBlockBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* 
         for (int e = 0; e < 8; ++e) ss += v[i][e] * v[i][e];
       }
     }
-    ss = warpSum(ss);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-      float t = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
-      t = warpSum(t);
-      if (threadIdx.x == 0) partial[0] = t;
-    }
-    __syncthreads();
-    const float inv = 1.0f / sqrtf(partial[0] / float(H) + eps);
+    const float inv = 1.0f / sqrtf(blockSum(ss, partial) / float(H) + eps);
 #pragma unroll
     for (int i = 0; i < VECS; ++i) {
       const int64_t c = threadIdx.x + int64_t(blockDim.x) * i;
@@ -164,27 +161,10 @@ __global__ void rmsnormBlockBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* 
         storeBf16x8(out + row * H + c * 8, o);
       }
     }
-    __syncthreads();  // partial[] is reused by the next row
   }
 }
 
 // ---------------------------------------------------------------- layernorm (no bias)
-
-// Block-wide sum into every thread (partial[] holds one value per warp; blockDim.x a multiple of 32).
-__device__ float blockSum(float v, float* partial) {
-  v = warpSum(v);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
-    t = warpSum(t);
-    if (threadIdx.x == 0) partial[0] = t;
-  }
-  __syncthreads();
-  const float total = partial[0];
-  __syncthreads();  // partial[] is reused by the next call
-  return total;
-}
 
 // One block per row: the mean, then the biased variance of the centred row (two passes, as torch).
 __global__ void layernormKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t rows, int64_t H, float eps) {
