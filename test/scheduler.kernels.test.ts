@@ -8,17 +8,9 @@ import { measuredKernels } from '../src/moe/cost/profiler';
 import { GROUPED_MARGIN, pickKernel } from '../src/moe/plan/planner';
 import { planMoeLayer } from '../src/moe/plan/planner';
 import { parseMoeSchedule } from '../src/moe/schedule';
-import { H, I, inputFor, planAll, proportional, randomCounts, syntheticModel, uniform } from './helpers/planning';
+import { H, I, flatStartDense, inputFor, planAll, proportional, randomCounts, syntheticModel, uniform } from './helpers/planning';
 
-// dense: 0.1 ms per GEMM up to 64 rows, then 0.1 / 64 per row (cuBLAS's flat start).
-const dense = {
-  overheadMs: 0,
-  points: [
-    { rows: 1, ms: 0.1 },
-    { rows: 64, ms: 0.1 },
-    { rows: 1 << 20, ms: (0.1 * (1 << 20)) / 64 },
-  ],
-};
+const dense = flatStartDense;
 // Experts 0,1 (rank 0) get 16 rows per micro-chunk from each of 2 ranks; experts 2,3 (rank 1) get 1.
 const counts = Array.from({ length: 2 }, () => Array.from({ length: 2 }, () => [16, 16, 1, 1]));
 

@@ -5,7 +5,7 @@
 import { type MoePlan } from '../src/moe/plan/plan';
 import { expertRanges } from '../src/moe/placement';
 import { NoCostModelError, PlanInputError, type MoePlanInput, autoDegrees, planMoeLayer } from '../src/moe/plan/planner';
-import { inputFor, microBounds, planAll, proportional, randomCounts, rowsTo, syntheticModel, uniform } from './helpers/planning';
+import { flatStartDense, inputFor, microBounds, planAll, proportional, randomCounts, rowsTo, syntheticModel, uniform } from './helpers/planning';
 
 /** Checks every chunk's rows against the counts, and that the all-to-alls pair up across ranks. */
 function expectConsistent(plans: MoePlan[], counts: number[][][]): void {
@@ -100,14 +100,7 @@ describe('auto', () => {
     const model = syntheticModel({
       world: 2,
       grouped: proportional(0.01),
-      dense: {
-        overheadMs: 0,
-        points: [
-          { rows: 1, ms: 0.1 },
-          { rows: 64, ms: 0.1 },
-          { rows: 1 << 20, ms: (0.1 * (1 << 20)) / 64 },
-        ],
-      },
+      dense: flatStartDense,
     });
     // Experts 0,1 (rank 0) get 16 rows per micro-chunk from each rank; experts 2,3 (rank 1) get 1.
     const counts = Array.from({ length: 2 }, () => Array.from({ length: 2 }, () => [16, 16, 1, 1]));

@@ -23,6 +23,16 @@ export function proportional(perRow: number, overheadMs = 0) {
   };
 }
 
+/** A dense curve with cuBLAS's flat start: 0.1 ms per GEMM up to 64 rows, then 0.1 / 64 ms per row. */
+export const flatStartDense = {
+  overheadMs: 0,
+  points: [
+    { rows: 1, ms: 0.1 },
+    { rows: 64, ms: 0.1 },
+    { rows: 1 << 20, ms: (0.1 * (1 << 20)) / 64 },
+  ],
+};
+
 export interface Synthetic {
   world: number;
   /** ms per row of one expert_matmul (each of the two), per kernel. */
