@@ -421,8 +421,10 @@ __global__ void attentionGenericKernel(FloatDst out, FloatSrc q, FloatSrc k, Flo
 // it was written and compiled in a session that got no device time.
 constexpr bool kSm90ByDefault = false;
 bool useSm90(OpContext& c) {
-  const char* v = std::getenv("EPS_ATTENTION_KERNEL");
-  const bool wanted = v && std::strcmp(v, "sm80") == 0 ? false : v && std::strcmp(v, "sm90") == 0 ? true : kSm90ByDefault;
+  const char* forced = std::getenv("EPS_ATTENTION_KERNEL");
+  bool wanted = kSm90ByDefault;
+  if (forced && std::strcmp(forced, "sm80") == 0) wanted = false;
+  if (forced && std::strcmp(forced, "sm90") == 0) wanted = true;
   return wanted && attentionSm90Supported(c.ctx.device);
 }
 
