@@ -428,6 +428,13 @@ bool useSm90(OpContext& c) {
   return wanted && attentionSm90Supported(c.ctx.device);
 }
 
+// The Hopper kernel's schedule (AttentionSm90Args::mode): EPS_ATTENTION_SM90_MODE picks one for
+// measurement (scripts/kernels/attention_sm90.sh times them all); unset, the kernel's default (0).
+int sm90Mode() {
+  const char* mode = std::getenv("EPS_ATTENTION_SM90_MODE");
+  return mode ? std::atoi(mode) : 0;
+}
+
 template <int HDQK, int HDV>
 void launchFlash(OpContext& c, const OpArgs& args, const std::vector<QueryTile>& tiles, int nq, int nkv, float scale) {
   const auto* tileTable = static_cast<const QueryTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
@@ -472,7 +479,8 @@ void attentionOp(OpContext& c, const OpArgs& args) {
     // Longest rows (most key tiles) first, so the short ones fill the tail of the grid.
     std::stable_sort(tiles.begin(), tiles.end(), [](const QueryTile& a, const QueryTile& b) { return a.q0 > b.q0; });
     // (tiles: the host list while the shape is checked, then its device copy)
-    AttentionSm90Args sm90{out.data, q.data, k.data, v.data, tiles.data(), int(tiles.size()), T, nq, nkv, hd, hdv, scale};
+    AttentionSm90Args sm90{out.data, q.data, k.data, v.data, tiles.data(), int(tiles.size()), T, nq, nkv, hd, hdv, scale,
+                           sm90Mode()};
     if (useSm90(c) && attentionSm90Takes(sm90)) {
       sm90.tiles = static_cast<const AttentionTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
       checkCuda(attentionSm90(sm90, c.cuda), "attention (sm90)");

@@ -26,7 +26,7 @@
 //   - overlap within a warpgroup: block j's S GEMM and block j-1's P V GEMM are issued together, and
 //     block j's softmax runs while P V still executes; the accumulator is rescaled after it completes.
 //     AttentionSm90Args::mode picks other schedules for measurement (the kernel's MODE, below; mode 3
-//     is MODE 2 with 3 stages): scripts/kernels/attention_sm90.sh times them all, to keep the best.
+//     is MODE 2 with 3 stages, mode 4 MODE 0 with 3 stages): scripts/kernels/attention_sm90.sh times them all, to keep the best.
 #include "attention_sm90.h"
 #include "sm90.cuh"
 
@@ -419,6 +419,7 @@ cudaError_t attentionSm90(const AttentionSm90Args& a, cudaStream_t stream) {
     case 1: return launchDims<1, 2>(a, stream);
     case 2: return launchDims<2, 2>(a, stream);
     case 3: return launchDims<2, 3>(a, stream);
+    case 4: return launchDims<0, 3>(a, stream);
     default: return launchDims<0, 2>(a, stream);
   }
 }
