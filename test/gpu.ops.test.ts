@@ -8,6 +8,7 @@
 // Skipped, saying why, where the addon has no CUDA backend (no GPU, or built without CUDA).
 import { hasBackend } from '../src/native/addon';
 import { Device, type Stream, type Tensor } from '../src/native/device';
+import { f32ArrayToBf16 } from '../src/model/bf16';
 import * as ops from '../src/native/ops';
 import { Rng, encodeFloats, relL2, roundTo, type FloatStorage } from './reference/numeric';
 
@@ -53,6 +54,15 @@ function twinOfBytes(dtype: FloatStorage | 'i32', shape: number[], bytes: ArrayB
 /** A float twin holding `values` rounded to dtype, or NaN everywhere (an output) when omitted. */
 function floats(dtype: FloatStorage, shape: number[], values?: ArrayLike<number>): Twin {
   const n = prod(shape);
+  if (dtype === 'bf16') {
+    // src/model/bf16.ts's rounding (tested in model.bf16.test.ts, the same round-to-nearest-even): the
+    // reference's field-by-field one takes tens of seconds at the 8K-token attention cases' sizes.
+    if (values && values.length !== n) throw new Error(`floats: ${values.length} values for shape [${shape}]`);
+    const bits = new Uint16Array(n);
+    if (values) f32ArrayToBf16(Float32Array.from(values), bits);
+    else bits.fill(0x7fc0); // NaN
+    return twinOfBytes(dtype, shape, bits);
+  }
   const v = values ? Float64Array.from(values, (x) => roundTo(dtype, x)) : new Float64Array(n).fill(NaN);
   if (v.length !== n) throw new Error(`floats: ${v.length} values for shape [${shape}]`);
   return twinOfBytes(dtype, shape, encodeFloats(dtype, v));
