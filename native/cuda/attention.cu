@@ -417,9 +417,10 @@ __global__ void attentionGenericKernel(FloatDst out, FloatSrc q, FloatSrc k, Flo
 // Whether the Hopper kernel runs where the device and build have it: EPS_ATTENTION_KERNEL=sm80 keeps
 // the sm_80 kernels, =sm90 asks for the Hopper one, unset takes kSm90ByDefault. Read at every call, so
 // that a test can run both paths in one process.
-// Off until the kernel has passed its GPU checks (scripts/kernels/attention_sm90.sh, test/gpu.ops.test.ts):
-// it was written and compiled in a session that got no device time.
-constexpr bool kSm90ByDefault = false;
+// On: the kernel passed scripts/kernels/attention_sm90.sh on an H100 (every schedule, lengths 1..8K packed,
+// every head-dim pair, against an fp32 reference) and ran Qwen3-30B-A3B-shaped prefills 7-31% faster
+// (docs/bench/2026-12-07-s5-h100-attention-sm90.txt).
+constexpr bool kSm90ByDefault = true;
 bool useSm90(OpContext& c) {
   const char* forced = std::getenv("EPS_ATTENTION_KERNEL");
   bool wanted = kSm90ByDefault;
@@ -428,11 +429,11 @@ bool useSm90(OpContext& c) {
   return wanted && attentionSm90Supported(c.ctx.device);
 }
 
-// The Hopper kernel's schedule (AttentionSm90Args::mode): EPS_ATTENTION_SM90_MODE picks one for
-// measurement (scripts/kernels/attention_sm90.sh times them all); unset, the kernel's default (0).
+// The Hopper kernel's schedule (AttentionSm90Args::mode): EPS_ATTENTION_SM90_MODE (0-4) picks one for
+// measurement (scripts/kernels/attention_sm90.sh times them all); unset, the kernel's default (-1).
 int sm90Mode() {
   const char* mode = std::getenv("EPS_ATTENTION_SM90_MODE");
-  return mode ? std::atoi(mode) : 0;
+  return mode ? std::atoi(mode) : -1;
 }
 
 template <int HDQK, int HDV>

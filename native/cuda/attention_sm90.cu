@@ -416,11 +416,15 @@ bool attentionSm90Takes(const AttentionSm90Args& a) {
 cudaError_t attentionSm90(const AttentionSm90Args& a, cudaStream_t stream) {
   if (!attentionSm90Takes(a)) return cudaErrorInvalidValue;
   switch (a.mode) {
+    case 0: return launchDims<0, 2>(a, stream);
     case 1: return launchDims<1, 2>(a, stream);
     case 2: return launchDims<2, 2>(a, stream);
     case 3: return launchDims<2, 3>(a, stream);
     case 4: return launchDims<0, 3>(a, stream);
-    default: return launchDims<0, 2>(a, stream);
+    // The default, the fastest schedule per head dim on an H100 (docs/bench/2026-12-07-s5-h100-attention-sm90.txt):
+    // 64/64 and 128/128 ping-pong with 3 stages (mode 3), 192/128 serial (mode 1: its 2 stages leave no
+    // room for a third, and the overlapped schedules measured 10-25% slower there).
+    default: return a.hd == 192 ? launchDims<1, 2>(a, stream) : launchDims<2, 3>(a, stream);
   }
 }
 

@@ -30,8 +30,9 @@ struct AttentionSm90Args {
   int64_t T;
   int nq, nkv, hd, hdv;
   float scale;                  // softmax scale (1/sqrt(hd) usually)
-  int mode;                     // measurement only: 0 (default) intra-warpgroup overlap, 1 none, 2 overlap + ping-pong,
-                                // 3: as 2 with 3 stages, 4: as 0 with 3 stages (hd 64, 128; 192 keeps 2)
+  int mode;                     // the schedule: -1 the measured best per head dim (the default); for measurement
+                                // 0 intra-warpgroup overlap, 1 none, 2 overlap + ping-pong, 3 as 2 with 3 stages,
+                                // 4 as 0 with 3 stages (3 stages for hd 64, 128; 192 keeps 2)
 };
 
 // Whether the kernel runs on `device`: compute capability 9.0, the driver's tensor-map entry point

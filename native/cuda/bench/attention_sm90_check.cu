@@ -12,8 +12,8 @@
 //    past T untouched; also printed: the share of output rows whose argmax over the head dim agrees.
 // 2. Timing: issue 13's cases (those of `eps-moe bench attention`, src/bench/sizes.ts, head dim 256
 //    left out), CUDA events around runs of 5 launches, median of 7 such runs after 3 warm-ups, per mode; TFLOP/s by the
-//    bench's count, 2 * S^2/2 * (hd + hdv) * nq per sequence. --json FILE writes the rows of --mode (default
-//    0) as `eps-moe bench --json` does, for scripts/baselines/sdpa_attention.py --ours FILE.
+//    bench's count, 2 * S^2/2 * (hd + hdv) * nq per sequence. --json FILE writes the rows of --mode (default:
+//    the kernel's default schedule per head dim, attention_sm90.cu) as `eps-moe bench --json` does, for scripts/baselines/sdpa_attention.py --ours FILE.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -221,7 +221,7 @@ double caseFlops(const Case& c) {
 int main(int argc, char** argv) {
   bool small = false, time = true;
   const char* json = nullptr;
-  int jsonMode = 0;
+  int jsonMode = -1;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--small")) small = true;
     else if (!strcmp(argv[i], "--no-time")) time = false;
@@ -315,7 +315,7 @@ int main(int argc, char** argv) {
       std::string lens;
       for (size_t i = 0; i < c.lens.size(); ++i) lens += (i ? "," : "") + std::to_string(c.lens[i]);
       fprintf(jf, "%s{\"name\": \"%s\", \"seqLens\": [%s], \"numHeads\": %d, \"numKvHeads\": %d, \"headDim\": %d, \"headDimV\": %d, \"tflops\": %.2f}\n",
-              ci ? "," : "", c.name.c_str(), lens.c_str(), c.nq, c.nkv, c.hd, c.hdv, tf[jsonMode]);
+              ci ? "," : "", c.name.c_str(), lens.c_str(), c.nq, c.nkv, c.hd, c.hdv, tf[jsonMode >= 0 ? jsonMode : (c.hd == 192 ? 1 : 3)]);
     }
     buf.release();
   }
