@@ -436,6 +436,13 @@ int sm90Mode() {
   return mode ? std::atoi(mode) : -1;
 }
 
+// EPS_ATTENTION_SM90_GRID=tile runs a head's query tiles together (AttentionSm90Args::tileMajor), for
+// measurement; unset, heads vary fastest.
+int sm90TileMajor() {
+  const char* grid = std::getenv("EPS_ATTENTION_SM90_GRID");
+  return grid && std::strcmp(grid, "tile") == 0 ? 1 : 0;
+}
+
 template <int HDQK, int HDV>
 void launchFlash(OpContext& c, const OpArgs& args, const std::vector<QueryTile>& tiles, int nq, int nkv, float scale) {
   const auto* tileTable = static_cast<const QueryTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
@@ -481,7 +488,7 @@ void attentionOp(OpContext& c, const OpArgs& args) {
     std::stable_sort(tiles.begin(), tiles.end(), [](const QueryTile& a, const QueryTile& b) { return a.q0 > b.q0; });
     // (tiles: the host list while the shape is checked, then its device copy)
     AttentionSm90Args sm90{out.data, q.data, k.data, v.data, tiles.data(), int(tiles.size()), T, nq, nkv, hd, hdv, scale,
-                           sm90Mode()};
+                           sm90Mode(), sm90TileMajor()};
     if (useSm90(c) && attentionSm90Takes(sm90)) {
       sm90.tiles = static_cast<const AttentionTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
       checkCuda(attentionSm90(sm90, c.cuda), "attention (sm90)");

@@ -114,7 +114,7 @@ template <int HDQK, int HDV, int STAGES, int MODE>
 __global__ void __launch_bounds__(kThreads, 1)
     attentionSm90Kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,
                         const __grid_constant__ CUtensorMap tmV, bf16* __restrict__ out,
-                        const AttentionTile* __restrict__ tiles, int nq, int nkv, float scaleLog2) {
+                        const AttentionTile* __restrict__ tiles, int nq, int nkv, float scaleLog2, int tileMajor) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = Layout<HDQK, HDV, STAGES>;
   extern __shared__ uint8_t smemRaw[];
@@ -123,8 +123,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t qBar = base + L::kBar;
   const uint32_t fullK = qBar + 8, fullV = fullK + 8 * STAGES, emptyBar = fullV + 8 * STAGES;
 
-  const AttentionTile tile = tiles[blockIdx.y];
-  const int head = blockIdx.x;
+  const AttentionTile tile = tiles[tileMajor ? blockIdx.x : blockIdx.y];
+  const int head = tileMajor ? blockIdx.y : blockIdx.x;
   const int kvHead = head / (nq / nkv);
   const int nBlocks = (min(tile.q0 + kRows, tile.seqLen) + kKeys - 1) / kKeys;  // the last one is the diagonal
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -375,9 +375,9 @@ cudaError_t launch(const AttentionSm90Args& a, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kSmem));
   if (err != cudaSuccess) return err;
   constexpr float kLog2e = 1.4426950408889634f;
-  const dim3 grid(unsigned(a.nq), unsigned(a.nTiles));
+  const dim3 grid = a.tileMajor ? dim3(unsigned(a.nTiles), unsigned(a.nq)) : dim3(unsigned(a.nq), unsigned(a.nTiles));
   kernel<<<grid, kThreads, L::kSmem, stream>>>(mapQ, mapK, mapV, static_cast<bf16*>(a.out), a.tiles, a.nq, a.nkv,
-                                               a.scale * kLog2e);
+                                               a.scale * kLog2e, a.tileMajor);
   return cudaGetLastError();
 }
 
@@ -410,7 +410,7 @@ bool attentionSm90Takes(const AttentionSm90Args& a) {
   auto aligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
   const bool dims = (a.hd == 64 && a.hdv == 64) || (a.hd == 128 && a.hdv == 128) || (a.hd == 192 && a.hdv == 128);
   return dims && a.nq > 0 && a.nkv > 0 && a.nq % a.nkv == 0 && a.T > 0 && a.T < (int64_t(1) << 31) - kKeys &&
-         a.nTiles > 0 && a.nTiles <= 65535 && a.tiles && aligned(a.out) && aligned(a.q) && aligned(a.k) && aligned(a.v);
+         a.nTiles > 0 && (a.tileMajor ? a.nq <= 65535 : a.nTiles <= 65535) && a.tiles && aligned(a.out) && aligned(a.q) && aligned(a.k) && aligned(a.v);
 }
 
 cudaError_t attentionSm90(const AttentionSm90Args& a, cudaStream_t stream) {

@@ -33,6 +33,8 @@ struct AttentionSm90Args {
   int mode;                     // the schedule: -1 the measured best per head dim (the default); for measurement
                                 // 0 intra-warpgroup overlap, 1 none, 2 overlap + ping-pong, 3 as 2 with 3 stages,
                                 // 4 as 0 with 3 stages (3 stages for hd 64, 128; 192 keeps 2)
+  int tileMajor;                // measurement only: 0 (default) heads vary fastest across the grid, 1 a head's
+                                // tiles run together (its K/V stay in L2; nTiles may pass 65535)
 };
 
 // Whether the kernel runs on `device`: compute capability 9.0, the driver's tensor-map entry point
