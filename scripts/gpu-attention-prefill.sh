@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Issue 13 in one device call, every phase bounded so that the call ends inside its limit: the addon build;
+# scripts/kernels/attention_sm90.sh (every schedule's correctness, timings beside torch SDPA flash and cuDNN);
+# whole prefills with the sm_80 and the sm_90a attention kernels (EPS_ATTENTION_KERNEL) for each preset and
+# load; test/gpu.ops.test.ts; then transformers on the first preset and load, if time is left. Short table last.
+# Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
+#
+# usage: OUT=... [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"] [NO_TF=1]
+#        bash scripts/gpu-attention-prefill.sh
+# A phase starts only if the time it needs is left before LIMIT (default 570 s); skipped phases say so.
+set -u
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+LIMIT=${LIMIT:-570}
+OUT=${OUT:-/tmp/eps-attention-prefill}
+PRESETS=${PRESETS:-qwen3-30b-a3b}
+LOADS=${LOADS:-8x2048 2x8192}
+elapsed() { echo $(( $(date +%s) - T0 )); }
+left() { echo $(( LIMIT - $(elapsed) )); }
+mkdir -p "$OUT/attn" "$OUT/pf" "$OUT/ops"
+source scripts/gpu-env.sh
+gpu_build "$OUT" "$T0"
+
+OUT=$OUT/attn timeout $(( $(left) < 190 ? $(left) : 190 )) bash scripts/kernels/attention_sm90.sh > "$OUT/attn.txt" 2>&1
+echo "attention harness: rc $? ($(elapsed) s)"
+pass=0
+grep -q "^ALL PASS" "$OUT/attn/check.log" 2>/dev/null && pass=1
+
+prefill() {  # KERNEL LOAD PRESET
+  if [ "$1" = sm90 ] && [ $pass = 0 ]; then echo "prefill $*: skipped (the harness did not pass)"; return; fi
+  if [ "$(left)" -lt 45 ]; then echo "prefill $*: skipped (time)"; return; fi
+  OUT=$OUT/pf EPS_ATTENTION_KERNEL=$1 TAG=$1 NO_TORCH=1 LOAD=$2 timeout 80 bash scripts/gpu-prefill.sh "$3" > "$OUT/pf-$3-$2-$1.txt" 2>&1
+  echo "prefill $*: rc $? ($(elapsed) s)"
+}
+for preset in $PRESETS; do
+  for load in $LOADS; do prefill sm80 "$load" "$preset"; prefill sm90 "$load" "$preset"; done
+done
+
+if [ "$(left)" -gt 100 ]; then
+  timeout $(( $(left) - 10 )) npx jest test/gpu.ops.test.ts --verbose > "$OUT/ops/jest.log" 2>&1
+  echo "gpu.ops: rc $? ($(elapsed) s)"
+else
+  echo "gpu.ops: skipped (time)"
+fi
+first_preset=${PRESETS%% *} first_load=${LOADS%% *}
+if [ "$(left)" -gt 110 ] && [ -z "${NO_TF:-}" ]; then
+  OUT=$OUT/pf LOAD=$first_load TAG=tf timeout $(( $(left) - 10 )) bash scripts/gpu-prefill.sh "$first_preset" > "$OUT/pf-tf.txt" 2>&1
+  echo "transformers: rc $? ($(elapsed) s)"
+fi
+
+echo "==== attention harness"
+grep -hE "^FAIL|^ALL PASS|^FAILED|ptxas|HGMMA|^device" "$OUT/attn.txt" "$OUT/attn/check.log" | head -14
+sed -n '/^case /,/^$/p' "$OUT/attn/check.log" | head -40
+sed -n '/^## attention: eps-moe vs torch SDPA/,$p' "$OUT/attn/sdpa.txt" 2>/dev/null | grep -v "^- " | head -30
+echo "==== gpu.ops"
+grep -E "^Tests:" "$OUT/ops/jest.log" 2>/dev/null
+grep -E "✕" "$OUT/ops/jest.log" 2>/dev/null | head -12
+echo "==== prefill (one GPU)"
+for f in "$OUT"/pf-*.txt; do [ -f "$f" ] && grep -E "tok/s" "$f" | tail -1 | cut -c1-190; done
+echo "total: $(elapsed) s"
