@@ -26,7 +26,7 @@
 //   - overlap within a warpgroup: block j's S GEMM and block j-1's P V GEMM are issued together, and
 //     block j's softmax runs while P V still executes; the accumulator is rescaled after it completes.
 //     AttentionSm90Args::mode picks other schedules for measurement (the kernel's MODE, below; mode 3
-//     is MODE 2 with 3 stages, mode 4 MODE 0 with 3 stages): scripts/kernels/attention_sm90.sh times them all, to keep the best.
+//     is MODE 2 with 3 stages, mode 4 MODE 0 with 3 stages, modes 5-7 MODE 0-2 with 2 stages and SPLIT): scripts/kernels/attention_sm90.sh times them all, to keep the best.
 #include "attention_sm90.h"
 #include "sm90.cuh"
 
@@ -53,15 +53,16 @@ constexpr int kConsumerWarps = 8;
 constexpr int kChunkBytes = 128 * 128;     // one 64-column chunk of 128 rows (Q) or 128 keys (K, V)
 static_assert(kRows == 128 && kKeys == 128, "chunks hold 128 rows");
 
-template <int HDQK, int HDV, int STAGES>
+template <int HDQK, int HDV, int STAGES, bool SPLIT>
 struct Layout {
   static constexpr int kQBytes = HDQK / 64 * kChunkBytes;
   static constexpr int kKBytes = HDQK / 64 * kChunkBytes;  // per stage
   static constexpr int kVBytes = HDV / 64 * kChunkBytes;   // per stage
   static constexpr int kK = kQBytes;
   static constexpr int kV = kK + STAGES * kKBytes;
-  static constexpr int kBar = kV + STAGES * kVBytes;       // q, fullK[STAGES], fullV[STAGES], empty[STAGES]
-  static constexpr size_t kSmem = 1024 + size_t(kBar) + 8 * (1 + 3 * STAGES);  // + 1024: alignment slack
+  // q, fullK[STAGES], fullV[STAGES], empty[STAGES] (V's with SPLIT), then with SPLIT emptyK[STAGES]
+  static constexpr int kBar = kV + STAGES * kVBytes;
+  static constexpr size_t kSmem = 1024 + size_t(kBar) + 8 * (1 + (SPLIT ? 4 : 3) * STAGES);  // + 1024: alignment slack
 };
 
 // ---- PTX wrappers (the shared ones: sm90.cuh) -------------------------------------------------
@@ -110,18 +111,21 @@ __device__ __forceinline__ void wgmmaPV(float* o, const uint32_t* p, uint64_t de
 // MODE 1: S GEMM, softmax, P V GEMM in sequence; 0: block j's S GEMM issued with block j-1's P V GEMM
 // (softmax overlaps P V); 2: as 0, and the two consumer warpgroups take turns issuing their GEMMs
 // (named barriers), so that one's softmax runs under the other's GEMMs.
-template <int HDQK, int HDV, int STAGES, int MODE>
+// SPLIT: a stage's K is released once the S GEMM that read it completes and its V once P V completes (two
+// empty barriers), so the producer refills K a block earlier; without it one barrier frees both after P V.
+template <int HDQK, int HDV, int STAGES, int MODE, bool SPLIT>
 __global__ void __launch_bounds__(kThreads, 1)
     attentionSm90Kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,
                         const __grid_constant__ CUtensorMap tmV, bf16* __restrict__ out,
                         const AttentionTile* __restrict__ tiles, int nq, int nkv, float scaleLog2, int tileMajor) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = Layout<HDQK, HDV, STAGES>;
+  using L = Layout<HDQK, HDV, STAGES, SPLIT>;
   extern __shared__ uint8_t smemRaw[];
   const uint32_t base = (smemAddr(smemRaw) + 1023u) & ~1023u;
   const uint32_t sQ = base, sK = base + L::kK, sV = base + L::kV;
   const uint32_t qBar = base + L::kBar;
   const uint32_t fullK = qBar + 8, fullV = fullK + 8 * STAGES, emptyBar = fullV + 8 * STAGES;
+  const uint32_t emptyK = SPLIT ? emptyBar + 8 * STAGES : emptyBar;
 
   const AttentionTile tile = tiles[tileMajor ? blockIdx.x : blockIdx.y];
   const int head = tileMajor ? blockIdx.y : blockIdx.x;
@@ -138,6 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbarInit(fullK + 8 * i, 1);
       mbarInit(fullV + 8 * i, 1);
       mbarInit(emptyBar + 8 * i, kConsumerWarps);
+      if (SPLIT) mbarInit(emptyK + 8 * i, kConsumerWarps);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -153,11 +158,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int c = 0; c < HDQK / 64; ++c) tmaLoad2d(sQ + c * kChunkBytes, &tmQ, qBar, head * HDQK + 64 * c, token0 + tile.q0);
       for (int j = 0; j < nBlocks; ++j) {
         const int st = j % STAGES;
-        mbarWait(emptyBar + 8 * st, ((j / STAGES) & 1) ^ 1);
+        mbarWait(emptyK + 8 * st, ((j / STAGES) & 1) ^ 1);
         mbarExpectTx(fullK + 8 * st, L::kKBytes);
 #pragma unroll
         for (int c = 0; c < HDQK / 64; ++c)
           tmaLoad2d(sK + st * L::kKBytes + c * kChunkBytes, &tmK, fullK + 8 * st, kvHead * HDQK + 64 * c, token0 + j * kKeys);
+        if (SPLIT) mbarWait(emptyBar + 8 * st, ((j / STAGES) & 1) ^ 1);
         mbarExpectTx(fullV + 8 * st, L::kVBytes);
 #pragma unroll
         for (int c = 0; c < HDV / 64; ++c)
@@ -277,6 +283,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         issueS(st);
         wgmmaWait<0>();
         fenceS();
+        if (SPLIT && lane == 0) mbarArrive(emptyK + 8 * st);
         softmax(j);
         rescaleO();
         convertP();
@@ -293,6 +300,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       yieldTurn();
       wgmmaWait<0>();
       fenceS();
+      if (SPLIT && lane == 0) mbarArrive(emptyK);
       softmax(0);
       convertP();
       for (int j = 1; j < nBlocks; ++j) {
@@ -305,6 +313,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         yieldTurn();
         wgmmaWait<1>();
         fenceS();
+        if (SPLIT && lane == 0) mbarArrive(emptyK + 8 * st);
         softmax(j);
         wgmmaWait<0>();
         fenceOP();
@@ -364,14 +373,14 @@ bool encodeRows(CUtensorMap* map, const void* ptr, int64_t T, int64_t width, int
             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int HDQK, int HDV, int STAGES, int MODE>
+template <int HDQK, int HDV, int STAGES, int MODE, bool SPLIT>
 cudaError_t launch(const AttentionSm90Args& a, cudaStream_t stream) {
-  using L = Layout<HDQK, HDV, STAGES>;
+  using L = Layout<HDQK, HDV, STAGES, SPLIT>;
   CUtensorMap mapQ, mapK, mapV;
   if (!encodeRows(&mapQ, a.q, a.T, int64_t(a.nq) * HDQK, kRows) || !encodeRows(&mapK, a.k, a.T, int64_t(a.nkv) * HDQK, kKeys) ||
       !encodeRows(&mapV, a.v, a.T, int64_t(a.nkv) * HDV, kKeys))
     return cudaErrorInvalidValue;
-  auto kernel = attentionSm90Kernel<HDQK, HDV, STAGES, MODE>;
+  auto kernel = attentionSm90Kernel<HDQK, HDV, STAGES, MODE, SPLIT>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kSmem));
   if (err != cudaSuccess) return err;
   constexpr float kLog2e = 1.4426950408889634f;
@@ -381,11 +390,11 @@ cudaError_t launch(const AttentionSm90Args& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <int MODE, int STAGES>
+template <int MODE, int STAGES, bool SPLIT = false>
 cudaError_t launchDims(const AttentionSm90Args& a, cudaStream_t stream) {
-  if (a.hd == 128) return launch<128, 128, STAGES, MODE>(a, stream);
-  if (a.hd == 192) return launch<192, 128, 2, MODE>(a, stream);  // 3 stages: 288 KB of shared memory
-  return launch<64, 64, STAGES, MODE>(a, stream);
+  if (a.hd == 128) return launch<128, 128, STAGES, MODE, SPLIT>(a, stream);
+  if (a.hd == 192) return launch<192, 128, 2, MODE, SPLIT>(a, stream);  // 3 stages: 288 KB of shared memory
+  return launch<64, 64, STAGES, MODE, SPLIT>(a, stream);
 }
 
 }  // namespace
@@ -421,6 +430,9 @@ cudaError_t attentionSm90(const AttentionSm90Args& a, cudaStream_t stream) {
     case 2: return launchDims<2, 2>(a, stream);
     case 3: return launchDims<2, 3>(a, stream);
     case 4: return launchDims<0, 3>(a, stream);
+    case 5: return launchDims<0, 2, true>(a, stream);
+    case 6: return launchDims<1, 2, true>(a, stream);
+    case 7: return launchDims<2, 2, true>(a, stream);
     // The default, the fastest schedule per head dim on an H100 (docs/bench/2026-12-07-s5-h100-attention-sm90.txt):
     // 64/64 and 128/128 ping-pong with 3 stages (mode 3), 192/128 serial (mode 1: its 2 stages leave no
     // room for a third, and the overlapped schedules measured 10-25% slower there).

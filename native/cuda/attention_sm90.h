@@ -32,7 +32,8 @@ struct AttentionSm90Args {
   float scale;                  // softmax scale (1/sqrt(hd) usually)
   int mode;                     // the schedule: -1 the measured best per head dim (the default); for measurement
                                 // 0 intra-warpgroup overlap, 1 none, 2 overlap + ping-pong, 3 as 2 with 3 stages,
-                                // 4 as 0 with 3 stages (3 stages for hd 64, 128; 192 keeps 2)
+                                // 4 as 0 with 3 stages (3 stages for hd 64, 128; 192 keeps 2), 5-7 as 0-2 with
+                                // K and V released apart (attention_sm90.cu's SPLIT)
   int tileMajor;                // measurement only: 0 (default) heads vary fastest across the grid, 1 a head's
                                 // tiles run together (its K/V stay in L2; nTiles may pass 65535)
 };

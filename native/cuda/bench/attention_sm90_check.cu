@@ -36,9 +36,9 @@ using eps::cuda::AttentionSm90Args;
 using eps::cuda::AttentionTile;
 using eps::cuda::kAttentionTileRows;
 
-// The kernel's schedules 0-4, then its default schedule with the tile-major grid (AttentionSm90Args::tileMajor).
-constexpr int kModes = 6;
-const char* kModeNames[kModes] = {"overlap", "serial", "pingpong", "pp3stage", "ov3stage", "dflt-tile"};
+// The kernel's schedules 0-7, then its default schedule with the tile-major grid (AttentionSm90Args::tileMajor).
+constexpr int kModes = 9;
+const char* kModeNames[kModes] = {"overlap", "serial", "pingpong", "pp3stage", "ov3stage", "ov-split", "ser-split", "pp-split", "dflt-tile"};
 
 // One warp per (token, head): the exact causal softmax over the token's sequence, fp32.
 __global__ void refKernel(float* ref, const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
@@ -126,8 +126,8 @@ struct Buffers {
     AttentionSm90Args a{};
     a.out = out, a.q = q, a.k = k, a.v = v, a.tiles = tiles, a.nTiles = nTiles, a.T = T;
     a.nq = c.nq, a.nkv = c.nkv, a.hd = c.hd, a.hdv = c.hdv, a.scale = 1.0f / sqrtf(float(c.hd));
-    a.mode = mode < 5 ? mode : -1;
-    a.tileMajor = mode == 5;
+    a.mode = mode < kModes - 1 ? mode : -1;
+    a.tileMajor = mode == kModes - 1;
     return a;
   }
 };
