@@ -2,10 +2,11 @@
 # Issue 13 in one device call, every phase bounded so that the call ends inside its limit: the addon build;
 # scripts/kernels/attention_sm90.sh (every schedule's correctness, timings beside torch SDPA flash and cuDNN);
 # whole prefills with the sm_80 and the sm_90a attention kernels (EPS_ATTENTION_KERNEL) for each preset and
-# load; test/gpu.ops.test.ts; then transformers on the first preset and load, if time is left. Short table last.
+# load; a traced prefill (where the step's time goes); test/gpu.ops.test.ts; then transformers on the first preset
+# and load, if time is left. Short table last.
 # Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
 #
-# usage: OUT=... [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"] [NO_TF=1]
+# usage: OUT=... [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"] [NO_TF=1] [NO_TRACE=1]
 #        bash scripts/gpu-attention-prefill.sh
 # A phase starts only if the time it needs is left before LIMIT (default 570 s); skipped phases say so.
 set -u
@@ -36,6 +37,11 @@ for preset in $PRESETS; do
   for load in $LOADS; do prefill sm80 "$load" "$preset"; prefill sm90 "$load" "$preset"; done
 done
 
+# where a step's device time goes with the default kernels (the ops of the first preset and load, traced)
+if [ "$(left)" -gt 160 ] && [ -z "${NO_TRACE:-}" ]; then
+  OUT=$OUT/pf TRACE=1 TAG=trace NO_TORCH=1 LOAD=${LOADS%% *} timeout 90 bash scripts/gpu-prefill.sh "${PRESETS%% *}" > "$OUT/trace.txt" 2>&1
+  echo "traced prefill: rc $? ($(elapsed) s)"
+fi
 if [ "$(left)" -gt 100 ]; then
   timeout $(( $(left) - 10 )) npx jest test/gpu.ops.test.ts --verbose > "$OUT/ops/jest.log" 2>&1
   echo "gpu.ops: rc $? ($(elapsed) s)"
@@ -55,6 +61,8 @@ sed -n '/^## attention: eps-moe vs torch SDPA/,$p' "$OUT/attn/sdpa.txt" 2>/dev/n
 echo "==== gpu.ops"
 grep -E "^Tests:" "$OUT/ops/jest.log" 2>/dev/null
 grep -E "✕" "$OUT/ops/jest.log" 2>/dev/null | head -12
+echo "==== where the traced step's time went"
+sed -n '/where the time went/,$p' "$OUT/trace.txt" 2>/dev/null | head -22
 echo "==== prefill (one GPU)"
 for f in "$OUT"/pf-*.txt; do [ -f "$f" ] && grep -E "tok/s" "$f" | tail -1 | cut -c1-190; done
 echo "total: $(elapsed) s"
