@@ -429,7 +429,7 @@ bool useSm90(OpContext& c) {
   return wanted && attentionSm90Supported(c.ctx.device);
 }
 
-// The Hopper kernel's schedule (AttentionSm90Args::mode): EPS_ATTENTION_SM90_MODE (0-4) picks one for
+// The Hopper kernel's schedule (AttentionSm90Args::mode): EPS_ATTENTION_SM90_MODE (0-7) picks one for
 // measurement (scripts/kernels/attention_sm90.sh times them all); unset, the kernel's default (-1).
 int sm90Mode() {
   const char* mode = std::getenv("EPS_ATTENTION_SM90_MODE");
