@@ -78,6 +78,20 @@ function ints(shape: number[], values?: readonly number[]): Twin {
   return twinOfBytes('i32', shape, v);
 }
 
+/** Runs fn with the environment variables set (the native ops read them at each call), then restores them. */
+async function withEnv(vars: Record<string, string>, fn: () => Promise<void>): Promise<void> {
+  const saved = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]));
+  Object.assign(process.env, vars);
+  try {
+    await fn();
+  } finally {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+}
+
 /** Enqueues the same op on both backends. */
 function run(fn: (s: Stream, side: Side) => void): void {
   for (const side of SIDES) fn(st[side], side);
@@ -311,16 +325,11 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     const cuT = ints([cu.length], cu);
     const scale = 1 / Math.sqrt(hd);
     const outs = { sm90: floats('bf16', [T, nq, hdv]), sm80: floats('bf16', [T, nq, hdv]) };
-    const saved = process.env.EPS_ATTENTION_KERNEL;
-    try {
-      for (const kernel of ['sm90', 'sm80'] as const) {
-        process.env.EPS_ATTENTION_KERNEL = kernel;
+    for (const kernel of ['sm90', 'sm80'] as const) {
+      await withEnv({ EPS_ATTENTION_KERNEL: kernel }, async () => {
         ops.attention(st.gpu, outs[kernel].gpu, q.gpu, k.gpu, v.gpu, cuT.gpu, cu, scale);
         await st.gpu.synchronize();
-      }
-    } finally {
-      if (saved === undefined) delete process.env.EPS_ATTENTION_KERNEL;
-      else process.env.EPS_ATTENTION_KERNEL = saved;
+      });
     }
     ops.attention(st.cpu, outs.sm90.cpu, q.cpu, k.cpu, v.cpu, cuT.cpu, cu, scale);
     const cpu = await outs.sm90.cpu.read(st.cpu);
@@ -341,6 +350,46 @@ describeGpu('CUDA ops vs the CPU backend', () => {
         if (a === b) agree++;
       }
       expect(agree / (T * nq)).toBeGreaterThanOrEqual(0.99);
+    }
+  });
+
+  // The Hopper kernel's other schedules and its tile-major grid, as the op runs them when asked
+  // (EPS_ATTENTION_SM90_MODE 0-7, EPS_ATTENTION_SM90_GRID=tile: measurement knobs, so that a faster variant can
+  // become the default), each against the CPU. Where the GPU has no sm90 kernel there is nothing to vary.
+  const sm90Variants: Record<string, string>[] = [
+    ...[0, 1, 2, 3, 4, 5, 6, 7].map((mode) => ({ EPS_ATTENTION_SM90_MODE: String(mode) })),
+    { EPS_ATTENTION_SM90_GRID: 'tile' },
+  ];
+  test.each([
+    ['hd=128, GQA 4/2', [700, 129, 1, 300], 4, 2, 128, 128],
+    ['hd=64, MHA 2/2', [513, 1, 128, 64], 2, 2, 64, 64],
+    ['hd=192 hdv=128, GQA 4/2', [700, 129, 1, 300], 4, 2, 192, 128],
+  ] as const)('attention, every Hopper schedule and grid order, %s, lengths %j', async (label, lens, nq, nkv, hd, hdv) => {
+    if (!dev.gpu.native.attentionKernels?.includes('sm90')) return;
+    const rng = new Rng(nq * 37 + nkv + hd + hdv);
+    const T = lens.reduce((a: number, b: number) => a + b, 0);
+    const cu = [0];
+    for (const l of lens) cu.push(cu[cu.length - 1] + l);
+    const q = randomFloats(rng, 'bf16', [T, nq, hd], -2, 2);
+    const k = randomFloats(rng, 'bf16', [T, nkv, hd]);
+    const v = randomFloats(rng, 'bf16', [T, nkv, hdv]);
+    const cuT = ints([cu.length], cu);
+    const scale = 1 / Math.sqrt(hd);
+    const ref = floats('bf16', [T, nq, hdv]);
+    ops.attention(st.cpu, ref.cpu, q.cpu, k.cpu, v.cpu, cuT.cpu, cu, scale);
+    const cpu = await ref.cpu.read(st.cpu);
+    for (const variant of sm90Variants) {
+      const out = floats('bf16', [T, nq, hdv]);
+      await withEnv({ EPS_ATTENTION_KERNEL: 'sm90', ...variant }, async () => {
+        ops.attention(st.gpu, out.gpu, q.gpu, k.gpu, v.gpu, cuT.gpu, cu, scale);
+        await st.gpu.synchronize();
+      });
+      const gpu = await out.gpu.read(st.gpu);
+      const name = `attention sm90 ${JSON.stringify(variant)} ${label} T=${T}`;
+      expect([name, countNaN(gpu)]).toEqual([name, 0]);
+      const err = relL2(gpu, cpu);
+      table.push({ name, error: err });
+      expect([name, err <= 1e-2]).toEqual([name, true]);
     }
   });
 
