@@ -6,14 +6,18 @@
 # and load, if time is left. Short table last.
 # Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
 #
-# usage: OUT=... [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"] [NO_TF=1] [NO_TRACE=1]
+# usage: OUT=... (where the logs come back) [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"] [NO_TF=1] [NO_TRACE=1]
 #        bash scripts/gpu-attention-prefill.sh
 # A phase starts only if the time it needs is left before LIMIT (default 570 s); skipped phases say so.
 set -u
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
 LIMIT=${LIMIT:-570}
-OUT=${OUT:-/tmp/eps-attention-prefill}
+# Everything is written under /tmp/eps-attention-prefill; the few files worth reading come back in $OUT at the end (the device
+# tool returns at most 8 files).
+RESULTS=${OUT:-/tmp/eps-attention-prefill-results}
+OUT=/tmp/eps-attention-prefill
+rm -rf "$OUT"
 PRESETS=${PRESETS:-qwen3-30b-a3b}
 LOADS=${LOADS:-8x2048 2x8192}
 elapsed() { echo $(( $(date +%s) - T0 )); }
@@ -66,3 +70,10 @@ sed -n '/where the time went/,$p' "$OUT/trace.txt" 2>/dev/null | head -22
 echo "==== prefill (one GPU)"
 for f in "$OUT"/pf-*.txt; do [ -f "$f" ] && grep -E "tok/s" "$f" | tail -1 | cut -c1-190; done
 echo "total: $(elapsed) s"
+mkdir -p "$RESULTS"
+cp "$OUT/build.log" "$OUT/attn/check.log" "$RESULTS/" 2>/dev/null
+cp "$OUT/attn/sdpa.txt" "$RESULTS/sdpa.txt" 2>/dev/null
+cp "$OUT/ops/jest.log" "$RESULTS/gpu-ops.log" 2>/dev/null
+cp "$OUT/trace.txt" "$RESULTS/trace.txt" 2>/dev/null
+cat "$OUT"/pf-*.txt > "$RESULTS/prefill.txt" 2>/dev/null
+true
