@@ -300,6 +300,23 @@ describeGpu('CUDA ops vs the CPU backend', () => {
   // of the fast path, GQA and MHA. Both outputs start as NaN, so every element must be written. Besides
   // relative L2, each output row's argmax over the head dim must match the CPU's in >= 99% of rows (a
   // near tie may round either way in bf16).
+  /** Packed bf16 attention inputs for the Hopper cases: q wider than k so the softmax has peaks. */
+  function hopperAttentionInputs(seed: number, lens: readonly number[], nq: number, nkv: number, hd: number, hdv: number) {
+    const rng = new Rng(seed);
+    const T = lens.reduce((a, b) => a + b, 0);
+    const cu = [0];
+    for (const l of lens) cu.push(cu[cu.length - 1] + l);
+    return {
+      T,
+      cu,
+      q: randomFloats(rng, 'bf16', [T, nq, hd], -2, 2),
+      k: randomFloats(rng, 'bf16', [T, nkv, hd]),
+      v: randomFloats(rng, 'bf16', [T, nkv, hdv]),
+      cuT: ints([cu.length], cu),
+      scale: 1 / Math.sqrt(hd),
+    };
+  }
+
   test('the Hopper attention kernel exists on Hopper (compute capability 9.0) and only there', () => {
     // Without this the cases below would compare the sm_80 kernel with itself where the sm_90a build is missing.
     const hopper = /\b(H100|H200|H800|H20|GH200)\b/.test(dev.gpu.name);
@@ -315,15 +332,7 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     ['hd=192 hdv=128, MHA 1/1', [8192, 1, 127, 128, 129], 1, 1, 192, 128],
     ['hd=192 hdv=128, GQA 4/2', [700, 129, 1, 300], 4, 2, 192, 128],
   ] as const)('attention, Hopper and sm_80 kernels, %s, lengths %j', async (label, lens, nq, nkv, hd, hdv) => {
-    const rng = new Rng(nq * 31 + nkv + hd + hdv);
-    const T = lens.reduce((a: number, b: number) => a + b, 0);
-    const cu = [0];
-    for (const l of lens) cu.push(cu[cu.length - 1] + l);
-    const q = randomFloats(rng, 'bf16', [T, nq, hd], -2, 2);
-    const k = randomFloats(rng, 'bf16', [T, nkv, hd]);
-    const v = randomFloats(rng, 'bf16', [T, nkv, hdv]);
-    const cuT = ints([cu.length], cu);
-    const scale = 1 / Math.sqrt(hd);
+    const { T, cu, q, k, v, cuT, scale } = hopperAttentionInputs(nq * 31 + nkv + hd + hdv, lens, nq, nkv, hd, hdv);
     const outs = { sm90: floats('bf16', [T, nq, hdv]), sm80: floats('bf16', [T, nq, hdv]) };
     for (const kernel of ['sm90', 'sm80'] as const) {
       await withEnv({ EPS_ATTENTION_KERNEL: kernel }, async () => {
@@ -366,15 +375,7 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     ['hd=192 hdv=128, GQA 4/2', [700, 129, 1, 300], 4, 2, 192, 128],
   ] as const)('attention, every Hopper schedule and grid order, %s, lengths %j', async (label, lens, nq, nkv, hd, hdv) => {
     if (!dev.gpu.native.attentionKernels?.includes('sm90')) return;
-    const rng = new Rng(nq * 37 + nkv + hd + hdv);
-    const T = lens.reduce((a: number, b: number) => a + b, 0);
-    const cu = [0];
-    for (const l of lens) cu.push(cu[cu.length - 1] + l);
-    const q = randomFloats(rng, 'bf16', [T, nq, hd], -2, 2);
-    const k = randomFloats(rng, 'bf16', [T, nkv, hd]);
-    const v = randomFloats(rng, 'bf16', [T, nkv, hdv]);
-    const cuT = ints([cu.length], cu);
-    const scale = 1 / Math.sqrt(hd);
+    const { T, cu, q, k, v, cuT, scale } = hopperAttentionInputs(nq * 37 + nkv + hd + hdv, lens, nq, nkv, hd, hdv);
     const ref = floats('bf16', [T, nq, hdv]);
     ops.attention(st.cpu, ref.cpu, q.cpu, k.cpu, v.cpu, cuT.cpu, cu, scale);
     const cpu = await ref.cpu.read(st.cpu);
