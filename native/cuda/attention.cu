@@ -99,11 +99,6 @@ __device__ __forceinline__ void mmaBf16(float (&d)[4], const uint32_t (&a)[4], u
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 // ---------------------------------------------------------------- fused kernel
 
 // One 128-row query tile of a sequence: the Hopper kernel's tile, so that both kernels take one list.

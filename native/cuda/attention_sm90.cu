@@ -67,9 +67,6 @@ struct Layout {
 
 // ---- PTX wrappers (the shared ones: sm90.cuh) -------------------------------------------------
 
-__device__ __forceinline__ void namedBarrierArrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
-}
 // Q and K are K-major operands (sm90::descKMajor). V as B of P V is N-major: the reduction dim, keys,
 // runs down the 128-byte rows and N = hdv along them, in the same 128-byte swizzle; 8-key groups are
 // 1024 bytes apart (the stride byte offset, bits 32-45) and the leading byte offset (bits 16-29) steps

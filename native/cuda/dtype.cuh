@@ -76,6 +76,13 @@ __device__ __forceinline__ void storeBf16x8(void* p, const float (&v)[8]) {
   *static_cast<uint4*>(p) = u;
 }
 
+// Two fp32 values rounded to bf16 (nearest even) and packed in one 32-bit register, lo in the low half:
+// the A-operand fragment layout of the bf16 tensor-core MMAs (mma.sync, wgmma).
+__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
 // Whether every pointer is 16-byte aligned (host side, before choosing a vector kernel).
 inline bool aligned16(std::initializer_list<const void*> ps) {
   for (const void* p : ps)
