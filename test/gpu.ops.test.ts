@@ -10,6 +10,7 @@ import { hasBackend } from '../src/native/addon';
 import { Device, type Stream, type Tensor } from '../src/native/device';
 import { f32ArrayToBf16 } from '../src/model/bf16';
 import * as ops from '../src/native/ops';
+import { withEnv } from '../src/util/env';
 import { Rng, encodeFloats, relL2, roundTo, type FloatStorage } from './reference/numeric';
 
 function cudaPresent(): boolean {
@@ -76,20 +77,6 @@ function randomFloats(rng: Rng, dtype: FloatStorage, shape: number[], lo = -1, h
 function ints(shape: number[], values?: readonly number[]): Twin {
   const v = values ? Int32Array.from(values) : new Int32Array(prod(shape)).fill(-123456789);
   return twinOfBytes('i32', shape, v);
-}
-
-/** Runs fn with the environment variables set (the native ops read them at each call), then restores them. */
-async function withEnv(vars: Record<string, string>, fn: () => Promise<void>): Promise<void> {
-  const saved = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]));
-  Object.assign(process.env, vars);
-  try {
-    await fn();
-  } finally {
-    for (const [name, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
-  }
 }
 
 /** Enqueues the same op on both backends. */

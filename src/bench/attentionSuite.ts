@@ -6,6 +6,7 @@
 // native/ops.md), each case is also timed on each of them (byKernel): before and after in one run.
 import * as ops from '../native/ops';
 import { dtypeBytes, tensorFromInt32 } from '../native/device';
+import { withEnv } from '../util/env';
 import type { BenchContext } from './context';
 import { ATTENTION_FLOPS_FORMULA, causalAttentionFlops } from './flops';
 import { InputSets, rotationCount } from './inputSets';
@@ -43,15 +44,8 @@ export function forcibleKernels(ctx: BenchContext): string[] {
 }
 
 /** Runs `fn` with EPS_ATTENTION_KERNEL=kernel (the addon reads it at each call), then restores it. */
-export async function withKernel<T>(kernel: string, fn: () => Promise<T>): Promise<T> {
-  const saved = process.env.EPS_ATTENTION_KERNEL;
-  process.env.EPS_ATTENTION_KERNEL = kernel;
-  try {
-    return await fn();
-  } finally {
-    if (saved === undefined) delete process.env.EPS_ATTENTION_KERNEL;
-    else process.env.EPS_ATTENTION_KERNEL = saved;
-  }
+export function withKernel<T>(kernel: string, fn: () => Promise<T>): Promise<T> {
+  return withEnv({ EPS_ATTENTION_KERNEL: kernel }, fn);
 }
 
 async function measure(ctx: BenchContext, c: AttentionCase, ceilingTflops: number): Promise<AttentionRow> {
