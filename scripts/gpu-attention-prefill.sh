@@ -2,11 +2,12 @@
 # Issue 13 in one device call, every phase bounded so that the call ends inside its limit: the addon build;
 # scripts/kernels/attention_sm90.sh (every schedule's correctness, timings beside torch SDPA flash and cuDNN);
 # whole prefills with the sm_80 and the sm_90a attention kernels (EPS_ATTENTION_KERNEL) for each preset and
-# load; a traced prefill (where the step's time goes); test/gpu.ops.test.ts; then transformers on the first preset
-# and load, if time is left. Short table last.
+# load; a traced prefill (where the step's time goes); test/gpu.ops.test.ts; then transformers on each preset's
+# first load, while time is left. Short table last.
 # Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
 #
-# usage: OUT=... (where the logs come back) [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"] [NO_TF=1] [NO_TRACE=1]
+# usage: OUT=... (where the logs come back) [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"]
+#        [KERNELS="sm80 sm90"] [NO_TF=1] [NO_TRACE=1]
 #        bash scripts/gpu-attention-prefill.sh
 # A phase starts only if the time it needs is left before LIMIT (default 570 s); skipped phases say so.
 set -u
@@ -20,6 +21,7 @@ OUT=/tmp/eps-attention-prefill
 rm -rf "$OUT"
 PRESETS=${PRESETS:-qwen3-30b-a3b}
 LOADS=${LOADS:-8x2048 2x8192}
+KERNELS=${KERNELS:-sm80 sm90}
 elapsed() { echo $(( $(date +%s) - T0 )); }
 left() { echo $(( LIMIT - $(elapsed) )); }
 mkdir -p "$OUT/attn" "$OUT/pf" "$OUT/ops"
@@ -38,7 +40,7 @@ prefill() {  # KERNEL LOAD PRESET
   echo "prefill $*: rc $? ($(elapsed) s)"
 }
 for preset in $PRESETS; do
-  for load in $LOADS; do prefill sm80 "$load" "$preset"; prefill sm90 "$load" "$preset"; done
+  for load in $LOADS; do for kernel in $KERNELS; do prefill "$kernel" "$load" "$preset"; done; done
 done
 
 # where a step's device time goes with the default kernels (the ops of the first preset and load, traced)
@@ -52,11 +54,13 @@ if [ "$(left)" -gt 100 ]; then
 else
   echo "gpu.ops: skipped (time)"
 fi
-first_preset=${PRESETS%% *} first_load=${LOADS%% *}
-if [ "$(left)" -gt 110 ] && [ -z "${NO_TF:-}" ]; then
-  OUT=$OUT/pf LOAD=$first_load TAG=tf timeout $(( $(left) - 10 )) bash scripts/gpu-prefill.sh "$first_preset" > "$OUT/pf-tf.txt" 2>&1
-  echo "transformers: rc $? ($(elapsed) s)"
-fi
+first_load=${LOADS%% *}
+for preset in $PRESETS; do
+  if [ "$(left)" -gt 70 ] && [ -z "${NO_TF:-}" ]; then
+    OUT=$OUT/pf LOAD=$first_load TAG=tf timeout $(( $(left) - 10 )) bash scripts/gpu-prefill.sh "$preset" > "$OUT/pf-tf-$preset.txt" 2>&1
+    echo "transformers $preset: rc $? ($(elapsed) s)"
+  fi
+done
 
 echo "==== attention harness"
 grep -hE "^FAIL|^ALL PASS|^FAILED|ptxas|HGMMA|^device" "$OUT/attn.txt" "$OUT/attn/check.log" | head -14

@@ -18,12 +18,16 @@ test('a 2-rank cluster writes one trace with both ranks, measured and predicted'
     .traceEvents;
   const ops = events.filter((e) => e.ph === 'X');
   expect(new Set(ops.map((e) => e.pid))).toEqual(new Set([0, 1]));
-  for (const name of ['attention_block', 'attention', 'router', 'dispatch 0', 'ffn 0', 'combine 0'])
+  for (const name of ['attention_block', 'attention', 'router', 'count_sync', 'dispatch 0', 'ffn 0', 'combine 0'])
     expect(ops.some((e) => e.name === name && e.cat === 'op')).toBe(true);
   // The attention core runs inside its block, and the block ends before the layer's router starts.
   const blocks = ops.filter((e) => e.name === 'attention_block');
   for (const core of ops.filter((e) => e.name === 'attention'))
     expect(blocks.some((b) => b.pid === core.pid && b.ts <= core.ts && core.ts + core.dur <= b.ts + b.dur)).toBe(true);
+  // The counts' read and the plan (the layer's host sync) follow a router of the same rank.
+  const routers = ops.filter((e) => e.name === 'router');
+  for (const sync of ops.filter((e) => e.name === 'count_sync'))
+    expect(routers.some((r) => r.pid === sync.pid && r.ts + r.dur <= sync.ts + 1e-3)).toBe(true);
   expect(ops.some((e) => e.cat === 'predicted')).toBe(true);
   expect(fs.readdirSync(path.dirname(file))).toEqual(['cluster.json']); // the per-rank parts are gone
 });

@@ -243,6 +243,8 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     ['fast path hd=64, GQA 6/3, tile edges', 'bf16', [257, 2, 64], 6, 3, 64],
     ['fallback f32 hd=40', 'f32', [17, 1, 40], 4, 2, 40],
     ['fallback bf16 odd hd=24', 'bf16', [33], 3, 1, 24],
+    // Head dim 256 (issue 13's largest; Gemma-class models) takes the generic kernel, packed and GQA.
+    ['generic bf16 hd=256, GQA 4/2, packed', 'bf16', [129, 1, 300, 64], 4, 2, 256],
   ] as const)('attention %s', async (label, dt, lens, nq, nkv, hd) => {
     const rng = new Rng(nq * 13 + hd);
     const T = lens.reduce((a: number, b: number) => a + b, 0);
@@ -349,17 +351,20 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     }
   });
 
-  // The Hopper kernel's other schedules and its tile-major grid, as the op runs them when asked
-  // (EPS_ATTENTION_SM90_MODE 0-7, EPS_ATTENTION_SM90_GRID=tile: measurement knobs, so that a faster variant can
-  // become the default), each against the CPU. Where the GPU has no sm90 kernel there is nothing to vary.
+  // The Hopper kernel's other schedules and grid orders, as the op runs them when asked
+  // (EPS_ATTENTION_SM90_MODE 0-7, EPS_ATTENTION_SM90_GRID heads / tile / a head count per group: measurement
+  // knobs, so that a faster variant can become the default), each against the CPU. A group of 3 heads leaves
+  // a last group of fewer; MHA 20/20 takes groups of 16 and 4 by default. Where the GPU has no sm90 kernel
+  // there is nothing to vary.
   const sm90Variants: Record<string, string>[] = [
     ...[0, 1, 2, 3, 4, 5, 6, 7].map((mode) => ({ EPS_ATTENTION_SM90_MODE: String(mode) })),
-    { EPS_ATTENTION_SM90_GRID: 'tile' },
+    ...['heads', 'tile', '3'].map((grid) => ({ EPS_ATTENTION_SM90_GRID: grid })),
   ];
   test.each([
     ['hd=128, GQA 4/2', [700, 129, 1, 300], 4, 2, 128, 128],
     ['hd=64, MHA 2/2', [513, 1, 128, 64], 2, 2, 64, 64],
     ['hd=192 hdv=128, GQA 4/2', [700, 129, 1, 300], 4, 2, 192, 128],
+    ['hd=192 hdv=128, MHA 20/20', [300, 129, 1], 20, 20, 192, 128],
   ] as const)('attention, every Hopper schedule and grid order, %s, lengths %j', async (label, lens, nq, nkv, hd, hdv) => {
     if (!dev.gpu.native.attentionKernels?.includes('sm90')) return;
     const { T, cu, q, k, v, cuT, scale } = hopperAttentionInputs(nq * 37 + nkv + hd + hdv, lens, nq, nkv, hd, hdv);

@@ -431,11 +431,14 @@ int sm90Mode() {
   return mode ? std::atoi(mode) : -1;
 }
 
-// EPS_ATTENTION_SM90_GRID=tile runs a head's query tiles together (AttentionSm90Args::tileMajor), for
-// measurement; unset, heads vary fastest.
-int sm90TileMajor() {
+// EPS_ATTENTION_SM90_GRID picks the grid order (AttentionSm90Args::headGroup), for measurement: "heads" (heads
+// vary fastest), "tile" (a head's tiles together) or a head count per group; unset, the kernel's default (0).
+int sm90HeadGroup() {
   const char* grid = std::getenv("EPS_ATTENTION_SM90_GRID");
-  return grid && std::strcmp(grid, "tile") == 0 ? 1 : 0;
+  if (!grid) return 0;
+  if (std::strcmp(grid, "heads") == 0) return INT32_MAX;
+  if (std::strcmp(grid, "tile") == 0) return 1;
+  return std::max(0, std::atoi(grid));
 }
 
 template <int HDQK, int HDV>
@@ -483,7 +486,7 @@ void attentionOp(OpContext& c, const OpArgs& args) {
     std::stable_sort(tiles.begin(), tiles.end(), [](const QueryTile& a, const QueryTile& b) { return a.q0 > b.q0; });
     // (tiles: the host list while the shape is checked, then its device copy)
     AttentionSm90Args sm90{out.data, q.data, k.data, v.data, tiles.data(), int(tiles.size()), T, nq, nkv, hd, hdv, scale,
-                           sm90Mode(), sm90TileMajor()};
+                           sm90Mode(), sm90HeadGroup()};
     if (useSm90(c) && attentionSm90Takes(sm90)) {
       sm90.tiles = static_cast<const AttentionTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
       checkCuda(attentionSm90(sm90, c.cuda), "attention (sm90)");

@@ -34,16 +34,20 @@ struct AttentionSm90Args {
                                 // 0 intra-warpgroup overlap, 1 none, 2 overlap + ping-pong, 3 as 2 with 3 stages,
                                 // 4 as 0 with 3 stages (3 stages for hd 64, 128; 192 keeps 2), 5-7 as 0-2 with
                                 // K and V released apart (attention_sm90.cu's SPLIT)
-  int tileMajor;                // measurement only: 0 (default) heads vary fastest across the grid, 1 a head's
-                                // tiles run together (its K/V stay in L2; nTiles may pass 65535)
+  int headGroup;                // the grid's order: heads vary fastest within groups of headGroup heads, then
+                                // tiles, then groups (nq: heads fastest; 1: a head's tiles together). 0: the
+                                // default, attentionSm90HeadGroup's; others for measurement
 };
+
+// The head group a launch of `args` uses (args.headGroup, or the default when 0), in 1..nq.
+int attentionSm90HeadGroup(const AttentionSm90Args& args);
 
 // Whether the kernel runs on `device`: compute capability 9.0, the driver's tensor-map entry point
 // found, and this build holding the sm_90a code (EPS_ATTENTION_SM90A, cmake/cuda.cmake).
 bool attentionSm90Supported(int device);
 
 // Shapes it takes: (hd, hdv) in {(64, 64), (128, 128), (192, 128)}, nq % nkv == 0, 16-byte aligned
-// tensors, T < 2^31.
+// tensors, T < 2^31, nTiles * nq < 2^31.
 bool attentionSm90Takes(const AttentionSm90Args& args);
 
 // cudaErrorInvalidValue when it does not take the shape (the caller falls back), else the launch's error.

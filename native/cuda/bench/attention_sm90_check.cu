@@ -2,18 +2,18 @@
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I native/cuda \
 //        native/cuda/bench/attention_sm90_check.cu native/cuda/attention_sm90.cu -o /tmp/attn
-//   /tmp/attn [--small] [--no-time] [--json FILE] [--mode M]
+//   /tmp/attn [--small] [--no-time] [--json FILE] [--mode V]
 //
 // 1. Correctness: random bf16 q, k, v (never zeros; q wider than k so the softmax has peaks), packed
 //    sequences of 1..8K tokens (1, 127, 128, 129 and mixed batches among them), every head dim pair the
-//    kernel takes, GQA and MHA, every kernel mode. The reference is a CUDA kernel in fp32 (one warp per
+//    kernel takes, GQA and MHA, every variant (kVariants: schedules and grid orders). The reference is a CUDA kernel in fp32 (one warp per
 //    query row and head, the exact softmax). Pass: relative L2 <= 1e-2 over all outputs, no NaN, every
 //    output written (the output is poisoned with 0xFFFF, a bf16 NaN, before each run) and the guard rows
 //    past T untouched; also printed: the share of output rows whose argmax over the head dim agrees.
 // 2. Timing: issue 13's cases (those of `eps-moe bench attention`, src/bench/sizes.ts, head dim 256
-//    left out), CUDA events around runs of 5 launches, median of 7 such runs after 3 warm-ups, per mode; TFLOP/s by the
-//    bench's count, 2 * S^2/2 * (hd + hdv) * nq per sequence. --json FILE writes the rows of --mode (default:
-//    the kernel's default schedule per head dim, attention_sm90.cu) as `eps-moe bench --json` does, for scripts/baselines/sdpa_attention.py --ours FILE.
+//    left out), CUDA events around runs of 5 launches, median of 7 such runs after 3 warm-ups, per variant; TFLOP/s by the
+//    bench's count, 2 * S^2/2 * (hd + hdv) * nq per sequence. --json FILE writes the rows of variant --mode V
+//    (an index into kVariants; default: the kernel's defaults, attention_sm90.cu) as `eps-moe bench --json` does, for scripts/baselines/sdpa_attention.py --ours FILE.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -36,9 +36,18 @@ using eps::cuda::AttentionSm90Args;
 using eps::cuda::AttentionTile;
 using eps::cuda::kAttentionTileRows;
 
-// The kernel's schedules 0-7, then its default schedule with the tile-major grid (AttentionSm90Args::tileMajor).
+// What is checked and timed: schedules (AttentionSm90Args::mode; -1 the default per head dim) and grid orders
+// (::headGroup; 0 the default). Schedules 0, 2, 5 and 6 measured slower everywhere on an H100 (session 5,
+// docs/bench/2026-12-07-s5-h100-attention-sm90.txt); test/gpu.ops still runs every one through the op.
+struct Variant {
+  const char* name;
+  int mode, headGroup;
+};
 constexpr int kModes = 9;
-const char* kModeNames[kModes] = {"overlap", "serial", "pingpong", "pp3stage", "ov3stage", "ov-split", "ser-split", "pp-split", "dflt-tile"};
+constexpr int kDefault = 4;  // the variant the op runs by default (--json's rows unless --mode)
+const Variant kVariants[kModes] = {{"serial", 1, 0},  {"pp3stage", 3, 0}, {"ov3stage", 4, 0},
+                                   {"pp-split", 7, 0}, {"default", -1, 0}, {"g-heads", -1, 1 << 30},
+                                   {"g-tile", -1, 1}, {"g8", -1, 8},     {"g16", -1, 16}};
 
 // One warp per (token, head): the exact causal softmax over the token's sequence, fp32.
 __global__ void refKernel(float* ref, const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
@@ -126,8 +135,8 @@ struct Buffers {
     AttentionSm90Args a{};
     a.out = out, a.q = q, a.k = k, a.v = v, a.tiles = tiles, a.nTiles = nTiles, a.T = T;
     a.nq = c.nq, a.nkv = c.nkv, a.hd = c.hd, a.hdv = c.hdv, a.scale = 1.0f / sqrtf(float(c.hd));
-    a.mode = mode < kModes - 1 ? mode : -1;
-    a.tileMajor = mode == kModes - 1;
+    a.mode = kVariants[mode].mode;
+    a.headGroup = kVariants[mode].headGroup;
     return a;
   }
 };
@@ -179,7 +188,7 @@ bool checkCase(const Case& c, uint64_t seed) {
     CK(cudaGetLastError());
     const cudaError_t err = eps::cuda::attentionSm90(buf.args(c, mode), 0);
     if (err != cudaSuccess) {
-      printf("FAIL %-44s mode %-8s launch: %s\n", c.name.c_str(), kModeNames[mode], cudaGetErrorString(err));
+      printf("FAIL %-44s mode %-8s launch: %s\n", c.name.c_str(), kVariants[mode].name, cudaGetErrorString(err));
       allOk = false;
       continue;
     }
@@ -207,7 +216,7 @@ bool checkCase(const Case& c, uint64_t seed) {
     const bool ok = rel <= 1e-2 && nan == 0 && unwritten == 0 && guardHit == 0;
     allOk &= ok;
     printf("%s %-44s mode %-8s T=%-6d rel L2 %.2e  max abs %.2e  argmax agree %.4f  unwritten %zu  NaN %zu  guard %zu\n",
-           ok ? "ok  " : "FAIL", c.name.c_str(), kModeNames[mode], buf.T, rel, maxAbs, double(argmaxAgree) / rows, unwritten,
+           ok ? "ok  " : "FAIL", c.name.c_str(), kVariants[mode].name, buf.T, rel, maxAbs, double(argmaxAgree) / rows, unwritten,
            nan, guardHit);
   }
   cudaFree(cuD), cudaFree(ref);
@@ -288,7 +297,7 @@ int main(int argc, char** argv) {
   FILE* jf = json ? fopen(json, "w") : nullptr;
   if (jf) fprintf(jf, "{\"suites\": {\"attention\": [\n");
   printf("\n%-34s", "case");
-  for (int mode = 0; mode < kModes; ++mode) printf(" %10s", kModeNames[mode]);
+  for (int mode = 0; mode < kModes; ++mode) printf(" %10s", kVariants[mode].name);
   printf("   (TFLOP/s, median of 7 x 5 runs)\n");
   for (size_t ci = 0; ci < timed.size(); ++ci) {
     const Case& c = timed[ci];
@@ -318,7 +327,7 @@ int main(int argc, char** argv) {
       std::string lens;
       for (size_t i = 0; i < c.lens.size(); ++i) lens += (i ? "," : "") + std::to_string(c.lens[i]);
       fprintf(jf, "%s{\"name\": \"%s\", \"seqLens\": [%s], \"numHeads\": %d, \"numKvHeads\": %d, \"headDim\": %d, \"headDimV\": %d, \"tflops\": %.2f}\n",
-              ci ? "," : "", c.name.c_str(), lens.c_str(), c.nq, c.nkv, c.hd, c.hdv, tf[jsonMode >= 0 ? jsonMode : (c.hd == 192 ? 1 : 3)]);
+              ci ? "," : "", c.name.c_str(), lens.c_str(), c.nq, c.nkv, c.hd, c.hdv, tf[jsonMode >= 0 ? jsonMode : kDefault]);
     }
     buf.release();
   }

@@ -76,6 +76,9 @@ export async function routedMoeLayer(
   const countsLength = M * E + (W > 0 ? M * W + W : 0);
   const countsDev = scope.tensor('i32', [countsLength]);
   let source: DedupSource | undefined;
+  // Traced: from the counts' kernel to the first op after the plan, on the compute stream. Its end is recorded
+  // once the host has read the counts and planned, so the span holds the GPU's idle wait on the host.
+  const syncSpan = openSpan(ctx.onSpan, cs);
   if (T > 0) ops.moeCount(cs, countsDev.rows(0, M * E).reshape([M, E]), topkIdx, microBounds);
   if (W > 0) {
     if (T > 0) ops.moeRankCount(cs, countsDev.rows(M * E, M * W).reshape([M, W]), topkIdx, rankOffsets(ctx.layout), microBounds);
@@ -116,6 +119,7 @@ export async function routedMoeLayer(
     schedule,
   );
   if (ctx.onStats) ctx.onStats({ hostSyncMs: performance.now() - syncStart, expertTokens: expertTotals(gathered, M, E) });
+  syncSpan?.end('compute', 'count_sync', { tokens: T });
   const dispatcher: Dispatcher =
     plan.dispatch === 'dedup'
       ? new DedupDispatcher(ctx, plan, { h, out }, w, source!, rankCounts)
