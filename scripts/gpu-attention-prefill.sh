@@ -7,7 +7,7 @@
 # Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
 #
 # usage: OUT=... (where the logs come back) [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"]
-#        [KERNELS="sm80 sm90"] [NO_TF=1] [NO_TRACE=1]
+#        [KERNELS="sm80 sm90"] [TF_PRESETS="$PRESETS"] [NO_TF=1] [NO_TRACE=1]
 #        bash scripts/gpu-attention-prefill.sh
 # A phase starts only if the time it needs is left before LIMIT (default 570 s); skipped phases say so.
 set -u
@@ -55,7 +55,7 @@ else
   echo "gpu.ops: skipped (time)"
 fi
 first_load=${LOADS%% *}
-for preset in $PRESETS; do
+for preset in ${TF_PRESETS:-$PRESETS}; do
   if [ "$(left)" -gt 70 ] && [ -z "${NO_TF:-}" ]; then
     OUT=$OUT/pf LOAD=$first_load TAG=tf timeout $(( $(left) - 10 )) bash scripts/gpu-prefill.sh "$preset" > "$OUT/pf-tf-$preset.txt" 2>&1
     echo "transformers $preset: rc $? ($(elapsed) s)"
