@@ -7,7 +7,7 @@ import type { ModelSpec } from '../model/config';
 import type { TensorScope } from '../native/scope';
 import type { LayerWeights } from './weightTypes';
 import { modelNorm } from './norm';
-import { openSpan, type OpSpan } from '../moe/exec/spans';
+import { openSpan, traced, type OpSpan } from '../moe/exec/spans';
 
 /** Where the packed tokens of a step sit: positions [T] i32, sequence starts [B+1] (device and host). */
 export interface StepLayout {
@@ -24,7 +24,7 @@ export interface AttentionContext {
   layout: StepLayout;
   invFreq: Tensor;
   attentionScaling: number;
-  /** When tracing: the attention core (the `attention` op) becomes a span of its own. */
+  /** When tracing: the attention core (the `attention` op) and the projections and norms around it become spans of their own. */
   onSpan?: (span: OpSpan) => void;
 }
 
@@ -34,33 +34,39 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   const T = x.shape[0];
   const { numHeads: nq, numKvHeads: nkv, headDim: hd } = spec;
   const hn = scope.tensor(ctx.actDtype, x.shape);
-  modelNorm(s, hn, x, w.inputNorm, spec);
+  const tokens = { tokens: T };
+  traced(ctx.onSpan, s, 'input_norm', tokens, () => modelNorm(s, hn, x, w.inputNorm, spec));
   if (w.mla) {
     mlaAttention(ctx, w, hn, x);
     return;
   }
-  if (!w.q || !w.k || !w.v) throw new Error('attention: a layer without MLA needs q, k and v projections');
+  const { q: wq, k: wk, v: wv } = w;
+  if (!wq || !wk || !wv) throw new Error('attention: a layer without MLA needs q, k and v projections');
 
   const q = scope.tensor(ctx.actDtype, [T, nq * hd]);
   const k = scope.tensor(ctx.actDtype, [T, nkv * hd]);
   const v = scope.tensor(ctx.actDtype, [T, nkv * hd]);
-  ops.matmul(s, q, hn, w.q, w.qBias);
-  ops.matmul(s, k, hn, w.k, w.kBias);
-  ops.matmul(s, v, hn, w.v, w.vBias);
-  if (spec.clipQkv !== undefined) {
-    // DBRX clamps Wqkv's output before the split: the same as clamping q, k and v each.
-    for (const t of [q, k, v]) ops.clamp(s, t, t, -spec.clipQkv, spec.clipQkv);
-  }
-  if (w.qNorm && w.kNorm) {
-    const qh = q.reshape([T * nq, hd]);
-    const kh = k.reshape([T * nkv, hd]);
-    ops.rmsnorm(s, qh, qh, w.qNorm, spec.rmsNormEps);
-    ops.rmsnorm(s, kh, kh, w.kNorm, spec.rmsNormEps);
-  }
+  traced(ctx.onSpan, s, 'qkv_proj', tokens, () => {
+    ops.matmul(s, q, hn, wq, w.qBias);
+    ops.matmul(s, k, hn, wk, w.kBias);
+    ops.matmul(s, v, hn, wv, w.vBias);
+    if (spec.clipQkv !== undefined) {
+      // DBRX clamps Wqkv's output before the split: the same as clamping q, k and v each.
+      for (const t of [q, k, v]) ops.clamp(s, t, t, -spec.clipQkv, spec.clipQkv);
+    }
+  });
   const q3 = q.reshape([T, nq, hd]);
   const k3 = k.reshape([T, nkv, hd]);
-  ops.rope(s, q3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
-  ops.rope(s, k3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+  traced(ctx.onSpan, s, 'qk_norm_rope', tokens, () => {
+    if (w.qNorm && w.kNorm) {
+      const qh = q.reshape([T * nq, hd]);
+      const kh = k.reshape([T * nkv, hd]);
+      ops.rmsnorm(s, qh, qh, w.qNorm, spec.rmsNormEps);
+      ops.rmsnorm(s, kh, kh, w.kNorm, spec.rmsNormEps);
+    }
+    ops.rope(s, q3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+    ops.rope(s, k3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+  });
 
   const attn = scope.tensor(ctx.actDtype, [T, nq, hd]);
   const scale = spec.softmaxScale ?? 1 / Math.sqrt(hd);
@@ -68,8 +74,10 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
   core?.end('compute', 'attention', { tokens: T, heads: nq });
   const o = scope.tensor(ctx.actDtype, [T, spec.hiddenSize]);
-  ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias);
-  ops.add(s, x, x, o);
+  traced(ctx.onSpan, s, 'o_proj_add', tokens, () => {
+    ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias);
+    ops.add(s, x, x, o);
+  });
 }
 
 /**
@@ -124,6 +132,8 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor, x: Ten
   ops.attention(s, attn, q3, k.reshape([T, nq, qk]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
   core?.end('compute', 'attention', { tokens: T, heads: nq });
   const o = scope.tensor(actDtype, [T, spec.hiddenSize]);
-  ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias);
-  ops.add(s, x, x, o);
+  traced(ctx.onSpan, s, 'o_proj_add', { tokens: T }, () => {
+    ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias);
+    ops.add(s, x, x, o);
+  });
 }

@@ -11,7 +11,7 @@ import type { MoeLayerStats, RouterGroups } from '../moe/exec/context';
 import type { MoePlan } from '../moe/plan/plan';
 import { type ExpertLayout, ExpertLayoutError, expertLayout } from '../moe/placement';
 import { scheduleLayoutProblem, type DispatchMode, type MoeSchedule } from '../moe/schedule';
-import { openSpan, type OpSpan } from '../moe/exec/spans';
+import { openSpan, traced, type OpSpan } from '../moe/exec/spans';
 import { attentionBlock, type StepLayout } from './attention';
 import { swigluMlp } from '../moe/exec/mlp';
 import { TensorScope } from '../native/scope';
@@ -198,7 +198,7 @@ export class ModelRunner {
     }
     const hn = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
     const mlpOut = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
-    if (T > 0) modelNorm(s, hn, x, w.postNorm, spec);
+    if (T > 0) traced(onSpan, s, 'post_norm', { tokens: T }, () => modelNorm(s, hn, x, w.postNorm, spec));
     let plan: MoePlan | undefined;
     if (w.mlp.kind === 'moe') {
       plan = await moeLayer(
@@ -226,7 +226,7 @@ export class ModelRunner {
       span?.end('compute', 'dense_mlp', { tokens: T });
     }
     if (check) ops.countNonfinite(s, check, mlpOut);
-    if (T > 0) ops.add(s, x, x, mlpOut);
+    if (T > 0) traced(onSpan, s, 'residual_add', { tokens: T }, () => ops.add(s, x, x, mlpOut));
     return plan;
   }
 

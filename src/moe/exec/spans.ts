@@ -20,3 +20,10 @@ export function openSpan(onSpan: ((span: OpSpan) => void) | undefined, s: Stream
   const start = s.record();
   return { end: (stream, name, args) => onSpan({ stream, name, start, end: s.record(), args }) };
 }
+
+/** Runs `enqueue` (ops on `s`) inside a compute-stream span named `name` when tracing; just runs it otherwise. */
+export function traced(onSpan: ((span: OpSpan) => void) | undefined, s: Stream, name: string, args: Record<string, string | number>, enqueue: () => void): void {
+  const span = openSpan(onSpan, s);
+  enqueue();
+  span?.end('compute', name, args);
+}
