@@ -37,17 +37,17 @@ using eps::cuda::AttentionTile;
 using eps::cuda::kAttentionTileRows;
 
 // What is checked and timed: schedules (AttentionSm90Args::mode; -1 the default per head dim) and grid orders
-// (::headGroup; 0 the default). Schedules 0, 2, 5 and 6 measured slower everywhere on an H100 (session 5,
-// docs/bench/2026-12-07-s5-h100-attention-sm90.txt); test/gpu.ops still runs every one through the op.
+// (::headGroup, query heads per group; 0 the default). Schedules 0, 2, 4, 5 and 6 measured slower everywhere on an
+// H100 (session 5 and session 6's first call, docs/bench/); test/gpu.ops still runs every one through the op.
 struct Variant {
   const char* name;
   int mode, headGroup;
 };
-constexpr int kModes = 9;
-constexpr int kDefault = 4;  // the variant the op runs by default (--json's rows unless --mode)
-const Variant kVariants[kModes] = {{"serial", 1, 0},  {"pp3stage", 3, 0}, {"ov3stage", 4, 0},
-                                   {"pp-split", 7, 0}, {"default", -1, 0}, {"g-heads", -1, 1 << 30},
-                                   {"g-tile", -1, 1}, {"g8", -1, 8},     {"g16", -1, 16}};
+constexpr int kModes = 10;
+constexpr int kDefault = 3;  // the variant the op runs by default (--json's rows unless --mode)
+const Variant kVariants[kModes] = {{"serial", 1, 0}, {"pp3stage", 3, 0}, {"pp-split", 7, 0}, {"default", -1, 0},
+                                   {"g-heads", -1, 1 << 30}, {"g-tile", -1, 1}, {"g4", -1, 4}, {"g8", -1, 8},
+                                   {"g16", -1, 16}, {"g32", -1, 32}};
 
 // One warp per (token, head): the exact causal softmax over the token's sequence, fp32.
 __global__ void refKernel(float* ref, const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
