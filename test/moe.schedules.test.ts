@@ -90,7 +90,7 @@ async function runLayer(
   x: Float32Array,
   model?: CostModel,
   dispatch: DispatchMode = 'auto',
-  onDispatch?: (rank: number, args: Record<string, string | number>) => void,
+  onSpan?: (rank: number, name: string, args: Record<string, string | number>) => void,
 ): Promise<{ out: Float32Array; plans: MoePlan[] }> {
   const world = layout.world;
   const comms: Communicator[] = world > 1 ? InProcessCommunicator.group(world) : [new LocalCommunicator()];
@@ -119,11 +119,7 @@ async function runLayer(
           schedule: parseMoeSchedule(schedule),
           costModel: model,
           dispatch,
-          onSpan: onDispatch
-            ? (sp) => {
-                if (sp.name.startsWith('dispatch')) onDispatch(r, sp.args);
-              }
-            : undefined,
+          onSpan: onSpan ? (sp) => onSpan(r, sp.name, sp.args) : undefined,
         },
         rankWeights(layer, layout, r),
         h,
@@ -249,6 +245,26 @@ describe('every plan computes the same MoE layer', () => {
     });
   }
 
+  // Alone, a plan of one chunk needs nothing from the plan to permute: the permute is enqueued before the host
+  // waits for the counts (its span ends before count_sync's), and the layer still computes the same. Several
+  // chunks, or several ranks, permute after the plan.
+  test.each([
+    [1, 'auto', true],
+    [1, 'baseline', true],
+    [1, 'fixed:1:dense', true],
+    [1, 'fixed:3:grouped', false],
+    [2, 'auto', false],
+  ] as const)('on %i rank(s), %s permutes before the host sync: %s', async (world, schedule, early) => {
+    const layout = expertLayout(E, world, 1);
+    const [name, routing] = routingCases[0];
+    const order: string[] = [];
+    const { out } = await runLayer(layout, schedule, SPLITS[world], routing, layer, x, models.get(world), 'auto', (r, span) => {
+      if (r === 0 && (span === 'count_sync' || span.startsWith('permute'))) order.push(span);
+    });
+    expectCloseToReference(schedule, references.get(name)!, out);
+    expect(order.indexOf('permute 0') < order.indexOf('count_sync')).toBe(early);
+  });
+
   test.each([1, 2, 3, 4])('dedup dispatch on %i rank(s) sends one row per distinct (token, rank) pair', async (world) => {
     const layout = expertLayout(E, world, 1);
     const [name, routing] = routingCases[0];
@@ -262,8 +278,8 @@ describe('every plan computes the same MoE layer', () => {
     for (const schedule of ['baseline', 'fixed:3:dense']) {
       // Summed over the chunks' dispatches.
       const sent = new Array<number>(world).fill(0);
-      const { out } = await runLayer(layout, schedule, SPLITS[world], routing, layer, x, undefined, 'dedup', (r, args) => {
-        sent[r] += Number(args.sent);
+      const { out } = await runLayer(layout, schedule, SPLITS[world], routing, layer, x, undefined, 'dedup', (r, name, args) => {
+        if (name.startsWith('dispatch')) sent[r] += Number(args.sent);
       });
       expectCloseToReference(`${schedule} with dedup dispatch`, references.get(name)!, out);
       // One rank runs the per-pair path (nothing to deduplicate across ranks).

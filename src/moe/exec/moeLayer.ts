@@ -3,9 +3,9 @@
 //   1. router: logits = h @ router^T, top-k experts and weights per token (every token of this rank).
 //   2. counts: moe_count counts (token, slot) pairs per micro-chunk and expert; with the dedup dispatch
 //      weighed, prepareDedup also sorts the rows per destination rank and counts them.
-//   3. host sync, the layer's only one: the counts come to the host (an early shared expert is enqueued
-//      first, so the GPU computes it meanwhile), every rank gathers every rank's counts, and every rank
-//      plans the same chunks from them.
+//   3. host sync, the layer's only one: the counts come to the host (an early shared expert and, alone,
+//      the permute are enqueued first, so the GPU computes them meanwhile), every rank gathers every rank's
+//      counts, and every rank plans the same chunks from them.
 //   4. the plan's steps, through a Dispatcher (pairs or dedup, dispatcher.ts):
 //        compute stream: permute i, [shared], ffn i (the experts), unpermute i   (plan.computeOrder)
 //        comm stream:    dispatch i, combine i                                   (plan.commOrder)
@@ -24,7 +24,7 @@ import type { MoeLayerContext } from './context';
 import { dedupApplies, DedupDispatcher, prepareDedup, rankOffsets, type DedupSource } from './dedupDispatcher';
 import type { Dispatcher, DispatchHandle } from './dispatcher';
 import { expertFfn, swigluMlp } from './mlp';
-import { PairsDispatcher } from './pairsDispatcher';
+import { PairsDispatcher, permuteEarly, type EarlyPermute } from './pairsDispatcher';
 import { Signal } from './signal';
 import { openSpan } from './spans';
 import type { MoeWeights } from './weights';
@@ -87,10 +87,15 @@ export async function routedMoeLayer(
   // Every plan but the baseline runs the shared expert early: enqueued after the counts' read, the GPU
   // runs it while the host waits for the counts, gathers them and plans (plan.ts 'early').
   const sharedEarly = w.shared !== undefined && schedule.kind !== 'baseline' && T > 0;
+  // Alone, the permute too runs before the plan (pairsDispatcher.ts permuteEarly).
+  const oneChunk = schedule.kind !== 'fixed' || schedule.degree === 1;
+  const permuteFirst = ctx.communicator.world === 1 && W === 0 && oneChunk && T > 0;
+  let early: EarlyPermute | undefined;
   let counts: Int32Array = new Int32Array(countsLength);
   const syncStart = performance.now();
   if (T > 0) {
     const read = countsDev.read(cs);
+    if (permuteFirst) early = permuteEarly(ctx, h, topkIdx, cs);
     if (sharedEarly) sharedExpert(ctx, w, h, out, cs, true);
     counts = (await read) as Int32Array; // the layer's one host sync
   }
@@ -123,7 +128,7 @@ export async function routedMoeLayer(
   const dispatcher: Dispatcher =
     plan.dispatch === 'dedup'
       ? new DedupDispatcher(ctx, plan, { h, out }, w, source!, rankCounts)
-      : new PairsDispatcher(ctx, plan, { h, out, topkIdx, topkW }, w);
+      : new PairsDispatcher(ctx, plan, { h, out, topkIdx, topkW }, w, early);
   try {
     await runSteps(ctx, plan, dispatcher, (s, writeFirst) => sharedExpert(ctx, w, h, out, s, writeFirst));
   } finally {

@@ -42,6 +42,30 @@ export interface PairsHandle extends DispatchHandle {
   out?: Tensor;
 }
 
+/** A unit's rows sorted by expert (moe_permute), made before the plan by permuteEarly. */
+export interface EarlyPermute {
+  tokens: number;
+  permuted: Tensor;
+  rowMap: Tensor;
+}
+
+/**
+ * The permute of every token of the layer, enqueued on `s` before the plan exists: alone (world 1) every plan
+ * but a fixed one of several chunks is one chunk of every token, whose permute needs nothing the plan decides.
+ * Enqueued after the counts' read, the GPU sorts the rows while the host waits for the counts and plans.
+ */
+export function permuteEarly(ctx: MoeLayerContext, h: Tensor, topkIdx: Tensor, s: Stream): EarlyPermute {
+  const T = h.shape[0];
+  const permuted = ctx.scope.tensor(ctx.actDtype, [T * ctx.routing.topK, h.shape[1]]);
+  const rowMap = ctx.scope.tensor('i32', [T, ctx.routing.topK]);
+  if (T > 0) {
+    const sp = openSpan(ctx.onSpan, s);
+    ops.moePermute(s, permuted, rowMap, ctx.scope.tensor('i32', [ctx.routing.numExperts]), h, topkIdx);
+    sp?.end('compute', 'permute 0', { tokens: T });
+  }
+  return { tokens: T, permuted, rowMap };
+}
+
 export class PairsDispatcher implements Dispatcher<PairsHandle> {
   private readonly units: PermuteUnit[];
 
@@ -50,6 +74,7 @@ export class PairsDispatcher implements Dispatcher<PairsHandle> {
     private readonly plan: MoePlan,
     private readonly io: { h: Tensor; out: Tensor; topkIdx: Tensor; topkW: Tensor },
     private readonly w: MoeWeights,
+    early?: EarlyPermute,
   ) {
     const unitOf = (c: ChunkPlan): PermuteUnit => ({
       tokenStart: c.tokenStart,
@@ -60,12 +85,20 @@ export class PairsDispatcher implements Dispatcher<PairsHandle> {
     // The expert axis: one unit of every token (each chunk's token range is the whole layer's).
     const all = plan.axis === 'experts' ? { ...unitOf(plan.chunks[0]), lastChunk: plan.chunks.length - 1 } : undefined;
     this.units = plan.chunks.map((c) => all ?? unitOf(c));
+    if (early) {
+      const only = this.units[0];
+      if (this.units.length !== 1 || only.tokenStart !== 0 || only.tokens !== early.tokens)
+        throw new Error(`moe: a permute made before the plan fits one chunk of all ${early.tokens} tokens; the plan has ${this.units.length} chunks`);
+      only.permuted = early.permuted;
+      only.rowMap = early.rowMap;
+      only.combined = ctx.scope.tensor(ctx.actDtype, [early.tokens * ctx.routing.topK, io.h.shape[1]]);
+    }
   }
 
   /** The unit's permute, by its first chunk (later chunks of the unit have nothing to sort). */
   permute(chunk: number, s: Stream): undefined {
     const unit = this.units[chunk];
-    if (chunk !== unit.firstChunk) return;
+    if (chunk !== unit.firstChunk || unit.permuted) return; // (made before the plan: permuteEarly)
     const { scope, actDtype, routing } = this.ctx;
     const k = routing.topK;
     const H = this.io.h.shape[1];
