@@ -87,9 +87,10 @@ export async function routedMoeLayer(
   // Every plan but the baseline runs the shared expert early: enqueued after the counts' read, the GPU
   // runs it while the host waits for the counts, gathers them and plans (plan.ts 'early').
   const sharedEarly = w.shared !== undefined && schedule.kind !== 'baseline' && T > 0;
-  // Alone, the permute too runs before the plan (pairsDispatcher.ts permuteEarly).
+  // Alone, the permute too runs before the plan (pairsDispatcher.ts permuteEarly). EPS_MOE_PERMUTE_EARLY=0
+  // keeps it after the plan, for before/after measurements in one run.
   const oneChunk = schedule.kind !== 'fixed' || schedule.degree === 1;
-  const permuteFirst = ctx.communicator.world === 1 && W === 0 && oneChunk && T > 0;
+  const permuteFirst = ctx.communicator.world === 1 && W === 0 && oneChunk && T > 0 && process.env.EPS_MOE_PERMUTE_EARLY !== '0';
   let early: EarlyPermute | undefined;
   let counts: Int32Array = new Int32Array(countsLength);
   const syncStart = performance.now();
