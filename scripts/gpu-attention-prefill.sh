@@ -70,7 +70,7 @@ echo "==== gpu.ops"
 grep -E "^Tests:" "$OUT/ops/jest.log" 2>/dev/null
 grep -E "✕" "$OUT/ops/jest.log" 2>/dev/null | head -12
 echo "==== where the traced step's time went"
-sed -n '/where the time went/,$p' "$OUT/trace.txt" 2>/dev/null | head -22
+sed -n '/where the time went/,$p' "$OUT/trace.txt" 2>/dev/null | head -26
 echo "==== prefill (one GPU)"
 for f in "$OUT"/pf-*.txt; do [ -f "$f" ] && grep -E "tok/s" "$f" | tail -1 | cut -c1-190; done
 echo "total: $(elapsed) s"

@@ -56,7 +56,7 @@ for item in "$@"; do
   fi
   kill -INT $lpid 2>/dev/null; wait $lpid
   if [ -n "${TRACE:-}" ] && [ -f "$log.trace.json" ]; then
-    node scripts/trace-summary.js "$log.trace.json" --top 14 > "$log.summary" 2>&1; echo "trace $preset: where the time went"; cat "$log.summary"
+    node scripts/trace-summary.js "$log.trace.json" --top 20 > "$log.summary" 2>&1; echo "trace $preset: where the time went"; cat "$log.summary"
     gzip -f "$log.trace.json"
   fi
   tf=-
