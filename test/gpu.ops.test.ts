@@ -223,6 +223,12 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     ['bf16', 50, 4, 128, 64],
     ['bf16', 1, 2, 64, 32],
     ['f32', 9, 3, 24, 12],
+    // Qwen3-like (32 heads: the per-token kernel's 4-pair batches run twice), partial rotary, DeepSeek's
+    // rope of 64 of 192 dims, and pair counts that leave a batch part-empty.
+    ['bf16', 37, 32, 128, 64],
+    ['bf16', 20, 5, 128, 32],
+    ['bf16', 33, 3, 192, 32],
+    ['f16', 7, 7, 96, 48],
   ] as const)('rope %s T=%d nh=%d hd=%d rd/2=%d', async (dt, T, nh, hd, half) => {
     const rng = new Rng(T + nh + hd);
     const x = randomFloats(rng, dt, [T, nh, hd]);
@@ -232,8 +238,17 @@ describeGpu('CUDA ops vs the CPU backend', () => {
       [half],
       Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))),
     );
+    const before = await x.gpu.read(st.gpu);
     run((s, d) => ops.rope(s, x[d], positions[d], invFreq[d], 1.0));
     await expectClose(`rope ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
+    // The per-token kernel and the per-pair one it replaced (EPS_ROPE_KERNEL=pairs) do the same arithmetic:
+    // the same bits on the same device.
+    const again = floats(dt, [T, nh, hd], Array.from(before));
+    await withEnv({ EPS_ROPE_KERNEL: 'pairs' }, async () => {
+      ops.rope(st.gpu, again.gpu, positions.gpu, invFreq.gpu, 1.0);
+      await st.gpu.synchronize();
+    });
+    expect(Array.from(await again.gpu.read(st.gpu))).toEqual(Array.from(await x.gpu.read(st.gpu)));
   });
 
   test.each([
