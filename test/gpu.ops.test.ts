@@ -238,17 +238,22 @@ describeGpu('CUDA ops vs the CPU backend', () => {
       [half],
       Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))),
     );
-    const before = await x.gpu.read(st.gpu);
+    const before = Array.from(await x.gpu.read(st.gpu));
     run((s, d) => ops.rope(s, x[d], positions[d], invFreq[d], 1.0));
     await expectClose(`rope ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
-    // The per-token kernel and the per-pair one it replaced (EPS_ROPE_KERNEL=pairs) do the same arithmetic:
-    // the same bits on the same device.
-    const again = floats(dt, [T, nh, hd], Array.from(before));
-    await withEnv({ EPS_ROPE_KERNEL: 'pairs' }, async () => {
-      ops.rope(st.gpu, again.gpu, positions.gpu, invFreq.gpu, 1.0);
-      await st.gpu.synchronize();
-    });
-    expect(Array.from(await again.gpu.read(st.gpu))).toEqual(Array.from(await x.gpu.read(st.gpu)));
+    // The CUDA kernels (EPS_ROPE_KERNEL: token, a block per token; pairs, a thread per (token, frequency)) do
+    // the same arithmetic: the same bits on the same device, whichever is the default.
+    const byKernel: number[][] = [];
+    for (const kernel of ['token', 'pairs']) {
+      const t = floats(dt, [T, nh, hd], before);
+      await withEnv({ EPS_ROPE_KERNEL: kernel }, async () => {
+        ops.rope(st.gpu, t.gpu, positions.gpu, invFreq.gpu, 1.0);
+        await st.gpu.synchronize();
+      });
+      byKernel.push(Array.from(await t.gpu.read(st.gpu)));
+    }
+    expect(byKernel[0]).toEqual(Array.from(await x.gpu.read(st.gpu)));
+    expect(byKernel[1]).toEqual(byKernel[0]);
   });
 
   test.each([

@@ -9,7 +9,7 @@
 // threads on consecutive frequencies (coalesced), each thread loading kBatch pairs before it stores any.
 // The kernel before this one gave each (token, frequency) thread every head in turn, a load-store chain of
 // nh steps: at Qwen3-30B-A3B's 32 heads and 16K tokens it took ~0.45 ms of a ~6 ms layer on an H100 (trace,
-// BENCHMARKS.md session 6). EPS_ROPE_KERNEL=pairs still runs it, for before/after measurements.
+// BENCHMARKS.md session 6). EPS_ROPE_KERNEL=pairs still runs it (and =token the new one), for before/after measurements.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -81,9 +81,14 @@ __global__ void ropePairsKernel(FloatDst x, const int32_t* __restrict__ position
   }
 }
 
-bool pairsKernelAsked() {
+// The default kernel; EPS_ROPE_KERNEL=token or =pairs picks one, for before/after measurements.
+constexpr bool kTokenByDefault = true;
+
+bool tokenKernel() {
   const char* kernel = std::getenv("EPS_ROPE_KERNEL");
-  return kernel && std::strcmp(kernel, "pairs") == 0;
+  if (kernel && std::strcmp(kernel, "pairs") == 0) return false;
+  if (kernel && std::strcmp(kernel, "token") == 0) return true;
+  return kTokenByDefault;
 }
 
 }  // namespace
@@ -97,7 +102,7 @@ void ropeOp(OpContext& c, const OpArgs& args) {
   const auto* positions = args.tensors[1].as<const int32_t>();
   const auto* invFreq = args.tensors[2].as<const float>();
   const float scaling = float(args.params[0]);
-  if (half <= kMaxHalf && T <= INT32_MAX && !pairsKernelAsked()) {
+  if (half <= kMaxHalf && T <= INT32_MAX && tokenKernel()) {
     ropeTokenKernel<<<unsigned(T), kThreads, 0, c.cuda>>>(floatDst(x), positions, invFreq, nh, hd, int(half), scaling);
   } else {
     const int threads = 128;
