@@ -178,7 +178,18 @@ void checkExpertMatmul(Check& c) {
   c.shape(2, {-1, -1, K}, "[E,N,K]", "K=" + std::to_string(K) + " (" + c.is(1) + ")");
   const int64_t E = c.t(2).dim(0), N = c.t(2).dim(1);
   c.shape(0, {R, N}, "[R,N]", "R=" + std::to_string(R) + ", N=" + std::to_string(N) + " (" + c.is(1) + ", " + c.is(2) + ")");
-  // One count per segment; segment s uses expert s % E (S = W*E after an all-to-all from W ranks).
+  // One count per segment; segment s uses expert s % E (S = W*E after an all-to-all from W ranks). The counts
+  // are on the host (ints) or on the device (segmentCounts, i32 [S]: their sum is checked where they are read).
+  if (c.present(3)) {
+    c.rank(3, 1, "[S]");
+    const int64_t S = c.t(3).dim(0);
+    if (!c.args.ints.empty()) c.fail("counts come either as the segmentCounts tensor or as ints, not both");
+    if (E == 0 || S == 0 || S % E != 0) {
+      c.fail("segmentCounts must be [S] with S a positive multiple of E=" + std::to_string(E) + " (" + c.is(2) + "); got " +
+             shapeText(c.t(3).shape));
+    }
+    return;
+  }
   const size_t S = c.args.ints.size();
   if (E == 0 || S == 0 || S % size_t(E) != 0) {
     c.fail("ints must hold counts[S] with S a positive multiple of E=" + std::to_string(E) + " (" + c.is(2) + "); got " +
@@ -421,8 +432,8 @@ const std::vector<OpSpec>& opTable() {
       {"attention", {flt("out"), flt("q"), flt("k"), flt("v"), i32("cuSeqlens")}, {number("scale")}, {ints("cuSeqlensHost")},
        {{0, {}}}, checkAttention},
       {"matmul", {flt("out"), flt("a"), flt("w"), optional(flt("bias"))}, {}, {}, {{0, {}}}, checkMatmul},
-      {"expert_matmul", {flt("out"), flt("a"), flt("w")}, {oneOf("kernel", {"grouped", "dense", "grouped_sm90"})}, {ints("counts")}, {{0, {}}},
-       checkExpertMatmul},
+      {"expert_matmul", {flt("out"), flt("a"), flt("w"), optional(i32("segmentCounts"))},
+       {oneOf("kernel", {"grouped", "dense", "grouped_sm90"})}, {optionalInts("counts")}, {{0, {}}}, checkExpertMatmul},
       {"swiglu", {flt("out"), flt("gateUp")}, {}, {}, {{0, {}}}, checkSwiglu},
       {"router", {i32("topkIdx"), f32("topkW"), flt("logits"), optional(f32("bias"))},
        {number("k"), boolean("renormalize"), number("scale"), oneOf("scoring", {"softmax", "sigmoid"}),

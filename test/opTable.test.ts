@@ -170,12 +170,14 @@ describe('op puts the arguments on the wire in table order, enums and booleans a
   const t = (id: string): Tensor => ({ native: id }) as unknown as Tensor;
   beforeEach(() => (calls.length = 0));
 
-  test('expert_matmul kernel grouped = 0, dense = 1; counts as the ints', () => {
+  test('expert_matmul kernel grouped = 0, dense = 1, grouped_sm90 = 2; counts as the ints or as a device tensor', () => {
     ops.expertMatmul(stream, t('out'), t('a'), t('w'), [2, 3], 'grouped');
     ops.expertMatmul(stream, t('out'), t('a'), t('w'), [5], 'dense');
+    ops.expertMatmul(stream, t('out'), t('a'), t('w'), t('counts'), 'grouped_sm90');
     expect(calls).toEqual([
-      { name: 'expert_matmul', tensors: ['out', 'a', 'w'], params: [0], ints: [2, 3] },
-      { name: 'expert_matmul', tensors: ['out', 'a', 'w'], params: [1], ints: [5] },
+      { name: 'expert_matmul', tensors: ['out', 'a', 'w', null], params: [0], ints: [2, 3] },
+      { name: 'expert_matmul', tensors: ['out', 'a', 'w', null], params: [1], ints: [5] },
+      { name: 'expert_matmul', tensors: ['out', 'a', 'w', 'counts'], params: [2], ints: [] },
     ]);
   });
 

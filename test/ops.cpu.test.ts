@@ -130,6 +130,34 @@ describe.each(storages)('ops on %s storage', (dtype) => {
     expectClose(g, expected, dtype);
     expect(relMaxErr(await readFloats(dense), g)).toBeLessThanOrEqual(1e-6);
     expect(relMaxErr(await readFloats(sm90), g)).toBeLessThanOrEqual(1e-6);
+    // The counts as a device tensor (as moe_permute writes them): the same result from every kernel.
+    for (const kernel of ['grouped', 'dense', 'grouped_sm90'] as const) {
+      const out = empty(dtype, [R, N]);
+      ops.expertMatmul(s, out, a.t, w.t, ints([counts.length], counts), kernel);
+      expect({ kernel, err: relMaxErr(await readFloats(out), g) <= 1e-6 }).toEqual({ kernel, err: true });
+    }
+  });
+
+  test('expert_matmul: device counts summing below R leave the rows past their sum as they were', async () => {
+    const rng = new Rng(41);
+    const a = randomFloats(rng, dtype, [6, 8]);
+    const w = randomFloats(rng, dtype, [2, 5, 8]);
+    const before = randomFloats(rng, dtype, [6, 5]);
+    ops.expertMatmul(s, before.t, a.t, w.t, ints([2], [1, 3]), 'grouped');
+    const got = await readFloats(before.t);
+    const expected = expertMatmulRef(a.v.slice(0, 4 * 8), w.v, [1, 3], 2, 5, 8);
+    expectClose(got.slice(0, 4 * 5), expected, dtype);
+    expect(Array.from(got.slice(4 * 5))).toEqual(Array.from(before.v.slice(4 * 5)));
+  });
+
+  test('expert_matmul: device counts are checked where they are read', async () => {
+    const bad = device.stream();
+    const out = empty('f32', [4, 3]);
+    ops.expertMatmul(bad, out, empty('f32', [4, 5]), empty('f32', [2, 3, 5]), ints([2], [5, -1], bad), 'dense');
+    await expect(bad.synchronize()).rejects.toThrow(/expert_matmul: a device count is negative/);
+    const bad2 = device.stream();
+    ops.expertMatmul(bad2, out, empty('f32', [4, 5]), empty('f32', [2, 3, 5]), ints([2], [3, 2], bad2), 'grouped');
+    await expect(bad2.synchronize()).rejects.toThrow(/expert_matmul: the device counts sum to 5, past R=4/);
   });
 
   test.each([
@@ -670,6 +698,16 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
       'expert_matmul a negative count',
       () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [5, -1], 'dense'),
       /expert_matmul: counts\[1\] must be >= 0; got -1/,
+    ],
+    [
+      'expert_matmul counts both as ints and as a tensor',
+      () => call('expert_matmul', [f([4, 3]), f([4, 5]), f([2, 3, 5]), f([2], 'i32')], [0], [1, 3]),
+      /expert_matmul: counts come either as the segmentCounts tensor or as ints, not both/,
+    ],
+    [
+      'expert_matmul device counts not a multiple of E',
+      () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), f([3], 'i32'), 'dense'),
+      /expert_matmul: segmentCounts must be \[S\] with S a positive multiple of E=2/,
     ],
     [
       'expert_matmul an unknown kernel code',

@@ -9,6 +9,8 @@
 // or dense) cannot change the result here: both run this code.
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "dtype.h"
@@ -146,8 +148,8 @@ void matmulKernel(const OpArgs& args) {
   runGemm(p);
 }
 
-// tensors: out[R,N], a[R,K], w[E,N,K]; params: kernel; ints: counts[S], S a multiple of E.
-// Segment s (counts[s] contiguous rows) uses expert s % E.
+// tensors: out[R,N], a[R,K], w[E,N,K], segmentCounts[S] i32 (optional); params: kernel; ints: counts[S]
+// (without segmentCounts), S a multiple of E. Segment s (counts[s] contiguous rows) uses expert s % E.
 void expertMatmulKernel(const OpArgs& args) {
   static const TensorRef kNoBias;
   const TensorRef& out = args.tensors[0];
@@ -156,9 +158,23 @@ void expertMatmulKernel(const OpArgs& args) {
   const int64_t n = w.dim(1), k = w.dim(2);
   GemmProblem p{&a, &w, &out, &kNoBias, n, k, {}};
   const int64_t E = w.dim(0);
+  std::vector<int64_t> counts(args.ints.begin(), args.ints.end());
+  if (args.tensors.size() > 3 && args.tensors[3].present()) {
+    // Counts in (this backend's) device memory: read and checked here, as the CUDA op checks the ones it reads.
+    const TensorRef& t = args.tensors[3];
+    const int32_t* dev = t.as<const int32_t>();
+    counts.assign(dev, dev + t.numel());
+    int64_t sum = 0;
+    for (int64_t c : counts) {
+      if (c < 0) throw std::invalid_argument("expert_matmul: a device count is negative");
+      sum += c;
+    }
+    if (sum > a.dim(0))
+      throw std::invalid_argument("expert_matmul: the device counts sum to " + std::to_string(sum) + ", past R=" + std::to_string(a.dim(0)));
+  }
   int64_t row = 0;
-  for (size_t s = 0; s < args.ints.size(); ++s) {
-    const int64_t count = args.ints[s];
+  for (size_t s = 0; s < counts.size(); ++s) {
+    const int64_t count = counts[s];
     if (count > 0) p.groups.push_back({row, count, (int64_t(s) % E) * n * k});
     row += count;
   }

@@ -11,7 +11,10 @@
 //                           with the sm_90a image built, a, w and out bf16, N % 8 == 0, K % 8 == 0
 //                           (groupedGemmSm90Takes). Elsewhere it is kernel 0, with the same result.
 //
-// All take the counts from host memory (ints); grouped_sm90 gets them as offsets[S+1] in a device table.
+// The counts come from host memory (ints) or from device memory (the optional segmentCounts tensor, so that a
+// lone rank need not wait for them: moe_permute writes them). grouped_sm90 takes device counts as they are
+// (a one-thread scan turns them into offsets in scratch memory); the others copy them to the host first,
+// which waits for the stream.
 #include <climits>
 #include <vector>
 
@@ -79,24 +82,22 @@ void groupedGemm(OpContext& c, cublasHandle_t h, const ExpertProblem& p) {
               "cublasGemmGroupedBatchedEx");
 }
 
-// Kernel 2 where it runs: out = the grouped product through the Hopper kernel. False (nothing enqueued
-// but the offsets' upload) where it does not: not bf16, not a 9.0 device or no sm_90a image, a shape it
-// does not take; the caller then runs kernel 0.
+// Kernel 2 where it runs: out = the grouped product through the Hopper kernel, the S segment counts in host
+// memory (hostCounts) or in device memory (deviceCounts, S of them). False (nothing enqueued but the offsets'
+// upload) where it does not: not bf16, not a 9.0 device or no sm_90a image, a shape it does not take; the
+// caller then runs kernel 0.
 bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, const TensorRef& w,
-                        const std::vector<int64_t>& counts) {
+                        const std::vector<int64_t>* hostCounts, const int32_t* deviceCounts, size_t S) {
   if (a.dtype != DType::BF16 || w.dtype != DType::BF16 || out.dtype != DType::BF16) return false;
   if (!groupedGemmSm90Supported(c.ctx.device)) return false;
   const int64_t R = a.dim(0), K = a.dim(1), E = w.dim(0), N = w.dim(1);
-  if (K % 8 != 0 || N % 8 != 0 || counts.size() > size_t(INT_MAX) - 1) return false;
-  // Segment s is rows [offsets[s], offsets[s+1]) (R <= INT_MAX, checked by the caller).
-  std::vector<int32_t> offsets(counts.size() + 1, 0);
-  for (size_t s = 0; s < counts.size(); ++s) offsets[s + 1] = int32_t(offsets[s] + counts[s]);
+  if (K % 8 != 0 || N % 8 != 0 || S > size_t(INT_MAX) - 1) return false;
   GroupedGemmSm90Args g{};
   g.a = a.data;
   g.w = w.data;
   g.out = out.data;
   g.R = R;
-  g.S = int(counts.size());
+  g.S = int(S);
   g.E = int(E);
   g.N = int(N);
   g.K = int(K);
@@ -104,7 +105,17 @@ bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, 
   g.bandM = 0;
   g.offsets = reinterpret_cast<const int32_t*>(a.data);  // a non-null stand-in: Takes reads only whether it is set
   if (!groupedGemmSm90Takes(g)) return false;
-  g.offsets = static_cast<const int32_t*>(c.uploadTable(offsets.data(), offsets.size() * sizeof(int32_t)));
+  if (hostCounts) {
+    // Segment s is rows [offsets[s], offsets[s+1]) (R <= INT_MAX, checked by the caller).
+    std::vector<int32_t> offsets(S + 1, 0);
+    for (size_t s = 0; s < S; ++s) offsets[s + 1] = int32_t(offsets[s] + (*hostCounts)[s]);
+    g.offsets = static_cast<const int32_t*>(c.uploadTable(offsets.data(), offsets.size() * sizeof(int32_t)));
+  } else {
+    // The kernel clamps offsets to [0, R]: counts that overrun R leave rows unwritten, never out of bounds.
+    auto* offsets = static_cast<int32_t*>(c.scratch((S + 1) * sizeof(int32_t)));
+    checkCuda(groupedGemmSm90Offsets(deviceCounts, int(S), offsets, c.cuda), "groupedGemmSm90Offsets(expert_matmul)");
+    g.offsets = offsets;
+  }
   const cudaError_t err = groupedGemmSm90(g, c.cuda);
   if (err == cudaErrorInvalidValue) {
     cudaGetLastError();  // not launched (a config that does not fit this device): the caller falls back
@@ -116,12 +127,14 @@ bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, 
 
 }  // namespace
 
-// tensors: out[R,N], a[R,K], w[E,N,K]; params: kernel (0 grouped, 1 dense, 2 grouped_sm90); ints:
-// counts[S], S a multiple of E, segment s using expert s % E.
+// tensors: out[R,N], a[R,K], w[E,N,K], segmentCounts[S] i32 (optional: the counts on the device); params:
+// kernel (0 grouped, 1 dense, 2 grouped_sm90); ints: counts[S] (when segmentCounts is absent), S a multiple
+// of E, segment s using expert s % E.
 void expertMatmulOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
   const TensorRef& a = args.tensors[1];
   const TensorRef& w = args.tensors[2];
+  const TensorRef* deviceCounts = args.tensors.size() > 3 && args.tensors[3].present() ? &args.tensors[3] : nullptr;
   const int64_t R = a.dim(0), K = a.dim(1), E = w.dim(0), N = w.dim(1);
   if (R == 0 || N == 0) return;
   if (K == 0) {
@@ -130,7 +143,28 @@ void expertMatmulOp(OpContext& c, const OpArgs& args) {
   }
   if (N > INT_MAX || K > INT_MAX || R > INT_MAX) throw std::invalid_argument("expert_matmul: a dimension is over cuBLAS's int range");
 
-  if (args.params[0] == 2.0 && groupedGemmSm90Ran(c, out, a, w, args.ints)) return;
+  const bool sm90 = args.params[0] == 2.0;
+  if (deviceCounts) {
+    const size_t S = size_t(deviceCounts->numel());
+    if (sm90 && groupedGemmSm90Ran(c, out, a, w, nullptr, deviceCounts->as<const int32_t>(), S)) return;
+    // The other kernels plan their GEMMs on the host: bring the counts there (this waits for the stream).
+    std::vector<int32_t> host(S);
+    checkCuda(cudaMemcpyAsync(host.data(), deviceCounts->data, S * sizeof(int32_t), cudaMemcpyDeviceToHost, c.cuda),
+              "cudaMemcpyAsync(expert_matmul counts)");
+    checkCuda(cudaStreamSynchronize(c.cuda), "cudaStreamSynchronize(expert_matmul counts)");
+    OpArgs withCounts = args;
+    withCounts.tensors.resize(3);
+    withCounts.ints.assign(host.begin(), host.end());
+    int64_t sum = 0;
+    for (int32_t n : host) {
+      if (n < 0) throw std::invalid_argument("expert_matmul: a device count is negative");
+      sum += n;
+    }
+    if (sum > R) throw std::invalid_argument("expert_matmul: the device counts sum to " + std::to_string(sum) + ", past R=" + std::to_string(R));
+    expertMatmulOp(c, withCounts);
+    return;
+  }
+  if (sm90 && groupedGemmSm90Ran(c, out, a, w, &args.ints, nullptr, args.ints.size())) return;
 
   cublasHandle_t h = blasHandle(c);
   const GemmPlan plan = planGemm(c, out, a, w);

@@ -458,6 +458,21 @@ bool groupedGemmSm90Takes(const GroupedGemmSm90Args& p) {
          Cfg<128, 6, false>::smemBytes(p.S) <= 227 * 1024;
 }
 
+namespace {
+__global__ void countsToOffsetsKernel(const int32_t* __restrict__ counts, int S, int32_t* __restrict__ offsets) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  int32_t row = 0;
+  offsets[0] = 0;
+  for (int s = 0; s < S; ++s) offsets[s + 1] = row += max(counts[s], 0);
+}
+}  // namespace
+
+cudaError_t groupedGemmSm90Offsets(const int32_t* counts, int S, int32_t* offsets, cudaStream_t stream) {
+  if (S < 1 || !counts || !offsets) return cudaErrorInvalidValue;
+  countsToOffsetsKernel<<<1, 32, 0, stream>>>(counts, S, offsets);
+  return cudaGetLastError();
+}
+
 cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   if (!groupedGemmSm90Takes(p)) return cudaErrorInvalidValue;
   const int config = pickConfig(p);

@@ -40,4 +40,8 @@ bool groupedGemmSm90Supported(int device);
 bool groupedGemmSm90Takes(const GroupedGemmSm90Args& args);
 cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& args, cudaStream_t stream);
 
+// For counts in device memory: offsets[0] = 0, offsets[s + 1] = offsets[s] + max(counts[s], 0) for s < S,
+// enqueued on `stream` (one thread: S is experts x ranks, small).
+cudaError_t groupedGemmSm90Offsets(const int32_t* counts, int S, int32_t* offsets, cudaStream_t stream);
+
 }  // namespace eps::cuda

@@ -44,9 +44,9 @@ export const opTable = {
     ints: {},
   },
   expert_matmul: {
-    tensors: { out: 'float', a: 'float', w: 'float' },
+    tensors: { out: 'float', a: 'float', w: 'float', segmentCounts: 'i32?' },
     params: { kernel: ['grouped', 'dense', 'grouped_sm90'] },
-    ints: { counts: 'required' },
+    ints: { counts: 'optional' },
   },
   swiglu: {
     tensors: { out: 'float', gateUp: 'float' },

@@ -113,9 +113,17 @@ export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tens
  * Rows of a in segments of counts[s] rows; segment s gets out = a @ w[s % E]^T (counts.length a
  * multiple of E; sum = rows of a). The kernel choice changes speed, not the result (a kernel the
  * device does not run, grouped_sm90 off Hopper, runs as EXPERT_KERNEL_FALLBACK says).
+ * counts may be an i32 tensor on the device ([S]; sum <= rows of a, rows past it left unwritten):
+ * grouped_sm90 then runs without the host ever seeing them; the other kernels read them to the host
+ * first, which waits for the stream.
  */
-export function expertMatmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, counts: readonly number[], kernel: ExpertKernel): void {
-  op(s, 'expert_matmul', { out, a, w, counts, kernel });
+function isCountList(counts: readonly number[] | Tensor): counts is readonly number[] {
+  return Array.isArray(counts);
+}
+
+export function expertMatmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, counts: readonly number[] | Tensor, kernel: ExpertKernel): void {
+  if (isCountList(counts)) op(s, 'expert_matmul', { out, a, w, counts, kernel });
+  else op(s, 'expert_matmul', { out, a, w, segmentCounts: counts, kernel });
 }
 
 /** out[T,I] = silu(gateUp[:, :I]) * gateUp[:, I:]. */
