@@ -579,6 +579,11 @@ describeGpu('CUDA ops vs the CPU backend', () => {
       const taken = native() && dt === 'bf16' && N % 8 === 0 && K % 8 === 0;
       await expectClose(`expert_matmul grouped_sm90${taken ? '' : ' (as grouped)'} ${label}`, out, bound(dt));
       expect(countNaN(await out.gpu.read(st.gpu))).toBe(0);
+      // The counts as a device tensor (a lone rank's layer without the host sync): the same bits, whether the
+      // kernel scans them on the device or (falling back) reads them to the host.
+      const onDevice = floats(dt, [R, N]);
+      ops.expertMatmul(st.gpu, onDevice.gpu, a.gpu, w.gpu, ints([counts.length], counts).gpu, 'grouped_sm90');
+      expect(Array.from(await onDevice.gpu.read(st.gpu))).toEqual(Array.from(await out.gpu.read(st.gpu)));
     });
 
     test('row views at an offset (as the profiler and the layer pass them)', async () => {

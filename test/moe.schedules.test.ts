@@ -16,6 +16,7 @@ import { parseMoeSchedule, type DispatchMode } from '../src/moe/schedule';
 import { Device, type Tensor, tensorFromFloat32, tensorFromInt32 } from '../src/native/device';
 import { moeLayerRef, type MoeLayerRefWeights } from './reference/moe';
 import { fillRandomRef } from './reference/ops';
+import { withEnv } from '../src/util/env';
 
 const H = 24;
 const I = 16;
@@ -263,6 +264,20 @@ describe('every plan computes the same MoE layer', () => {
     });
     expectCloseToReference(schedule, references.get(name)!, out);
     expect(order.indexOf('permute 0') < order.indexOf('count_sync')).toBe(early);
+  });
+
+  // EPS_MOE_DEVICE_COUNTS=1: alone, with grouped_sm90 fixed, the experts and the unpermute run on the counts
+  // the permute left on the device, enqueued before the host reads the counts; the same layer, every routing.
+  test.each(routingCases)('%s: alone, fixed:1:grouped_sm90 on device counts computes the layer before the host sync', async (name, routing) => {
+    const layout = expertLayout(E, 1, 1);
+    const order: string[] = [];
+    const { out, plans } = await withEnv({ EPS_MOE_DEVICE_COUNTS: '1' }, () =>
+      runLayer(layout, 'fixed:1:grouped_sm90', SPLITS[1], routing, layer, x, undefined, 'auto', (_r, span) => order.push(span)),
+    );
+    expectCloseToReference('fixed:1:grouped_sm90 on device counts', references.get(name)!, out);
+    // (this layer has a shared expert: it runs early and the unpermute adds onto it)
+    expect(order.filter((n) => n !== 'router')).toEqual(['permute 0', 'shared expert', 'ffn 0', 'unpermute 0', 'count_sync']);
+    expect(plans[0].chunks.map((c) => c.kernel)).toEqual(['grouped_sm90']);
   });
 
   test.each([1, 2, 3, 4])('dedup dispatch on %i rank(s) sends one row per distinct (token, rank) pair', async (world) => {

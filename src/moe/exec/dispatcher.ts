@@ -10,8 +10,11 @@ import type { Event, Stream, Tensor } from '../../native/device';
 import type { ExpertKernel } from '../../native/ops';
 import type { MlpWeights } from './weights';
 
-/** The experts' SwiGLU FFN over rows in segments (segment i uses expert i % experts), written to out. */
-export type ExpertFfn = (s: Stream, x: Tensor, experts: MlpWeights, segments: number[], kernel: ExpertKernel, out: Tensor) => void;
+/**
+ * The experts' SwiGLU FFN over rows in segments (segment i uses expert i % experts), written to out. The
+ * segments' row counts on the host, or on the device (an i32 tensor: ops.expertMatmul says what that costs).
+ */
+export type ExpertFfn = (s: Stream, x: Tensor, experts: MlpWeights, segments: number[] | Tensor, kernel: ExpertKernel, out: Tensor) => void;
 
 /** What a dispatch returns and its combine takes: one chunk's rows in flight. */
 export interface DispatchHandle {

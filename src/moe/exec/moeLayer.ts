@@ -91,6 +91,11 @@ export async function routedMoeLayer(
   // keeps it after the plan, for before/after measurements in one run.
   const oneChunk = schedule.kind !== 'fixed' || schedule.degree === 1;
   const permuteFirst = ctx.communicator.world === 1 && W === 0 && oneChunk && T > 0 && process.env.EPS_MOE_PERMUTE_EARLY !== '0';
+  // And with the kernel fixed to grouped_sm90, which reads the rows per expert on the device, the whole layer
+  // is enqueued before the host reads the counts (for the plan it reports and the stats only): the GPU never
+  // waits for the host. Opt-in (EPS_MOE_DEVICE_COUNTS=1) until measured on a GPU.
+  const planFree =
+    permuteFirst && schedule.kind === 'fixed' && schedule.kernel === 'grouped_sm90' && process.env.EPS_MOE_DEVICE_COUNTS === '1';
   let early: EarlyPermute | undefined;
   let counts: Int32Array = new Int32Array(countsLength);
   const syncStart = performance.now();
@@ -98,6 +103,7 @@ export async function routedMoeLayer(
     const read = countsDev.read(cs);
     if (permuteFirst) early = permuteEarly(ctx, h, topkIdx, cs);
     if (sharedEarly) sharedExpert(ctx, w, h, out, cs, true);
+    if (planFree) expertsOnDeviceCounts(ctx, w, early!, out, topkW, sharedEarly);
     counts = (await read) as Int32Array; // the layer's one host sync
   }
   const gathered = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
@@ -126,6 +132,7 @@ export async function routedMoeLayer(
   );
   if (ctx.onStats) ctx.onStats({ hostSyncMs: performance.now() - syncStart, expertTokens: expertTotals(gathered, M, E) });
   syncSpan?.end('compute', 'count_sync', { tokens: T });
+  if (planFree) return plan; // (enqueued before the sync: expertsOnDeviceCounts)
   const dispatcher: Dispatcher =
     plan.dispatch === 'dedup'
       ? new DedupDispatcher(ctx, plan, { h, out }, w, source!, rankCounts)
@@ -136,6 +143,29 @@ export async function routedMoeLayer(
     source?.ready.dispose();
   }
   return plan;
+}
+
+/**
+ * A lone rank's experts and unpermute after permuteEarly, with the rows per expert left on the device (the
+ * plan of one chunk, grouped_sm90, needs nothing else): out += or = the experts' weighted outputs.
+ */
+function expertsOnDeviceCounts(
+  ctx: MoeLayerContext,
+  w: MoeWeights,
+  early: EarlyPermute,
+  out: Tensor,
+  topkW: Tensor,
+  accumulate: boolean,
+): void {
+  const cs = ctx.compute;
+  const rows = early.permuted.shape[0];
+  const expertOut = ctx.scope.tensor(ctx.actDtype, [rows, out.shape[1]]);
+  const ffnSpan = openSpan(ctx.onSpan, cs);
+  if (w.local.count > 0) expertFfn(ctx.scope, ctx.actDtype)(cs, early.permuted, w.experts, early.counts, 'grouped_sm90', expertOut);
+  ffnSpan?.end('compute', 'ffn 0', { rows, kernel: 'grouped_sm90' });
+  const unpermuteSpan = openSpan(ctx.onSpan, cs);
+  ops.moeUnpermute(cs, out, expertOut, early.rowMap, topkW, accumulate);
+  unpermuteSpan?.end('compute', 'unpermute 0', { tokens: early.tokens });
 }
 
 /** The plan's steps through the dispatcher: on one stream in chunk order, or as two chains (see the top of the file). */

@@ -42,11 +42,12 @@ export interface PairsHandle extends DispatchHandle {
   out?: Tensor;
 }
 
-/** A unit's rows sorted by expert (moe_permute), made before the plan by permuteEarly. */
+/** A unit's rows sorted by expert (moe_permute), made before the plan by permuteEarly, and the rows per expert. */
 export interface EarlyPermute {
   tokens: number;
   permuted: Tensor;
   rowMap: Tensor;
+  counts: Tensor;
 }
 
 /**
@@ -58,12 +59,13 @@ export function permuteEarly(ctx: MoeLayerContext, h: Tensor, topkIdx: Tensor, s
   const T = h.shape[0];
   const permuted = ctx.scope.tensor(ctx.actDtype, [T * ctx.routing.topK, h.shape[1]]);
   const rowMap = ctx.scope.tensor('i32', [T, ctx.routing.topK]);
+  const counts = ctx.scope.tensor('i32', [ctx.routing.numExperts]);
   if (T > 0) {
     const sp = openSpan(ctx.onSpan, s);
-    ops.moePermute(s, permuted, rowMap, ctx.scope.tensor('i32', [ctx.routing.numExperts]), h, topkIdx);
+    ops.moePermute(s, permuted, rowMap, counts, h, topkIdx);
     sp?.end('compute', 'permute 0', { tokens: T });
   }
-  return { tokens: T, permuted, rowMap };
+  return { tokens: T, permuted, rowMap, counts };
 }
 
 export class PairsDispatcher implements Dispatcher<PairsHandle> {
