@@ -263,7 +263,11 @@ describe('every plan computes the same MoE layer', () => {
       if (r === 0 && (span === 'count_sync' || span.startsWith('permute'))) order.push(span);
     });
     expectCloseToReference(schedule, references.get(name)!, out);
-    expect(order.indexOf('permute 0') < order.indexOf('count_sync')).toBe(early);
+    // (across ranks auto may choose the dedup dispatch, whose rows need no permute span at all)
+    const sync = order.indexOf('count_sync');
+    const firstPermute = order.findIndex((n) => n.startsWith('permute'));
+    expect(sync).toBeGreaterThanOrEqual(0);
+    expect(firstPermute >= 0 && firstPermute < sync).toBe(early);
   });
 
   // EPS_MOE_DEVICE_COUNTS=1: alone, with grouped_sm90 fixed, the experts and the unpermute run on the counts
