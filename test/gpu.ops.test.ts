@@ -223,8 +223,7 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     ['bf16', 50, 4, 128, 64],
     ['bf16', 1, 2, 64, 32],
     ['f32', 9, 3, 24, 12],
-    // Qwen3-like (32 heads: the per-token kernel's 4-pair batches run twice), partial rotary, DeepSeek's
-    // rope of 64 of 192 dims, and pair counts that leave a batch part-empty.
+    // Qwen3-like (32 heads), partial rotary, DeepSeek's rope of 64 of 192 dims, f16.
     ['bf16', 37, 32, 128, 64],
     ['bf16', 20, 5, 128, 32],
     ['bf16', 33, 3, 192, 32],
@@ -238,22 +237,8 @@ describeGpu('CUDA ops vs the CPU backend', () => {
       [half],
       Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))),
     );
-    const before = Array.from(await x.gpu.read(st.gpu));
     run((s, d) => ops.rope(s, x[d], positions[d], invFreq[d], 1.0));
     await expectClose(`rope ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
-    // The CUDA kernels (EPS_ROPE_KERNEL: token, a block per token; pairs, a thread per (token, frequency)) do
-    // the same arithmetic: the same bits on the same device, whichever is the default.
-    const byKernel: number[][] = [];
-    for (const kernel of ['token', 'pairs']) {
-      const t = floats(dt, [T, nh, hd], before);
-      await withEnv({ EPS_ROPE_KERNEL: kernel }, async () => {
-        ops.rope(st.gpu, t.gpu, positions.gpu, invFreq.gpu, 1.0);
-        await st.gpu.synchronize();
-      });
-      byKernel.push(Array.from(await t.gpu.read(st.gpu)));
-    }
-    expect(byKernel[0]).toEqual(Array.from(await x.gpu.read(st.gpu)));
-    expect(byKernel[1]).toEqual(byKernel[0]);
   });
 
   test.each([

@@ -270,18 +270,27 @@ describe('every plan computes the same MoE layer', () => {
     expect(firstPermute >= 0 && firstPermute < sync).toBe(early);
   });
 
-  // EPS_MOE_DEVICE_COUNTS=1: alone, with grouped_sm90 fixed, the experts and the unpermute run on the counts
-  // the permute left on the device, enqueued before the host reads the counts; the same layer, every routing.
+  // Alone, with grouped_sm90 fixed, the experts and the unpermute run on the counts the permute left on the
+  // device, enqueued before the host reads the counts (EPS_MOE_DEVICE_COUNTS=0: after, as in a cluster); the
+  // same layer either way, every routing.
   test.each(routingCases)('%s: alone, fixed:1:grouped_sm90 on device counts computes the layer before the host sync', async (name, routing) => {
     const layout = expertLayout(E, 1, 1);
-    const order: string[] = [];
-    const { out, plans } = await withEnv({ EPS_MOE_DEVICE_COUNTS: '1' }, () =>
-      runLayer(layout, 'fixed:1:grouped_sm90', SPLITS[1], routing, layer, x, undefined, 'auto', (_r, span) => order.push(span)),
-    );
-    expectCloseToReference('fixed:1:grouped_sm90 on device counts', references.get(name)!, out);
-    // (this layer has a shared expert: it runs early and the unpermute adds onto it)
-    expect(order.filter((n) => n !== 'router')).toEqual(['permute 0', 'shared expert', 'ffn 0', 'unpermute 0', 'count_sync']);
-    expect(plans[0].chunks.map((c) => c.kernel)).toEqual(['grouped_sm90']);
+    for (const [setting, before] of [['', true], ['0', false]] as const) {
+      const order: string[] = [];
+      const { out, plans } = await withEnv({ EPS_MOE_DEVICE_COUNTS: setting }, () =>
+        runLayer(layout, 'fixed:1:grouped_sm90', SPLITS[1], routing, layer, x, undefined, 'auto', (_r, span) => order.push(span)),
+      );
+      expectCloseToReference(`fixed:1:grouped_sm90, EPS_MOE_DEVICE_COUNTS='${setting}'`, references.get(name)!, out);
+      // (this layer has a shared expert: it runs early and the unpermute adds onto it)
+      const spans = order.filter((n) => n !== 'router');
+      expect({ setting, spans }).toEqual({
+        setting,
+        spans: before
+          ? ['permute 0', 'shared expert', 'ffn 0', 'unpermute 0', 'count_sync']
+          : ['permute 0', 'shared expert', 'count_sync', 'ffn 0', 'unpermute 0'],
+      });
+      expect(plans[0].chunks.map((c) => c.kernel)).toEqual(['grouped_sm90']);
+    }
   });
 
   test.each([1, 2, 3, 4])('dedup dispatch on %i rank(s) sends one row per distinct (token, rank) pair', async (world) => {

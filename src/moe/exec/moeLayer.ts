@@ -93,9 +93,10 @@ export async function routedMoeLayer(
   const permuteFirst = ctx.communicator.world === 1 && W === 0 && oneChunk && T > 0 && process.env.EPS_MOE_PERMUTE_EARLY !== '0';
   // And with the kernel fixed to grouped_sm90, which reads the rows per expert on the device, the whole layer
   // is enqueued before the host reads the counts (for the plan it reports and the stats only): the GPU never
-  // waits for the host. Opt-in (EPS_MOE_DEVICE_COUNTS=1) until measured on a GPU.
+  // waits for the host (+4-5% on a Qwen3-30B-A3B prefill, BENCHMARKS.md session 6). EPS_MOE_DEVICE_COUNTS=0
+  // waits as before, for measurements.
   const planFree =
-    permuteFirst && schedule.kind === 'fixed' && schedule.kernel === 'grouped_sm90' && process.env.EPS_MOE_DEVICE_COUNTS === '1';
+    permuteFirst && schedule.kind === 'fixed' && schedule.kernel === 'grouped_sm90' && process.env.EPS_MOE_DEVICE_COUNTS !== '0';
   let early: EarlyPermute | undefined;
   let counts: Int32Array = new Int32Array(countsLength);
   const syncStart = performance.now();
