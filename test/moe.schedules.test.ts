@@ -152,7 +152,7 @@ const SPLITS: Record<number, number[]> = { 1: [TOKENS], 2: [15, 8], 3: [11, 0, 1
 /** Schedules run with dedup dispatch: D = 1 ones use it, fixed:2 falls back to the per-pair path. */
 const DEDUP_SCHEDULES = ['baseline', 'auto', 'fixed:1:grouped', 'fixed:2:dense', 'fixed:3:grouped', 'fixed:16:dense'];
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-const TOKEN_SCHEDULES = ['baseline', 'auto', 'fixed:1:grouped', 'fixed:2:dense', 'fixed:3:grouped', 'fixed:8:grouped', 'fixed:16:dense'];
+const TOKEN_SCHEDULES = ['baseline', 'auto', 'fixed:1:grouped', 'fixed:1:grouped_sm90', 'fixed:2:dense', 'fixed:3:grouped', 'fixed:8:grouped', 'fixed:16:dense'];
 
 /** The expert axis at D = 1, 2 (unions of groups when G > 2, uneven when G = 3) and G. */
 function expertSchedules(groups: number): string[] {
