@@ -11,7 +11,8 @@
 #   LOAD=BxS: B sequences of S tokens per request (default 8x2048); TAG: a label for the rows (e.g. the
 #   attention kernel when EPS_ATTENTION_KERNEL is set for the launch); NO_TORCH=1 skips transformers;
 #   TRACE=1 traces the launch's steps (events around each op: not for the headline numbers) and prints
-#   where the device time went (scripts/trace-summary.js). Each row also gives both sides' model TFLOP/s
+#   where the device time went (scripts/trace-summary.js); LAUNCH_PREFIX: a command the launch runs under (a
+#   profiler: scripts/gpu-profile-ops.sh). Each row also gives both sides' model TFLOP/s
 #   (src/bench/flops.ts's count for this load), to set beside the GPU's cuBLAS ceiling.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,7 @@ for item in "$@"; do
     timeout 300 node bin/eps-moe.js profile --model "$cfg" --backend "${BACKEND:-cuda}" > "$log.profile" 2>&1
     echo "profile $preset: rc $? ($(($(date +%s) - t0)) s): $(tail -1 "$log.profile" | cut -c1-160)"
   fi
-  node bin/eps-moe.js launch --model "$cfg" --random-weights --ranks 1 --backend "${BACKEND:-cuda}" --port 0 --moe-schedule "$sched" \
+  ${LAUNCH_PREFIX:-} node bin/eps-moe.js launch --model "$cfg" --random-weights --ranks 1 --backend "${BACKEND:-cuda}" --port 0 --moe-schedule "$sched" \
     --max-tokens-per-rank 16384 --queue-limit 4096 --log-level warn ${TRACE:+--trace "$log.trace.json"} > "$log.launch" 2> "$log.err" &
   lpid=$!
   for _ in $(seq 1 300); do grep -q '^ready:' "$log.launch" && break; kill -0 $lpid 2>/dev/null || break; sleep 1; done
