@@ -2,8 +2,8 @@
 # Issue 13 in one device call, every phase bounded so that the call ends inside its limit: the addon build;
 # scripts/kernels/attention_sm90.sh (every schedule's correctness, timings beside torch SDPA flash and cuDNN);
 # whole prefills with the sm_80 and the sm_90a attention kernels (EPS_ATTENTION_KERNEL) for each preset and
-# load; a traced prefill (where the step's time goes); test/gpu.ops.test.ts; then transformers on each preset's
-# first load, while time is left. Short table last.
+# load; a traced prefill (where the step's time goes); test/gpu.ops.test.ts; test/gpu.golden.test.ts (its table);
+# then transformers on each preset's first load, while time is left. Short table last; seven files in $OUT.
 # Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
 #
 # usage: OUT=... (where the logs come back) [LIMIT=seconds] [PRESETS="qwen3-30b-a3b deepseek-v2-lite"] [LOADS="8x2048 2x8192"]
@@ -54,6 +54,11 @@ if [ "$(left)" -gt 100 ]; then
 else
   echo "gpu.ops: skipped (time)"
 fi
+# the CUDA forward against transformers' logits, every golden fixture (a few seconds), with its per-fixture table
+if [ "$(left)" -gt 40 ]; then
+  EPS_GOLDEN_REPORT=$OUT/ops/golden.txt timeout 30 npx jest test/gpu.golden.test.ts > "$OUT/ops/golden.log" 2>&1
+  echo "gpu.golden: rc $? ($(elapsed) s)"
+fi
 first_load=${LOADS%% *}
 for preset in ${TF_PRESETS:-$PRESETS}; do
   if [ "$(left)" -gt 70 ] && [ -z "${NO_TF:-}" ]; then
@@ -69,6 +74,9 @@ sed -n '/^## attention: eps-moe vs torch SDPA/,$p' "$OUT/attn/sdpa.txt" 2>/dev/n
 echo "==== gpu.ops"
 grep -E "^Tests:" "$OUT/ops/jest.log" 2>/dev/null
 grep -E "✕" "$OUT/ops/jest.log" 2>/dev/null | head -12
+echo "==== gpu.golden (CUDA bf16 and CPU bf16 against transformers fp32: rel L2, argmax agreement)"
+grep -E "^Tests:" "$OUT/ops/golden.log" 2>/dev/null
+cat "$OUT/ops/golden.txt" 2>/dev/null
 echo "==== where the traced step's time went"
 sed -n '/where the time went/,$p' "$OUT/trace.txt" 2>/dev/null | head -26
 echo "==== prefill (one GPU)"
@@ -78,6 +86,7 @@ mkdir -p "$RESULTS"
 cp "$OUT/build.log" "$OUT/attn/check.log" "$RESULTS/" 2>/dev/null
 cp "$OUT/attn/sdpa.txt" "$RESULTS/sdpa.txt" 2>/dev/null
 cp "$OUT/ops/jest.log" "$RESULTS/gpu-ops.log" 2>/dev/null
+cat "$OUT/ops/golden.txt" "$OUT/ops/golden.log" > "$RESULTS/gpu-golden.txt" 2>/dev/null
 cp "$OUT/trace.txt" "$RESULTS/trace.txt" 2>/dev/null
 cat "$OUT"/pf-*.txt > "$RESULTS/prefill.txt" 2>/dev/null
 true
