@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -581,6 +582,18 @@ void checkOp(const OpArgs& args) {
   checkKinds(c);
   spec.check(c);
   checkAliasing(c);
+}
+
+std::vector<int64_t> checkedDeviceCounts(const int32_t* counts, size_t n, int64_t rows) {
+  std::vector<int64_t> out(counts, counts + n);
+  int64_t sum = 0;
+  for (int64_t c : out) {
+    if (c < 0) throw std::invalid_argument("expert_matmul: a device count is negative");
+    sum += c;
+  }
+  if (sum > rows)
+    throw std::invalid_argument("expert_matmul: the device counts sum to " + std::to_string(sum) + ", past R=" + std::to_string(rows));
+  return out;
 }
 
 }  // namespace eps

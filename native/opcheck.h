@@ -5,6 +5,8 @@
 // src/native/opTable.ts, from which the TypeScript signatures come, and against ops.md.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "backend.h"
@@ -56,5 +58,10 @@ const char* paramKindName(ParamKind kind);    // "number" | "boolean" | "enum"
 // Validates an op call against its contract (ops.md); throws std::invalid_argument naming the op
 // and the offending argument.
 void checkOp(const OpArgs& args);
+
+// expert_matmul's counts that arrive in device memory (segmentCounts), once a backend has them in host-readable
+// memory: checked as checkOp checks host counts (none negative; their sum at most `rows`, the rows of a) and
+// returned widened, as OpArgs::ints holds them. Throws std::invalid_argument otherwise.
+std::vector<int64_t> checkedDeviceCounts(const int32_t* counts, size_t n, int64_t rows);
 
 }  // namespace eps

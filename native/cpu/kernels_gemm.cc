@@ -9,10 +9,9 @@
 // or dense) cannot change the result here: both run this code.
 #include <algorithm>
 #include <cstring>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
+#include "../opcheck.h"
 #include "dtype.h"
 #include "kernels.h"
 
@@ -158,20 +157,11 @@ void expertMatmulKernel(const OpArgs& args) {
   const int64_t n = w.dim(1), k = w.dim(2);
   GemmProblem p{&a, &w, &out, &kNoBias, n, k, {}};
   const int64_t E = w.dim(0);
-  std::vector<int64_t> counts(args.ints.begin(), args.ints.end());
-  if (args.tensors.size() > 3 && args.tensors[3].present()) {
-    // Counts in (this backend's) device memory: read and checked here, as the CUDA op checks the ones it reads.
-    const TensorRef& t = args.tensors[3];
-    const int32_t* dev = t.as<const int32_t>();
-    counts.assign(dev, dev + t.numel());
-    int64_t sum = 0;
-    for (int64_t c : counts) {
-      if (c < 0) throw std::invalid_argument("expert_matmul: a device count is negative");
-      sum += c;
-    }
-    if (sum > a.dim(0))
-      throw std::invalid_argument("expert_matmul: the device counts sum to " + std::to_string(sum) + ", past R=" + std::to_string(a.dim(0)));
-  }
+  // Counts in (this backend's) device memory are read and checked here, as the CUDA op checks the ones it reads.
+  const bool onDevice = args.tensors.size() > 3 && args.tensors[3].present();
+  const std::vector<int64_t> counts =
+      onDevice ? checkedDeviceCounts(args.tensors[3].as<const int32_t>(), size_t(args.tensors[3].numel()), a.dim(0))
+               : args.ints;
   int64_t row = 0;
   for (size_t s = 0; s < counts.size(); ++s) {
     const int64_t count = counts[s];

@@ -18,6 +18,7 @@
 #include <climits>
 #include <vector>
 
+#include "../opcheck.h"
 #include "blas.h"
 #include "grouped_gemm_sm90.h"
 
@@ -154,13 +155,7 @@ void expertMatmulOp(OpContext& c, const OpArgs& args) {
     checkCuda(cudaStreamSynchronize(c.cuda), "cudaStreamSynchronize(expert_matmul counts)");
     OpArgs withCounts = args;
     withCounts.tensors.resize(3);
-    withCounts.ints.assign(host.begin(), host.end());
-    int64_t sum = 0;
-    for (int32_t n : host) {
-      if (n < 0) throw std::invalid_argument("expert_matmul: a device count is negative");
-      sum += n;
-    }
-    if (sum > R) throw std::invalid_argument("expert_matmul: the device counts sum to " + std::to_string(sum) + ", past R=" + std::to_string(R));
+    withCounts.ints = checkedDeviceCounts(host.data(), S, R);
     expertMatmulOp(c, withCounts);
     return;
   }

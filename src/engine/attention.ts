@@ -7,7 +7,7 @@ import type { ModelSpec } from '../model/config';
 import type { TensorScope } from '../native/scope';
 import type { LayerWeights } from './weightTypes';
 import { modelNorm } from './norm';
-import { openSpan, traced, type OpSpan } from '../moe/exec/spans';
+import { traced, type OpSpan } from '../moe/exec/spans';
 
 /** Where the packed tokens of a step sit: positions [T] i32, sequence starts [B+1] (device and host). */
 export interface StepLayout {
@@ -70,9 +70,9 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
 
   const attn = scope.tensor(ctx.actDtype, [T, nq, hd]);
   const scale = spec.softmaxScale ?? 1 / Math.sqrt(hd);
-  const core = openSpan(ctx.onSpan, s);
-  ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
-  core?.end('compute', 'attention', { tokens: T, heads: nq });
+  traced(ctx.onSpan, s, 'attention', { tokens: T, heads: nq }, () =>
+    ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale),
+  );
   const o = scope.tensor(ctx.actDtype, [T, spec.hiddenSize]);
   traced(ctx.onSpan, s, 'o_proj_add', tokens, () => {
     ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias);
@@ -128,9 +128,9 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor, x: Ten
   ops.copyCols(s, v, kv, 0, nope, vd);
   const attn = scope.tensor(actDtype, [T, nq, vd]);
   const scale = spec.softmaxScale ?? 1 / Math.sqrt(qk);
-  const core = openSpan(ctx.onSpan, s);
-  ops.attention(s, attn, q3, k.reshape([T, nq, qk]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale);
-  core?.end('compute', 'attention', { tokens: T, heads: nq });
+  traced(ctx.onSpan, s, 'attention', { tokens: T, heads: nq }, () =>
+    ops.attention(s, attn, q3, k.reshape([T, nq, qk]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale),
+  );
   const o = scope.tensor(actDtype, [T, spec.hiddenSize]);
   traced(ctx.onSpan, s, 'o_proj_add', { tokens: T }, () => {
     ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias);

@@ -26,7 +26,7 @@ import type { Dispatcher, DispatchHandle } from './dispatcher';
 import { expertFfn, swigluMlp } from './mlp';
 import { PairsDispatcher, permuteEarly, type EarlyPermute } from './pairsDispatcher';
 import { Signal } from './signal';
-import { openSpan } from './spans';
+import { openSpan, traced } from './spans';
 import type { MoeWeights } from './weights';
 
 export type { MoeLayerContext, MoeRouting } from './context';
@@ -161,12 +161,12 @@ function expertsOnDeviceCounts(
   const cs = ctx.compute;
   const rows = early.permuted.shape[0];
   const expertOut = ctx.scope.tensor(ctx.actDtype, [rows, out.shape[1]]);
-  const ffnSpan = openSpan(ctx.onSpan, cs);
-  if (w.local.count > 0) expertFfn(ctx.scope, ctx.actDtype)(cs, early.permuted, w.experts, early.counts, 'grouped_sm90', expertOut);
-  ffnSpan?.end('compute', 'ffn 0', { rows, kernel: 'grouped_sm90' });
-  const unpermuteSpan = openSpan(ctx.onSpan, cs);
-  ops.moeUnpermute(cs, out, expertOut, early.rowMap, topkW, accumulate);
-  unpermuteSpan?.end('compute', 'unpermute 0', { tokens: early.tokens });
+  traced(ctx.onSpan, cs, 'ffn 0', { rows, kernel: 'grouped_sm90' }, () => {
+    if (w.local.count > 0) expertFfn(ctx.scope, ctx.actDtype)(cs, early.permuted, w.experts, early.counts, 'grouped_sm90', expertOut);
+  });
+  traced(ctx.onSpan, cs, 'unpermute 0', { tokens: early.tokens }, () =>
+    ops.moeUnpermute(cs, out, expertOut, early.rowMap, topkW, accumulate),
+  );
 }
 
 /** The plan's steps through the dispatcher: on one stream in chunk order, or as two chains (see the top of the file). */

@@ -93,20 +93,20 @@ export class PairsDispatcher implements Dispatcher<PairsHandle> {
         throw new Error(`moe: a permute made before the plan fits one chunk of all ${early.tokens} tokens; the plan has ${this.units.length} chunks`);
       only.permuted = early.permuted;
       only.rowMap = early.rowMap;
-      only.combined = ctx.scope.tensor(ctx.actDtype, [early.tokens * ctx.routing.topK, io.h.shape[1]]);
     }
   }
 
   /** The unit's permute, by its first chunk (later chunks of the unit have nothing to sort). */
   permute(chunk: number, s: Stream): undefined {
     const unit = this.units[chunk];
-    if (chunk !== unit.firstChunk || unit.permuted) return; // (made before the plan: permuteEarly)
+    if (chunk !== unit.firstChunk) return;
     const { scope, actDtype, routing } = this.ctx;
     const k = routing.topK;
     const H = this.io.h.shape[1];
+    unit.combined = scope.tensor(actDtype, [unit.tokens * k, H]);
+    if (unit.permuted) return; // (made before the plan: permuteEarly)
     unit.permuted = scope.tensor(actDtype, [unit.tokens * k, H]);
     unit.rowMap = scope.tensor('i32', [unit.tokens, k]);
-    unit.combined = scope.tensor(actDtype, [unit.tokens * k, H]);
     if (unit.tokens === 0) return;
     const sp = openSpan(this.ctx.onSpan, s);
     const counts = scope.tensor('i32', [routing.numExperts]);
