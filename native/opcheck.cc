@@ -129,6 +129,10 @@ void checkRope(Check& c) {
   if (2 * c.t(2).dim(0) > hd) {
     c.fail("invFreq must be [rd/2] with rd <= hd=" + std::to_string(hd) + " (" + c.is(0) + "); got " + shapeText(c.t(2).shape));
   }
+  if (c.present(3)) {
+    c.shape(3, {hd}, "[hd]", "hd=" + std::to_string(hd) + " (" + c.is(0) + ")");
+    if (!(c.param(1) >= 0.0)) c.fail("normEps must be >= 0; got " + numberText(c.param(1)));
+  }
 }
 
 void checkAttention(Check& c) {
@@ -429,7 +433,8 @@ const std::vector<OpSpec>& opTable() {
       {"embedding", {flt("out"), flt("table"), i32("ids")}, {}, {optionalInts("hostIds")}, {{0, {}}}, checkEmbedding},
       {"rmsnorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
       {"layernorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
-      {"rope", {flt("x"), i32("positions"), f32("invFreq")}, {number("attentionScaling")}, {}, {{0, {}}}, checkRope},
+      {"rope", {flt("x"), i32("positions"), f32("invFreq"), optional(flt("normWeight"))}, {number("attentionScaling"), number("normEps")},
+       {}, {{0, {}}}, checkRope},
       {"attention", {flt("out"), flt("q"), flt("k"), flt("v"), i32("cuSeqlens")}, {number("scale")}, {ints("cuSeqlensHost")},
        {{0, {}}}, checkAttention},
       {"matmul", {flt("out"), flt("a"), flt("w"), optional(flt("bias"))}, {}, {}, {{0, {}}}, checkMatmul},

@@ -241,6 +241,42 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     await expectClose(`rope ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
   });
 
+  // rope with the per-head RMSNorm (Qwen3's q/k norm): against the CPU, and on the GPU bit for bit against
+  // rmsnorm then rope (the fused bf16 kernel must be the two-kernel path in one pass). Shapes: Qwen3's q
+  // (32 heads of 128, two heads per warp) and k (4), head dim 64 (four per warp), 256, partial rotary,
+  // an odd head count, rd/2 = 4 and f32 (the two-kernel path), one token.
+  test.each([
+    ['bf16', 37, 32, 128, 64],
+    ['bf16', 37, 4, 128, 64],
+    ['bf16', 19, 7, 64, 32],
+    ['bf16', 5, 3, 256, 128],
+    ['bf16', 11, 5, 128, 16],
+    ['bf16', 1, 1, 128, 64],
+    ['bf16', 6, 3, 16, 4],
+    ['f32', 9, 3, 24, 12],
+  ] as const)('rope with q/k norm %s T=%d nh=%d hd=%d rd/2=%d', async (dt, T, nh, hd, half) => {
+    const rng = new Rng(7 * T + nh + hd + half);
+    const values = rng.array(T * nh * hd, -3, 3);
+    const x = floats(dt, [T, nh, hd], values);
+    const twoPass = floats(dt, [T, nh, hd], values);
+    const w = randomFloats(rng, dt, [hd], 0.5, 1.5);
+    const positions = ints([T], rng.ints(T, 0, 8192));
+    const invFreq = floats(
+      'f32',
+      [half],
+      Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))),
+    );
+    run((s, d) => {
+      ops.rope(s, x[d], positions[d], invFreq[d], 1.25, { weight: w[d], eps: 1e-6 });
+      const heads = twoPass[d].reshape([T * nh, hd]);
+      ops.rmsnorm(s, heads, heads, w[d], 1e-6);
+      ops.rope(s, twoPass[d], positions[d], invFreq[d], 1.25);
+    });
+    await expectClose(`rope+norm ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
+    const [fused, separate] = [await x.gpu.read(st.gpu), await twoPass.gpu.read(st.gpu)];
+    expect(Array.from(fused)).toEqual(Array.from(separate));
+  });
+
   test.each([
     ['fast path hd=128, GQA 8/2, mixed lengths', 'bf16', [1, 64, 65, 0, 200, 3], 8, 2, 128],
     ['fast path hd=64, MHA', 'bf16', [130, 1], 4, 4, 64],

@@ -194,6 +194,18 @@ describe.each(storages)('ops on %s storage', (dtype) => {
     expectClose(await readFloats(x.t), ropeRef(x.v, positions, invFreq.v, T, nh, hd, scaling), dtype);
   });
 
+  test('rope with normWeight: the heads rmsnormed (rounded to the dtype), then rotated', async () => {
+    const [T, nh, hd, rd] = [4, 3, 12, 8];
+    const rng = new Rng(31);
+    const x = randomFloats(rng, dtype, [T, nh, hd], -3, 3);
+    const w = randomFloats(rng, dtype, [hd], 0.5, 1.5);
+    const positions = [0, 3, 17, 900];
+    const invFreq = floats('f32', [rd / 2], Array.from({ length: rd / 2 }, (_, i) => Math.pow(10000, (-2 * i) / rd)));
+    ops.rope(s, x.t, ints([T], positions), invFreq.t, 1.1, { weight: w.t, eps: 1e-6 });
+    const normed = rmsnormRef(x.v, w.v, 1e-6).map((v) => roundTo(dtype, v));
+    expectClose(await readFloats(x.t), ropeRef(normed, positions, invFreq.v, T, nh, hd, 1.1), dtype);
+  });
+
   test('rmsnorm over rows, and in place per head (x viewed [T,nh,hd])', async () => {
     const rng = new Rng(11);
     const x = randomFloats(rng, dtype, [5, 37], -3, 3);
@@ -795,6 +807,16 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
       'rope with more rotary dims than hd',
       () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([3]), 1),
       /rope: invFreq must be \[rd\/2\] with rd <= hd=4/,
+    ],
+    [
+      'rope normWeight not [hd]',
+      () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([2]), 1, { weight: f([3]), eps: 1e-6 }),
+      /rope: normWeight must be \[hd\] with hd=4 .*got \[3\]/,
+    ],
+    [
+      'rope normEps negative',
+      () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([2]), 1, { weight: f([4]), eps: -1 }),
+      /rope: normEps must be >= 0; got -1/,
     ],
     [
       'rope invFreq in bf16',

@@ -113,11 +113,22 @@ void attentionKernel(const OpArgs& args) {
   });
 }
 
-// tensors: x[T,nh,hd] (in place), positions[T] i32, invFreq[rd/2] f32; params: attentionScaling.
+// tensors: x[T,nh,hd] (in place), positions[T] i32, invFreq[rd/2] f32, normWeight[hd] optional;
+// params: attentionScaling, normEps. With normWeight the heads are first normalised by the rmsnorm
+// kernel itself (rounded to x's dtype in x), so the result is rmsnorm then rope by definition.
 // The angle is pos * invFreq in fp32 (as transformers computes it); cos and sin of it are taken in
 // double and rounded, then scaled in fp32; the rotation itself runs in fp32.
 void ropeKernel(const OpArgs& args) {
   const TensorRef& x = args.tensors[0];
+  if (args.tensors.size() > 3 && args.tensors[3].present()) {
+    OpArgs norm;
+    norm.name = "rmsnorm";
+    TensorRef heads = x;
+    heads.shape = {x.dim(0) * x.dim(1), x.dim(2)};
+    norm.tensors = {heads, heads, args.tensors[3]};
+    norm.params = {args.params[1]};
+    cpuKernels().at("rmsnorm")(norm);
+  }
   const int32_t* positions = args.tensors[1].as<const int32_t>();
   const float* invFreq = args.tensors[2].as<const float>();
   const float scaling = float(args.params[0]);

@@ -57,15 +57,12 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   });
   const q3 = q.reshape([T, nq, hd]);
   const k3 = k.reshape([T, nkv, hd]);
+  // Qwen3's per-head q/k RMSNorm rides in the rope op: one pass over q and k instead of two.
+  const eps = spec.rmsNormEps;
+  const [qNorm, kNorm] = w.qNorm && w.kNorm ? [{ weight: w.qNorm, eps }, { weight: w.kNorm, eps }] : [undefined, undefined];
   traced(ctx.onSpan, s, 'qk_norm_rope', tokens, () => {
-    if (w.qNorm && w.kNorm) {
-      const qh = q.reshape([T * nq, hd]);
-      const kh = k.reshape([T * nkv, hd]);
-      ops.rmsnorm(s, qh, qh, w.qNorm, spec.rmsNormEps);
-      ops.rmsnorm(s, kh, kh, w.kNorm, spec.rmsNormEps);
-    }
-    ops.rope(s, q3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
-    ops.rope(s, k3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+    ops.rope(s, q3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling, qNorm);
+    ops.rope(s, k3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling, kNorm);
   });
 
   const attn = scope.tensor(ctx.actDtype, [T, nq, hd]);

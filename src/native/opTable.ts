@@ -29,8 +29,8 @@ export const opTable = {
     ints: {},
   },
   rope: {
-    tensors: { x: 'float', positions: 'i32', invFreq: 'f32' },
-    params: { attentionScaling: 'number' },
+    tensors: { x: 'float', positions: 'i32', invFreq: 'f32', normWeight: 'float?' },
+    params: { attentionScaling: 'number', normEps: 'number' },
     ints: {},
   },
   attention: {

@@ -82,9 +82,20 @@ export function clamp(s: Stream, out: Tensor, x: Tensor, lo: number, hi: number)
   op(s, 'clamp', { out, x, lo, hi });
 }
 
-/** Rotates x[T,nh,hd] in place (GPT-NeoX rotate-half over the first 2*len(invFreq) dims). */
-export function rope(s: Stream, x: Tensor, positions: Tensor, invFreq: Tensor, attentionScaling: number): void {
-  op(s, 'rope', { x, positions, invFreq, attentionScaling });
+/**
+ * Rotates x[T,nh,hd] in place (GPT-NeoX rotate-half over the first 2*len(invFreq) dims). With `norm`,
+ * each head is first RMS-normalised with norm.weight [hd] (Qwen3's q/k norm): the same result as
+ * rmsnorm over [T*nh, hd] then rope, in one pass over x.
+ */
+export function rope(
+  s: Stream,
+  x: Tensor,
+  positions: Tensor,
+  invFreq: Tensor,
+  attentionScaling: number,
+  norm?: { weight: Tensor; eps: number },
+): void {
+  op(s, 'rope', { x, positions, invFreq, normWeight: norm?.weight, attentionScaling, normEps: norm?.eps ?? 0 });
 }
 
 /**
