@@ -182,7 +182,13 @@ void checkExpertMatmul(Check& c) {
   const int64_t R = c.t(1).dim(0), K = c.t(1).dim(1);
   c.shape(2, {-1, -1, K}, "[E,N,K]", "K=" + std::to_string(K) + " (" + c.is(1) + ")");
   const int64_t E = c.t(2).dim(0), N = c.t(2).dim(1);
-  c.shape(0, {R, N}, "[R,N]", "R=" + std::to_string(R) + ", N=" + std::to_string(N) + " (" + c.is(1) + ", " + c.is(2) + ")");
+  if (c.param(1) != 0.0) {
+    // swiglu: w holds each expert's gate rows then its up rows; out gets silu(gate) * up.
+    if (N % 2 != 0) c.fail("with swiglu, w must be [E,2I,K] (gate rows, then up rows); got " + shapeText(c.t(2).shape));
+    c.shape(0, {R, N / 2}, "[R,I]", "R=" + std::to_string(R) + ", I=N/2=" + std::to_string(N / 2) + " (" + c.is(1) + ", " + c.is(2) + ")");
+  } else {
+    c.shape(0, {R, N}, "[R,N]", "R=" + std::to_string(R) + ", N=" + std::to_string(N) + " (" + c.is(1) + ", " + c.is(2) + ")");
+  }
   // One count per segment; segment s uses expert s % E (S = W*E after an all-to-all from W ranks). The counts
   // are on the host (ints) or on the device (segmentCounts, i32 [S]: their sum is checked where they are read).
   if (c.present(3)) {
@@ -439,7 +445,8 @@ const std::vector<OpSpec>& opTable() {
        {{0, {}}}, checkAttention},
       {"matmul", {flt("out"), flt("a"), flt("w"), optional(flt("bias"))}, {}, {}, {{0, {}}}, checkMatmul},
       {"expert_matmul", {flt("out"), flt("a"), flt("w"), optional(i32("segmentCounts"))},
-       {oneOf("kernel", {"grouped", "dense", "grouped_sm90"})}, {optionalInts("counts")}, {{0, {}}}, checkExpertMatmul},
+       {oneOf("kernel", {"grouped", "dense", "grouped_sm90"}), boolean("swiglu")}, {optionalInts("counts")}, {{0, {}}},
+       checkExpertMatmul},
       {"swiglu", {flt("out"), flt("gateUp")}, {}, {}, {{0, {}}}, checkSwiglu},
       {"router", {i32("topkIdx"), f32("topkW"), flt("logits"), optional(f32("bias"))},
        {number("k"), boolean("renormalize"), number("scale"), oneOf("scoring", {"softmax", "sigmoid"}),

@@ -607,6 +607,54 @@ describeGpu('CUDA ops vs the CPU backend', () => {
       expect(Array.from(await onDevice.gpu.read(st.gpu))).toEqual(Array.from(await out.gpu.read(st.gpu)));
     });
 
+    // swiglu: the gate/up product's SwiGLU in the kernel's epilogue (N % 16 == 0), or through scratch memory and
+    // the swiglu kernel (the rest): against the CPU, and on the GPU bit for bit against expert_matmul then swiglu,
+    // with the counts on the host and on the device.
+    const swigluCases: [string, 'bf16' | 'f32', number, number[], number, number][] = [
+      ['every M 0..300 across tile edges', 'bf16', 23, [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 63, 64, 65, 127, 128, 129, 191, 192, 193, 255, 256, 257, 300], 144, 64],
+      ['large M (128x256 tile), empty and single-row experts', 'bf16', 4, [0, 1, 600, 250], 272, 64],
+      ['ragged, two ranks of segments (S=2E)', 'bf16', 8, [0, 1, 127, 128, 129, 300, 5, 64, 3, 0, 0, 77, 200, 9, 1, 50], 128, 128],
+      ['all experts empty but one', 'bf16', 16, [0, 0, 0, 0, 0, 0, 0, 0, 0, 777, 0, 0, 0, 0, 0, 0], 128, 64],
+      ['Qwen3-30B-A3B gate_up shape, 37 rows', 'bf16', 1, [37], 1536, 2048],
+      ['16 ranks x 128 experts (S=2048), 12 rows each', 'bf16', 128, new Array(2048).fill(12), 32, 16],
+      ['through scratch: I not a multiple of 8', 'bf16', 4, [3, 0, 70, 9], 136, 64],
+      ['through scratch: f32', 'f32', 3, [7, 1, 130], 64, 64],
+    ];
+    test.each(swigluCases)('swiglu epilogue: %s (%s, E=%d)', async (label, dt, E, counts, N, K) => {
+      const rng = new Rng(E * 31 + N * 7 + K);
+      const R = counts.reduce((x, y) => x + y, 0);
+      const a = floats(dt, [R, K], nonZero(rng, R * K, 1));
+      const w = floats(dt, [E, N, K], nonZero(rng, E * N * K, 0.1));
+      const act = floats(dt, [R, N / 2]);
+      run((s, d) => ops.expertMatmul(s, act[d], a[d], w[d], counts, 'grouped_sm90', true));
+      const fused = native() && dt === 'bf16' && N % 16 === 0 && K % 8 === 0;
+      await expectClose(`expert_matmul swiglu${fused ? ' (epilogue)' : ' (scratch)'} ${label}`, act, bound(dt));
+      const got = Array.from(await act.gpu.read(st.gpu));
+      expect(countNaN(got)).toBe(0);
+      const gateUp = floats(dt, [R, N]);
+      const twoOps = floats(dt, [R, N / 2]);
+      ops.expertMatmul(st.gpu, gateUp.gpu, a.gpu, w.gpu, counts, 'grouped_sm90');
+      ops.swiglu(st.gpu, twoOps.gpu, gateUp.gpu);
+      expect(got).toEqual(Array.from(await twoOps.gpu.read(st.gpu)));
+      const onDevice = floats(dt, [R, N / 2]);
+      ops.expertMatmul(st.gpu, onDevice.gpu, a.gpu, w.gpu, ints([counts.length], counts).gpu, 'grouped_sm90', true);
+      expect(Array.from(await onDevice.gpu.read(st.gpu))).toEqual(got);
+    });
+
+    test('swiglu through grouped and dense (scratch memory) against the CPU', async () => {
+      const rng = new Rng(78);
+      const E = 6;
+      const counts = [0, 40, 1, 130, 0, 9];
+      const R = counts.reduce((x, y) => x + y, 0);
+      const a = floats('bf16', [R, 96], nonZero(rng, R * 96, 1));
+      const w = floats('bf16', [E, 160, 96], nonZero(rng, E * 160 * 96, 0.1));
+      for (const kernel of ['grouped', 'dense'] as const) {
+        const act = floats('bf16', [R, 80]);
+        run((s, d) => ops.expertMatmul(s, act[d], a[d], w[d], counts, kernel, true));
+        await expectClose(`expert_matmul swiglu ${kernel}`, act, bound('bf16'));
+      }
+    });
+
     test('row views at an offset (as the profiler and the layer pass them)', async () => {
       const rng = new Rng(4242);
       const E = 4;

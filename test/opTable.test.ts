@@ -170,14 +170,16 @@ describe('op puts the arguments on the wire in table order, enums and booleans a
   const t = (id: string): Tensor => ({ native: id }) as unknown as Tensor;
   beforeEach(() => (calls.length = 0));
 
-  test('expert_matmul kernel grouped = 0, dense = 1, grouped_sm90 = 2; counts as the ints or as a device tensor', () => {
+  test('expert_matmul kernel grouped = 0, dense = 1, grouped_sm90 = 2, then swiglu 0/1; counts as the ints or as a device tensor', () => {
     ops.expertMatmul(stream, t('out'), t('a'), t('w'), [2, 3], 'grouped');
     ops.expertMatmul(stream, t('out'), t('a'), t('w'), [5], 'dense');
     ops.expertMatmul(stream, t('out'), t('a'), t('w'), t('counts'), 'grouped_sm90');
+    ops.expertMatmul(stream, t('out'), t('a'), t('w'), [4], 'grouped_sm90', true);
     expect(calls).toEqual([
-      { name: 'expert_matmul', tensors: ['out', 'a', 'w', null], params: [0], ints: [2, 3] },
-      { name: 'expert_matmul', tensors: ['out', 'a', 'w', null], params: [1], ints: [5] },
-      { name: 'expert_matmul', tensors: ['out', 'a', 'w', 'counts'], params: [2], ints: [] },
+      { name: 'expert_matmul', tensors: ['out', 'a', 'w', null], params: [0, 0], ints: [2, 3] },
+      { name: 'expert_matmul', tensors: ['out', 'a', 'w', null], params: [1, 0], ints: [5] },
+      { name: 'expert_matmul', tensors: ['out', 'a', 'w', 'counts'], params: [2, 0], ints: [] },
+      { name: 'expert_matmul', tensors: ['out', 'a', 'w', null], params: [2, 1], ints: [4] },
     ]);
   });
 

@@ -138,6 +138,28 @@ describe.each(storages)('ops on %s storage', (dtype) => {
     }
   });
 
+  test('expert_matmul with swiglu: silu(gate) * up of the product (rounded to the dtype first), every kernel', async () => {
+    const [E, I, K] = [3, 6, 20];
+    const counts = [4, 0, 3, 2, 1, 0];
+    const R = counts.reduce((x, y) => x + y, 0);
+    const rng = new Rng(55);
+    const a = randomFloats(rng, dtype, [R, K]);
+    const w = randomFloats(rng, dtype, [E, 2 * I, K]);
+    const product = expertMatmulRef(a.v, w.v, counts, E, 2 * I, K).map((v) => roundTo(dtype, v));
+    const expected = swigluRef(product, R, I);
+    for (const kernel of ['grouped', 'dense', 'grouped_sm90'] as const) {
+      const out = empty(dtype, [R, I]);
+      ops.expertMatmul(s, out, a.t, w.t, counts, kernel, true);
+      expectClose(await readFloats(out), expected, dtype);
+    }
+    // Device counts summing below R: the rows past their sum stay as they were.
+    const before = randomFloats(rng, dtype, [R, I]);
+    ops.expertMatmul(s, before.t, a.t, w.t, ints([6], [4, 0, 3, 0, 0, 0]), 'grouped', true);
+    const got = await readFloats(before.t);
+    expectClose(got.slice(0, 7 * I), expected.slice(0, 7 * I), dtype);
+    expect(Array.from(got.slice(7 * I))).toEqual(Array.from(before.v.slice(7 * I)));
+  });
+
   test('expert_matmul: device counts summing below R leave the rows past their sum as they were', async () => {
     const rng = new Rng(41);
     const a = randomFloats(rng, dtype, [6, 8]);
@@ -697,6 +719,16 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
       /attention: v must be \[T,nkv,hdv\] with T=3, nkv=1/,
     ],
     [
+      'expert_matmul swiglu with an odd N',
+      () => () => ops.expertMatmul(s, f([4, 1]), f([4, 5]), f([2, 3, 5]), [1, 3], 'grouped', true),
+      /expert_matmul: with swiglu, w must be \[E,2I,K\] \(gate rows, then up rows\); got \[2,3,5\]/,
+    ],
+    [
+      'expert_matmul swiglu out not [R,N/2]',
+      () => () => ops.expertMatmul(s, f([4, 4]), f([4, 5]), f([2, 4, 5]), [1, 3], 'grouped', true),
+      /expert_matmul: out must be \[R,I\] with R=4, I=N\/2=2/,
+    ],
+    [
       'expert_matmul counts not summing to R',
       () => () => ops.expertMatmul(s, f([4, 3]), f([4, 5]), f([2, 3, 5]), [1, 2], 'grouped'),
       /expert_matmul: counts must sum to R=4 \(a is \[4,5\]\); got 3/,
@@ -713,7 +745,7 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
     ],
     [
       'expert_matmul counts both as ints and as a tensor',
-      () => call('expert_matmul', [f([4, 3]), f([4, 5]), f([2, 3, 5]), f([2], 'i32')], [0], [1, 3]),
+      () => call('expert_matmul', [f([4, 3]), f([4, 5]), f([2, 3, 5]), f([2], 'i32')], [0, 0], [1, 3]),
       /expert_matmul: counts come either as the segmentCounts tensor or as ints, not both/,
     ],
     [
@@ -723,7 +755,7 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
     ],
     [
       'expert_matmul an unknown kernel code',
-      () => call('expert_matmul', [f([1, 3]), f([1, 5]), f([1, 3, 5])], [3], [1]),
+      () => call('expert_matmul', [f([1, 3]), f([1, 5]), f([1, 3, 5])], [3, 0], [1]),
       /expert_matmul: kernel must be one of grouped=0, dense=1, grouped_sm90=2; got 3/,
     ],
     [

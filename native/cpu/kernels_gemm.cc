@@ -8,6 +8,7 @@
 // hold one row each parallelises as well as one big GEMM. expert_matmul's kernel choice (grouped
 // or dense) cannot change the result here: both run this code.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -149,13 +150,23 @@ void matmulKernel(const OpArgs& args) {
 
 // tensors: out[R,N], a[R,K], w[E,N,K], segmentCounts[S] i32 (optional); params: kernel; ints: counts[S]
 // (without segmentCounts), S a multiple of E. Segment s (counts[s] contiguous rows) uses expert s % E.
+// params: kernel, swiglu. With swiglu the product goes to a scratch [R, N] of out's dtype (rounded as the
+// unfused path rounds it) and the swiglu kernel writes out[R, N/2] from its rows that were computed.
 void expertMatmulKernel(const OpArgs& args) {
   static const TensorRef kNoBias;
   const TensorRef& out = args.tensors[0];
   const TensorRef& a = args.tensors[1];
   const TensorRef& w = args.tensors[2];
   const int64_t n = w.dim(1), k = w.dim(2);
-  GemmProblem p{&a, &w, &out, &kNoBias, n, k, {}};
+  const bool swiglu = args.params.size() > 1 && args.params[1] != 0.0;
+  std::vector<uint8_t> scratch;
+  TensorRef product = out;
+  if (swiglu) {
+    product.shape = {a.dim(0), n};
+    scratch.resize(size_t(product.numel()) * dtypeSize(out.dtype));
+    product.data = scratch.data();
+  }
+  GemmProblem p{&a, &w, &product, &kNoBias, n, k, {}};
   const int64_t E = w.dim(0);
   // Counts in (this backend's) device memory are read and checked here, as the CUDA op checks the ones it reads.
   const bool onDevice = args.tensors.size() > 3 && args.tensors[3].present();
@@ -169,6 +180,14 @@ void expertMatmulKernel(const OpArgs& args) {
     row += count;
   }
   runGemm(p);
+  if (swiglu && row > 0) {
+    OpArgs act;
+    act.name = "swiglu";
+    TensorRef rowsOut = out, rowsIn = product;
+    rowsOut.shape[0] = rowsIn.shape[0] = row;
+    act.tensors = {rowsOut, rowsIn};
+    cpuKernels().at("swiglu")(act);
+  }
 }
 
 // The ops this file implements (contracts: native/ops.md).

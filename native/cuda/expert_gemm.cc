@@ -11,6 +11,10 @@
 //                           with the sm_90a image built, a, w and out bf16, N % 8 == 0, K % 8 == 0
 //                           (groupedGemmSm90Takes). Elsewhere it is kernel 0, with the same result.
 //
+// swiglu (w = each expert's gate rows then up rows, out[R, N/2] = silu(gate) * up): grouped_sm90 applies it
+// in its epilogue, so the [R, N] product is never written; the other kernels write the product to scratch
+// memory and the swiglu op's kernel reads it (the same bits: the epilogue rounds gate and up to bf16 first).
+//
 // The counts come from host memory (ints) or from device memory (the optional segmentCounts tensor, so that a
 // lone rank need not wait for them: moe_permute writes them). grouped_sm90 takes device counts as they are
 // (a one-thread scan turns them into offsets in scratch memory); the others copy them to the host first,
@@ -87,7 +91,7 @@ void groupedGemm(OpContext& c, cublasHandle_t h, const ExpertProblem& p) {
 // memory (hostCounts) or in device memory (deviceCounts, S of them). False (nothing enqueued but the offsets'
 // upload) where it does not: not bf16, not a 9.0 device or no sm_90a image, a shape it does not take; the
 // caller then runs kernel 0.
-bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, const TensorRef& w,
+bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, const TensorRef& w, bool swiglu,
                         const std::vector<int64_t>* hostCounts, const int32_t* deviceCounts, size_t S) {
   if (a.dtype != DType::BF16 || w.dtype != DType::BF16 || out.dtype != DType::BF16) return false;
   if (!groupedGemmSm90Supported(c.ctx.device)) return false;
@@ -104,6 +108,7 @@ bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, 
   g.K = int(K);
   g.config = 0;  // auto: by rows per expert (R / E)
   g.bandM = 0;
+  g.swiglu = swiglu;
   g.offsets = reinterpret_cast<const int32_t*>(a.data);  // a non-null stand-in: Takes reads only whether it is set
   if (!groupedGemmSm90Takes(g)) return false;
   if (hostCounts) {
@@ -128,8 +133,35 @@ bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, 
 
 }  // namespace
 
-// tensors: out[R,N], a[R,K], w[E,N,K], segmentCounts[S] i32 (optional: the counts on the device); params:
-// kernel (0 grouped, 1 dense, 2 grouped_sm90); ints: counts[S] (when segmentCounts is absent), S a multiple
+void expertMatmulOp(OpContext& c, const OpArgs& args);
+
+namespace {
+
+// expert_matmul with swiglu where the Hopper epilogue does not run: the product [R, N] into scratch memory
+// (the host counts' rows: with device counts their sum may be below R), then the swiglu op over those rows.
+void swigluThroughScratch(OpContext& c, const OpArgs& args) {
+  const TensorRef& out = args.tensors[0];
+  int64_t rows = 0;
+  for (int64_t n : args.ints) rows += n;
+  if (rows == 0) return;
+  OpArgs product = args;
+  product.params[1] = 0.0;
+  TensorRef& full = product.tensors[0];
+  full.shape = {args.tensors[1].dim(0), args.tensors[2].dim(1)};
+  full.data = c.scratch(size_t(full.numel()) * dtypeSize(full.dtype));
+  expertMatmulOp(c, product);
+  OpArgs act;
+  act.name = "swiglu";
+  TensorRef rowsOut = out, rowsIn = full;
+  rowsOut.shape[0] = rowsIn.shape[0] = rows;
+  act.tensors = {rowsOut, rowsIn};
+  cudaKernels().at("swiglu")(c, act);
+}
+
+}  // namespace
+
+// tensors: out[R,N] (with swiglu [R,N/2]), a[R,K], w[E,N,K], segmentCounts[S] i32 (optional: the counts on the
+// device); params: kernel (0 grouped, 1 dense, 2 grouped_sm90), swiglu; ints: counts[S] (when segmentCounts is absent), S a multiple
 // of E, segment s using expert s % E.
 void expertMatmulOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
@@ -138,16 +170,13 @@ void expertMatmulOp(OpContext& c, const OpArgs& args) {
   const TensorRef* deviceCounts = args.tensors.size() > 3 && args.tensors[3].present() ? &args.tensors[3] : nullptr;
   const int64_t R = a.dim(0), K = a.dim(1), E = w.dim(0), N = w.dim(1);
   if (R == 0 || N == 0) return;
-  if (K == 0) {
-    checkCuda(cudaMemsetAsync(out.data, 0, size_t(out.numel()) * dtypeSize(out.dtype), c.cuda), "cudaMemsetAsync(expert_matmul)");
-    return;
-  }
   if (N > INT_MAX || K > INT_MAX || R > INT_MAX) throw std::invalid_argument("expert_matmul: a dimension is over cuBLAS's int range");
 
   const bool sm90 = args.params[0] == 2.0;
+  const bool swiglu = args.params[1] != 0.0;
   if (deviceCounts) {
     const size_t S = size_t(deviceCounts->numel());
-    if (sm90 && groupedGemmSm90Ran(c, out, a, w, nullptr, deviceCounts->as<const int32_t>(), S)) return;
+    if (sm90 && K > 0 && groupedGemmSm90Ran(c, out, a, w, swiglu, nullptr, deviceCounts->as<const int32_t>(), S)) return;
     // The other kernels plan their GEMMs on the host: bring the counts there (this waits for the stream).
     std::vector<int32_t> host(S);
     checkCuda(cudaMemcpyAsync(host.data(), deviceCounts->data, S * sizeof(int32_t), cudaMemcpyDeviceToHost, c.cuda),
@@ -159,7 +188,15 @@ void expertMatmulOp(OpContext& c, const OpArgs& args) {
     expertMatmulOp(c, withCounts);
     return;
   }
-  if (sm90 && groupedGemmSm90Ran(c, out, a, w, &args.ints, nullptr, args.ints.size())) return;
+  if (sm90 && K > 0 && groupedGemmSm90Ran(c, out, a, w, swiglu, &args.ints, nullptr, args.ints.size())) return;
+  if (swiglu) {
+    swigluThroughScratch(c, args);
+    return;
+  }
+  if (K == 0) {
+    checkCuda(cudaMemsetAsync(out.data, 0, size_t(out.numel()) * dtypeSize(out.dtype), c.cuda), "cudaMemsetAsync(expert_matmul)");
+    return;
+  }
 
   cublasHandle_t h = blasHandle(c);
   const GemmPlan plan = planGemm(c, out, a, w);

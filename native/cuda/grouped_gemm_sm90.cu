@@ -25,6 +25,19 @@
 //     segment end stores from the buffer with masked 16-byte stores instead (a TMA box cannot be
 //     clipped to a segment). Configs 1 and 2 store straight from the accumulator fragments (4-byte
 //     stores, rows masked), which leaves the tensor cores idle for longer between tiles.
+//   - fused SwiGLU (args.swiglu, the SWIGLU template flag; the plain GEMM's instantiations are unchanged):
+//     w is gate/up [E, 2I, K] and out is [R, I]. A tile keeps its BN accumulator columns but they cover
+//     TN = BN/2 outputs c0 = nt*TN ...: the producer loads B as two boxes of TN rows, gate rows
+//     [c0, c0+TN) and up rows [I+c0, I+c0+TN), the second TN*128 bytes behind the first (8 KB or 16 KB,
+//     whole 1024-byte swizzle atoms, so the stage is the same BN-row operand to the unchanged wgmma
+//     descriptors, and the expect-tx count is still the stage's bytes). So accumulator group j < TN/8
+//     holds gate columns and group j + TN/8 the matching up columns in the same thread's registers: the
+//     epilogue combines them (swigluOf, bit for bit the unfused GEMM + swiglu kernel) and stores TN
+//     columns through either epilogue. Gate boxes running past I read up rows and up boxes past 2I are
+//     zero-filled by TMA; both only feed masked columns (past I). Why this split: gate and up of an
+//     output meet in one thread (no exchange through shared memory or between CTAs), and the tiles and
+//     mainloop are the plain GEMM's (ceil(I/TN) n-tiles); what is saved is gateUp's store and the swiglu
+//     kernel's round trip through HBM, for an expf and a division per output in the epilogue.
 #include "grouped_gemm_sm90.h"
 #include "sm90.cuh"
 
@@ -54,7 +67,8 @@ struct Cfg {
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes;
   // TMA-store epilogue: a bf16 staging tile per consumer warpgroup, [BN/64 boxes][64 rows][64 cols],
-  // each box in the 128-byte swizzle (conflict-free fragment writes, and what the TMA store reads).
+  // each box in the 128-byte swizzle (conflict-free fragment writes, and what the TMA store reads);
+  // the fused SwiGLU's BN/2 output columns use the first half.
   static constexpr int kCBytes = TMA_STORE ? BM * BN * 2 : 0;
   static constexpr int kBarOffset = kPipeBytes + kCBytes;
   static size_t smemBytes(int S) { return 1024 + size_t(kBarOffset) + 2 * STAGES * 8 + 3 * 4 * size_t(S + 1) + 16; }
@@ -114,9 +128,20 @@ __device__ __forceinline__ void wgmmaTile(float* d, uint64_t descA, uint64_t des
   else wgmma_m64n256k16(d, descA, descB, scaleD);
 }
 
+// One SwiGLU output from its gate and up accumulators, bit for bit what the unfused path computes: the
+// GEMM rounds both to bf16 (gateUp [R, 2I]), then swigluBf16Kernel (native/cuda/kernels_elementwise.cu)
+// evaluates exactly this expression in fp32; the caller rounds the result to bf16 (nearest) on store as
+// that kernel does. Keep the two in step: the same operations in the same order, expf (not __expf), and
+// neither file built with fast-math.
+__device__ __forceinline__ float swigluOf(float gateAcc, float upAcc) {
+  const float g = __bfloat162float(__float2bfloat16_rn(gateAcc));
+  const float u = __bfloat162float(__float2bfloat16_rn(upAcc));
+  return g / (1.0f + expf(-g)) * u;
+}
+
 // ---- the kernel -------------------------------------------------------------------------------
 
-template <int BN, int STAGES, bool TMA_STORE>
+template <int BN, int STAGES, bool TMA_STORE, bool SWIGLU>
 __global__ void __launch_bounds__(kThreads, 1)
     groupedGemmSm90Kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                           const __grid_constant__ CUtensorMap tmC, __nv_bfloat16* __restrict__ out,
@@ -140,7 +165,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* rowEnd = rowStart + (S + 1);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int nTilesN = (N + BN - 1) / BN;
+  // Output columns per tile and in all: with SWIGLU a tile's BN accumulator columns are TN gate columns
+  // then the TN up columns of the same outputs, and out is [R, N/2].
+  constexpr int TN = SWIGLU ? BN / 2 : BN;
+  const int outN = SWIGLU ? N / 2 : N;
+  const int nTilesN = (outN + TN - 1) / TN;
   const int nK = (K + BK - 1) / BK;
 
   if (tid == 0) {
@@ -227,7 +256,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int t = blockIdx.x; t < totalTiles; t += gridDim.x) {
         int s, mt, nt;
         decode(t, s, mt, nt);
-        const int row = rowStart[s] + mt * BM, col = nt * BN, e = s % E;
+        const int row = rowStart[s] + mt * BM, col = nt * TN, e = s % E;
         for (int kb = 0; kb < nK; ++kb, ++it) {
           const int stage = it % STAGES;
           const uint32_t phase = (it / STAGES) & 1;
@@ -235,6 +264,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbarExpectTx(fullBar + 8 * stage, C::kStageBytes);
           tmaLoad2d(sA + stage * C::kABytes, &tmA, fullBar + 8 * stage, kb * BK, row);
           tmaLoad3d(sB + stage * C::kBBytes, &tmB, fullBar + 8 * stage, kb * BK, col, e);
+          // The up rows of the same outputs right behind the gate rows: TN rows of 128 bytes, a whole
+          // number of 1024-byte swizzle atoms, so the stage reads as one BN-row operand.
+          if constexpr (SWIGLU)
+            tmaLoad3d(sB + stage * C::kBBytes + TN * BK * 2, &tmB, fullBar + 8 * stage, kb * BK, outN + col, e);
         }
       }
     }
@@ -277,27 +310,34 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       const int rEnd = rowEnd[s];
       const int tileRow = rowStart[s] + mt * BM + cw * 64;  // this warpgroup's first row
+      // Fragment (j, h) of thread `lane` in warp wIn: row wIn*16 + lane/4 + 8h, accumulator columns
+      // 8j + 2*(lane%4) + {0,1} in acc[4j + 2h + {0,1}]. Output group j < TN/8: those columns, or with
+      // SWIGLU their gate (group j) and up (group j + TN/8, the same thread's registers) combined.
+      auto outPair = [&](int j, int h) {
+        const int g = 4 * j + 2 * h;
+        if constexpr (SWIGLU)
+          return make_float2(swigluOf(acc[g], acc[g + TN / 2]), swigluOf(acc[g + 1], acc[g + 1 + TN / 2]));
+        else
+          return make_float2(acc[g], acc[g + 1]);
+      };
       if constexpr (!TMA_STORE) {
-        // Epilogue: fragment (j, half) of thread `lane` in warp wIn holds row wIn*16 + lane/4 (+8),
-        // columns 8j + 2*(lane%4) + {0,1}.
+        // Epilogue from the fragments: 4-byte stores, rows and columns masked.
         const int rowA = tileRow + wIn * 16 + lane / 4;
         const int rowB = rowA + 8;
-        const int colBase = nt * BN + 2 * (lane % 4);
-        __nv_bfloat16* outA = out + size_t(rowA) * N;
-        __nv_bfloat16* outB = out + size_t(rowB) * N;
+        const int colBase = nt * TN + 2 * (lane % 4);
+        __nv_bfloat16* outA = out + size_t(rowA) * outN;
+        __nv_bfloat16* outB = out + size_t(rowB) * outN;
 #pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
+        for (int j = 0; j < TN / 8; ++j) {
           const int col = colBase + 8 * j;
-          if (col < N) {
-            if (rowA < rEnd)
-              *reinterpret_cast<__nv_bfloat162*>(outA + col) = __floats2bfloat162_rn(acc[4 * j], acc[4 * j + 1]);
-            if (rowB < rEnd)
-              *reinterpret_cast<__nv_bfloat162*>(outB + col) = __floats2bfloat162_rn(acc[4 * j + 2], acc[4 * j + 3]);
+          if (col < outN) {
+            if (rowA < rEnd) *reinterpret_cast<__nv_bfloat162*>(outA + col) = __float22bfloat162_rn(outPair(j, 0));
+            if (rowB < rEnd) *reinterpret_cast<__nv_bfloat162*>(outB + col) = __float22bfloat162_rn(outPair(j, 1));
           }
         }
       } else {
-        // Epilogue through shared memory: the warpgroup's 64 x BN tile goes to its staging buffer
-        // (BN/64 boxes of 64x64, 128-byte swizzle), then one TMA store per box when all 64 rows lie in
+        // Epilogue through shared memory: the warpgroup's 64 x TN output tile goes to its staging buffer
+        // (TN/64 boxes of 64x64, 128-byte swizzle), then one TMA store per box when all 64 rows lie in
         // the segment (it runs on while the next tile's mainloop starts), else masked 16-byte stores.
         const int tIn = tid % 128;
         const uint32_t myC = sC + cw * (64 * BN * 2);
@@ -305,31 +345,31 @@ __global__ void __launch_bounds__(kThreads, 1)
         namedBarrierSync(1 + cw, 128);
         const int rA = wIn * 16 + lane / 4;
 #pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
+        for (int j = 0; j < TN / 8; ++j) {
           const uint32_t box = myC + (j / 8) * 8192;
           const int ch = j % 8;
-          stShared32(box + rA * 128 + ((ch ^ (rA & 7)) << 4) + (lane % 4) * 4, packBf16(acc[4 * j], acc[4 * j + 1]));
-          stShared32(box + (rA + 8) * 128 + ((ch ^ ((rA + 8) & 7)) << 4) + (lane % 4) * 4,
-                     packBf16(acc[4 * j + 2], acc[4 * j + 3]));
+          const float2 v0 = outPair(j, 0), v1 = outPair(j, 1);
+          stShared32(box + rA * 128 + ((ch ^ (rA & 7)) << 4) + (lane % 4) * 4, packBf16(v0.x, v0.y));
+          stShared32(box + (rA + 8) * 128 + ((ch ^ ((rA + 8) & 7)) << 4) + (lane % 4) * 4, packBf16(v1.x, v1.y));
         }
         fenceProxyAsyncSmem();
         namedBarrierSync(1 + cw, 128);
         if (tileRow + 64 <= rEnd) {
           if (tIn == 0) {
 #pragma unroll
-            for (int bx = 0; bx < BN / 64; ++bx)
-              if (nt * BN + bx * 64 < N) tmaStore2d(&tmC, myC + bx * 8192, nt * BN + bx * 64, tileRow);
+            for (int bx = 0; bx < TN / 64; ++bx)
+              if (nt * TN + bx * 64 < outN) tmaStore2d(&tmC, myC + bx * 8192, nt * TN + bx * 64, tileRow);
             bulkCommit();
           }
         } else {
 #pragma unroll 4
-          for (int i = 0; i < (64 * BN / 8) / 128; ++i) {
+          for (int i = 0; i < (64 * TN / 8) / 128; ++i) {
             const int idx = i * 128 + tIn;
-            const int r = idx / (BN / 8), cc = idx % (BN / 8);
-            const int row = tileRow + r, col = nt * BN + cc * 8;
-            if (row < rEnd && col < N) {
+            const int r = idx / (TN / 8), cc = idx % (TN / 8);
+            const int row = tileRow + r, col = nt * TN + cc * 8;
+            if (row < rEnd && col < outN) {
               const uint4 v = ldShared128(myC + (cc / 8) * 8192 + r * 128 + (((cc % 8) ^ (r & 7)) << 4));
-              *reinterpret_cast<uint4*>(out + size_t(row) * N + col) = v;
+              *reinterpret_cast<uint4*>(out + size_t(row) * outN + col) = v;
             }
           }
         }
@@ -383,7 +423,7 @@ DeviceInfo deviceInfo(int device) {
 // Bands of m-tiles (decode()): 0 picks the default.
 constexpr int kDefaultBand = 8;
 
-template <int BN, int STAGES, bool TMA_STORE>
+template <int BN, int STAGES, bool TMA_STORE, bool SWIGLU>
 cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   using C = Cfg<BN, STAGES, TMA_STORE>;
   int device = 0;
@@ -393,21 +433,23 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   const size_t smem = C::smemBytes(p.S);
   if (info.sms <= 0 || smem > size_t(info.maxSmem)) return cudaErrorInvalidValue;
 
+  // With SWIGLU each stage's B is two boxes of BN/2 rows (gate, up) and out has N/2 columns.
+  const int outN = SWIGLU ? p.N / 2 : p.N;
   CUtensorMap mapA, mapB, mapC;
   const cuuint64_t dimsA[2] = {cuuint64_t(p.K), cuuint64_t(p.R)};
   const cuuint64_t stridesA[1] = {cuuint64_t(p.K) * 2};
   const cuuint32_t boxA[2] = {BK, BM};
   const cuuint64_t dimsB[3] = {cuuint64_t(p.K), cuuint64_t(p.N), cuuint64_t(p.E)};
   const cuuint64_t stridesB[2] = {cuuint64_t(p.K) * 2, cuuint64_t(p.K) * cuuint64_t(p.N) * 2};
-  const cuuint32_t boxB[3] = {BK, BN, 1};
-  const cuuint64_t dimsC[2] = {cuuint64_t(p.N), cuuint64_t(p.R)};
-  const cuuint64_t stridesC[1] = {cuuint64_t(p.N) * 2};
+  const cuuint32_t boxB[3] = {BK, SWIGLU ? BN / 2 : BN, 1};
+  const cuuint64_t dimsC[2] = {cuuint64_t(outN), cuuint64_t(p.R)};
+  const cuuint64_t stridesC[1] = {cuuint64_t(outN) * 2};
   const cuuint32_t boxC[2] = {64, 64};
   if (!encode(&mapA, p.a, 2, dimsA, stridesA, boxA) || !encode(&mapB, p.w, 3, dimsB, stridesB, boxB) ||
       !encode(&mapC, p.out, 2, dimsC, stridesC, boxC))
     return cudaErrorInvalidValue;
 
-  auto kernel = groupedGemmSm90Kernel<BN, STAGES, TMA_STORE>;
+  auto kernel = groupedGemmSm90Kernel<BN, STAGES, TMA_STORE, SWIGLU>;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const int band = p.bandM > 0 ? p.bandM : kDefaultBand;
@@ -416,14 +458,19 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t stream) {
+template <bool SWIGLU>
+cudaError_t launchConfigOf(int config, const GroupedGemmSm90Args& p, cudaStream_t stream) {
   switch (config) {
-    case 1: return launch<128, 6, false>(p, stream);
-    case 2: return launch<256, 4, false>(p, stream);
-    case 3: return launch<256, 3, true>(p, stream);
-    case 4: return launch<128, 5, true>(p, stream);
+    case 1: return launch<128, 6, false, SWIGLU>(p, stream);
+    case 2: return launch<256, 4, false, SWIGLU>(p, stream);
+    case 3: return launch<256, 3, true, SWIGLU>(p, stream);
+    case 4: return launch<128, 5, true, SWIGLU>(p, stream);
     default: return cudaErrorInvalidValue;
   }
+}
+
+cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t stream) {
+  return p.swiglu ? launchConfigOf<true>(config, p, stream) : launchConfigOf<false>(config, p, stream);
 }
 
 // Auto: the rows per expert on average are R / E (R is the allocation, known on the host without a
@@ -453,7 +500,7 @@ bool groupedGemmSm90Supported(int device) {
 
 bool groupedGemmSm90Takes(const GroupedGemmSm90Args& p) {
   auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
-  return p.K > 0 && p.K % 8 == 0 && p.N > 0 && p.N % 8 == 0 && p.E >= 1 && p.S >= 1 && p.R >= 1 &&
+  return p.K > 0 && p.K % 8 == 0 && p.N > 0 && p.N % (p.swiglu ? 16 : 8) == 0 && p.E >= 1 && p.S >= 1 && p.R >= 1 &&
          p.R <= (int64_t(1) << 31) - 1 - BM && p.offsets && aligned(p.a) && aligned(p.w) && aligned(p.out) &&
          Cfg<128, 6, false>::smemBytes(p.S) <= 227 * 1024;
 }

@@ -7,6 +7,12 @@
 //
 // bf16 in, fp32 accumulation, bf16 out. Any rows per segment, 0 included. Rows of `out` outside every
 // segment (past offsets[S]) are not written.
+//
+// With `swiglu` the expert FFN's activation is fused in: w is the gate/up weight [E, N, K], N = 2I (rows
+// [0, I) of each expert the gate projection, [I, 2I) the up projection), and out[r, c] for c < I is
+// swiglu(gate, up) = g / (1 + exp(-g)) * u with g, u the bf16-rounded products of rows c and I + c: bit
+// for bit this GEMM into gateUp [R, 2I] (same config; auto picks the same for both) followed by the
+// engine's swiglu kernel.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +24,7 @@ namespace eps::cuda {
 struct GroupedGemmSm90Args {
   const void* a;           // [R, K] bf16, row-major, 16-byte aligned
   const void* w;           // [E, N, K] bf16, row-major (each expert's weight K-major), 16-byte aligned
-  void* out;               // [R, N] bf16, row-major
+  void* out;               // [R, N] bf16, row-major ([R, N/2] with swiglu)
   const int32_t* offsets;  // DEVICE memory, [S+1]: segment s is rows [offsets[s], offsets[s+1]) and uses
                            // expert s % E; non-decreasing, offsets[0] >= 0 (values are clamped to [0, R])
   int64_t R;               // rows allocated in a and out (a bound, not the row count: that is on the device)
@@ -28,15 +34,17 @@ struct GroupedGemmSm90Args {
                            // from registers); 3: 128x256, 3 stages, 4: 128x128, 5 stages (both through
                            // shared memory and TMA stores, overlapping the next tile's mainloop)
   int bandM;               // tile order: m-tiles of a segment in bands of bandM (0: default 8)
+  bool swiglu;             // out = swiglu(gate, up) of w's two halves (above); needs N % 16 == 0
 };
 
 // Whether the kernel runs on `device`: compute capability 9.0 (H100/H200), the driver's tensor-map
 // entry point found, and this build holding its sm_90a code (EPS_GROUPED_GEMM_SM90A, cmake/cuda.cmake).
 bool groupedGemmSm90Supported(int device);
 
-// Shapes it takes: K % 8 == 0 and N % 8 == 0 (16-byte rows for TMA and the stores), K > 0, E >= 1,
-// S >= 1, S small enough that its tables fit shared memory (a few thousand). Returns
-// cudaErrorInvalidValue otherwise (the caller falls back to another kernel) and the launch's error else.
+// Shapes it takes: K % 8 == 0 and N % 8 == 0 (16-byte rows for TMA and the stores; with swiglu
+// N % 16 == 0, i.e. I % 8 == 0, for out's rows), K > 0, E >= 1, S >= 1, S small enough that its
+// tables fit shared memory (a few thousand). Returns cudaErrorInvalidValue otherwise (the caller falls
+// back to another kernel) and the launch's error else.
 bool groupedGemmSm90Takes(const GroupedGemmSm90Args& args);
 cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& args, cudaStream_t stream);
 

@@ -45,7 +45,7 @@ export const opTable = {
   },
   expert_matmul: {
     tensors: { out: 'float', a: 'float', w: 'float', segmentCounts: 'i32?' },
-    params: { kernel: ['grouped', 'dense', 'grouped_sm90'] },
+    params: { kernel: ['grouped', 'dense', 'grouped_sm90'], swiglu: 'boolean' },
     ints: { counts: 'optional' },
   },
   swiglu: {

@@ -120,6 +120,10 @@ export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tens
   op(s, 'matmul', { out, a, w, bias });
 }
 
+function isCountList(counts: readonly number[] | Tensor): counts is readonly number[] {
+  return Array.isArray(counts);
+}
+
 /**
  * Rows of a in segments of counts[s] rows; segment s gets out = a @ w[s % E]^T (counts.length a
  * multiple of E; sum = rows of a). The kernel choice changes speed, not the result (a kernel the
@@ -127,14 +131,21 @@ export function matmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, bias?: Tens
  * counts may be an i32 tensor on the device ([S]; sum <= rows of a, rows past it left unwritten):
  * grouped_sm90 then runs without the host ever seeing them; the other kernels read them to the host
  * first, which waits for the stream.
+ * swiglu: w is each expert's gate rows then its up rows ([E, 2I, K]) and out[R, I] gets
+ * silu(gate) * up of the product, as `swiglu` on it would give (grouped_sm90 in its epilogue, without
+ * writing the product; the other kernels through a scratch product and the swiglu kernel).
  */
-function isCountList(counts: readonly number[] | Tensor): counts is readonly number[] {
-  return Array.isArray(counts);
-}
-
-export function expertMatmul(s: Stream, out: Tensor, a: Tensor, w: Tensor, counts: readonly number[] | Tensor, kernel: ExpertKernel): void {
-  if (isCountList(counts)) op(s, 'expert_matmul', { out, a, w, counts, kernel });
-  else op(s, 'expert_matmul', { out, a, w, segmentCounts: counts, kernel });
+export function expertMatmul(
+  s: Stream,
+  out: Tensor,
+  a: Tensor,
+  w: Tensor,
+  counts: readonly number[] | Tensor,
+  kernel: ExpertKernel,
+  swiglu = false,
+): void {
+  if (isCountList(counts)) op(s, 'expert_matmul', { out, a, w, counts, kernel, swiglu });
+  else op(s, 'expert_matmul', { out, a, w, segmentCounts: counts, kernel, swiglu });
 }
 
 /** out[T,I] = silu(gateUp[:, :I]) * gateUp[:, I:]. */

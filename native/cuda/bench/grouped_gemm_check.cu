@@ -11,9 +11,15 @@
 //    rows (the timed shapes: first, middle and last row of every segment); pass: relative L2 <= 1e-2
 //    and no NaN. The output is poisoned (0xFFFF, a bf16 NaN) before each run: every valid row must be
 //    written, every row past the segments must keep the poison.
+//    Fused SwiGLU (args.swiglu), each config, on the cases with N = 2I, I % 8 == 0 (under --small one
+//    case): the unfused path (the GEMM into gateUp [R, 2I], then a copy of the engine's swiglu kernel)
+//    against the fused kernel into a poisoned [R, I]; pass: bit-identical in every row of the
+//    segments, every row past them still poisoned.
 // 2. Timing: expert shapes x balanced / Zipf loads, cudaEvent around each run, median of 20 after 3
 //    warm-ups, TFLOP/s = 2 * rows * N * K / t. The loads are written to --loads FILE for
-//    scripts/baselines/grouped_mm.py (torch._grouped_mm on the same counts).
+//    scripts/baselines/grouped_mm.py (torch._grouped_mm on the same counts). On the gate_up shapes also
+//    the unfused GEMM + swiglu kernel against the fused kernel (auto config; "SWIGLU" lines, checked
+//    bitwise too).
 // 3. With -DWITH_CUBLAS: the 8192^3 bf16 cublasGemmEx ceiling of the same run.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -32,6 +38,7 @@
 #endif
 
 #include "check_util.cuh"
+#include "dtype.cuh"
 #include "grouped_gemm_sm90.h"
 
 using eps::cuda::GroupedGemmSm90Args;
@@ -67,6 +74,44 @@ __global__ void countBad(const uint16_t* out, size_t total, size_t all, unsigned
   if (b1) atomicAdd(&bad[1], b1);
 }
 
+// The unfused path's second step: a copy of swigluBf16Kernel (native/cuda/kernels_elementwise.cu), out
+// [T, I] from gateUp [T, 2I], eight elements per thread. The fused epilogue must match it bit for bit.
+__global__ void swigluRefKernel(__nv_bfloat16* out, const __nv_bfloat16* gateUp, int64_t T, int64_t I) {
+  const int64_t nv = I / 8, n = T * nv;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = e / nv, c = e - t * nv;
+    float g[8], u[8], o[8];
+    eps::cuda::loadBf16x8(gateUp + t * 2 * I + c * 8, g);
+    eps::cuda::loadBf16x8(gateUp + t * 2 * I + I + c * 8, u);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    eps::cuda::storeBf16x8(out + t * I + c * 8, o);
+  }
+}
+
+// Launched as swigluOp launches swigluBf16Kernel.
+static void swigluRef(__nv_bfloat16* out, const __nv_bfloat16* gateUp, int64_t T, int64_t I) {
+  swigluRefKernel<<<eps::cuda::gridFor(T * I / 8, 256), 256>>>(out, gateUp, T, I);
+  CK(cudaGetLastError());
+}
+
+// res[0]: elements of n whose bits differ; res[1]: the largest |got - ref| among them as float bits
+// (non-negative floats order as their bits, and a NaN, e.g. unwritten poison, above them all).
+__global__ void compareBits(const uint16_t* got, const uint16_t* ref, size_t n, unsigned long long* res) {
+  unsigned long long count = 0;
+  unsigned maxBits = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    if (got[i] == ref[i]) continue;
+    ++count;
+    const float d = fabsf(__uint_as_float(uint32_t(got[i]) << 16) - __uint_as_float(uint32_t(ref[i]) << 16));
+    maxBits = max(maxBits, d != d ? 0x7FC00000u : __float_as_uint(d));
+  }
+  if (count) {
+    atomicAdd(&res[0], count);
+    atomicMax(&res[1], (unsigned long long)maxBits);
+  }
+}
+
 // ---- host helpers ------------------------------------------------------------------------------
 
 static float bf2f(uint16_t v) {
@@ -78,14 +123,25 @@ static float bf2f(uint16_t v) {
 
 struct Buffers {
   __nv_bfloat16 *a = nullptr, *w = nullptr, *out = nullptr;
+  __nv_bfloat16 *ref = nullptr, *fused = nullptr;  // SwiGLU outputs [R, I]: unfused path's, fused kernel's
   int* offsets = nullptr;
-  size_t aElems = 0, wElems = 0, outElems = 0;
+  size_t aElems = 0, wElems = 0, outElems = 0, swigluElems = 0;
   int offCap = 0;
   void ensure(size_t ae, size_t we, size_t oe, int offs) {
     if (ae > aElems) { if (a) CK(cudaFree(a)); CK(cudaMalloc(&a, ae * 2)); aElems = ae; }
     if (we > wElems) { if (w) CK(cudaFree(w)); CK(cudaMalloc(&w, we * 2)); wElems = we; }
     if (oe > outElems) { if (out) CK(cudaFree(out)); CK(cudaMalloc(&out, oe * 2)); outElems = oe; }
     if (offs > offCap) { if (offsets) CK(cudaFree(offsets)); CK(cudaMalloc(&offsets, offs * 4)); offCap = offs; }
+  }
+  void ensureSwiglu(size_t n) {
+    if (n <= swigluElems) return;
+    if (ref) {
+      CK(cudaFree(ref));
+      CK(cudaFree(fused));
+    }
+    CK(cudaMalloc(&ref, n * 2));
+    CK(cudaMalloc(&fused, n * 2));
+    swigluElems = n;
   }
 };
 
@@ -95,6 +151,7 @@ struct Case {
   std::vector<int> counts;  // S = counts.size(), segment s uses expert s % E
   int tail = 0;             // rows allocated past the segments (must keep the poison)
   bool fullCheck = true;    // reference over every row, else sampled rows
+  bool swiglu = false;      // also the fused SwiGLU with w as gate/up (N = 2I, I % 8 == 0)
 };
 
 // What is run: a config (grouped_gemm_sm90.h) and the m-tile band of the tile order.
@@ -220,15 +277,75 @@ static bool check(const Case& c, Buffers& b, int64_t total, int64_t R, Variant v
   return ok;
 }
 
-static double timeIt(const Case& c, Buffers& b, int64_t R, Variant v, int reps) {
-  const GroupedGemmSm90Args p = argsFor(c, b, R, v);
-  for (int i = 0; i < 3; ++i) CK(groupedGemmSm90(p, 0));
+static GroupedGemmSm90Args fusedArgsFor(const Case& c, Buffers& b, int64_t R, Variant v) {
+  GroupedGemmSm90Args p = argsFor(c, b, R, v);
+  p.out = b.fused;
+  p.swiglu = true;
+  return p;
+}
+
+struct SwigluCompare {
+  unsigned long long mismatches = 0, unwritten = 0, clobbered = 0;
+  float maxDiff = 0;
+  bool ok() const { return mismatches == 0 && unwritten == 0 && clobbered == 0; }
+};
+
+// The unfused path (the GEMM into gateUp = b.out, then swigluRef into b.ref over the segments' rows) and
+// the fused kernel into a poisoned b.fused, both with variant v, compared bitwise; the launch error if any.
+static cudaError_t compareSwiglu(const Case& c, Buffers& b, int64_t total, int64_t R, Variant v, SwigluCompare& res) {
+  const int I = c.N / 2;
+  b.ensureSwiglu(size_t(R) * I);
+  fillPoison<<<1024, 256>>>(reinterpret_cast<uint16_t*>(b.out), size_t(R) * c.N);
+  fillPoison<<<1024, 256>>>(reinterpret_cast<uint16_t*>(b.fused), size_t(R) * I);
+  CK(cudaGetLastError());
+  cudaError_t err = groupedGemmSm90(argsFor(c, b, R, v), 0);
+  if (err != cudaSuccess) return err;
+  swigluRef(b.ref, b.out, total, I);
+  err = groupedGemmSm90(fusedArgsFor(c, b, R, v), 0);
+  if (err != cudaSuccess) return err;
+  CK(cudaDeviceSynchronize());
+
+  unsigned long long* d;
+  CK(cudaMalloc(&d, 32));
+  CK(cudaMemset(d, 0, 32));
+  compareBits<<<1024, 256>>>(reinterpret_cast<const uint16_t*>(b.fused), reinterpret_cast<const uint16_t*>(b.ref),
+                             size_t(total) * I, d);
+  countBad<<<1024, 256>>>(reinterpret_cast<const uint16_t*>(b.fused), size_t(total) * I, size_t(R) * I, d + 2);
+  CK(cudaGetLastError());
+  unsigned long long h[4];
+  CK(cudaMemcpy(h, d, 32, cudaMemcpyDeviceToHost));
+  CK(cudaFree(d));
+  const uint32_t bits = uint32_t(h[1]);
+  memcpy(&res.maxDiff, &bits, 4);
+  res.mismatches = h[0], res.unwritten = h[2], res.clobbered = h[3];
+  return cudaSuccess;
+}
+
+// The fused SwiGLU of one config against the unfused path. Returns true when it passes.
+static bool checkSwiglu(const Case& c, Buffers& b, int64_t total, int64_t R, Variant v) {
+  const std::string tag = "swiglu " + c.tag;
+  SwigluCompare r;
+  const cudaError_t err = compareSwiglu(c, b, total, R, v, r);
+  if (err != cudaSuccess) {
+    printf("  %-34s %s: launch error %s  FAIL\n", tag.c_str(), v.name, cudaGetErrorString(err));
+    return false;
+  }
+  printf("  %-34s %-18s: rows %7lld mismatches %llu max_abs_diff %.3e unwritten %llu tail_clobbered %llu  %s\n",
+         tag.c_str(), v.name, (long long)total, r.mismatches, r.maxDiff, r.unwritten, r.clobbered,
+         r.ok() ? "PASS" : "FAIL");
+  return r.ok();
+}
+
+// Median of `reps` timed calls of launch() (after 3 warm-ups), in ms; an event between consecutive calls.
+template <class F>
+static double medianMs(F&& launch, int reps) {
+  for (int i = 0; i < 3; ++i) launch();
   CK(cudaDeviceSynchronize());
   std::vector<cudaEvent_t> ev(reps + 1);
   for (auto& e : ev) CK(cudaEventCreate(&e));
   CK(cudaEventRecord(ev[0]));
   for (int i = 0; i < reps; ++i) {
-    CK(groupedGemmSm90(p, 0));
+    launch();
     CK(cudaEventRecord(ev[i + 1]));
   }
   CK(cudaEventSynchronize(ev[reps]));
@@ -237,6 +354,11 @@ static double timeIt(const Case& c, Buffers& b, int64_t R, Variant v, int reps) 
   for (auto& e : ev) CK(cudaEventDestroy(e));
   std::sort(ms.begin(), ms.end());
   return ms[reps / 2];
+}
+
+static double timeIt(const Case& c, Buffers& b, int64_t R, Variant v, int reps) {
+  const GroupedGemmSm90Args p = argsFor(c, b, R, v);
+  return medianMs([&] { CK(groupedGemmSm90(p, 0)); }, reps);
 }
 
 // Zipf loads: expert i (in a fixed shuffled order) gets weight 1/(rank+1)^s; counts rounded down to
@@ -325,19 +447,27 @@ int main(int argc, char** argv) {
   int failures = 0;
 
   // ---- 1. correctness cases ----
+  // The fused SwiGLU is checked on the cases with swiglu set; under --small (compute-sanitizer) only on
+  // the I = 24 one (masked columns in every tile, TMA and masked row stores).
   std::vector<Case> cases;
-  cases.push_back({"ragged E8 N256 K512", 8, 256, 512, {0, 1, 127, 128, 129, 300, 5, 64}, 50});
+  cases.push_back({"ragged E8 N256 K512", 8, 256, 512, {0, 1, 127, 128, 129, 300, 5, 64}, 50, true, !small});
   {
     std::vector<int> c(16, 0);
     c[5] = 777;
-    cases.push_back({"one-expert E16 N512 K256", 16, 512, 256, c, 3});
+    cases.push_back({"one-expert E16 N512 K256", 16, 512, 256, c, 3, true, !small});
   }
-  cases.push_back({"all-empty E4 N128 K64", 4, 128, 64, {0, 0, 0, 0}, 10});
-  cases.push_back({"2 ranks S=2E E6 N392 K200", 6, 392, 200, {3, 0, 1, 130, 0, 257, 64, 1, 0, 0, 200, 2}, 7});
+  cases.push_back({"all-empty E4 N128 K64", 4, 128, 64, {0, 0, 0, 0}, 10, true, !small});
+  const std::vector<int> twoRanks = {3, 0, 1, 130, 0, 257, 64, 1, 0, 0, 200, 2};
+  cases.push_back({"2 ranks S=2E E6 N392 K200", 6, 392, 200, twoRanks, 7});
   cases.push_back({"tiny E1 N8 K8", 1, 8, 8, {1}, 0});
   cases.push_back({"E3 N24 K40 small rows", 3, 24, 40, {2, 0, 9}, 1});
-  if (!small) cases.push_back({"E2 N1024 K1024 big+tiny", 2, 1024, 1024, {4096 + 77, 3}, 0});
+  // For the fused SwiGLU: I = 24 (one partial n-tile: gate boxes reading up rows, up boxes past 2I), and
+  // I = 200 (the last n-tile partial for both tile widths).
+  cases.push_back({"S=2E E3 N48 K72 (I24)", 3, 48, 72, {2, 0, 9, 130, 65, 1}, 5, true, true});
   if (!small) {
+    cases.push_back({"2 ranks S=2E E6 N400 K200", 6, 400, 200, twoRanks, 7, true, true});
+    cases.push_back({"E2 N1024 K1024 big+tiny", 2, 1024, 1024, {4096 + 77, 3}, 0, true, true});
+    cases.push_back({"ragged E8 N1536 K2048 (I768)", 8, 1536, 2048, {0, 300, 1, 129, 64, 513, 77, 128}, 9, true, true});
     // Qwen3-like gate_up with ragged random counts (not multiples of 8), 0 and 1 included.
     std::vector<int> c(64);
     uint64_t st = 7;
@@ -346,24 +476,29 @@ int main(int argc, char** argv) {
       c[i] = int((st >> 33) % 97);
     }
     c[3] = 0, c[10] = 1, c[11] = 0, c[63] = 1;
-    cases.push_back({"ragged E64 N1536 K2048", 64, 1536, 2048, c, 5});
+    cases.push_back({"ragged E64 N1536 K2048", 64, 1536, 2048, c, 5, true, true});
   }
-  if (doCases) printf("correctness (rel L2 vs fp32-accumulating reference, poisoned output):\n");
+  if (doCases)
+    printf("correctness (rel L2 vs fp32-accumulating reference, poisoned output; swiglu: fused vs GEMM + swiglu "
+           "kernel, bitwise):\n");
   for (const Case& c : (doCases ? cases : std::vector<Case>{})) {
     int64_t R;
     const int64_t total = prepare(c, b, R);
     for (const Variant& v : kCheckVariants) failures += !check(c, b, total, R, v, nullptr);
+    if (c.swiglu)
+      for (const Variant& v : kCheckVariants) failures += !checkSwiglu(c, b, total, R, v);
   }
 
   // ---- 2. timed shapes ----
   struct Shape {
     const char* name;
     int E, N, K;
+    bool gateUp;  // N = 2I of an expert's gate/up projection: also timed with the fused SwiGLU
   };
-  const Shape shapes[] = {{"E80 N3072 K5120", 80, 3072, 5120},
-                          {"E64 N1536 K2048 (qwen3 gate_up)", 64, 1536, 2048},
-                          {"E64 N2048 K768 (qwen3 down)", 64, 2048, 768},
-                          {"E4 N28672 K4096", 4, 28672, 4096}};
+  const Shape shapes[] = {{"E80 N3072 K5120", 80, 3072, 5120, true},
+                          {"E64 N1536 K2048 (qwen3 gate_up)", 64, 1536, 2048, true},
+                          {"E64 N2048 K768 (qwen3 down)", 64, 2048, 768, false},
+                          {"E4 N28672 K4096", 4, 28672, 4096, true}};
   std::vector<int> Ms = {32, 64, 128, 256, 512, 1024, 2048, 4096};
   std::vector<int> zipfMs = {128, 512, 2048};
   if (quick) Ms = {128, 512}, zipfMs = {512};
@@ -374,6 +509,12 @@ int main(int argc, char** argv) {
     double rel;
   };
   std::vector<Row> table;
+  struct SwigluRow {
+    std::string tag;
+    double unfusedMs, swigluMs, fusedMs;
+    SwigluCompare cmp;
+  };
+  std::vector<SwigluRow> swigluTable;
   if (doTime) {
     printf("timing (median of 20, TFLOP/s on useful rows):\n");
     for (const Shape& sh : shapes) {
@@ -395,6 +536,19 @@ int main(int argc, char** argv) {
           row.tf[vi] = flops / (ms * 1e-3) / 1e12;
         }
         table.push_back(row);
+        if (sh.gateUp) {
+          // Auto config for both (they pick the same one): GEMM into gateUp + swiglu kernel vs fused.
+          const Variant v = kTimeVariants[0];
+          SwigluRow sr{c.tag, 0, 0, 0, {}};
+          CK(compareSwiglu(c, b, total, R, v, sr.cmp));
+          failures += !sr.cmp.ok();
+          const GroupedGemmSm90Args p = argsFor(c, b, R, v), f = fusedArgsFor(c, b, R, v);
+          const int I = sh.N / 2;
+          sr.swigluMs = medianMs([&] { swigluRef(b.ref, b.out, R, I); }, 20);
+          sr.unfusedMs = medianMs([&] { CK(groupedGemmSm90(p, 0)); swigluRef(b.ref, b.out, R, I); }, 20);
+          sr.fusedMs = medianMs([&] { CK(groupedGemmSm90(f, 0)); }, 20);
+          swigluTable.push_back(sr);
+        }
         if (loads) {
           fprintf(loads, "%s|%d %d %d", c.tag.c_str(), sh.E, sh.N, sh.K);
           for (int x : counts) fprintf(loads, " %d", x);
@@ -419,6 +573,14 @@ int main(int argc, char** argv) {
     for (int vi = 0; vi < kNumTime; ++vi) printf(" %.1f", r.tf[vi]), best = std::max(best, r.tf[vi]);
     printf(" | %.2e | %.1f%%\n", r.rel, ceiling > 0 ? 100.0 * best / ceiling : 0.0);
   }
+  if (!swigluTable.empty())
+    printf("\nSWIGLU fused epilogue, auto config, us (median of 20): unfused = GEMM into gateUp + swiglu kernel; "
+           "bitwise: fused vs unfused\n");
+  for (const SwigluRow& r : swigluTable)
+    printf("SWIGLU %-50s | unfused %9.1f (swiglu kernel %7.1f) | fused %9.1f | speedup %.3fx | mismatches %llu "
+           "max_abs_diff %.3e unwritten %llu tail_clobbered %llu  %s\n",
+           r.tag.c_str(), 1e3 * r.unfusedMs, 1e3 * r.swigluMs, 1e3 * r.fusedMs, r.unfusedMs / r.fusedMs,
+           r.cmp.mismatches, r.cmp.maxDiff, r.cmp.unwritten, r.cmp.clobbered, r.cmp.ok() ? "PASS" : "FAIL");
   printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASS", failures);
   return failures ? 1 : 0;
 }

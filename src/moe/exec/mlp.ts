@@ -16,15 +16,24 @@ export function swigluMlp(s: Stream, scope: TensorScope, actDtype: DType, w: Mlp
   ops.matmul(s, out, act, w.down);
 }
 
-/** The experts' SwiGLU FFN over rows in segments (segment i uses expert i % experts), as the dispatchers call it. */
+/**
+ * The experts' SwiGLU FFN over rows in segments (segment i uses expert i % experts), as the dispatchers call it.
+ * The gate/up product and its SwiGLU are one expert_matmul: grouped_sm90 applies the SwiGLU in its epilogue and
+ * never writes the [R, 2I] product (the other kernels go through scratch memory: the same cost as two ops).
+ * EPS_MOE_FUSED_SWIGLU=0 runs them as two ops, for measurement.
+ */
 export function expertFfn(scope: TensorScope, actDtype: DType): ExpertFfn {
   return (s, x, experts, segments, kernel, out) => {
     const R = x.shape[0];
     const I2 = experts.gateUp.shape[1];
-    const gateUp = scope.tensor(actDtype, [R, I2]);
-    ops.expertMatmul(s, gateUp, x, experts.gateUp, segments, kernel);
     const act = scope.tensor(actDtype, [R, I2 / 2]);
-    ops.swiglu(s, act, gateUp);
+    if (process.env.EPS_MOE_FUSED_SWIGLU === '0') {
+      const gateUp = scope.tensor(actDtype, [R, I2]);
+      ops.expertMatmul(s, gateUp, x, experts.gateUp, segments, kernel);
+      ops.swiglu(s, act, gateUp);
+    } else {
+      ops.expertMatmul(s, act, x, experts.gateUp, segments, kernel, true);
+    }
     ops.expertMatmul(s, out, act, experts.down, segments, kernel);
   };
 }
