@@ -119,6 +119,11 @@ void checkRmsnorm(Check& c) {
            shapeText(c.t(0).shape));
   }
   if (!(c.param(0) >= 0.0)) c.fail("eps must be >= 0; got " + numberText(c.param(0)));
+  // rmsnorm's residual: x += residual in place first, so out must be another tensor.
+  if (c.args.tensors.size() > 3 && c.present(3)) {
+    if (c.t(3).shape != c.t(1).shape) c.fail("residual must have x's shape (" + c.is(1) + "); got " + shapeText(c.t(3).shape));
+    if (c.t(0).data == c.t(1).data) c.fail("out must not be x when a residual is given (x keeps x + residual)");
+  }
 }
 
 void checkRope(Check& c) {
@@ -437,7 +442,7 @@ IntsSpec optionalInts(const char* name) { return {name, true}; }
 const std::vector<OpSpec>& opTable() {
   static const std::vector<OpSpec> table = {
       {"embedding", {flt("out"), flt("table"), i32("ids")}, {}, {optionalInts("hostIds")}, {{0, {}}}, checkEmbedding},
-      {"rmsnorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
+      {"rmsnorm", {flt("out"), flt("x"), flt("w"), optional(flt("residual"))}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
       {"layernorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
       {"rope", {flt("x"), i32("positions"), f32("invFreq"), optional(flt("normWeight"))}, {number("attentionScaling"), number("normEps")},
        {}, {{0, {}}}, checkRope},

@@ -18,7 +18,7 @@ test('a 2-rank cluster writes one trace with both ranks, measured and predicted'
     .traceEvents;
   const ops = events.filter((e) => e.ph === 'X');
   expect(new Set(ops.map((e) => e.pid))).toEqual(new Set([0, 1]));
-  for (const name of ['attention_block', 'input_norm', 'qkv_proj', 'qk_norm_rope', 'attention', 'o_proj_add', 'post_norm', 'router', 'count_sync', 'dispatch 0', 'ffn 0', 'combine 0', 'residual_add'])
+  for (const name of ['attention_block', 'input_norm', 'qkv_proj', 'qk_norm_rope', 'attention', 'o_proj', 'post_norm', 'router', 'count_sync', 'dispatch 0', 'ffn 0', 'combine 0', 'residual_add'])
     expect(ops.some((e) => e.name === name && e.cat === 'op')).toBe(true);
   // The attention core runs inside its block, and the block ends before the layer's router starts.
   const blocks = ops.filter((e) => e.name === 'attention_block');

@@ -189,6 +189,33 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     await expectClose(`rmsnorm ${dt} [${rows},${H}] in place`, x, bound(dt));
   });
 
+  // rmsnorm with a residual (x += residual, then the norm of the sum): x and out against the CPU, and on the GPU
+  // bit for bit against add then rmsnorm. Shapes: Qwen3's hidden 2048 (the warp kernel), 4096 and 8200 (the block
+  // kernel, and a row not a multiple of 8: the add kernel, then the scalar one), f32.
+  test.each([
+    ['bf16', 37, 2048],
+    ['bf16', 5, 4096],
+    ['bf16', 3, 8200],
+    ['bf16', 1, 1024],
+    ['f32', 5, 2049],
+  ] as const)('rmsnorm with residual %s, %d rows of %d', async (dt, rows, H) => {
+    const rng = new Rng(rows * 11 + H);
+    const values = rng.array(rows * H, -2, 2);
+    const [x, x2] = [floats(dt, [rows, H], values), floats(dt, [rows, H], values)];
+    const r = randomFloats(rng, dt, [rows, H], -2, 2);
+    const w = randomFloats(rng, dt, [H], 0.5, 1.5);
+    const [out, out2] = [floats(dt, [rows, H]), floats(dt, [rows, H])];
+    run((s, d) => {
+      ops.rmsnorm(s, out[d], x[d], w[d], 1e-6, r[d]);
+      ops.add(s, x2[d], x2[d], r[d]);
+      ops.rmsnorm(s, out2[d], x2[d], w[d], 1e-6);
+    });
+    await expectClose(`rmsnorm+residual ${dt} [${rows},${H}]: x`, x, bound(dt));
+    await expectClose(`rmsnorm+residual ${dt} [${rows},${H}]: out`, out, bound(dt));
+    expect(Array.from(await x.gpu.read(st.gpu))).toEqual(Array.from(await x2.gpu.read(st.gpu)));
+    expect(Array.from(await out.gpu.read(st.gpu))).toEqual(Array.from(await out2.gpu.read(st.gpu)));
+  });
+
   test.each([
     ['bf16', 37, 6144],
     ['bf16', 1000, 128],

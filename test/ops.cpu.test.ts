@@ -228,6 +228,18 @@ describe.each(storages)('ops on %s storage', (dtype) => {
     expectClose(await readFloats(x.t), ropeRef(normed, positions, invFreq.v, T, nh, hd, 1.1), dtype);
   });
 
+  test('rmsnorm with a residual: x += residual (rounded to the dtype), then the norm of the sum', async () => {
+    const rng = new Rng(13);
+    const x = randomFloats(rng, dtype, [4, 24], -3, 3);
+    const r = randomFloats(rng, dtype, [4, 24], -3, 3);
+    const w = randomFloats(rng, dtype, [24], 0.5, 1.5);
+    const out = empty(dtype, [4, 24]);
+    ops.rmsnorm(s, out, x.t, w.t, 1e-6, r.t);
+    const sum = x.v.map((v, i) => roundTo(dtype, v + r.v[i]));
+    expectClose(await readFloats(x.t), sum, dtype);
+    expectClose(await readFloats(out), rmsnormRef(sum, w.v, 1e-6), dtype);
+  });
+
   test('rmsnorm over rows, and in place per head (x viewed [T,nh,hd])', async () => {
     const rng = new Rng(11);
     const x = randomFloats(rng, dtype, [5, 37], -3, 3);
@@ -849,6 +861,19 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
       'rope normEps negative',
       () => () => ops.rope(s, f([2, 1, 4]), f([2], 'i32'), f([2]), 1, { weight: f([4]), eps: -1 }),
       /rope: normEps must be >= 0; got -1/,
+    ],
+    [
+      'rmsnorm residual not x\'s shape',
+      () => () => ops.rmsnorm(s, f([2, 4]), f([2, 4]), f([4]), 1e-6, f([4, 2])),
+      /rmsnorm: residual must have x's shape \(x is \[2,4\]\); got \[4,2\]/,
+    ],
+    [
+      'rmsnorm in place with a residual',
+      () => {
+        const x = f([2, 4]);
+        return () => ops.rmsnorm(s, x, x, f([4]), 1e-6, f([2, 4]));
+      },
+      /rmsnorm: out must not be x when a residual is given/,
     ],
     [
       'rope invFreq in bf16',

@@ -99,11 +99,27 @@ __global__ void rmsnormBlockKernel(FloatDst out, FloatSrc x, FloatSrc w, int64_t
   }
 }
 
+// With a residual (RES), x's 8 elements first become x + residual, rounded and stored back into x as the
+// add kernel (addBf16Kernel) does, and the norm reads the rounded sum: add then rmsnorm in one pass.
+template <bool RES>
+__device__ __forceinline__ void loadRow8(__nv_bfloat16* x, const __nv_bfloat16* res, int64_t at, float (&v)[8]) {
+  loadBf16x8(x + at, v);
+  if constexpr (RES) {
+    float r[8];
+    loadBf16x8(res + at, r);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] += r[e];
+    storeBf16x8(x + at, v);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = __bfloat162float(__float2bfloat16_rn(v[e]));
+  }
+}
+
 // bf16 rows whose length is a multiple of 8, 16-byte aligned: 16-byte loads and stores, and each
 // thread keeps its part of the row in registers between the sum of squares and the scaling.
-template <int VECS>  // 8-element vectors per lane: rows of up to 256 * VECS elements
-__global__ void rmsnormWarpBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* x, FloatSrc w, int64_t rows, int64_t H,
-                                      float eps) {
+template <int VECS, bool RES>  // 8-element vectors per lane: rows of up to 256 * VECS elements
+__global__ void rmsnormWarpBf16Kernel(__nv_bfloat16* out, __nv_bfloat16* x, const __nv_bfloat16* res, FloatSrc w,
+                                      int64_t rows, int64_t H, float eps) {
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -114,7 +130,7 @@ __global__ void rmsnormWarpBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* x
   for (int i = 0; i < VECS; ++i) {
     const int64_t c = lane + 32 * i;
     if (c < nv) {
-      loadBf16x8(x + row * H + c * 8, v[i]);
+      loadRow8<RES>(x, res, row * H + c * 8, v[i]);
 #pragma unroll
       for (int e = 0; e < 8; ++e) ss += v[i][e] * v[i][e];
     }
@@ -133,9 +149,9 @@ __global__ void rmsnormWarpBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* x
   }
 }
 
-template <int VECS>  // 8-element vectors per thread of a 256-thread block: rows up to 2048 * VECS
-__global__ void rmsnormBlockBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* x, FloatSrc w, int64_t rows,
-                                       int64_t H, float eps) {
+template <int VECS, bool RES>  // 8-element vectors per thread of a 256-thread block: rows up to 2048 * VECS
+__global__ void rmsnormBlockBf16Kernel(__nv_bfloat16* out, __nv_bfloat16* x, const __nv_bfloat16* res, FloatSrc w,
+                                       int64_t rows, int64_t H, float eps) {
   __shared__ float partial[32];
   const int64_t nv = H / 8;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -145,7 +161,7 @@ __global__ void rmsnormBlockBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* 
     for (int i = 0; i < VECS; ++i) {
       const int64_t c = threadIdx.x + int64_t(blockDim.x) * i;
       if (c < nv) {
-        loadBf16x8(x + row * H + c * 8, v[i]);
+        loadRow8<RES>(x, res, row * H + c * 8, v[i]);
 #pragma unroll
         for (int e = 0; e < 8; ++e) ss += v[i][e] * v[i][e];
       }
@@ -305,26 +321,37 @@ void gatherRowsOp(OpContext& c, const OpArgs& args) {
   launchGather(c, args.tensors[0], args.tensors[1], args.tensors[2], IndexCheck::GatherIdx);
 }
 
-// tensors: out[..,H], x[..,H], w[H]; params: eps
+// tensors: out[..,H], x[..,H], w[H], residual[..,H] (optional: x += residual first, in place); params: eps
 void rmsnormOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
   const TensorRef& x = args.tensors[1];
   const TensorRef& w = args.tensors[2];
+  const TensorRef* res = args.tensors.size() > 3 && args.tensors[3].present() ? &args.tensors[3] : nullptr;
   const int64_t H = w.numel();
   if (H == 0) return;
   const int64_t rows = x.numel() / H;
   if (rows == 0) return;
   const float eps = float(args.params[0]);
-  const bool vector = x.dtype == DType::BF16 && out.dtype == DType::BF16 && H % 8 == 0 && aligned16({x.data, out.data});
+  const bool vector = x.dtype == DType::BF16 && out.dtype == DType::BF16 && H % 8 == 0 && aligned16({x.data, out.data}) &&
+                      (!res || (res->dtype == DType::BF16 && aligned16({res->data})));
+  if (res && !vector) {
+    // The add op, then the norm: the same result in two passes.
+    OpArgs add;
+    add.name = "add";
+    add.tensors = {x, x, *res};
+    cudaKernels().at("add")(c, add);
+  }
+  auto* xw = x.as<__nv_bfloat16>();
+  const auto* rp = res && vector ? res->as<const __nv_bfloat16>() : nullptr;
   if (vector && H <= 2048) {
     const int warpsPerBlock = 8;
     const int64_t blocks = (rows + warpsPerBlock - 1) / warpsPerBlock;
-    rmsnormWarpBf16Kernel<8><<<unsigned(blocks), warpsPerBlock * 32, 0, c.cuda>>>(
-        out.as<__nv_bfloat16>(), x.as<const __nv_bfloat16>(), floatSrc(w), rows, H, eps);
+    auto kernel = rp ? rmsnormWarpBf16Kernel<8, true> : rmsnormWarpBf16Kernel<8, false>;
+    kernel<<<unsigned(blocks), warpsPerBlock * 32, 0, c.cuda>>>(out.as<__nv_bfloat16>(), xw, rp, floatSrc(w), rows, H, eps);
   } else if (vector && H <= 8192) {
     const unsigned blocks = unsigned(rows < 65535LL * 16 ? rows : 65535LL * 16);
-    rmsnormBlockBf16Kernel<4><<<blocks, 256, 0, c.cuda>>>(out.as<__nv_bfloat16>(), x.as<const __nv_bfloat16>(),
-                                                          floatSrc(w), rows, H, eps);
+    auto kernel = rp ? rmsnormBlockBf16Kernel<4, true> : rmsnormBlockBf16Kernel<4, false>;
+    kernel<<<blocks, 256, 0, c.cuda>>>(out.as<__nv_bfloat16>(), xw, rp, floatSrc(w), rows, H, eps);
   } else if (H <= 2048) {
     const int warpsPerBlock = 8;
     const int64_t blocks = (rows + warpsPerBlock - 1) / warpsPerBlock;

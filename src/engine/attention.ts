@@ -28,18 +28,18 @@ export interface AttentionContext {
   onSpan?: (span: OpSpan) => void;
 }
 
-/** x[T,H] += Attention(RMSNorm(x)). */
-export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor): void {
+/**
+ * Attention(Norm(x)) [T,H], for the caller to add into x (with the post-attention norm: forward.ts). With `residual`
+ * (the previous layer's MLP output), x += residual first, in the input norm's pass.
+ */
+export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor, residual?: Tensor): Tensor {
   const { stream: s, scope, spec } = ctx;
   const T = x.shape[0];
   const { numHeads: nq, numKvHeads: nkv, headDim: hd } = spec;
   const hn = scope.tensor(ctx.actDtype, x.shape);
   const tokens = { tokens: T };
-  traced(ctx.onSpan, s, 'input_norm', tokens, () => modelNorm(s, hn, x, w.inputNorm, spec));
-  if (w.mla) {
-    mlaAttention(ctx, w, hn, x);
-    return;
-  }
+  traced(ctx.onSpan, s, 'input_norm', tokens, () => modelNorm(s, hn, x, w.inputNorm, spec, residual));
+  if (w.mla) return mlaAttention(ctx, w, hn);
   const { q: wq, k: wk, v: wv } = w;
   if (!wq || !wk || !wv) throw new Error('attention: a layer without MLA needs q, k and v projections');
 
@@ -71,10 +71,8 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
     ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale),
   );
   const o = scope.tensor(ctx.actDtype, [T, spec.hiddenSize]);
-  traced(ctx.onSpan, s, 'o_proj_add', tokens, () => {
-    ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias);
-    ops.add(s, x, x, o);
-  });
+  traced(ctx.onSpan, s, 'o_proj', tokens, () => ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias));
+  return o;
 }
 
 /**
@@ -86,11 +84,11 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
  *   kv = kv_b_proj(rmsnorm(latent))                        [T, nq, nope + v]
  *   k[t, h] = [rope(kpe[t]) | kv[t, h, :nope]],  v[t, h] = kv[t, h, nope:]
  */
-function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor, x: Tensor): void {
+function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tensor {
   const { stream: s, scope, spec, actDtype } = ctx;
   const m = w.mla!;
   const mla = spec.mla!;
-  const T = x.shape[0];
+  const T = hn.shape[0];
   const nq = spec.numHeads;
   const rope = mla.qkRopeHeadDim;
   const nope = mla.qkNopeHeadDim;
@@ -129,8 +127,6 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor, x: Ten
     ops.attention(s, attn, q3, k.reshape([T, nq, qk]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale),
   );
   const o = scope.tensor(actDtype, [T, spec.hiddenSize]);
-  traced(ctx.onSpan, s, 'o_proj_add', { tokens: T }, () => {
-    ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias);
-    ops.add(s, x, x, o);
-  });
+  traced(ctx.onSpan, s, 'o_proj', { tokens: T }, () => ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias));
+  return o;
 }

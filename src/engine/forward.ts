@@ -144,18 +144,29 @@ export class ModelRunner {
       // Debug: per layer, non-finite values of each token's MLP output, read after the step (no extra host sync).
       const layerChecks: Tensor[] = [];
       const checkLayers = (options.checkLayers ?? this.options.checkLayers ?? false) && T > 0;
+      // A layer's MLP output is added into x by the next layer's input norm, in the norm's pass (native/ops.md
+      // rmsnorm's residual), so it outlives its layer: two buffers, in turn.
+      const mlpOuts = [0, 1].map(() => scope.tensor(this.actDtype, [T, spec.hiddenSize]));
+      let pending: Tensor | undefined;
+      const spanOf = (i: number) => (options.trace ? (span: OpSpan) => spans.push({ layer: i, span }) : undefined);
       for (const [i, w] of weights.layers.entries()) {
         // Temporaries of one layer; ops keep what they read alive until they have run.
         const ls = new TensorScope(this.device);
         try {
-          const onSpan = options.trace ? (span: OpSpan) => spans.push({ layer: i, span }) : undefined;
           const check = checkLayers ? scope.tensor('i32', [T]) : undefined;
           if (check) layerChecks.push(check);
-          const plan = await this.layer(ls, w, x, layout, onSpan, check, (st) => layerStats.push(st));
+          const mlpOut = mlpOuts[i % 2];
+          const plan = await this.layer(ls, w, x, pending, mlpOut, layout, spanOf(i), check, (st) => layerStats.push(st));
+          pending = mlpOut;
           if (plan) plans.push(plan);
         } finally {
           ls.dispose();
         }
+      }
+      // The last layer's MLP output: no norm follows it before the final one (over the picked rows only).
+      if (T > 0 && pending) {
+        const last = pending;
+        traced(spanOf(weights.layers.length - 1), s, 'residual_add', { tokens: T }, () => ops.add(s, x, x, last));
       }
       const { logits, bad } =
         T > 0 ? await this.logits(s, scope, x, packed.cuSeqlens, options.allLogits ?? false) : { logits: [], bad: [] };
@@ -175,10 +186,16 @@ export class ModelRunner {
     }
   }
 
+  /**
+   * One layer: x += residual (the previous layer's MLP output, if any) + attention, then mlpOut = the MLP's output
+   * (MoE or dense), which the caller adds into x (the next layer's input norm does, in its pass).
+   */
   private async layer(
     scope: TensorScope,
     w: LayerWeights,
     x: Tensor,
+    residual: Tensor | undefined,
+    mlpOut: Tensor,
     layout: StepLayout | undefined,
     onSpan: ((span: OpSpan) => void) | undefined,
     check?: Tensor,
@@ -187,18 +204,20 @@ export class ModelRunner {
     const { spec, weights } = this;
     const s = this.compute;
     const T = x.shape[0];
+    let attnOut: Tensor | undefined;
     if (layout) {
       const span = openSpan(onSpan, s);
-      attentionBlock(
+      attnOut = attentionBlock(
         { stream: s, scope, spec, actDtype: this.actDtype, layout, invFreq: weights.invFreq, attentionScaling: weights.attentionScaling, onSpan },
         w,
         x,
+        residual,
       );
       span?.end('compute', 'attention_block', { tokens: T });
     }
     const hn = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
-    const mlpOut = scope.tensor(this.actDtype, [T, spec.hiddenSize]);
-    if (T > 0) traced(onSpan, s, 'post_norm', { tokens: T }, () => modelNorm(s, hn, x, w.postNorm, spec));
+    // x += attention output, in the post-attention norm's pass.
+    if (T > 0) traced(onSpan, s, 'post_norm', { tokens: T }, () => modelNorm(s, hn, x, w.postNorm, spec, attnOut));
     let plan: MoePlan | undefined;
     if (w.mlp.kind === 'moe') {
       plan = await moeLayer(
@@ -226,7 +245,6 @@ export class ModelRunner {
       span?.end('compute', 'dense_mlp', { tokens: T });
     }
     if (check) ops.countNonfinite(s, check, mlpOut);
-    if (T > 0) traced(onSpan, s, 'residual_add', { tokens: T }, () => ops.add(s, x, x, mlpOut));
     return plan;
   }
 

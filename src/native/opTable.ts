@@ -19,7 +19,7 @@ export const opTable = {
     ints: { hostIds: 'optional' },
   },
   rmsnorm: {
-    tensors: { out: 'float', x: 'float', w: 'float' },
+    tensors: { out: 'float', x: 'float', w: 'float', residual: 'float?' },
     params: { eps: 'number' },
     ints: {},
   },

@@ -67,9 +67,13 @@ export function embedding(s: Stream, out: Tensor, table: Tensor, ids: Tensor, ho
   op(s, 'embedding', { out, table, ids, hostIds });
 }
 
-/** out = x / sqrt(mean(x^2) + eps) * w over rows of w.numel; out may be x. */
-export function rmsnorm(s: Stream, out: Tensor, x: Tensor, w: Tensor, eps: number): void {
-  op(s, 'rmsnorm', { out, x, w, eps });
+/**
+ * out = x / sqrt(mean(x^2) + eps) * w over rows of w.numel; out may be x. With `residual` (x's shape), x += residual
+ * first, in place (as `add` would), and the norm reads the sum: the pre-norm residual stream's add and norm in one
+ * pass; out must then be another tensor.
+ */
+export function rmsnorm(s: Stream, out: Tensor, x: Tensor, w: Tensor, eps: number, residual?: Tensor): void {
+  op(s, 'rmsnorm', { out, x, w, residual, eps });
 }
 
 /** out = (x - mean(x)) / sqrt(var(x) + eps) * w over rows of w.numel (LayerNorm without bias); out may be x. */
