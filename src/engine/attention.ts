@@ -95,38 +95,47 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tenso
   const qk = rope + nope;
   const vd = mla.vHeadDim;
   const r = mla.kvLoraRank;
+  const tokens = { tokens: T };
   const q = scope.tensor(actDtype, [T, nq * qk]);
-  if (m.q) {
-    ops.matmul(s, q, hn, m.q);
-  } else {
-    const qa = scope.tensor(actDtype, [T, mla.qLoraRank!]);
-    ops.matmul(s, qa, hn, m.qA!, m.qABias);
-    ops.rmsnorm(s, qa, qa, m.qANorm!, 1e-6);
-    ops.matmul(s, q, qa, m.qB!);
-  }
   const kva = scope.tensor(actDtype, [T, r + rope]);
-  ops.matmul(s, kva, hn, m.kvA, m.kvABias);
   const latent = scope.tensor(actDtype, [T, r]);
-  ops.copyCols(s, latent, kva, 0, 0, r);
-  ops.rmsnorm(s, latent, latent, m.kvANorm, 1e-6);
   const kpe = scope.tensor(actDtype, [T, rope]);
-  ops.copyCols(s, kpe, kva, 0, r, rope);
-  const q3 = q.reshape([T, nq, qk]);
-  ops.rope(s, q3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
-  ops.rope(s, kpe.reshape([T, 1, rope]), ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
   const kv = scope.tensor(actDtype, [T * nq, nope + vd]);
-  ops.matmul(s, kv.reshape([T, nq * (nope + vd)]), latent, m.kvB);
+  // The spans match the other families' where the work matches: projections (here with the latent's norm and the
+  // expansion from it), rotary, then the per-head keys and values assembled for the attention op.
+  traced(ctx.onSpan, s, 'qkv_proj', tokens, () => {
+    if (m.q) {
+      ops.matmul(s, q, hn, m.q);
+    } else {
+      const qa = scope.tensor(actDtype, [T, mla.qLoraRank!]);
+      ops.matmul(s, qa, hn, m.qA!, m.qABias);
+      ops.rmsnorm(s, qa, qa, m.qANorm!, 1e-6);
+      ops.matmul(s, q, qa, m.qB!);
+    }
+    ops.matmul(s, kva, hn, m.kvA, m.kvABias);
+    ops.copyCols(s, latent, kva, 0, 0, r);
+    ops.rmsnorm(s, latent, latent, m.kvANorm, 1e-6);
+    ops.copyCols(s, kpe, kva, 0, r, rope);
+    ops.matmul(s, kv.reshape([T, nq * (nope + vd)]), latent, m.kvB);
+  });
+  const q3 = q.reshape([T, nq, qk]);
+  traced(ctx.onSpan, s, 'qk_norm_rope', tokens, () => {
+    ops.rope(s, q3, ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+    ops.rope(s, kpe.reshape([T, 1, rope]), ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
+  });
   const k = scope.tensor(actDtype, [T * nq, qk]);
-  ops.copyCols(s, k, kpe, 0, 0, rope, nq);
-  ops.copyCols(s, k, kv, rope, 0, nope);
   const v = scope.tensor(actDtype, [T * nq, vd]);
-  ops.copyCols(s, v, kv, 0, nope, vd);
+  traced(ctx.onSpan, s, 'kv_assemble', tokens, () => {
+    ops.copyCols(s, k, kpe, 0, 0, rope, nq);
+    ops.copyCols(s, k, kv, rope, 0, nope);
+    ops.copyCols(s, v, kv, 0, nope, vd);
+  });
   const attn = scope.tensor(actDtype, [T, nq, vd]);
   const scale = spec.softmaxScale ?? 1 / Math.sqrt(qk);
   traced(ctx.onSpan, s, 'attention', { tokens: T, heads: nq }, () =>
     ops.attention(s, attn, q3, k.reshape([T, nq, qk]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale),
   );
   const o = scope.tensor(actDtype, [T, spec.hiddenSize]);
-  traced(ctx.onSpan, s, 'o_proj', { tokens: T }, () => ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias));
+  traced(ctx.onSpan, s, 'o_proj', tokens, () => ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias));
   return o;
 }
