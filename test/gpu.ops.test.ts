@@ -79,6 +79,11 @@ function ints(shape: number[], values?: readonly number[]): Twin {
   return twinOfBytes('i32', shape, v);
 }
 
+/** The rope's inverse frequencies for 2 * half rotary dims (theta 10000), as an f32 twin. */
+function ropeInvFreq(half: number): Twin {
+  return floats('f32', [half], Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))));
+}
+
 /** Enqueues the same op on both backends. */
 function run(fn: (s: Stream, side: Side) => void): void {
   for (const side of SIDES) fn(st[side], side);
@@ -259,11 +264,7 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     const rng = new Rng(T + nh + hd);
     const x = randomFloats(rng, dt, [T, nh, hd]);
     const positions = ints([T], rng.ints(T, 0, 8192));
-    const invFreq = floats(
-      'f32',
-      [half],
-      Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))),
-    );
+    const invFreq = ropeInvFreq(half);
     run((s, d) => ops.rope(s, x[d], positions[d], invFreq[d], 1.0));
     await expectClose(`rope ${dt} [${T},${nh},${hd}] rd=${2 * half}`, x, dt === 'f32' ? 1e-5 : 1e-2);
   });
@@ -288,11 +289,7 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     const twoPass = floats(dt, [T, nh, hd], values);
     const w = randomFloats(rng, dt, [hd], 0.5, 1.5);
     const positions = ints([T], rng.ints(T, 0, 8192));
-    const invFreq = floats(
-      'f32',
-      [half],
-      Array.from({ length: half }, (_, i) => 1 / 10000 ** ((2 * i) / (2 * half))),
-    );
+    const invFreq = ropeInvFreq(half);
     run((s, d) => {
       ops.rope(s, x[d], positions[d], invFreq[d], 1.25, { weight: w[d], eps: 1e-6 });
       const heads = twoPass[d].reshape([T * nh, hd]);
