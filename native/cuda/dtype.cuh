@@ -83,6 +83,12 @@ __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// silu(g) * u for the bf16 SwiGLU paths, which must agree to the bit: the swiglu op's vector kernel
+// (kernels_elementwise.cu) and grouped_sm90's SwiGLU epilogue (grouped_gemm_sm90.cu) both call this. The fast exp
+// and division (about 2 ulp in fp32, far below bf16's rounding of the result) keep the epilogue short while the
+// tensor cores wait on it.
+__device__ __forceinline__ float swigluValue(float g, float u) { return __fdividef(g, 1.0f + __expf(-g)) * u; }
+
 // Whether every pointer is 16-byte aligned (host side, before choosing a vector kernel).
 inline bool aligned16(std::initializer_list<const void*> ps) {
   for (const void* p : ps)

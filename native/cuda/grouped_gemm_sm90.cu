@@ -37,9 +37,11 @@
 //     zero-filled by TMA; both only feed masked columns (past I). Why this split: gate and up of an
 //     output meet in one thread (no exchange through shared memory or between CTAs), and the tiles and
 //     mainloop are the plain GEMM's (ceil(I/TN) n-tiles); what is saved is gateUp's store and the swiglu
-//     kernel's round trip through HBM, for an expf and a division per output in the epilogue.
+//     kernel's round trip through HBM, for an exp and a division per output in the epilogue (the fast ones:
+//     dtype.cuh's swigluValue).
 #include "grouped_gemm_sm90.h"
 #include "sm90.cuh"
+#include "dtype.cuh"
 
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -128,15 +130,11 @@ __device__ __forceinline__ void wgmmaTile(float* d, uint64_t descA, uint64_t des
   else wgmma_m64n256k16(d, descA, descB, scaleD);
 }
 
-// One SwiGLU output from its gate and up accumulators, bit for bit what the unfused path computes: the
-// GEMM rounds both to bf16 (gateUp [R, 2I]), then swigluBf16Kernel (native/cuda/kernels_elementwise.cu)
-// evaluates exactly this expression in fp32; the caller rounds the result to bf16 (nearest) on store as
-// that kernel does. Keep the two in step: the same operations in the same order, expf (not __expf), and
-// neither file built with fast-math.
+// One SwiGLU output from its gate and up accumulators, bit for bit what the unfused path computes: the GEMM
+// rounds both to bf16 (gateUp [R, 2I]), then the swiglu op's vector kernel applies swigluValue (dtype.cuh) to
+// them; the caller rounds the result to bf16 (nearest) on store as that kernel does.
 __device__ __forceinline__ float swigluOf(float gateAcc, float upAcc) {
-  const float g = __bfloat162float(__float2bfloat16_rn(gateAcc));
-  const float u = __bfloat162float(__float2bfloat16_rn(upAcc));
-  return g / (1.0f + expf(-g)) * u;
+  return swigluValue(__bfloat162float(__float2bfloat16_rn(gateAcc)), __bfloat162float(__float2bfloat16_rn(upAcc)));
 }
 
 // ---- the kernel -------------------------------------------------------------------------------

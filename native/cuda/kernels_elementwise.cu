@@ -219,7 +219,7 @@ __global__ void swigluBf16Kernel(__nv_bfloat16* out, const __nv_bfloat16* gateUp
     loadBf16x8(gateUp + t * 2 * I + c * 8, g);
     loadBf16x8(gateUp + t * 2 * I + I + c * 8, u);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int i = 0; i < 8; ++i) o[i] = swigluValue(g[i], u[i]);
     storeBf16x8(out + t * I + c * 8, o);
   }
 }

@@ -84,7 +84,7 @@ __global__ void swigluRefKernel(__nv_bfloat16* out, const __nv_bfloat16* gateUp,
     eps::cuda::loadBf16x8(gateUp + t * 2 * I + c * 8, g);
     eps::cuda::loadBf16x8(gateUp + t * 2 * I + I + c * 8, u);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int i = 0; i < 8; ++i) o[i] = eps::cuda::swigluValue(g[i], u[i]);
     eps::cuda::storeBf16x8(out + t * I + c * 8, o);
   }
 }
