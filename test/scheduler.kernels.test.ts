@@ -75,6 +75,21 @@ describe('auto with the Hopper kernel in the model', () => {
   });
 });
 
+describe('the SwiGLU in grouped_sm90\'s epilogue', () => {
+  test('grouped_sm90 is predicted without the swiglu pass where it fuses it (bf16), the others with it', () => {
+    const model = syntheticModel({ world: 1, grouped: proportional(0.01), sm90: proportional(0.01) });
+    model.smallOps.swiglu = { fixedMs: 0.5, msPerRow: 0.001, width: I };
+    const shape = { hidden: H, expertIntermediate: I, sharedIntermediate: 0, topK: 2, dtypeBytes: 2 };
+    const costs = layerCosts(model, shape, 1);
+    const segments = [8, 0, 8, 4];
+    const swiglu = 0.5 + 20 * 0.001;
+    expect(costs.ffnMs('grouped', segments) - costs.ffnMs('grouped_sm90', segments)).toBeCloseTo(swiglu, 9);
+    // 4-byte elements: grouped_sm90 does not run (it takes bf16), so it is what it runs as, with the pass.
+    const f32 = layerCosts(model, { ...shape, dtypeBytes: 4 }, 1);
+    expect(f32.ffnMs('grouped_sm90', segments)).toBeCloseTo(f32.ffnMs('grouped', segments), 9);
+  });
+});
+
 describe('without the Hopper kernel in the model', () => {
   test('never offered, whatever the loads', () => {
     const model = syntheticModel({ world: 4, groupedPerRow: 0.0004, densePerRow: 0.0003, denseOverhead: 0.002, latencyMs: 0.01 });
