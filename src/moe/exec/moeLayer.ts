@@ -26,7 +26,7 @@ import type { Dispatcher, DispatchHandle } from './dispatcher';
 import { expertFfn, swigluMlp } from './mlp';
 import { PairsDispatcher, permuteEarly, type EarlyPermute } from './pairsDispatcher';
 import { Signal } from './signal';
-import { openSpan, traced } from './spans';
+import { openSpan, traced, type OpenSpan } from './spans';
 import type { MoeWeights } from './weights';
 
 export type { MoeLayerContext, MoeRouting } from './context';
@@ -76,9 +76,6 @@ export async function routedMoeLayer(
   const countsLength = M * E + (W > 0 ? M * W + W : 0);
   const countsDev = scope.tensor('i32', [countsLength]);
   let source: DedupSource | undefined;
-  // Traced: from the counts' kernel to the first op after the plan, on the compute stream. Its end is recorded
-  // once the host has read the counts and planned, so the span holds the GPU's idle wait on the host.
-  const syncSpan = openSpan(ctx.onSpan, cs);
   if (T > 0) ops.moeCount(cs, countsDev.rows(0, M * E).reshape([M, E]), topkIdx, microBounds);
   if (W > 0) {
     if (T > 0) ops.moeRankCount(cs, countsDev.rows(M * E, M * W).reshape([M, W]), topkIdx, rankOffsets(ctx.layout), microBounds);
@@ -98,6 +95,10 @@ export async function routedMoeLayer(
   const planFree =
     permuteFirst && schedule.kind === 'fixed' && schedule.kernel === 'grouped_sm90' && process.env.EPS_MOE_DEVICE_COUNTS !== '0';
   let early: EarlyPermute | undefined;
+  // Traced: on the compute stream, from after the work enqueued before the counts' read (early permute, shared
+  // expert, a lone rank's experts) to the first op after the plan. Its end is recorded once the host has read the
+  // counts, gathered every rank's and planned, so the span holds the GPU's idle wait on the host, and no more.
+  let syncSpan: OpenSpan | undefined;
   let counts: Int32Array = new Int32Array(countsLength);
   const syncStart = performance.now();
   if (T > 0) {
@@ -105,8 +106,10 @@ export async function routedMoeLayer(
     if (permuteFirst) early = permuteEarly(ctx, h, topkIdx, cs);
     if (sharedEarly) sharedExpert(ctx, w, h, out, cs, true);
     if (planFree) expertsOnDeviceCounts(ctx, w, early!, out, topkW, sharedEarly);
+    syncSpan = openSpan(ctx.onSpan, cs);
     counts = (await read) as Int32Array; // the layer's one host sync
   }
+  syncSpan ??= openSpan(ctx.onSpan, cs);
   const gathered = ctx.communicator.world > 1 ? await ctx.communicator.allGather(counts) : [counts];
   const microRows = gathered.map((c) => c.subarray(M * E, M * E + M * W));
   const rankCounts = gathered.map((c) => Array.from(c.subarray(M * E + M * W)));
