@@ -2,11 +2,13 @@
 # Nsight Compute on the kernels behind one span of a prefill step, in one device call. The preset's config, cut to
 # LAYERS layers, runs `launch` + `prefill` (scripts/gpu-prefill.sh) under ncu. ncu profiles the first COUNT kernels
 # whose names match KERNELS (a regex), in every process the launcher starts. For each it prints the duration, the DRAM
-# and SM throughput, and the achieved occupancy. The default KERNELS are those of a Qwen3 layer's qk_norm_rope span
-# (rmsnorm, rope): 634 us of a ~6 ms layer on an H100 in session 6 (BENCHMARKS.md), several times what its bytes need.
+# and SM throughput, and the achieved occupancy. The default KERNELS are those of a Qwen3 layer's router span (the
+# router's GEMM to fp32 logits, then the top-k kernel): 121-183 us of a ~5.7 ms layer on an H100 in sessions 6 and 7
+# (BENCHMARKS.md), several times what their work needs. (Session 6's suspect, qk_norm_rope at 634 us, was the
+# separate norm and rope passes: 163 us since they are one, session 7.)
 # Carry .gpu (../shared/gpu/bundle.sh) and dist (npm run build).
 #
-# usage: OUT=... [PRESET=qwen3-30b-a3b] [LAYERS=2] [KERNELS='rmsnorm|rope'] [COUNT=8] [LIMIT=240] bash scripts/gpu-profile-ops.sh
+# usage: OUT=... [PRESET=qwen3-30b-a3b] [LAYERS=2] [KERNELS='router|gemm|nvjet'] [COUNT=8] [LIMIT=240] bash scripts/gpu-profile-ops.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eps-profile}
@@ -16,7 +18,7 @@ source scripts/gpu-env.sh
 [ -f build/Release/eps_native.node ] || gpu_build "$OUT" "$T0"
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 rm -f "$OUT/ncu.csv"
-LAUNCH_PREFIX="$NCU --target-processes all -k regex:${KERNELS:-rmsnorm|rope} -c ${COUNT:-8} --section SpeedOfLight --section Occupancy --csv --log-file $OUT/ncu.csv" \
+LAUNCH_PREFIX="$NCU --target-processes all -k regex:${KERNELS:-router|gemm|nvjet} -c ${COUNT:-8} --section SpeedOfLight --section Occupancy --csv --log-file $OUT/ncu.csv" \
   OUT=$OUT/pf NO_TORCH=1 LOAD=${LOAD:-8x2048} LOAD_REPEAT=1 timeout "${LIMIT:-240}" bash scripts/gpu-prefill.sh "${PRESET:-qwen3-30b-a3b}:${LAYERS:-2}"
 echo "==== ncu ($(( $(date +%s) - T0 )) s): kernel, grid x block, duration, DRAM and SM throughput, achieved occupancy"
 python3 - "$OUT/ncu.csv" <<'PY'
