@@ -334,21 +334,23 @@ void rmsnormOp(OpContext& c, const OpArgs& args) {
   const float eps = float(args.params[0]);
   const bool vector = x.dtype == DType::BF16 && out.dtype == DType::BF16 && H % 8 == 0 && aligned16({x.data, out.data}) &&
                       (!res || (res->dtype == DType::BF16 && aligned16({res->data})));
-  if (res && !vector) {
-    // The add op, then the norm: the same result in two passes.
+  // The vector kernels take the residual in their pass (rows up to 8192); the others get the add op first, the same
+  // result in two passes.
+  const bool fused = vector && H <= 8192;
+  if (res && !fused) {
     OpArgs add;
     add.name = "add";
     add.tensors = {x, x, *res};
     cudaKernels().at("add")(c, add);
   }
   auto* xw = x.as<__nv_bfloat16>();
-  const auto* rp = res && vector ? res->as<const __nv_bfloat16>() : nullptr;
-  if (vector && H <= 2048) {
+  const auto* rp = res && fused ? res->as<const __nv_bfloat16>() : nullptr;
+  if (fused && H <= 2048) {
     const int warpsPerBlock = 8;
     const int64_t blocks = (rows + warpsPerBlock - 1) / warpsPerBlock;
     auto kernel = rp ? rmsnormWarpBf16Kernel<8, true> : rmsnormWarpBf16Kernel<8, false>;
     kernel<<<unsigned(blocks), warpsPerBlock * 32, 0, c.cuda>>>(out.as<__nv_bfloat16>(), xw, rp, floatSrc(w), rows, H, eps);
-  } else if (vector && H <= 8192) {
+  } else if (fused) {
     const unsigned blocks = unsigned(rows < 65535LL * 16 ? rows : 65535LL * 16);
     auto kernel = rp ? rmsnormBlockBf16Kernel<4, true> : rmsnormBlockBf16Kernel<4, false>;
     kernel<<<blocks, 256, 0, c.cuda>>>(out.as<__nv_bfloat16>(), xw, rp, floatSrc(w), rows, H, eps);
