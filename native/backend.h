@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace eps {
@@ -46,6 +47,12 @@ struct TensorRef {
   template <class T>
   T* as() const { return static_cast<T*>(data); }
 };
+
+// The same storage seen with another shape of as many elements or fewer (a leading rows view, heads as rows).
+inline TensorRef withShape(TensorRef t, std::vector<int64_t> shape) {
+  t.shape = std::move(shape);
+  return t;
+}
 
 // One op call. `keepAlive` holds the storages until the op has run (the CPU backend runs it later,
 // on the stream's thread).

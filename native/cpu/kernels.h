@@ -28,6 +28,15 @@ struct RegisterCpuKernel {
 };
 #define EPS_CPU_KERNEL(op, kernel) static const ::eps::cpu::RegisterCpuKernel registered_##kernel(op, kernel)
 
+// Runs another op's kernel from inside a kernel (an op defined as others in sequence: its CPU twin is them).
+inline void runCpuKernel(const char* op, std::vector<TensorRef> tensors, std::vector<double> params = {}) {
+  OpArgs args;
+  args.name = op;
+  args.tensors = std::move(tensors);
+  args.params = std::move(params);
+  cpuKernels().at(op)(args);
+}
+
 // Runs fn(i) for every i in [0, n) on the pool, handing tasks out one at a time as threads free up,
 // so that tasks of very different cost (GEMM tiles of experts with many and few rows, attention rows
 // of short and long sequences) still balance. Each thread runs one claiming loop.

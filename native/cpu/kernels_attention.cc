@@ -121,13 +121,8 @@ void attentionKernel(const OpArgs& args) {
 void ropeKernel(const OpArgs& args) {
   const TensorRef& x = args.tensors[0];
   if (args.tensors.size() > 3 && args.tensors[3].present()) {
-    OpArgs norm;
-    norm.name = "rmsnorm";
-    TensorRef heads = x;
-    heads.shape = {x.dim(0) * x.dim(1), x.dim(2)};
-    norm.tensors = {heads, heads, args.tensors[3]};
-    norm.params = {args.params[1]};
-    cpuKernels().at("rmsnorm")(norm);
+    const TensorRef heads = withShape(x, {x.dim(0) * x.dim(1), x.dim(2)});
+    runCpuKernel("rmsnorm", {heads, heads, args.tensors[3]}, {args.params[1]});
   }
   const int32_t* positions = args.tensors[1].as<const int32_t>();
   const float* invFreq = args.tensors[2].as<const float>();

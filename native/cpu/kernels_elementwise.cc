@@ -98,12 +98,7 @@ void normRows(const OpArgs& args, Normalize normalize) {
 
 // With the optional residual, x += residual first (the add kernel itself), then the norm reads the sum.
 void rmsnormKernel(const OpArgs& args) {
-  if (args.tensors.size() > 3 && args.tensors[3].present()) {
-    OpArgs add;
-    add.name = "add";
-    add.tensors = {args.tensors[1], args.tensors[1], args.tensors[3]};
-    cpuKernels().at("add")(add);
-  }
+  if (args.tensors.size() > 3 && args.tensors[3].present()) runCpuKernel("add", {args.tensors[1], args.tensors[1], args.tensors[3]});
   normRows(args, [](float* row, int64_t H) { return sumOfSquares(row, H); });
 }
 

@@ -162,7 +162,7 @@ void expertMatmulKernel(const OpArgs& args) {
   std::vector<uint8_t> scratch;
   TensorRef product = out;
   if (swiglu) {
-    product.shape = {a.dim(0), n};
+    product = withShape(out, {a.dim(0), n});
     scratch.resize(size_t(product.numel()) * dtypeSize(out.dtype));
     product.data = scratch.data();
   }
@@ -180,14 +180,7 @@ void expertMatmulKernel(const OpArgs& args) {
     row += count;
   }
   runGemm(p);
-  if (swiglu && row > 0) {
-    OpArgs act;
-    act.name = "swiglu";
-    TensorRef rowsOut = out, rowsIn = product;
-    rowsOut.shape[0] = rowsIn.shape[0] = row;
-    act.tensors = {rowsOut, rowsIn};
-    cpuKernels().at("swiglu")(act);
-  }
+  if (swiglu && row > 0) runCpuKernel("swiglu", {withShape(out, {row, n / 2}), withShape(product, {row, n})});
 }
 
 // The ops this file implements (contracts: native/ops.md).

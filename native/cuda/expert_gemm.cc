@@ -144,18 +144,14 @@ void swigluThroughScratch(OpContext& c, const OpArgs& args) {
   int64_t rows = 0;
   for (int64_t n : args.ints) rows += n;
   if (rows == 0) return;
+  const int64_t N = args.tensors[2].dim(1);
   OpArgs product = args;
   product.params[1] = 0.0;
   TensorRef& full = product.tensors[0];
-  full.shape = {args.tensors[1].dim(0), args.tensors[2].dim(1)};
+  full = withShape(out, {args.tensors[1].dim(0), N});
   full.data = c.scratch(size_t(full.numel()) * dtypeSize(full.dtype));
   expertMatmulOp(c, product);
-  OpArgs act;
-  act.name = "swiglu";
-  TensorRef rowsOut = out, rowsIn = full;
-  rowsOut.shape[0] = rowsIn.shape[0] = rows;
-  act.tensors = {rowsOut, rowsIn};
-  cudaKernels().at("swiglu")(c, act);
+  runCudaOp(c, "swiglu", {withShape(out, {rows, N / 2}), withShape(full, {rows, N})});
 }
 
 }  // namespace

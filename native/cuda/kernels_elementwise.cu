@@ -337,12 +337,7 @@ void rmsnormOp(OpContext& c, const OpArgs& args) {
   // The vector kernels take the residual in their pass (rows up to 8192); the others get the add op first, the same
   // result in two passes.
   const bool fused = vector && H <= 8192;
-  if (res && !fused) {
-    OpArgs add;
-    add.name = "add";
-    add.tensors = {x, x, *res};
-    cudaKernels().at("add")(c, add);
-  }
+  if (res && !fused) runCudaOp(c, "add", {x, x, *res});
   auto* xw = x.as<__nv_bfloat16>();
   const auto* rp = res && fused ? res->as<const __nv_bfloat16>() : nullptr;
   if (fused && H <= 2048) {

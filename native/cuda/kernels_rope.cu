@@ -153,13 +153,8 @@ void ropeOp(OpContext& c, const OpArgs& args) {
     return;
   }
   if (norm.present()) {
-    OpArgs rms;
-    rms.name = "rmsnorm";
-    TensorRef heads = x;
-    heads.shape = {T * nh, hd};
-    rms.tensors = {heads, heads, norm};
-    rms.params = {args.params[1]};
-    cudaKernels().at("rmsnorm")(c, rms);
+    const TensorRef heads = withShape(x, {T * nh, hd});
+    runCudaOp(c, "rmsnorm", {heads, heads, norm}, {args.params[1]});
   }
   if (half == 0) return;
   const int threads = 128;

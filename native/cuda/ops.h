@@ -47,6 +47,16 @@ struct RegisterCudaOp {
 };
 #define EPS_CUDA_OP(op, launcher) static const ::eps::cuda::RegisterCudaOp registered_##launcher(op, launcher)
 
+// Enqueues another op's launcher from inside a launcher (the shapes a fused kernel does not take run as the ops
+// it fuses).
+inline void runCudaOp(OpContext& c, const char* op, std::vector<TensorRef> tensors, std::vector<double> params = {}) {
+  OpArgs args;
+  args.name = op;
+  args.tensors = std::move(tensors);
+  args.params = std::move(params);
+  cudaKernels().at(op)(c, args);
+}
+
 // Helpers the GEMM code shares with the kernels (kernels_elementwise.cu): dst = src converting
 // dtype (n elements), and out[m, :] = bias for every row (broadcast, converting dtype).
 void convertFloats(cudaStream_t s, void* dst, DType dstType, const void* src, DType srcType, int64_t n);

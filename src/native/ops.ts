@@ -39,6 +39,11 @@ export function groupedSm90Takes(dtype: DType, n: number, k: number): boolean {
   return dtype === 'bf16' && n > 0 && k > 0 && n % 8 === 0 && k % 8 === 0;
 }
 
+/** Whether grouped_sm90, where it runs, applies expert_matmul's swiglu in its epilogue: it takes the shape and N % 16 == 0. */
+export function groupedSm90FusesSwiglu(dtype: DType, n: number, k: number): boolean {
+  return groupedSm90Takes(dtype, n, k) && n % 16 === 0;
+}
+
 /** A param value the table does not allow (an enum name it does not list), caught before the addon. */
 export class OpArgumentError extends Error {
   readonly code = 'EPS_INVALID_ARGUMENT';

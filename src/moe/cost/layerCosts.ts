@@ -1,7 +1,7 @@
 // The cost model applied to one layer shape: predicted ms of each op the executor enqueues, from the
 // row counts the scheduler sees. Kept per (model, shape) while the model lives, so that every layer of
 // a forward plans with the same object and its per-segment caches fill once.
-import { EXPERT_KERNELS, groupedSm90Takes, type ExpertKernel } from '../../native/ops';
+import { EXPERT_KERNELS, groupedSm90FusesSwiglu, type ExpertKernel } from '../../native/ops';
 import {
   type CostModel,
   gemmMs,
@@ -78,8 +78,8 @@ export class LayerCosts {
     const input = { ...shape };
     this.input = input;
     const { hidden: H, expertIntermediate: I } = input;
-    // Where grouped_sm90 runs it takes bf16 (2-byte elements) and fuses the SwiGLU when 2I % 16 == 0 (ops.md).
-    this.epilogueSwiglu = input.dtypeBytes === 2 && groupedSm90Takes('bf16', 2 * I, H) && (2 * I) % 16 === 0;
+    // grouped_sm90 takes bf16 only: 2-byte elements are taken to be bf16.
+    this.epilogueSwiglu = input.dtypeBytes === 2 && groupedSm90FusesSwiglu('bf16', 2 * I, H);
     const gateUp = gemmTable(model, 2 * I, H);
     const down = gemmTable(model, H, I);
     const inDown = tableKernels(down);
