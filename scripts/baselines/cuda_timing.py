@@ -15,3 +15,15 @@ def time_ms(torch, fn, reps, warmup=3):
         ev[i + 1].record()
     torch.cuda.synchronize()
     return statistics.median(ev[i].elapsed_time(ev[i + 1]) for i in range(reps))
+
+
+def time_rounds(torch, runs, rounds, reps):
+    """Times each of `runs` (name -> fn) once per round, the order rotating by one from round to round, so
+    that no side always runs first (on a power-capped GPU the clocks drift with the load): {name: [ms per
+    round]}. Each entry is time_ms's median of `reps` calls after 3 warm-ups."""
+    names = list(runs)
+    out = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            out[n].append(time_ms(torch, runs[n], reps))
+    return out

@@ -1,14 +1,27 @@
 #!/bin/bash
 # Build, check and time the sm_90a prefill attention kernel against torch SDPA (flash and cuDNN backends) in
 # one device call (issue 13).
-#   bash scripts/kernels/attention_sm90.sh [sanitize]
+#   bash scripts/kernels/attention_sm90.sh [sanitize] [vs-torch]
 # Writes $OUT/build.log, $OUT/sass.txt.gz, $OUT/check.log, $OUT/ours.json, $OUT/sdpa.txt; the merged table
-# (ours, flash, cuDNN, ratios) is printed last.
+# (ours, flash, cuDNN, ratios) is printed, then issue 13's acceptance table: ours and torch SDPA in one
+# process, timed in alternation (scripts/baselines/attention_interleaved.py, $OUT/interleaved.log).
+# vs-torch: only that last table (MODES=-1,3 times those schedules too; -1 = the default).
 set -o pipefail
 OUT=${OUT:-/tmp/attn-out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 BIN=/tmp/attn
+LIB=/tmp/libattn.so
+interleaved() {
+  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fPIC -shared -I native/cuda \
+    native/cuda/bench/attention_capi.cu native/cuda/attention_sm90.cu -o $LIB >"$OUT/lib-build.log" 2>&1 \
+    || { cat "$OUT/lib-build.log"; return 1; }
+  (cd scripts/baselines && timeout ${VS_LIMIT:-200} python3 attention_interleaved.py --lib $LIB --modes "${MODES:--1}") \
+    > "$OUT/interleaved.log" 2>&1; echo "interleaved rc=$?"
+  grep -E "^FAIL|rror" "$OUT/interleaved.log" | head -5
+  sed -n '/^case (TFLOP/,$p' "$OUT/interleaved.log"
+}
+for a in "$@"; do [ "$a" = vs-torch ] && { interleaved; exit; }; done
 nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -I native/cuda \
   native/cuda/bench/attention_sm90_check.cu native/cuda/attention_sm90.cu -o $BIN >"$OUT/build.log" 2>&1 \
   || { cat "$OUT/build.log"; exit 1; }
@@ -18,7 +31,7 @@ cuobjdump -sass $BIN > "$OUT/sass.txt" 2>/dev/null
 echo "HGMMA in SASS: $(grep -c HGMMA "$OUT/sass.txt"), local memory (LDL/STL): $(grep -cE 'LDL|STL' "$OUT/sass.txt")"
 gzip -f "$OUT/sass.txt"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-if [ "$1" = sanitize ]; then
+if [ "${1:-}" = sanitize ]; then
   timeout 60 compute-sanitizer --tool memcheck $BIN --small --no-time > "$OUT/sanitizer.log" 2>&1
   echo "sanitizer rc=$?"; grep -E "ERROR SUMMARY|FAIL|ALL PASS" "$OUT/sanitizer.log"
 fi
@@ -28,3 +41,4 @@ sed -n '/^case /,$p' "$OUT/check.log"
 timeout 120 python3 scripts/baselines/sdpa_attention.py --ours "$OUT/ours.json" --reps 10 --warmup 2 --json "$OUT/sdpa.json" \
   > "$OUT/sdpa.txt" 2> "$OUT/sdpa.err"; echo "sdpa rc=$?"; tail -3 "$OUT/sdpa.err"
 sed -n '/^## attention: eps-moe vs torch SDPA/,$p' "$OUT/sdpa.txt"
+interleaved

@@ -1,13 +1,26 @@
 #!/bin/bash
 # Build, check and time the sm_90a grouped GEMM against torch._grouped_mm in one device call (issue 12).
-#   bash scripts/kernels/grouped_gemm_sm90.sh [sanitize]
-# Writes $OUT/build.log, $OUT/ggc.log, $OUT/loads.txt, $OUT/torch.log; the merged table is printed last,
-# then the fused SwiGLU timings (SWIGLU lines of ggc.log).
+#   bash scripts/kernels/grouped_gemm_sm90.sh [sanitize] [vs-torch]
+# Writes $OUT/build.log, $OUT/ggc.log, $OUT/loads.txt, $OUT/torch.log; the merged table is printed, then the
+# fused SwiGLU timings (SWIGLU lines of ggc.log), then the acceptance table of issue 12: ours and torch in one
+# process, timed in alternation (scripts/baselines/grouped_mm_interleaved.py, $OUT/interleaved.log).
+# vs-torch: only that last table (CONFIGS=0,3,4 times those configs too; 0 = auto).
 set -o pipefail
 OUT=${OUT:-/tmp/ggc-out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 BIN=/tmp/ggc
+LIB=/tmp/libgg.so
+interleaved() {
+  nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fPIC -shared -I native/cuda \
+    native/cuda/bench/grouped_gemm_capi.cu native/cuda/grouped_gemm_sm90.cu -o $LIB >"$OUT/lib-build.log" 2>&1 \
+    || { cat "$OUT/lib-build.log"; return 1; }
+  (cd scripts/baselines && timeout ${VS_LIMIT:-240} python3 grouped_mm_interleaved.py --lib $LIB --configs "${CONFIGS:-0}") \
+    > "$OUT/interleaved.log" 2>&1; echo "interleaved rc=$?"
+  grep -E "^FAIL|rror" "$OUT/interleaved.log" | head -5
+  sed -n '/^shape \/ load/,$p' "$OUT/interleaved.log"
+}
+for a in "$@"; do [ "$a" = vs-torch ] && { interleaved; exit; }; done
 nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -DWITH_CUBLAS -I native/cuda \
   native/cuda/bench/grouped_gemm_check.cu native/cuda/grouped_gemm_sm90.cu -lcublas -o $BIN >"$OUT/build.log" 2>&1 \
   || { cat "$OUT/build.log"; exit 1; }
@@ -20,7 +33,7 @@ grep -iE "warning" "$OUT/build.log" | head -5
 echo "HGMMA in SASS: $(cuobjdump -sass $BIN | grep -c HGMMA)"
 cuobjdump -sass $BIN > "$OUT/sass.txt" 2>/dev/null; gzip -f "$OUT/sass.txt"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-if [ "$1" = sanitize ]; then
+if [ "${1:-}" = sanitize ]; then
   timeout 100 compute-sanitizer --tool memcheck $BIN --no-time --small > "$OUT/sanitizer.log" 2>&1; echo "sanitizer rc=$?"; grep -E "ERROR SUMMARY|FAIL|ALL PASS" "$OUT/sanitizer.log"
 fi
 timeout 60 $BIN --no-time > "$OUT/cases.log" 2>&1; echo "cases rc=$?"; grep -E "FAIL|error|ALL PASS" "$OUT/cases.log" | head -20
@@ -33,3 +46,4 @@ PYTHONUNBUFFERED=1 timeout 150 python3 scripts/baselines/grouped_mm.py --loads "
 grep -E "error|CEILING" "$OUT/torch.log" | head -8
 sed -n '/^shape \/ load/,$p' "$OUT/torch.log"
 grep -E "^SWIGLU" "$OUT/ggc.log"
+interleaved
