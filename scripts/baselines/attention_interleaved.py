@@ -49,12 +49,14 @@ def parse_case(spec):
 def sdpa_call(backend, q, k, v, nq, nkv, scale):
     """A no-argument call of SDPA under `backend` on [1, H, S, D] views, or (None, reason) when it refuses."""
     views = [x.unsqueeze(0).transpose(1, 2) for x in (q, k, v)]
-    tries = [(views, nq != nkv, None)]
-    if nq != nkv:
-        rep = [views[0]] + [x.repeat_interleave(nq // nkv, dim=1) for x in views[1:]]
-        tries.append((rep, False, f"kv heads repeated to {nq}"))
+
+    def tries():
+        yield views, nq != nkv, None
+        if nq != nkv:  # made only when enable_gqa was refused
+            yield [views[0]] + [x.repeat_interleave(nq // nkv, dim=1) for x in views[1:]], False, \
+                f"kv heads repeated to {nq}"
     why = None
-    for args, gqa, note in tries:
+    for args, gqa, note in tries():
         def call(args=args, gqa=gqa):
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(*args, is_causal=True, scale=scale, enable_gqa=gqa)

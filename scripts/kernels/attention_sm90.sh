@@ -11,16 +11,8 @@ OUT=${OUT:-/tmp/attn-out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 BIN=/tmp/attn
-LIB=/tmp/libattn.so
-interleaved() {
-  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fPIC -shared -I native/cuda \
-    native/cuda/bench/attention_capi.cu native/cuda/attention_sm90.cu -o $LIB >"$OUT/lib-build.log" 2>&1 \
-    || { cat "$OUT/lib-build.log"; return 1; }
-  (cd scripts/baselines && timeout ${VS_LIMIT:-200} python3 attention_interleaved.py --lib $LIB --modes "${MODES:--1}") \
-    > "$OUT/interleaved.log" 2>&1; echo "interleaved rc=$?"
-  grep -E "^FAIL|rror" "$OUT/interleaved.log" | head -5
-  sed -n '/^case (TFLOP/,$p' "$OUT/interleaved.log"
-}
+source scripts/kernels/vs_torch.sh
+interleaved() { vs_torch attention_capi.cu attention_sm90.cu /tmp/libattn.so attention_interleaved.py --modes "${MODES:--1}"; }
 for a in "$@"; do [ "$a" = vs-torch ] && { interleaved; exit; }; done
 nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -I native/cuda \
   native/cuda/bench/attention_sm90_check.cu native/cuda/attention_sm90.cu -o $BIN >"$OUT/build.log" 2>&1 \

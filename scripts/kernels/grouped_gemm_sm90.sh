@@ -10,16 +10,8 @@ OUT=${OUT:-/tmp/ggc-out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 BIN=/tmp/ggc
-LIB=/tmp/libgg.so
-interleaved() {
-  nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fPIC -shared -I native/cuda \
-    native/cuda/bench/grouped_gemm_capi.cu native/cuda/grouped_gemm_sm90.cu -o $LIB >"$OUT/lib-build.log" 2>&1 \
-    || { cat "$OUT/lib-build.log"; return 1; }
-  (cd scripts/baselines && timeout ${VS_LIMIT:-240} python3 grouped_mm_interleaved.py --lib $LIB --configs "${CONFIGS:-0}") \
-    > "$OUT/interleaved.log" 2>&1; echo "interleaved rc=$?"
-  grep -E "^FAIL|rror" "$OUT/interleaved.log" | head -5
-  sed -n '/^shape \/ load/,$p' "$OUT/interleaved.log"
-}
+source scripts/kernels/vs_torch.sh
+interleaved() { vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs "${CONFIGS:-0}"; }
 for a in "$@"; do [ "$a" = vs-torch ] && { interleaved; exit; }; done
 nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -DWITH_CUBLAS -I native/cuda \
   native/cuda/bench/grouped_gemm_check.cu native/cuda/grouped_gemm_sm90.cu -lcublas -o $BIN >"$OUT/build.log" 2>&1 \
