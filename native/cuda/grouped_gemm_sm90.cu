@@ -18,6 +18,10 @@
 //   - A's tensor map spans all R rows: a tile whose 128 rows run past its segment loads the next
 //     segment's rows (or TMA's zero fill past R) and the epilogue masks them out; w's tensor map is
 //     3-D [E, N, K], so an n-tile past N is zero-filled within its expert.
+//   - config 5 (opt-in; session 4's, on main from session 8): config 3's tile with 4 stages, which fit
+//     because its epilogue stages one 64x64 box at a time through two 8 KB slots per warpgroup (32 KB
+//     instead of 64 KB): the producer runs two stages ahead instead of one. Each box commits one TMA-store
+//     group, so waiting until at most one group is pending frees the slot about to be written.
 //   - epilogue, configs 3 and 4 (the ones auto picks): each consumer warpgroup writes its 64 x BN bf16
 //     tile into its own staging buffer (64x64 boxes, 128-byte swizzle: conflict-free), then one thread
 //     issues TMA stores (bulk groups) that run on while the warpgroup starts the next tile's mainloop;
@@ -62,16 +66,22 @@ constexpr int BK = 64;  // 64 bf16 = 128 bytes: one swizzle row
 constexpr int kThreads = 384;
 constexpr int kConsumerWarps = 8;
 
-template <int BN, int STAGES, bool TMA_STORE>
+// Epilogues: from the accumulator fragments straight to global memory (kEpiReg); through a staging tile of
+// the warpgroup's whole 64 x BN output (kEpiFull); or through two 64x64 box slots per warpgroup that the
+// boxes take in turn (kEpiSlots: 32 KB of staging instead of 64 KB at BN = 256, room for a 4th stage).
+enum Epi { kEpiReg = 0, kEpiFull = 1, kEpiSlots = 2 };
+
+template <int BN, int STAGES, int EPI>
 struct Cfg {
   static constexpr int kABytes = BM * BK * 2;
   static constexpr int kBBytes = BN * BK * 2;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes;
-  // TMA-store epilogue: a bf16 staging tile per consumer warpgroup, [BN/64 boxes][64 rows][64 cols],
-  // each box in the 128-byte swizzle (conflict-free fragment writes, and what the TMA store reads);
-  // the fused SwiGLU's BN/2 output columns use the first half.
-  static constexpr int kCBytes = TMA_STORE ? BM * BN * 2 : 0;
+  // Staging per consumer warpgroup, in 64x64 boxes of 8 KB, each in the 128-byte swizzle (conflict-free
+  // fragment writes, and what the TMA store reads): BN/64 boxes (the fused SwiGLU's BN/2 output columns
+  // use the first half), or 2 slots.
+  static constexpr int kBoxesPerWg = EPI == kEpiFull ? BN / 64 : (EPI == kEpiSlots ? 2 : 0);
+  static constexpr int kCBytes = 2 * kBoxesPerWg * 8192;
   static constexpr int kBarOffset = kPipeBytes + kCBytes;
   static size_t smemBytes(int S) { return 1024 + size_t(kBarOffset) + 2 * STAGES * 8 + 3 * 4 * size_t(S + 1) + 16; }
 };
@@ -93,6 +103,7 @@ __device__ __forceinline__ void tmaStore2d(const CUtensorMap* map, uint32_t src,
 }
 __device__ __forceinline__ void bulkCommit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void bulkWaitRead0() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulkWaitRead1() { asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory"); }
 __device__ __forceinline__ void bulkWait0() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 __device__ __forceinline__ void fenceProxyAsyncSmem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ __forceinline__ void stShared32(uint32_t addr, uint32_t v) {
@@ -139,13 +150,14 @@ __device__ __forceinline__ float swigluOf(float gateAcc, float upAcc) {
 
 // ---- the kernel -------------------------------------------------------------------------------
 
-template <int BN, int STAGES, bool TMA_STORE, bool SWIGLU>
+template <int BN, int STAGES, int EPI, bool SWIGLU>
 __global__ void __launch_bounds__(kThreads, 1)
     groupedGemmSm90Kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                           const __grid_constant__ CUtensorMap tmC, __nv_bfloat16* __restrict__ out,
                           const int32_t* __restrict__ offsets, int S, int E, int N, int K, int R, int band) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = Cfg<BN, STAGES, TMA_STORE>;
+  using C = Cfg<BN, STAGES, EPI>;
+  constexpr bool TMA_STORE = EPI != kEpiReg;
   extern __shared__ uint8_t smemRaw[];
   __shared__ int warpSums[kThreads / 32];
   __shared__ int totalTilesS;
@@ -333,12 +345,52 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (rowB < rEnd) *reinterpret_cast<__nv_bfloat162*>(outB + col) = __float22bfloat162_rn(outPair(j, 1));
           }
         }
+      } else if constexpr (EPI == kEpiSlots) {
+        // Epilogue through two box slots, one 64x64 box (128-byte swizzle) at a time: the box's fragments
+        // go to slot bx & 1, then one TMA store (it runs on while the warpgroup fills the other slot and
+        // starts the next tile's mainloop) when all 64 rows lie in the segment, else masked 16-byte stores.
+        static_assert((TN / 64) % 2 == 0, "a tile's boxes alternate between the slots: an even count");
+        const int tIn = tid % 128;
+        const uint32_t myC = sC + cw * (2 * 8192);
+        const bool fullRows = tileRow + 64 <= rEnd;
+        const int rA = wIn * 16 + lane / 4;
+#pragma unroll
+        for (int bx = 0; bx < TN / 64; ++bx) {
+          const uint32_t box = myC + (bx & 1) * 8192;
+          // Each box commits one store group, empty or not, so the newest group is always the other
+          // slot's: once at most one is pending, this slot's last store has read it.
+          if (tIn == 0) bulkWaitRead1();
+          namedBarrierSync(1 + cw, 128);
+#pragma unroll
+          for (int ch = 0; ch < 8; ++ch) {
+            const float2 v0 = outPair(bx * 8 + ch, 0), v1 = outPair(bx * 8 + ch, 1);
+            stShared32(box + rA * 128 + ((ch ^ (rA & 7)) << 4) + (lane % 4) * 4, packBf16(v0.x, v0.y));
+            stShared32(box + (rA + 8) * 128 + ((ch ^ ((rA + 8) & 7)) << 4) + (lane % 4) * 4, packBf16(v1.x, v1.y));
+          }
+          fenceProxyAsyncSmem();
+          namedBarrierSync(1 + cw, 128);
+          const int col0 = nt * TN + bx * 64;
+          if (tIn == 0) {
+            if (fullRows && col0 < outN) tmaStore2d(&tmC, box, col0, tileRow);
+            bulkCommit();
+          }
+          if (!fullRows) {
+#pragma unroll
+            for (int i = 0; i < (64 * 8) / 128; ++i) {
+              const int idx = i * 128 + tIn;
+              const int r = idx / 8, cc = idx % 8;
+              const int row = tileRow + r, col = col0 + cc * 8;
+              if (row < rEnd && col < outN)
+                *reinterpret_cast<uint4*>(out + size_t(row) * outN + col) = ldShared128(box + r * 128 + ((cc ^ (r & 7)) << 4));
+            }
+          }
+        }
       } else {
         // Epilogue through shared memory: the warpgroup's 64 x TN output tile goes to its staging buffer
         // (TN/64 boxes of 64x64, 128-byte swizzle), then one TMA store per box when all 64 rows lie in
         // the segment (it runs on while the next tile's mainloop starts), else masked 16-byte stores.
         const int tIn = tid % 128;
-        const uint32_t myC = sC + cw * (64 * BN * 2);
+        const uint32_t myC = sC + cw * (C::kBoxesPerWg * 8192);
         if (tIn == 0) bulkWaitRead0();  // the previous tile's TMA store has read the buffer
         namedBarrierSync(1 + cw, 128);
         const int rA = wIn * 16 + lane / 4;
@@ -421,9 +473,9 @@ DeviceInfo deviceInfo(int device) {
 // Bands of m-tiles (decode()): 0 picks the default.
 constexpr int kDefaultBand = 8;
 
-template <int BN, int STAGES, bool TMA_STORE, bool SWIGLU>
+template <int BN, int STAGES, int EPI, bool SWIGLU>
 cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
-  using C = Cfg<BN, STAGES, TMA_STORE>;
+  using C = Cfg<BN, STAGES, EPI>;
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
@@ -447,7 +499,7 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
       !encode(&mapC, p.out, 2, dimsC, stridesC, boxC))
     return cudaErrorInvalidValue;
 
-  auto kernel = groupedGemmSm90Kernel<BN, STAGES, TMA_STORE, SWIGLU>;
+  auto kernel = groupedGemmSm90Kernel<BN, STAGES, EPI, SWIGLU>;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const int band = p.bandM > 0 ? p.bandM : kDefaultBand;
@@ -459,10 +511,11 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
 template <bool SWIGLU>
 cudaError_t launchConfigOf(int config, const GroupedGemmSm90Args& p, cudaStream_t stream) {
   switch (config) {
-    case 1: return launch<128, 6, false, SWIGLU>(p, stream);
-    case 2: return launch<256, 4, false, SWIGLU>(p, stream);
-    case 3: return launch<256, 3, true, SWIGLU>(p, stream);
-    case 4: return launch<128, 5, true, SWIGLU>(p, stream);
+    case 1: return launch<128, 6, kEpiReg, SWIGLU>(p, stream);
+    case 2: return launch<256, 4, kEpiReg, SWIGLU>(p, stream);
+    case 3: return launch<256, 3, kEpiFull, SWIGLU>(p, stream);
+    case 4: return launch<128, 5, kEpiFull, SWIGLU>(p, stream);
+    case 5: return launch<256, 4, kEpiSlots, SWIGLU>(p, stream);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -476,7 +529,7 @@ cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t 
 // 2026-12-07-grouped-gemm-sm90.md): the 128x128 TMA-store tile wins below ~192 rows per expert (less
 // padding in the last m-tile, more tiles to spread), the 128x256 TMA-store tile from 256 up.
 int pickConfig(const GroupedGemmSm90Args& p) {
-  if (p.config >= 1 && p.config <= 4) return p.config;
+  if (p.config >= 1 && p.config <= 5) return p.config;
   return p.R < int64_t(192) * p.E ? 4 : 3;
 }
 
@@ -500,7 +553,7 @@ bool groupedGemmSm90Takes(const GroupedGemmSm90Args& p) {
   auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
   return p.K > 0 && p.K % 8 == 0 && p.N > 0 && p.N % (p.swiglu ? 16 : 8) == 0 && p.E >= 1 && p.S >= 1 && p.R >= 1 &&
          p.R <= (int64_t(1) << 31) - 1 - BM && p.offsets && aligned(p.a) && aligned(p.w) && aligned(p.out) &&
-         Cfg<128, 6, false>::smemBytes(p.S) <= 227 * 1024;
+         Cfg<128, 6, kEpiReg>::smemBytes(p.S) <= 227 * 1024;
 }
 
 namespace {
@@ -522,7 +575,12 @@ cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   if (!groupedGemmSm90Takes(p)) return cudaErrorInvalidValue;
   const int config = pickConfig(p);
   const cudaError_t err = launchConfig(config, p, stream);
-  // A staging-buffer config needs more shared memory: with many segments fall back to direct stores.
+  // A staging-buffer config needs more shared memory: with many segments fall back to less staging (5 -> 3),
+  // then to direct stores (3 -> 2, 4 -> 1).
+  if (err == cudaErrorInvalidValue && config == 5) {
+    const cudaError_t err3 = launchConfig(3, p, stream);
+    return err3 == cudaErrorInvalidValue ? launchConfig(2, p, stream) : err3;
+  }
   if (err == cudaErrorInvalidValue && (config == 3 || config == 4)) return launchConfig(config == 3 ? 2 : 1, p, stream);
   return err;
 }
