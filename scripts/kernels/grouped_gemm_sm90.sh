@@ -17,10 +17,10 @@ nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -DWITH_CUBL
   native/cuda/bench/grouped_gemm_check.cu native/cuda/grouped_gemm_sm90.cu -lcublas -o $BIN >"$OUT/build.log" 2>&1 \
   || { cat "$OUT/build.log"; exit 1; }
 awk '/Compiling entry function.*groupedGemmSm90Kernel/ {
-    match($0, /KernelILi[0-9]+ELi[0-9]+ELb[01]ELb[01]/); k = substr($0, RSTART + 9, RLENGTH - 9); gsub(/ELi|ELb/, ",", k); next }
+    match($0, /KernelILi[0-9]+ELi[0-9]+ELi[0-9]ELb[01]/); k = substr($0, RSTART + 9, RLENGTH - 9); gsub(/ELi|ELb/, ",", k); next }
   k != "" && /spill stores/ { sp = $0; sub(/^ */, "", sp); next }
   k != "" && /Used [0-9]+ registers/ { match($0, /Used [0-9]+ registers/);
-    print "ptxas <BN,STAGES,TMA_STORE,SWIGLU> <" k ">: " substr($0, RSTART, RLENGTH) ", " sp; k = "" }' "$OUT/build.log"
+    print "ptxas <BN,STAGES,EPI,SWIGLU> <" k ">: " substr($0, RSTART, RLENGTH) ", " sp; k = "" }' "$OUT/build.log"
 grep -iE "warning" "$OUT/build.log" | head -5
 echo "HGMMA in SASS: $(cuobjdump -sass $BIN | grep -c HGMMA)"
 cuobjdump -sass $BIN > "$OUT/sass.txt" 2>/dev/null; gzip -f "$OUT/sass.txt"
