@@ -35,10 +35,10 @@ done
 
 source scripts/kernels/vs_torch.sh
 ( OUT=$OUT/grouped VS_LIMIT=$(( $(left) / 2 )); mkdir -p "$OUT"
-  vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs "${CONFIGS:-0,5}" )
+  vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs="${CONFIGS:-0,5}" )
 echo "grouped table: $(( $(date +%s) - T0 )) s"
 ( OUT=$OUT/attention VS_LIMIT=$(( $(left) - 10 )); mkdir -p "$OUT"
-  vs_torch attention_capi.cu attention_sm90.cu /tmp/libattn.so attention_interleaved.py --modes "${MODES:--1,7}" )
+  vs_torch attention_capi.cu attention_sm90.cu /tmp/libattn.so attention_interleaved.py --modes="${MODES:--1,7}" )
 echo "attention table: $(( $(date +%s) - T0 )) s"
 kill $SMI 2>/dev/null
 sort -t, -k1 -n "$OUT/smi.csv" | awk -F', *' 'NF >= 2 {c[++n] = $1} END {if (n) print "SM clock (MHz) during the call: min", c[1], "median", c[int(n/2) + 1], "max", c[n], "(" n " samples)"}'

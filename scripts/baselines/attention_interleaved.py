@@ -2,11 +2,11 @@
 """The sm_90a attention kernel against torch SDPA (cuDNN and flash backends) in ONE process, on the same
 tensors, timed in alternation (issue 13, acceptance 2).
 
-  python3 scripts/baselines/attention_interleaved.py --lib libattn.so [--rounds 5] [--reps 10] [--modes -1]
+  python3 scripts/baselines/attention_interleaved.py --lib libattn.so [--rounds 5] [--reps 10] [--modes=-1]
       [--case 16384:32/8:128 ...]
 
 --lib:   native/cuda/bench/attention_capi.cu built as a shared library (scripts/kernels/attention_sm90.sh
-         vs-torch does it). --modes: our schedules to time (-1 = the default per head dim, what the engine
+         vs-torch does it). --modes:  our schedules to time (-1 = the default per head dim, what the engine
          runs; attention_sm90.h); the ratios are the first one's.
 --case:  SEQ:NQ/NKV:HD[/HDV], one causal sequence (repeatable); default: issue 13's table (1K..32K at 32/8 x
          128, 4K/8K at 64/8 x 64, MLA 192/128 with 16 and 128 heads at 4K..16K).
@@ -135,25 +135,28 @@ def main():
         flops = 2 * (S * S / 2) * (hd + hdv) * nq
         tf = {n: [flops / ms / 1e9 for ms in v] for n, v in time_rounds(torch, runs, args.rounds, args.reps).items()}
         med = {n: statistics.median(v) for n, v in tf.items()}
+        # Per-round ratios of each of our schedules to each backend: their median, lowest and highest round.
         ratio = {}
-        for b in BACKENDS:
-            if b in tf:
-                r = [tf[ours_names[0]][i] / tf[b][i] for i in range(args.rounds)]
-                ratio[b] = (statistics.median(r), min(r), max(r))
+        for o in ours_names:
+            for b in BACKENDS:
+                if b in tf:
+                    r = [tf[o][i] / tf[b][i] for i in range(args.rounds)]
+                    ratio[o, b] = (statistics.median(r), min(r), max(r))
         rows.append((spec, med, ratio, notes))
         print(f"ROW {spec}: " + " ".join(f"{n} {x:.1f}" for n, x in med.items()) +
-              "".join(f" | /{b} {r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]" for b, r in ratio.items()) +
+              "".join(f" | {o}/{b} {r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]" for (o, b), r in ratio.items()) +
               ("  (" + "; ".join(notes) + ")" if notes else ""), flush=True)
         del q, k, v, out, tiles, runs
         torch.cuda.empty_cache()
 
     cols = ours_names + list(BACKENDS)
+    pairs = [(o, b) for o in ours_names for b in BACKENDS]
     print(f"\ncase (TFLOP/s, median of {args.rounds} rounds)".ljust(30) + "".join(f"{c:>9}" for c in cols) +
-          "   /cudnn [low, high]     /flash [low, high]")
+          "".join(f"  {o + '/' + b + ' [low, high]':>26}" for o, b in pairs))
     for spec, med, ratio, notes in rows:
         cells = "".join((f"{med[c]:9.1f}" if c in med else f"{'-':>9}") for c in cols)
-        rs = "".join((f"   {ratio[b][0]:.3f} [{ratio[b][1]:.3f}, {ratio[b][2]:.3f}]" if b in ratio else f"{'-':>24}")
-                     for b in BACKENDS)
+        rs = "".join((f"  {ratio[q][0]:8.3f} [{ratio[q][1]:.3f}, {ratio[q][2]:.3f}]" if q in ratio else f"  {'-':>26}")
+                     for q in pairs)
         print(f"{spec:<30}{cells}{rs}")
     for spec, _, _, notes in rows:
         for n in notes:

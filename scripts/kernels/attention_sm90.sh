@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 BIN=/tmp/attn
 source scripts/kernels/vs_torch.sh
-interleaved() { vs_torch attention_capi.cu attention_sm90.cu /tmp/libattn.so attention_interleaved.py --modes "${MODES:--1}"; }
+interleaved() { vs_torch attention_capi.cu attention_sm90.cu /tmp/libattn.so attention_interleaved.py --modes="${MODES:--1}"; }
 for a in "$@"; do [ "$a" = vs-torch ] && { interleaved; exit; }; done
 nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -I native/cuda \
   native/cuda/bench/attention_sm90_check.cu native/cuda/attention_sm90.cu -o $BIN >"$OUT/build.log" 2>&1 \

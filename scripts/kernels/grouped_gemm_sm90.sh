@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 BIN=/tmp/ggc
 source scripts/kernels/vs_torch.sh
-interleaved() { vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs "${CONFIGS:-0}"; }
+interleaved() { vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs="${CONFIGS:-0}"; }
 for a in "$@"; do [ "$a" = vs-torch ] && { interleaved; exit; }; done
 nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -DWITH_CUBLAS -I native/cuda \
   native/cuda/bench/grouped_gemm_check.cu native/cuda/grouped_gemm_sm90.cu -lcublas -o $BIN >"$OUT/build.log" 2>&1 \
