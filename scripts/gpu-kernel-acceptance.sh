@@ -5,8 +5,9 @@
 # (scripts/baselines/grouped_mm_interleaved.py, attention_interleaved.py). The SM clock is sampled once a
 # second meanwhile (the tables' ratios hold only under one clock regime, which the alternation gives).
 #   OUT=$OUT bash scripts/gpu-kernel-acceptance.sh
-# CONFIGS (default 0,5) and MODES (default -1,7) pick the variants timed beside torch; the first of each is
-# what the ratios and the acceptance count use (0 and -1: what the engine runs). LIMIT (seconds) bounds it.
+# CONFIGS (default 0,5: auto, config 5) and MODES (default -1,7,-1:4,-1:8: the default schedule, pp-split, the
+# default with head groups of 4 and 8 query heads) pick the variants timed beside torch; the first of each is what
+# the engine runs and what the acceptance count uses. LIMIT (seconds) bounds it.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/kernel-acceptance}
@@ -38,7 +39,7 @@ source scripts/kernels/vs_torch.sh
   vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs="${CONFIGS:-0,5}" )
 echo "grouped table: $(( $(date +%s) - T0 )) s"
 ( OUT=$OUT/attention VS_LIMIT=$(( $(left) - 10 )); mkdir -p "$OUT"
-  vs_torch attention_capi.cu attention_sm90.cu /tmp/libattn.so attention_interleaved.py --modes="${MODES:--1,7}" )
+  vs_torch attention_capi.cu attention_sm90.cu /tmp/libattn.so attention_interleaved.py --modes="${MODES:--1,7,-1:4,-1:8}" )
 echo "attention table: $(( $(date +%s) - T0 )) s"
 kill $SMI 2>/dev/null
 sort -t, -k1 -n "$OUT/smi.csv" | awk -F', *' 'NF >= 2 {c[++n] = $1} END {if (n) print "SM clock (MHz) during the call: min", c[1], "median", c[int(n/2) + 1], "max", c[n], "(" n " samples)"}'

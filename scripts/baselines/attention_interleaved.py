@@ -6,8 +6,9 @@ tensors, timed in alternation (issue 13, acceptance 2).
       [--case 16384:32/8:128 ...]
 
 --lib:   native/cuda/bench/attention_capi.cu built as a shared library (scripts/kernels/attention_sm90.sh
-         vs-torch does it). --modes:  our schedules to time (-1 = the default per head dim, what the engine
-         runs; attention_sm90.h); the ratios are the first one's.
+         vs-torch does it). --modes: our variants to time, each MODE[:HEADGROUP] (the schedule, -1 = the
+         default per head dim; the grid's head group, 0 or absent = the default: attention_sm90.h); the first
+         is what the engine runs.
 --case:  SEQ:NQ/NKV:HD[/HDV], one causal sequence (repeatable); default: issue 13's table (1K..32K at 32/8 x
          128, 4K/8K at 64/8 x 64, MLA 192/128 with 16 and 128 heads at 4K..16K).
 Why one process: on a power-capped GPU the clocks drift with the load, so numbers from two processes run one
@@ -80,7 +81,8 @@ def main():
     p.add_argument("--modes", default="-1")
     p.add_argument("--case", action="append")
     args = p.parse_args()
-    modes = [int(m) for m in args.modes.split(",")]
+    # (schedule, head group) per variant; 0 = the kernel's default head group
+    modes = [tuple(int(x) for x in (m.split(":") + ["0"])[:2]) for m in args.modes.split(",")]
     lib = ctypes.CDLL(args.lib)
     lib.epsAttentionSm90.restype = ctypes.c_int
     lib.epsAttentionSm90.argtypes = ([ctypes.c_void_p] * 5 + [ctypes.c_int, ctypes.c_longlong] + [ctypes.c_int] * 4 +
@@ -90,7 +92,7 @@ def main():
     dev = torch.device("cuda")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}, cuDNN {torch.backends.cudnn.version()}; "
           f"rounds {args.rounds}, reps {args.reps}", flush=True)
-    ours_names = [f"ours{m}" for m in modes]
+    ours_names = [f"ours{m}" + (f":{g}" if g else "") for m, g in modes]
     rows, failures = [], 0
     for spec in args.case or DEFAULT_CASES:
         S, nq, nkv, hd, hdv = parse_case(spec)
@@ -104,14 +106,14 @@ def main():
         tiles = torch.tensor([[0, S, q0, 0] for q0 in q0s], device=dev, dtype=torch.int32)
         scale = 1 / math.sqrt(hd)
 
-        def ours(mode):
+        def ours(mode, group):
             err = lib.epsAttentionSm90(out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), tiles.data_ptr(),
-                                       len(q0s), S, nq, nkv, hd, hdv, scale, mode, 0,
+                                       len(q0s), S, nq, nkv, hd, hdv, scale, mode, group,
                                        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
             if err != 0:
                 raise RuntimeError(f"attention_sm90 launch error {err}")
 
-        runs = {f"ours{m}": (lambda m=m: ours(m)) for m in modes}
+        runs = {n: (lambda m=m: ours(*m)) for n, m in zip(ours_names, modes)}
         notes = []
         for b, backend in BACKENDS.items():
             call, why = sdpa_call(backend, q, k, v, nq, nkv, scale)
@@ -124,12 +126,12 @@ def main():
         ref_name = "cudnn" if "cudnn" in runs else ("flash" if "flash" in runs else None)
         if ref_name:
             ref = runs[ref_name]()[0].transpose(0, 1).float()
-            for m in modes:
+            for n, m in zip(ours_names, modes):
                 out.fill_(float("nan"))
-                ours(m)
+                ours(*m)
                 rel = ((out.float() - ref).norm() / ref.norm()).item()
                 if not rel <= 1e-2:
-                    print(f"FAIL {spec} mode {m}: rel L2 {rel:.3e} against {ref_name}")
+                    print(f"FAIL {spec} {n}: rel L2 {rel:.3e} against {ref_name}")
                     failures += 1
             del ref
         flops = 2 * (S * S / 2) * (hd + hdv) * nq

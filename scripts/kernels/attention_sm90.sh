@@ -5,7 +5,7 @@
 # Writes $OUT/build.log, $OUT/sass.txt.gz, $OUT/check.log, $OUT/ours.json, $OUT/sdpa.txt; the merged table
 # (ours, flash, cuDNN, ratios) is printed, then issue 13's acceptance table: ours and torch SDPA in one
 # process, timed in alternation (scripts/baselines/attention_interleaved.py, $OUT/interleaved.log).
-# vs-torch: only that last table (MODES=-1,3 times those schedules too; -1 = the default).
+# vs-torch: only that last table (MODES=-1,3,-1:8 times those variants too: schedule[:head group], -1 = the default).
 set -o pipefail
 OUT=${OUT:-/tmp/attn-out}
 mkdir -p "$OUT"
