@@ -20,6 +20,7 @@
 // (a one-thread scan turns them into offsets in scratch memory); the others copy them to the host first,
 // which waits for the stream.
 #include <climits>
+#include <cstdlib>
 #include <vector>
 
 #include "../opcheck.h"
@@ -91,6 +92,14 @@ void groupedGemm(OpContext& c, cublasHandle_t h, const ExpertProblem& p) {
 // memory (hostCounts) or in device memory (deviceCounts, S of them). False (nothing enqueued but the offsets'
 // upload) where it does not: not bf16, not a 9.0 device or no sm_90a image, a shape it does not take; the
 // caller then runs kernel 0.
+// EPS_GROUPED_SM90_CONFIG (1-5, grouped_gemm_sm90.h) forces one config of the Hopper grouped GEMM, for
+// measurement (a whole prefill with config 5 against auto); unset or anything else, auto.
+int groupedSm90Config() {
+  const char* env = std::getenv("EPS_GROUPED_SM90_CONFIG");
+  const int config = env ? std::atoi(env) : 0;
+  return config >= 1 && config <= 5 ? config : 0;
+}
+
 bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, const TensorRef& w, bool swiglu,
                         const std::vector<int64_t>* hostCounts, const int32_t* deviceCounts, size_t S) {
   if (a.dtype != DType::BF16 || w.dtype != DType::BF16 || out.dtype != DType::BF16) return false;
@@ -106,7 +115,7 @@ bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, 
   g.E = int(E);
   g.N = int(N);
   g.K = int(K);
-  g.config = 0;  // auto: by rows per expert (R / E)
+  g.config = groupedSm90Config();  // 0, auto: by rows per expert (R / E)
   g.bandM = 0;
   g.swiglu = swiglu;
   g.offsets = reinterpret_cast<const int32_t*>(a.data);  // a non-null stand-in: Takes reads only whether it is set
