@@ -16,11 +16,17 @@ class Fn:
     def __init__(self, f): self.f = f; self.argtypes = None; self.restype = None
     def __call__(self, *a): return self.f(*a)
 
+# DRYRUN_WRONG=1: our stand-ins write a wrong result (the scripts' checks must catch it).
+WRONG = os.environ.get("DRYRUN_WRONG") == "1"
+
+
 def grouped(a, w, out, offs, R, S, E, N, K, config, band, swiglu, stream):
     torch._clock[0] += 0.9 + 0.2 * np.random.rand()
     A, W, O, off = (torch._reg[x].a for x in (a, w, out, offs))
     for s in range(S):
         O[off[s]:off[s + 1]] = A[off[s]:off[s + 1]] @ W[s % E].T
+    if WRONG:
+        O[0] += 1.0
     return 0
 
 def attn(out, q, k, v, tiles, nTiles, T, nq, nkv, hd, hdv, scale, mode, hg, stream):
@@ -34,6 +40,8 @@ def attn(out, q, k, v, tiles, nTiles, T, nq, nkv, hd, hdv, scale, mode, hg, stre
     s = np.where(np.tril(np.ones((S, S), bool)), s, -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
     O[...] = np.einsum("hqk,khd->qhd", p, Vr)
+    if WRONG:
+        O[-1] *= -1.0
     return 0
 
 class Lib:
