@@ -11,5 +11,7 @@ vs_torch() {
   (cd scripts/baselines && timeout "${VS_LIMIT:-240}" python3 "$script" --lib "$lib" "$@") > "$OUT/interleaved.log" 2>&1
   echo "interleaved rc=$?"
   grep -E "^FAIL|rror" "$OUT/interleaved.log" | head -5
-  sed -n '/TFLOP\/s, median of/,$p' "$OUT/interleaved.log"
+  # The table comes at the end; a run cut by VS_LIMIT has only its ROW lines, one per case timed.
+  grep -q "TFLOP/s, median of" "$OUT/interleaved.log" && sed -n '/TFLOP\/s, median of/,$p' "$OUT/interleaved.log" \
+    || grep "^ROW " "$OUT/interleaved.log"
 }
