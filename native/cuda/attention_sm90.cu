@@ -445,10 +445,12 @@ cudaError_t attentionSm90(const AttentionSm90Args& a, cudaStream_t stream) {
     case 5: return launchDims<0, 2, true>(a, stream);
     case 6: return launchDims<1, 2, true>(a, stream);
     case 7: return launchDims<2, 2, true>(a, stream);
-    // The default, the fastest schedule per head dim on an H100 (docs/bench/2026-12-07-s5-h100-attention-sm90.txt):
-    // 64/64 and 128/128 ping-pong with 3 stages (mode 3), 192/128 serial (mode 1: its 2 stages leave no
-    // room for a third, and the overlapped schedules measured 10-25% slower there).
-    default: return a.hd == 192 ? launchDims<1, 2>(a, stream) : launchDims<2, 3>(a, stream);
+    // The default, the fastest schedule per head dim on an H100: 64/64 and 128/128 ping-pong with 3 stages (mode 3,
+    // docs/bench/2026-12-07-s5-h100-attention-sm90.txt); 192/128, whose 2 stages leave no room for a third,
+    // ping-pong with K and V released apart (mode 7: K's stage frees after S, so the next S GEMM can overlap
+    // this block's P V): timed in one process beside cuDNN in alternation it led serial (mode 1, the default
+    // before) on every 192/128 case, 16 and 128 heads, 4K-16K, by 1-8% (docs/bench/2026-12-07-s8-h100-call5-6.txt).
+    default: return a.hd == 192 ? launchDims<2, 2, true>(a, stream) : launchDims<2, 3>(a, stream);
   }
 }
 

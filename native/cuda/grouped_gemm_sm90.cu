@@ -18,11 +18,12 @@
 //   - A's tensor map spans all R rows: a tile whose 128 rows run past its segment loads the next
 //     segment's rows (or TMA's zero fill past R) and the epilogue masks them out; w's tensor map is
 //     3-D [E, N, K], so an n-tile past N is zero-filled within its expert.
-//   - config 5 (opt-in; session 4's, on main from session 8): config 3's tile with 4 stages, which fit
+//   - config 5 (auto from 192 rows per expert since session 8; session 4's design): config 3's tile with 4 stages, which fit
 //     because its epilogue stages one 64x64 box at a time through two 8 KB slots per warpgroup (32 KB
 //     instead of 64 KB): the producer runs two stages ahead instead of one. Each box commits one TMA-store
 //     group, so waiting until at most one group is pending frees the slot about to be written.
-//   - epilogue, configs 3 and 4 (the ones auto picks): each consumer warpgroup writes its 64 x BN bf16
+//   - epilogue, configs 3 and 4 (4: auto below 192 rows per expert; 3: where config 5's tables do not fit):
+//     each consumer warpgroup writes its 64 x BN bf16
 //     tile into its own staging buffer (64x64 boxes, 128-byte swizzle: conflict-free), then one thread
 //     issues TMA stores (bulk groups) that run on while the warpgroup starts the next tile's mainloop;
 //     the buffer is reused after cp.async.bulk.wait_group.read. A warpgroup whose 64 rows run past the
@@ -527,10 +528,13 @@ cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t 
 // Auto: the rows per expert on average are R / E (R is the allocation, known on the host without a
 // sync; expert_matmul allocates exactly the routed rows). Measured on H100 (docs/bench/
 // 2026-12-07-grouped-gemm-sm90.md): the 128x128 TMA-store tile wins below ~192 rows per expert (less
-// padding in the last m-tile, more tiles to spread), the 128x256 TMA-store tile from 256 up.
+// padding in the last m-tile, more tiles to spread), the 128x256 tile from 256 up; there the 4-stage
+// config 5 against the 3-stage config 3, timed in one process beside torch._grouped_mm in alternation
+// (session 8, docs/bench/2026-12-07-s8-h100-call5-6.txt): >= torch at 34 of 36 points from 128 rows up
+// against 30 of 36. With too many segments for its tables config 5 falls back to 3 (groupedGemmSm90).
 int pickConfig(const GroupedGemmSm90Args& p) {
   if (p.config >= 1 && p.config <= 5) return p.config;
-  return p.R < int64_t(192) * p.E ? 4 : 3;
+  return p.R < int64_t(192) * p.E ? 4 : 5;
 }
 
 }  // namespace

@@ -30,11 +30,11 @@ struct GroupedGemmSm90Args {
   int64_t R;               // rows allocated in a and out (a bound, not the row count: that is on the device)
   int S;                   // segments (a multiple of E in expert_matmul; any S >= 1 here)
   int E, N, K;
-  int config;              // 0 auto (R/E < 192 rows per expert: 4, else 3); 1: 128x128 tile, 6 stages; 2: 128x256 tile, 4 stages (both store
+  int config;              // 0 auto (R/E < 192 rows per expert: 4, else 5); 1: 128x128 tile, 6 stages; 2: 128x256 tile, 4 stages (both store
                            // from registers); 3: 128x256, 3 stages, 4: 128x128, 5 stages (both through
                            // shared memory and TMA stores, overlapping the next tile's mainloop); 5: 128x256,
-                           // 4 stages, the TMA stores through two 64x64 slots per warpgroup (opt-in until
-                           // measured against 3; with more than ~160 segments its tables do not fit: 3 runs)
+                           // 4 stages, the TMA stores through two 64x64 slots per warpgroup (with more than
+                           // ~160 segments its tables do not fit: 3 runs instead)
   int bandM;               // tile order: m-tiles of a segment in bands of bandM (0: default 8)
   bool swiglu;             // out = swiglu(gate, up) of w's two halves (above); needs N % 16 == 0
 };
