@@ -18,14 +18,15 @@
 //   - A's tensor map spans all R rows: a tile whose 128 rows run past its segment loads the next
 //     segment's rows (or TMA's zero fill past R) and the epilogue masks them out; w's tensor map is
 //     3-D [E, N, K], so an n-tile past N is zero-filled within its expert.
-//   - config 5 (auto from 192 rows per expert since session 8; session 4's design): config 3's tile with 4 stages, which fit
-//     because its epilogue stages one 64x64 box at a time through two 8 KB slots per warpgroup (32 KB
-//     instead of 64 KB): the producer runs two stages ahead instead of one. Each box commits one TMA-store
-//     group, so waiting until at most one group is pending frees the slot about to be written.
-//   - epilogue, configs 3 and 4 (4: auto below 192 rows per expert; 3: where config 5's tables do not fit):
-//     each consumer warpgroup writes its 64 x BN bf16
-//     tile into its own staging buffer (64x64 boxes, 128-byte swizzle: conflict-free), then one thread
-//     issues TMA stores (bulk groups) that run on while the warpgroup starts the next tile's mainloop;
+//   - config 5 (auto from 192 rows per expert since session 8; session 4's design): config 3's tile with
+//     4 stages, which fit because its epilogue stages one 64x64 box at a time through two 8 KB slots per
+//     warpgroup (32 KB instead of 64 KB): the producer runs two stages ahead instead of one. Each box
+//     commits one TMA-store group, so waiting until at most one group is pending frees the slot about to
+//     be written.
+//   - epilogue, configs 3 and 4 (4: auto below 192 rows per expert; 3: where config 5's tables do not
+//     fit): each consumer warpgroup writes its 64 x BN bf16 tile into its own staging buffer (64x64
+//     boxes, 128-byte swizzle: conflict-free), then one thread issues TMA stores (bulk groups) that run
+//     on while the warpgroup starts the next tile's mainloop;
 //     the buffer is reused after cp.async.bulk.wait_group.read. A warpgroup whose 64 rows run past the
 //     segment end stores from the buffer with masked 16-byte stores instead (a TMA box cannot be
 //     clipped to a segment). Configs 1 and 2 store straight from the accumulator fragments (4-byte
@@ -382,7 +383,8 @@ __global__ void __launch_bounds__(kThreads, 1)
               const int r = idx / 8, cc = idx % 8;
               const int row = tileRow + r, col = col0 + cc * 8;
               if (row < rEnd && col < outN)
-                *reinterpret_cast<uint4*>(out + size_t(row) * outN + col) = ldShared128(box + r * 128 + ((cc ^ (r & 7)) << 4));
+                *reinterpret_cast<uint4*>(out + size_t(row) * outN + col) =
+                    ldShared128(box + r * 128 + ((cc ^ (r & 7)) << 4));
             }
           }
         }
