@@ -25,13 +25,13 @@ import ctypes
 import math
 import statistics
 import sys
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cuda_timing import time_rounds
+from sdpa_refusal import refusal
 
 DEFAULT_CASES = ["1024:32/8:128", "4096:32/8:128", "8192:32/8:128", "16384:32/8:128", "32768:32/8:128",
                  "4096:64/8:64", "8192:64/8:64", "4096:16/16:192/128", "8192:16/16:192/128",
@@ -48,29 +48,26 @@ def parse_case(spec):
 
 
 def sdpa_call(backend, q, k, v, nq, nkv, scale):
-    """A no-argument call of SDPA under `backend` on [1, H, S, D] views, or (None, reason) when it refuses."""
+    """A no-argument call of SDPA under `backend` on [1, H, S, D] views and a note (kv heads repeated where the
+    backend refuses enable_gqa), or (None, the reason torch gave) when it refuses the case."""
     views = [x.unsqueeze(0).transpose(1, 2) for x in (q, k, v)]
 
-    def tries():
-        yield views, nq != nkv, None
-        if nq != nkv:  # made only when enable_gqa was refused
-            yield [views[0]] + [x.repeat_interleave(nq // nkv, dim=1) for x in views[1:]], False, \
-                f"kv heads repeated to {nq}"
-    why = None
-    for args, gqa, note in tries():
-        def call(args=args, gqa=gqa):
+    def call_of(args, gqa):
+        def call():
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(*args, is_causal=True, scale=scale, enable_gqa=gqa)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                call()
-                torch.cuda.synchronize()
-                return call, note
-            except Exception as e:  # noqa: BLE001: a refusal is a '-' with torch's reason
-                msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-                why = " ".join(("; ".join(msgs[:2]) or f"{type(e).__name__}: {e}").split())[:160]
-    return None, why
+        return call
+
+    call = call_of(views, nq != nkv)
+    why = refusal(torch, backend, [call])
+    if why is None:
+        return call, None
+    if nq == nkv:
+        return None, why
+    # The repeated kv heads are made only when enable_gqa was refused.
+    call = call_of([views[0]] + [x.repeat_interleave(nq // nkv, dim=1) for x in views[1:]], False)
+    why = refusal(torch, backend, [call])
+    return (call, f"kv heads repeated to {nq}") if why is None else (None, why)
 
 
 def main():

@@ -38,9 +38,9 @@ import math
 import statistics
 import sys
 import time
-import warnings
 
 from cuda_timing import time_ms as cuda_time_ms
+from sdpa_refusal import refusal, short
 
 BACKENDS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH"}
 
@@ -80,11 +80,6 @@ def bench_rows(path):
     return out
 
 
-def short(msg, n=220):
-    msg = " ".join(str(msg).split())
-    return msg if len(msg) <= n else msg[: n - 3] + "..."
-
-
 def measure(cases, args):
     import torch
     import torch.nn.functional as F
@@ -113,19 +108,7 @@ def measure(cases, args):
 
     def attempt(backend, calls):
         """Runs the calls once under the backend; None when it ran, else the reason torch gave."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                with sdpa_kernel(getattr(SDPBackend, BACKENDS[backend])):
-                    for c in calls:
-                        c()
-                if not cpu:
-                    torch.cuda.synchronize()
-                return None
-            except Exception as e:  # noqa: BLE001: any refusal is a '-' with its reason
-                # torch says why each backend declined in warnings before the "No available kernel" error.
-                why = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
-                return short("; ".join(why[:3]) or f"{type(e).__name__}: {e}")
+        return refusal(torch, getattr(SDPBackend, BACKENDS[backend]), calls, sync=not cpu)
 
     results = []
     for c in cases:

@@ -1,6 +1,11 @@
 # A numpy stand-in for the parts of torch the baseline scripts use: a dry run of their logic on the CPU.
 import numpy as np
 __version__ = "fake"
+
+
+class version:
+    cuda = "fake"
+
 bfloat16, float32, int32 = "bf16", "f32", "i32"
 _reg = {}
 _clock = [0.0]
