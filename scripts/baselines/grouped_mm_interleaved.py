@@ -5,8 +5,9 @@
   python3 scripts/baselines/grouped_mm_interleaved.py --lib libgg.so [--rounds 5] [--reps 20] [--configs 0]
 
 --lib: native/cuda/bench/grouped_gemm_capi.cu built as a shared library (scripts/kernels/grouped_gemm_sm90.sh
-       does it). --configs: our configs to time (0 = auto, what the engine runs; grouped_gemm_sm90.h); the
-       ratios and the acceptance count are the first one's.
+       does it). --configs: our configs to time (0 = auto, what the engine runs; grouped_gemm_sm90.h), each
+       C or C:BAND (BAND: the tile order's bands of m-tiles, default 8); the acceptance count is the first
+       one's. --only: the cases whose tag contains one of its |-separated texts.
 
 Why: the harness (grouped_gemm_check.cu) and grouped_mm.py time in two processes, one after the other, and
 on a power-capped GPU the clocks differ between them: in session 8 the harness timed one kernel twice in a
@@ -72,9 +73,12 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--configs", default="0")
-    p.add_argument("--only", default="", help="run the cases whose tag contains this text")
+    p.add_argument("--only", default="", help="run the cases whose tag contains one of these |-separated texts")
     args = p.parse_args()
-    configs = [int(c) for c in args.configs.split(",")]
+    # (config, band) per side; band 0: the kernel's default
+    configs = [tuple(int(v) for v in (c.split(":") + ["0"])[:2]) for c in args.configs.split(",")]
+    name = {c: f"ours{c[0]}" + (f"b{c[1]}" if c[1] else "") for c in configs}
+    only = [t for t in args.only.split("|") if t]
     lib = ctypes.CDLL(args.lib)
     lib.epsGroupedGemmSm90.restype = ctypes.c_int
     lib.epsGroupedGemmSm90.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -91,11 +95,11 @@ def main():
     ceiling = 2 * n**3 / ms / 1e9
     del x
 
-    sides = [f"ours{c}" for c in configs] + ["torch"]
+    sides = [name[c] for c in configs] + ["torch"]
     rows = []
     failures = 0
     for tag, E, N, K, m, counts in cases():
-        if args.only and args.only not in tag:
+        if only and not any(t in tag for t in only):
             continue
         R = sum(counts)
         gen = torch.Generator(device=dev).manual_seed(len(rows) + 1)
@@ -106,14 +110,14 @@ def main():
         out = torch.empty(R, N, device=dev, dtype=torch.bfloat16)
         wt = w.transpose(-2, -1)
 
-        def ours(config):
+        def ours(c):
             stream = torch.cuda.current_stream().cuda_stream
             err = lib.epsGroupedGemmSm90(a.data_ptr(), w.data_ptr(), out.data_ptr(), offsets.data_ptr(), R, E, E, N,
-                                         K, config, 0, 0, ctypes.c_void_p(stream))
+                                         K, c[0], c[1], 0, ctypes.c_void_p(stream))
             if err != 0:
                 raise RuntimeError(f"grouped_sm90 launch error {err}")
 
-        run = {f"ours{c}": (lambda c=c: ours(c)) for c in configs}
+        run = {name[c]: (lambda c=c: ours(c)) for c in configs}
         run["torch"] = lambda: torch._grouped_mm(a, wt, offs=ends)
         ref = torch._grouped_mm(a, wt, offs=ends).float()
         for c in configs:
@@ -121,7 +125,7 @@ def main():
             ours(c)
             rel = ((out.float() - ref).norm() / ref.norm()).item()
             if not rel <= 1e-2:
-                print(f"FAIL {tag} config {c}: rel L2 {rel:.3e} against torch")
+                print(f"FAIL {tag} {name[c]}: rel L2 {rel:.3e} against torch")
                 failures += 1
         del ref
         flops = 2.0 * R * N * K
