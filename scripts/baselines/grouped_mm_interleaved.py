@@ -125,7 +125,7 @@ def main():
             ours(c)
             rel = ((out.float() - ref).norm() / ref.norm()).item()
             if not rel <= 1e-2:
-                print(f"FAIL {tag} {name[c]}: rel L2 {rel:.3e} against torch")
+                print(f"FAIL {tag} config {c[0]}" + (f" band {c[1]}" if c[1] else "") + f": rel L2 {rel:.3e} against torch")
                 failures += 1
         del ref
         flops = 2.0 * R * N * K
