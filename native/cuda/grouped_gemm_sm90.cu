@@ -579,11 +579,22 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     // The persistent grid must be resident at once: as many clusters as fit together (a GPC holds whole
-    // clusters), asked of the occupancy API.
-    cfg.gridDim = dim3((info.sms / CM) * CM);
+    // clusters), asked of the occupancy API once per device and shared-memory size.
+    static std::mutex mu;
+    static int cachedClusters[64] = {};
+    static size_t cachedSmem[64] = {};
+    if (device < 0 || device >= 64) return cudaErrorInvalidValue;
     int clusters = 0;
-    err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg);
-    if (err != cudaSuccess) return err;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (cachedClusters[device] == 0 || cachedSmem[device] != smem) {
+        cfg.gridDim = dim3((info.sms / CM) * CM);
+        err = cudaOccupancyMaxActiveClusters(&cachedClusters[device], kernel, &cfg);
+        if (err != cudaSuccess) return err;
+        cachedSmem[device] = smem;
+      }
+      clusters = cachedClusters[device];
+    }
     if (clusters <= 0) return cudaErrorInvalidValue;
     cfg.gridDim = dim3(std::min(info.sms / CM, clusters) * CM);
     err = cudaLaunchKernelEx(&cfg, kernel, mapA, mapB, mapC, static_cast<__nv_bfloat16*>(p.out), p.offsets, p.S, p.E,
