@@ -81,8 +81,9 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
  * rotates the first qk_rope_head_dim dims of q's heads and of the one shared rope key:
  *   q = q_proj(h) | q_b_proj(rmsnorm(q_a_proj(h)))        [T, nq, rope + nope]
  *   [latent | kpe] = kv_a_proj_with_mqa(h)                [T, r_kv + rope]
- *   kv = kv_b_proj(rmsnorm(latent))                        [T, nq, nope + v]
- *   k[t, h] = [rope(kpe[t]) | kv[t, h, :nope]],  v[t, h] = kv[t, h, nope:]
+ *   kNope, v = kv_b_proj(rmsnorm(latent))                  [T, nq, nope], [T, nq, v] (two GEMMs over kvB's row blocks)
+ *   k[t, h] = [rope(kpe[t]) | kNope[t, h]]
+ * The values come out of their GEMM in the layout the attention op reads: only the keys are assembled.
  */
 function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tensor {
   const { stream: s, scope, spec, actDtype } = ctx;
@@ -100,7 +101,8 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tenso
   const kva = scope.tensor(actDtype, [T, r + rope]);
   const latent = scope.tensor(actDtype, [T, r]);
   const kpe = scope.tensor(actDtype, [T, rope]);
-  const kv = scope.tensor(actDtype, [T * nq, nope + vd]);
+  const kNope = scope.tensor(actDtype, [T * nq, nope]);
+  const v = scope.tensor(actDtype, [T * nq, vd]);
   // The spans match the other families' where the work matches: projections (here with the latent's norm and the
   // expansion from it), rotary, then the per-head keys and values assembled for the attention op.
   traced(ctx.onSpan, s, 'qkv_proj', tokens, () => {
@@ -116,7 +118,8 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tenso
     ops.copyCols(s, latent, kva, 0, 0, r);
     ops.rmsnorm(s, latent, latent, m.kvANorm, 1e-6);
     ops.copyCols(s, kpe, kva, 0, r, rope);
-    ops.matmul(s, kv.reshape([T, nq * (nope + vd)]), latent, m.kvB);
+    ops.matmul(s, kNope.reshape([T, nq * nope]), latent, m.kvB.rows(0, nq * nope));
+    ops.matmul(s, v.reshape([T, nq * vd]), latent, m.kvB.rows(nq * nope, nq * vd));
   });
   const q3 = q.reshape([T, nq, qk]);
   traced(ctx.onSpan, s, 'qk_norm_rope', tokens, () => {
@@ -124,11 +127,9 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tenso
     ops.rope(s, kpe.reshape([T, 1, rope]), ctx.layout.positions, ctx.invFreq, ctx.attentionScaling);
   });
   const k = scope.tensor(actDtype, [T * nq, qk]);
-  const v = scope.tensor(actDtype, [T * nq, vd]);
   traced(ctx.onSpan, s, 'kv_assemble', tokens, () => {
     ops.copyCols(s, k, kpe, 0, 0, rope, nq);
-    ops.copyCols(s, k, kv, rope, 0, nope);
-    ops.copyCols(s, v, kv, 0, nope, vd);
+    ops.copyCols(s, k, kNope, rope, 0, nope);
   });
   const attn = scope.tensor(actDtype, [T, nq, vd]);
   const scale = spec.softmaxScale ?? 1 / Math.sqrt(qk);

@@ -18,7 +18,10 @@ export interface MlaWeights {
   qABias?: Tensor;
   qANorm?: Tensor;
   qB?: Tensor;
-  /** kv_a_proj_with_mqa [r_kv + rope, H] and its norm [r_kv]; kv_b_proj [nq*(nope+v), r_kv]. */
+  /**
+   * kv_a_proj_with_mqa [r_kv + rope, H] and its norm [r_kv]; kv_b_proj [nq*(nope+v), r_kv] with its rows regrouped:
+   * rows [0, nq*nope) every head's nope rows, rows [nq*nope, nq*(nope+v)) every head's v rows (weights.ts).
+   */
   kvA: Tensor;
   kvABias?: Tensor;
   kvANorm: Tensor;

@@ -175,7 +175,7 @@ type Make = (key: WeightKey, shape: number[], into?: Tensor) => Promise<Tensor>;
 /**
  * MLA's weights (weightTypes.ts MlaWeights): q (or qB) rows reordered per head from [nope | rope] to
  * [rope | nope], kvA's rope rows kept last; the rope rows de-interleaved (evens, then odds) where the model
- * pairs adjacent dims.
+ * pairs adjacent dims; kvB's rows as every head's nope rows, then every head's v rows.
  */
 async function mlaWeights(
   spec: ModelSpec,
@@ -217,7 +217,13 @@ async function mlaWeights(
     w.kvABias = permuteRows(device, s, await at('mlaKvABias', [m.kvLoraRank + rope, 1]), kvOrder).reshape([m.kvLoraRank + rope]);
   }
   w.kvANorm = await at('mlaKvANorm', [m.kvLoraRank]);
-  w.kvB = await at('mlaKvB', [nq * (nope + m.vHeadDim), m.kvLoraRank]);
+  // kv_b_proj's rows per head [nope | v] regrouped as every head's nope rows, then every head's v rows: the values
+  // then come out of their own GEMM already laid out as the attention op reads them (attention.ts).
+  const vd = m.vHeadDim;
+  const kvBOrder: number[] = [];
+  for (let h = 0; h < nq; h++) for (let j = 0; j < nope; j++) kvBOrder.push(h * (nope + vd) + j);
+  for (let h = 0; h < nq; h++) for (let j = 0; j < vd; j++) kvBOrder.push(h * (nope + vd) + nope + j);
+  w.kvB = permuteRows(device, s, await at('mlaKvB', [nq * (nope + vd), m.kvLoraRank]), kvBOrder);
   const o = await at('o', [H, nq * m.vHeadDim]);
   return m.attentionBias ? { mla: w, o, oBias: await at('oBias', [H]) } : { mla: w, o };
 }
