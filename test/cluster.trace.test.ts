@@ -30,6 +30,14 @@ test('a 2-rank cluster writes one trace with both ranks, measured and predicted'
   const routers = ops.filter((e) => e.name === 'router');
   for (const sync of ops.filter((e) => e.name === 'count_sync' && routers.some((r) => r.pid === e.pid)))
     expect(routers.some((r) => r.pid === sync.pid && r.ts + r.dur <= sync.ts + 1)).toBe(true);
+  // The router's GEMM and its top-k kernel are spans of their own inside a router of the same rank.
+  const within = (inner: (typeof ops)[number], outer: (typeof ops)[number]) =>
+    inner.pid === outer.pid && outer.ts <= inner.ts + 1 && inner.ts + inner.dur <= outer.ts + outer.dur + 1;
+  for (const name of ['router_gemm', 'router_topk']) {
+    const parts = ops.filter((e) => e.name === name);
+    expect(parts.length).toBeGreaterThan(0);
+    for (const part of parts) expect(routers.some((r) => within(part, r))).toBe(true);
+  }
   expect(ops.some((e) => e.cat === 'predicted')).toBe(true);
   expect(fs.readdirSync(path.dirname(file))).toEqual(['cluster.json']); // the per-rank parts are gone
 });

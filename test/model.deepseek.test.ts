@@ -118,3 +118,26 @@ describe('eps-moe forward refuses a DeepSeek config with one line', () => {
     );
   });
 });
+
+describe('a traced DeepSeek forward (CPU)', () => {
+  test('MLA projections and the router are spans of their parts, inside their parents', async () => {
+    const { loadRankEngine } = await import('../src/engine/rankEngine');
+    const { LocalCommunicator } = await import('../src/comm/communicator');
+    const spec = parseModelConfig(v2lite, 'lite.json');
+    const engine = await loadRankEngine({ spec, randomSeed: 3, backend: 'cpu', deviceIndex: 0, comm: new LocalCommunicator() });
+    try {
+      const { measured } = await engine.runner.forward([[1, 2, 3, 4], [5, 6]], { trace: true });
+      const ops = measured!;
+      const inside = (child: string, parent: string) => {
+        const kids = ops.filter((o) => o.name === child);
+        expect(kids.length).toBeGreaterThan(0);
+        for (const k of kids)
+          expect(ops.some((p) => p.name === parent && p.layer === k.layer && p.startMs <= k.startMs && k.endMs <= p.endMs)).toBe(true);
+      };
+      for (const part of ['mla_q', 'mla_kv_a', 'mla_kv_b']) inside(part, 'qkv_proj');
+      for (const part of ['router_gemm', 'router_topk']) inside(part, 'router');
+    } finally {
+      await engine.dispose();
+    }
+  });
+});

@@ -104,22 +104,29 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tenso
   const kNope = scope.tensor(actDtype, [T * nq, nope]);
   const v = scope.tensor(actDtype, [T * nq, vd]);
   // The spans match the other families' where the work matches: projections (here with the latent's norm and the
-  // expansion from it), rotary, then the per-head keys and values assembled for the attention op.
+  // expansion from it), rotary, then the per-head keys assembled for the attention op. Inside qkv_proj, spans of
+  // its three parts (a trace's summary lists them beside it).
   traced(ctx.onSpan, s, 'qkv_proj', tokens, () => {
-    if (m.q) {
-      ops.matmul(s, q, hn, m.q);
-    } else {
-      const qa = scope.tensor(actDtype, [T, mla.qLoraRank!]);
-      ops.matmul(s, qa, hn, m.qA!, m.qABias);
-      ops.rmsnorm(s, qa, qa, m.qANorm!, 1e-6);
-      ops.matmul(s, q, qa, m.qB!);
-    }
-    ops.matmul(s, kva, hn, m.kvA, m.kvABias);
-    ops.copyCols(s, latent, kva, 0, 0, r);
-    ops.rmsnorm(s, latent, latent, m.kvANorm, 1e-6);
-    ops.copyCols(s, kpe, kva, 0, r, rope);
-    ops.matmul(s, kNope.reshape([T, nq * nope]), latent, m.kvB.rows(0, nq * nope));
-    ops.matmul(s, v.reshape([T, nq * vd]), latent, m.kvB.rows(nq * nope, nq * vd));
+    traced(ctx.onSpan, s, 'mla_q', tokens, () => {
+      if (m.q) {
+        ops.matmul(s, q, hn, m.q);
+      } else {
+        const qa = scope.tensor(actDtype, [T, mla.qLoraRank!]);
+        ops.matmul(s, qa, hn, m.qA!, m.qABias);
+        ops.rmsnorm(s, qa, qa, m.qANorm!, 1e-6);
+        ops.matmul(s, q, qa, m.qB!);
+      }
+    });
+    traced(ctx.onSpan, s, 'mla_kv_a', tokens, () => {
+      ops.matmul(s, kva, hn, m.kvA, m.kvABias);
+      ops.copyCols(s, latent, kva, 0, 0, r);
+      ops.rmsnorm(s, latent, latent, m.kvANorm, 1e-6);
+      ops.copyCols(s, kpe, kva, 0, r, rope);
+    });
+    traced(ctx.onSpan, s, 'mla_kv_b', tokens, () => {
+      ops.matmul(s, kNope.reshape([T, nq * nope]), latent, m.kvB.rows(0, nq * nope));
+      ops.matmul(s, v.reshape([T, nq * vd]), latent, m.kvB.rows(nq * nope, nq * vd));
+    });
   });
   const q3 = q.reshape([T, nq, qk]);
   traced(ctx.onSpan, s, 'qk_norm_rope', tokens, () => {

@@ -38,11 +38,14 @@ export async function moeLayer(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, o
   const topkIdx = scope.tensor('i32', [T, routing.topK]);
   const topkW = scope.tensor('f32', [T, routing.topK]);
   if (T > 0) {
+    // Traced: the router, and inside it its GEMM and its top-k kernel apart.
     const sp = openSpan(ctx.onSpan, cs);
     const logits = scope.tensor('f32', [T, routing.numExperts]);
-    ops.matmul(cs, logits, h, w.router);
+    traced(ctx.onSpan, cs, 'router_gemm', { tokens: T }, () => ops.matmul(cs, logits, h, w.router));
     const sel = routing.selection ? { ...routing.selection, bias: w.routerBias } : undefined;
-    ops.router(cs, topkIdx, topkW, logits, routing.topK, routing.normTopkProb, routing.routedScale, sel);
+    traced(ctx.onSpan, cs, 'router_topk', { tokens: T }, () =>
+      ops.router(cs, topkIdx, topkW, logits, routing.topK, routing.normTopkProb, routing.routedScale, sel),
+    );
     sp?.end('compute', 'router', { tokens: T });
   }
   return routedMoeLayer(ctx, w, h, out, topkIdx, topkW);
