@@ -167,6 +167,17 @@ __global__ void copyColsKernel(FloatDst out, FloatSrc x, int64_t R, int64_t No, 
   out.store(r * No + dstCol + col, x[(r / rep) * Nx + srcCol + col]);
 }
 
+// The same copy in 16-byte chunks, where out and x share a dtype and every column offset, width and row length
+// is a whole number of chunks (MLA's key assembly in bf16: 64 rope and 128 nope columns of 192): one thread per
+// chunk, out[r, dstC + c] = x[r / rep, srcC + c] in chunks. The element-wise kernel moved 2 bytes a thread.
+__global__ void copyColsChunkKernel(uint4* __restrict__ out, const uint4* __restrict__ x, int64_t R, int64_t noC, int64_t nxC,
+                                    int64_t dstC, int64_t srcC, int64_t widthC, int64_t rep) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= R * widthC) return;
+  const int64_t r = i / widthC, c = i - r * widthC;
+  out[r * noC + dstC + c] = x[(r / rep) * nxC + srcC + c];
+}
+
 // ---------------------------------------------------------------- moe_permute
 
 // The T*k pairs are cut into chunks of kChunk, in order. Pass 1 counts each chunk's pairs per
@@ -520,9 +531,21 @@ void copyColsOp(OpContext& c, const OpArgs& args) {
   const int64_t R = out.dim(0), width = args.ints[2];
   if (R == 0 || width == 0) return;
   const int threads = 256;
-  const int64_t blocks = (R * width + threads - 1) / threads;
-  copyColsKernel<<<unsigned(blocks), threads, 0, c.cuda>>>(floatDst(out), floatSrc(x), R, out.dim(1), x.dim(1), args.ints[0],
-                                                           args.ints[1], width, args.ints[3]);
+  const int64_t es = int64_t(dtypeSize(out.dtype));
+  const auto whole = [&](int64_t elems) { return (elems * es) % 16 == 0; };
+  const bool chunks = out.dtype == x.dtype && whole(out.dim(1)) && whole(x.dim(1)) && whole(args.ints[0]) && whole(args.ints[1]) &&
+                      whole(width) && reinterpret_cast<uintptr_t>(out.data) % 16 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
+  if (chunks) {
+    const int64_t per = 16 / es;  // elements per chunk
+    const int64_t blocks = (R * (width / per) + threads - 1) / threads;
+    copyColsChunkKernel<<<unsigned(blocks), threads, 0, c.cuda>>>(static_cast<uint4*>(out.data), static_cast<const uint4*>(x.data), R,
+                                                                  out.dim(1) / per, x.dim(1) / per, args.ints[0] / per,
+                                                                  args.ints[1] / per, width / per, args.ints[3]);
+  } else {
+    const int64_t blocks = (R * width + threads - 1) / threads;
+    copyColsKernel<<<unsigned(blocks), threads, 0, c.cuda>>>(floatDst(out), floatSrc(x), R, out.dim(1), x.dim(1), args.ints[0],
+                                                             args.ints[1], width, args.ints[3]);
+  }
   checkLaunch("copy_cols");
 }
 
