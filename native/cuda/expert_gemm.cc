@@ -92,12 +92,12 @@ void groupedGemm(OpContext& c, cublasHandle_t h, const ExpertProblem& p) {
 // memory (hostCounts) or in device memory (deviceCounts, S of them). False (nothing enqueued but the offsets'
 // upload) where it does not: not bf16, not a 9.0 device or no sm_90a image, a shape it does not take; the
 // caller then runs kernel 0.
-// EPS_GROUPED_SM90_CONFIG (1-6, grouped_gemm_sm90.h) forces one config of the Hopper grouped GEMM, for
+// EPS_GROUPED_SM90_CONFIG (1-5, grouped_gemm_sm90.h) forces one config of the Hopper grouped GEMM, for
 // measurement (a whole prefill with config 5 against auto); unset or anything else, auto.
 int groupedSm90Config() {
   const char* env = std::getenv("EPS_GROUPED_SM90_CONFIG");
   const int config = env ? std::atoi(env) : 0;
-  return config >= 1 && config <= 6 ? config : 0;
+  return config >= 1 && config <= 5 ? config : 0;
 }
 
 bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, const TensorRef& w, bool swiglu,

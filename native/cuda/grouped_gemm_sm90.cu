@@ -53,8 +53,6 @@
 #include <cuda_bf16.h>
 #include <cudaTypedefs.h>
 
-#include <algorithm>
-
 
 // In the passes for other targets the kernel body is compiled out, leaving helpers unreferenced.
 #pragma nv_diag_suppress 177
@@ -97,33 +95,6 @@ __device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, 
       "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
       : "memory");
-}
-
-// The same load, multicast: the box lands at offset `dst` of every CTA in `mask` of the cluster, and completes
-// its bytes on the mbarrier at offset `bar` of each.
-__device__ __forceinline__ void tmaLoad3dMulticast(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1, int c2,
-                                                   uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, %4, %5}], [%2], %6;" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "h"(mask)
-      : "memory");
-}
-__device__ __forceinline__ uint32_t clusterCtaRank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return r;
-}
-// Arrives on the mbarrier at offset `bar` of CTA `rank` of the cluster.
-__device__ __forceinline__ void mbarArriveRemote(uint32_t bar, uint32_t rank) {
-  asm volatile(
-      "{\n.reg .b32 remAddr;\n"
-      "mapa.shared::cluster.u32 remAddr, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remAddr];\n}\n" ::"r"(bar),
-      "r"(rank)
-      : "memory");
-}
-__device__ __forceinline__ void clusterBarrier() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
 }
 
 __device__ __forceinline__ void tmaStore2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
@@ -181,13 +152,7 @@ __device__ __forceinline__ float swigluOf(float gateAcc, float upAcc) {
 
 // ---- the kernel -------------------------------------------------------------------------------
 
-// CM = 2 (config 6): 2x1 thread-block clusters. The two CTAs take m-tiles 2u and 2u+1 of one (segment, n-tile)
-// "unit" and share its weight tile: each loads half of it (with SWIGLU: rank 0 the gate box, rank 1 the up box)
-// and multicasts it into both, so each CTA's L2 -> SM traffic per k-step is 16 + 16 instead of 16 + 32 KB.
-// A stage is free once the consumers of both CTAs have read it (each consumer warp also arrives on the peer's
-// empty barrier). The second CTA's m-tile may lie past its segment (an odd count): it runs the mainloop on
-// rows it never stores, for its peer's sake.
-template <int BN, int STAGES, int EPI, bool SWIGLU, int CM = 1>
+template <int BN, int STAGES, int EPI, bool SWIGLU>
 __global__ void __launch_bounds__(kThreads, 1)
     groupedGemmSm90Kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                           const __grid_constant__ CUtensorMap tmC, __nv_bfloat16* __restrict__ out,
@@ -218,9 +183,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int outN = SWIGLU ? N / 2 : N;
   const int nTilesN = (outN + TN - 1) / TN;
   const int nK = (K + BK - 1) / BK;
-  const uint32_t rank = CM > 1 ? clusterCtaRank() : 0;
-  // The CTA walks units t = firstUnit, + unitStride, ...: a unit is CM m-tiles of one n-tile (a tile at CM = 1).
-  const int firstUnit = blockIdx.x / CM, unitStride = gridDim.x / CM;
 
   if (tid == 0) {
     prefetchTensorMap(&tmA);
@@ -228,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (TMA_STORE) prefetchTensorMap(&tmC);
     for (int i = 0; i < STAGES; ++i) {
       mbarInit(fullBar + 8 * i, 1);
-      mbarInit(emptyBar + 8 * i, kConsumerWarps * CM);  // with CM = 2 the peer's consumer warps arrive too
+      mbarInit(emptyBar + 8 * i, kConsumerWarps);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -240,7 +202,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   int local = 0;
   for (int s = s0; s < s1; ++s) {
     const int r0 = clampRow(offsets[s]), r1 = max(r0, clampRow(offsets[s + 1]));
-    local += (((r1 - r0 + BM - 1) / BM + CM - 1) / CM) * nTilesN;
+    local += ((r1 - r0 + BM - 1) / BM) * nTilesN;
   }
   int incl = local;
 #pragma unroll
@@ -269,12 +231,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       tileStart[s] = run;
       rowStart[s] = r0;
       rowEnd[s] = r1;
-      run += (((r1 - r0 + BM - 1) / BM + CM - 1) / CM) * nTilesN;
+      run += ((r1 - r0 + BM - 1) / BM) * nTilesN;
     }
     if (tid == 0) tileStart[S] = totalTilesS;
   }
   __syncthreads();
-  if constexpr (CM > 1) clusterBarrier();  // the peer's barriers are initialised before anything targets them
   const int totalTiles = totalTilesS;
 
   // Tile t -> (segment s, m-tile, n-tile): s is the last segment whose first tile is <= t (it has tiles).
@@ -288,14 +249,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       else hi = mid - 1;
     }
     s = lo;
-    const int mUnits = ((rowEnd[s] - rowStart[s] + BM - 1) / BM + CM - 1) / CM;
+    const int mTiles = (rowEnd[s] - rowStart[s] + BM - 1) / BM;
     const int localT = t - tileStart[s];
-    const int g = min(band, mUnits);
+    const int g = min(band, mTiles);
     const int b = localT / (g * nTilesN);
     const int rem = localT - b * g * nTilesN;
-    const int gb = min(g, mUnits - b * g);
+    const int gb = min(g, mTiles - b * g);
     nt = rem / gb;
-    mt = (b * g + (rem - nt * gb)) * CM + int(rank);
+    mt = b * g + (rem - nt * gb);
   };
 
   const int wg = warp / 4;
@@ -304,7 +265,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (warp == 0 && lane == 0) {
       int it = 0;
-      for (int t = firstUnit; t < totalTiles; t += unitStride) {
+      for (int t = blockIdx.x; t < totalTiles; t += gridDim.x) {
         int s, mt, nt;
         decode(t, s, mt, nt);
         const int row = rowStart[s] + mt * BM, col = nt * TN, e = s % E;
@@ -314,19 +275,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbarWait(emptyBar + 8 * stage, phase ^ 1);
           mbarExpectTx(fullBar + 8 * stage, C::kStageBytes);
           tmaLoad2d(sA + stage * C::kABytes, &tmA, fullBar + 8 * stage, kb * BK, row);
-          if constexpr (CM > 1) {
-            // This CTA's half of the shared weight tile (B's box is BN/2 rows), into both CTAs: rows
-            // [rank * BN/2, +BN/2) of the stage, i.e. with SWIGLU the gate box (rank 0) or the up box (rank 1).
-            const int wRow = SWIGLU ? int(rank) * outN + col : col + int(rank) * (BN / 2);
-            tmaLoad3dMulticast(sB + stage * C::kBBytes + rank * (C::kBBytes / 2), &tmB, fullBar + 8 * stage, kb * BK,
-                               wRow, e, uint16_t(3));
-          } else {
-            tmaLoad3d(sB + stage * C::kBBytes, &tmB, fullBar + 8 * stage, kb * BK, col, e);
-            // The up rows of the same outputs right behind the gate rows: TN rows of 128 bytes, a whole
-            // number of 1024-byte swizzle atoms, so the stage reads as one BN-row operand.
-            if constexpr (SWIGLU)
-              tmaLoad3d(sB + stage * C::kBBytes + TN * BK * 2, &tmB, fullBar + 8 * stage, kb * BK, outN + col, e);
-          }
+          tmaLoad3d(sB + stage * C::kBBytes, &tmB, fullBar + 8 * stage, kb * BK, col, e);
+          // The up rows of the same outputs right behind the gate rows: TN rows of 128 bytes, a whole
+          // number of 1024-byte swizzle atoms, so the stage reads as one BN-row operand.
+          if constexpr (SWIGLU)
+            tmaLoad3d(sB + stage * C::kBBytes + TN * BK * 2, &tmB, fullBar + 8 * stage, kb * BK, outN + col, e);
         }
       }
     }
@@ -338,14 +291,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
-    // Frees a stage: lane 0 here, and with CM = 2 lane 1 in the peer (whose producer multicasts into this CTA).
-    auto release = [&](int stage) {
-      if (lane == 0) mbarArrive(emptyBar + 8 * stage);
-      if constexpr (CM > 1)
-        if (lane == 1) mbarArriveRemote(emptyBar + 8 * stage, rank ^ 1u);
-    };
     int it = 0;
-    for (int t = firstUnit; t < totalTiles; t += unitStride) {
+    for (int t = blockIdx.x; t < totalTiles; t += gridDim.x) {
       int s, mt, nt;
       decode(t, s, mt, nt);
       for (int kb = 0; kb < nK; ++kb, ++it) {
@@ -365,13 +312,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
         if (kb > 0) {
           wgmmaWait<1>();
-          release((it - 1) % STAGES);
+          if (lane == 0) mbarArrive(emptyBar + 8 * ((it - 1) % STAGES));
         }
       }
       wgmmaWait<0>();
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) fenceReg(acc[i]);
-      release((it - 1) % STAGES);
+      if (lane == 0) mbarArrive(emptyBar + 8 * ((it - 1) % STAGES));
 
       const int rEnd = rowEnd[s];
       const int tileRow = rowStart[s] + mt * BM + cw * 64;  // this warpgroup's first row
@@ -483,8 +430,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     if (TMA_STORE && tid % 128 == 0) bulkWait0();
   }
-  // A CTA leaves only once its peer is done with it (the peer's multicasts into it and arrivals on it).
-  if constexpr (CM > 1) clusterBarrier();
 #elif defined(__CUDA_ARCH__)
   // Built without the sm_90a target (e.g. a plain sm_90 or sm_80 pass of a multi-architecture build):
   // no wgmma here. Fail loudly rather than leave the output unwritten.
@@ -531,7 +476,7 @@ DeviceInfo deviceInfo(int device) {
 // Bands of m-tiles (decode()): 0 picks the default.
 constexpr int kDefaultBand = 8;
 
-template <int BN, int STAGES, int EPI, bool SWIGLU, int CM = 1>
+template <int BN, int STAGES, int EPI, bool SWIGLU>
 cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   using C = Cfg<BN, STAGES, EPI>;
   int device = 0;
@@ -549,8 +494,7 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   const cuuint32_t boxA[2] = {BK, BM};
   const cuuint64_t dimsB[3] = {cuuint64_t(p.K), cuuint64_t(p.N), cuuint64_t(p.E)};
   const cuuint64_t stridesB[2] = {cuuint64_t(p.K) * 2, cuuint64_t(p.K) * cuuint64_t(p.N) * 2};
-  // With SWIGLU each stage's B is two boxes of BN/2 rows (gate, up); with CM = 2 each CTA loads one half.
-  const cuuint32_t boxB[3] = {BK, SWIGLU || CM > 1 ? BN / 2 : BN, 1};
+  const cuuint32_t boxB[3] = {BK, SWIGLU ? BN / 2 : BN, 1};
   const cuuint64_t dimsC[2] = {cuuint64_t(outN), cuuint64_t(p.R)};
   const cuuint64_t stridesC[1] = {cuuint64_t(outN) * 2};
   const cuuint32_t boxC[2] = {64, 64};
@@ -558,49 +502,13 @@ cudaError_t launch(const GroupedGemmSm90Args& p, cudaStream_t stream) {
       !encode(&mapC, p.out, 2, dimsC, stridesC, boxC))
     return cudaErrorInvalidValue;
 
-  auto kernel = groupedGemmSm90Kernel<BN, STAGES, EPI, SWIGLU, CM>;
+  auto kernel = groupedGemmSm90Kernel<BN, STAGES, EPI, SWIGLU>;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const int band = p.bandM > 0 ? p.bandM : kDefaultBand;
-  if constexpr (CM == 1) {
-    kernel<<<info.sms, kThreads, smem, stream>>>(mapA, mapB, mapC, static_cast<__nv_bfloat16*>(p.out), p.offsets, p.S,
-                                                p.E, p.N, p.K, int(p.R), band);
-    return cudaGetLastError();
-  } else {
-    cudaLaunchConfig_t cfg{};
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = CM;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    // The persistent grid must be resident at once: as many clusters as fit together (a GPC holds whole
-    // clusters), asked of the occupancy API once per device and shared-memory size.
-    static std::mutex mu;
-    static int cachedClusters[64] = {};
-    static size_t cachedSmem[64] = {};
-    if (device < 0 || device >= 64) return cudaErrorInvalidValue;
-    int clusters = 0;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (cachedClusters[device] == 0 || cachedSmem[device] != smem) {
-        cfg.gridDim = dim3((info.sms / CM) * CM);
-        err = cudaOccupancyMaxActiveClusters(&cachedClusters[device], kernel, &cfg);
-        if (err != cudaSuccess) return err;
-        cachedSmem[device] = smem;
-      }
-      clusters = cachedClusters[device];
-    }
-    if (clusters <= 0) return cudaErrorInvalidValue;
-    cfg.gridDim = dim3(std::min(info.sms / CM, clusters) * CM);
-    err = cudaLaunchKernelEx(&cfg, kernel, mapA, mapB, mapC, static_cast<__nv_bfloat16*>(p.out), p.offsets, p.S, p.E,
-                             p.N, p.K, int(p.R), band);
-    return err != cudaSuccess ? err : cudaGetLastError();
-  }
+  kernel<<<info.sms, kThreads, smem, stream>>>(mapA, mapB, mapC, static_cast<__nv_bfloat16*>(p.out), p.offsets, p.S,
+                                              p.E, p.N, p.K, int(p.R), band);
+  return cudaGetLastError();
 }
 
 template <bool SWIGLU>
@@ -611,7 +519,6 @@ cudaError_t launchConfigOf(int config, const GroupedGemmSm90Args& p, cudaStream_
     case 3: return launch<256, 3, kEpiFull, SWIGLU>(p, stream);
     case 4: return launch<128, 5, kEpiFull, SWIGLU>(p, stream);
     case 5: return launch<256, 4, kEpiSlots, SWIGLU>(p, stream);
-    case 6: return launch<256, 4, kEpiSlots, SWIGLU, 2>(p, stream);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -628,7 +535,7 @@ cudaError_t launchConfig(int config, const GroupedGemmSm90Args& p, cudaStream_t 
 // (session 8, docs/bench/2026-12-07-s8-h100-call5-6.txt): >= torch at 34 of 36 points from 128 rows up
 // against 30 of 36. With too many segments for its tables config 5 falls back to 3 (groupedGemmSm90).
 int pickConfig(const GroupedGemmSm90Args& p) {
-  if (p.config >= 1 && p.config <= 6) return p.config;
+  if (p.config >= 1 && p.config <= 5) return p.config;
   return p.R < int64_t(192) * p.E ? 4 : 5;
 }
 
@@ -676,7 +583,7 @@ cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   const cudaError_t err = launchConfig(config, p, stream);
   // A staging-buffer config needs more shared memory: with many segments fall back to less staging (5 -> 3),
   // then to direct stores (3 -> 2, 4 -> 1).
-  if (err == cudaErrorInvalidValue && (config == 5 || config == 6)) {
+  if (err == cudaErrorInvalidValue && config == 5) {
     const cudaError_t err3 = launchConfig(3, p, stream);
     return err3 == cudaErrorInvalidValue ? launchConfig(2, p, stream) : err3;
   }

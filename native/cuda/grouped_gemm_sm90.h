@@ -34,9 +34,7 @@ struct GroupedGemmSm90Args {
                            // from registers); 3: 128x256, 3 stages, 4: 128x128, 5 stages (both through
                            // shared memory and TMA stores, overlapping the next tile's mainloop); 5: 128x256,
                            // 4 stages, the TMA stores through two 64x64 slots per warpgroup (with more than
-                           // ~160 segments its tables do not fit: 3 runs instead); 6: 5 in 2x1 thread-block
-                           // clusters, the two CTAs' shared weight tile loaded half by each and multicast
-                           // (opt-in; falls back as 5 does)
+                           // ~160 segments its tables do not fit: 3 runs instead)
   int bandM;               // tile order: m-tiles of a segment in bands of bandM (0: default 8)
   bool swiglu;             // out = swiglu(gate, up) of w's two halves (above); needs N % 16 == 0
 };

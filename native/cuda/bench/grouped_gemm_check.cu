@@ -163,7 +163,7 @@ static const int kWhole = 1 << 30;  // one band: every m-tile of an n-tile befor
 static const Variant kCheckVariants[] = {
     {0, 0, "auto"},              {1, 8, "128x128 s6 reg b8"}, {2, 8, "128x256 s4 reg b8"}, {3, 8, "128x256 s3 tma b8"},
     {4, 8, "128x128 s5 tma b8"}, {3, 3, "128x256 s3 tma b3"}, {2, kWhole, "128x256 s4 reg b*"},
-    {5, 8, "128x256 s4 slots b8"}, {6, 8, "128x256 s4 slots 2x1 b8"}, {6, 3, "128x256 s4 slots 2x1 b3"}};
+    {5, 8, "128x256 s4 slots b8"}};
 static const Variant kTimeVariants[] = {{0, 0, "auto"},
                                         {2, kWhole, "256s4reg-b*"},
                                         {3, 8, "256s3tma-b8"},
