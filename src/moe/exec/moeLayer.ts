@@ -270,6 +270,13 @@ function sharedExpert(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, out: Tenso
   const T = h.shape[0];
   if (!w.shared || T === 0) return;
   const sp = openSpan(ctx.onSpan, s);
+  if (writeFirst && !w.sharedGate && out.dtype === actDtype) {
+    // Nothing under it to add onto and no gate: the MLP writes out itself, the same bits as zeros + y without the
+    // zero fill's and the add's passes over [T, H] (DeepSeek's shared experts: ~0.27 GB a layer at 16K tokens).
+    swigluMlp(s, scope, actDtype, w.shared, h, out);
+    sp?.end('compute', 'shared expert', { tokens: T });
+    return;
+  }
   const y = scope.tensor(actDtype, [T, h.shape[1]]);
   swigluMlp(s, scope, actDtype, w.shared, h, y);
   if (writeFirst) ops.fillRandom(s, out, 0, 0); // std 0: zeros, so that the gate below writes
