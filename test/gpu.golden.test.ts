@@ -7,6 +7,7 @@ import * as path from 'path';
 import { LocalCommunicator } from '../src/comm/communicator';
 import { loadRankEngine } from '../src/engine/rankEngine';
 import { hasBackend } from '../src/native/addon';
+import { withEnv } from '../src/util/env';
 import { FIXTURES, GOLDEN_FIXTURES, loadGolden } from './helpers/cli';
 
 const cuda = hasBackend('cuda');
@@ -34,6 +35,16 @@ maybe('CUDA forward vs transformers fp32 (golden fixtures)', () => {
     );
     expect(cuda.relL2).toBeLessThan(Math.max(5e-2, storage.relL2 + 1e-2));
     expect(cuda.agree / cuda.positions).toBeGreaterThan(0.9);
+  });
+
+  // The shared expert through the Hopper grouped GEMM (opt-in, src/moe/exec/mlp.ts): the same bound, where it runs.
+  test.each(['deepseek-v2-lite', 'deepseek-v3'])('%s, EPS_SHARED_EXPERT_KERNEL=grouped_sm90', async (fixture) => {
+    const golden = loadGolden(fixture);
+    const logits = await withEnv({ EPS_SHARED_EXPERT_KERNEL: 'grouped_sm90' }, () => forwardAll(fixture, 'cuda', 'bf16', golden.sequences));
+    const storage = compare(await forwardAll(fixture, 'cpu', 'bf16', golden.sequences), golden.logits);
+    const got = compare(logits, golden.logits);
+    expect(got.relL2).toBeLessThan(Math.max(5e-2, storage.relL2 + 1e-2));
+    expect(got.agree / got.positions).toBeGreaterThan(0.9);
   });
 });
 

@@ -5,10 +5,28 @@ import type { TensorScope } from '../../native/scope';
 import type { ExpertFfn } from './dispatcher';
 import type { MlpWeights } from './weights';
 
-/** out[T,H] = down(silu(x @ gate^T) * (x @ up^T)), with gate and up stacked in one [2I, H] matrix. */
+/**
+ * out[T,H] = down(silu(x @ gate^T) * (x @ up^T)), with gate and up stacked in one [2I, H] matrix: two cuBLAS GEMMs and
+ * the swiglu op between them. With EPS_SHARED_EXPERT_KERNEL=grouped_sm90, where the device runs that kernel and it
+ * fuses the SwiGLU for these shapes, the same MLP as one expert of expertFfn (the [T, 2I] product never written);
+ * opt-in until measured against cuBLAS (BENCHMARKS.md, session 9: DeepSeek-V2-Lite's shared expert 1012 us a layer).
+ */
 export function swigluMlp(s: Stream, scope: TensorScope, actDtype: DType, w: MlpWeights, x: Tensor, out: Tensor): void {
   const T = x.shape[0];
   const I2 = w.gateUp.shape[0];
+  const H = x.shape[1];
+  if (
+    process.env.EPS_SHARED_EXPERT_KERNEL === 'grouped_sm90' &&
+    ops.expertKernelsOf(x.device).includes('grouped_sm90') &&
+    ops.groupedSm90FusesSwiglu(actDtype, I2, H) &&
+    ops.groupedSm90Takes(actDtype, H, I2 / 2) &&
+    w.gateUp.dtype === actDtype &&
+    w.down.dtype === actDtype
+  ) {
+    const experts = { gateUp: w.gateUp.reshape([1, I2, H]), down: w.down.reshape([1, H, I2 / 2]) };
+    expertFfn(scope, actDtype)(s, x, experts, [T], 'grouped_sm90', out);
+    return;
+  }
   const gateUp = scope.tensor(actDtype, [T, I2]);
   ops.matmul(s, gateUp, x, w.gateUp);
   const act = scope.tensor(actDtype, [T, I2 / 2]);
