@@ -6,7 +6,7 @@
 #      (test/gpu.golden.test.ts: every fixture, and the DeepSeek ones with the shared expert in the grouped GEMM);
 #   3. a traced prefill (where the step goes, with the spans inside qkv_proj and the router);
 #   4. untraced prefills with the shared expert on cuBLAS (the default) and through the grouped GEMM
-#      (EPS_SHARED_EXPERT_KERNEL=grouped_sm90), in alternation, then transformers on the same load.
+#      (EPS_MLP_KERNEL=grouped_sm90), in alternation, then transformers on the same load.
 # usage: OUT=... [LIMIT=s] [PRESET=deepseek-v2-lite] [LOAD=8x2048] bash scripts/gpu-deepseek.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -38,7 +38,7 @@ for round in 1 2; do
   for shared in cublas grouped_sm90; do
     phase "prefill, shared expert on $shared (round $round)" 45 || continue
     v=; [ "$shared" = grouped_sm90 ] && v=grouped_sm90
-    rows+=("$(EPS_SHARED_EXPERT_KERNEL=$v OUT=$W/pf TAG=shared-$shared NO_TORCH=1 LOAD=$LOAD LOAD_REPEAT=8 timeout 60 \
+    rows+=("$(EPS_MLP_KERNEL=$v OUT=$W/pf TAG=shared-$shared NO_TORCH=1 LOAD=$LOAD LOAD_REPEAT=8 timeout 60 \
       bash scripts/gpu-prefill.sh "$PRESET" 2>&1 | grep "tok/s" | tail -1)")
   done
 done

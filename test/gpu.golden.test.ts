@@ -37,10 +37,11 @@ maybe('CUDA forward vs transformers fp32 (golden fixtures)', () => {
     expect(cuda.agree / cuda.positions).toBeGreaterThan(0.9);
   });
 
-  // The shared expert through the Hopper grouped GEMM (opt-in, src/moe/exec/mlp.ts): the same bound, where it runs.
-  test.each(['deepseek-v2-lite', 'deepseek-v3'])('%s, EPS_SHARED_EXPERT_KERNEL=grouped_sm90', async (fixture) => {
+  // The dense SwiGLU MLPs (shared experts, dense layers) through the Hopper grouped GEMM (opt-in, src/moe/exec/mlp.ts):
+  // the same bound, where it runs.
+  test.each(['deepseek-v2-lite', 'deepseek-v3'])('%s, EPS_MLP_KERNEL=grouped_sm90', async (fixture) => {
     const golden = loadGolden(fixture);
-    const logits = await withEnv({ EPS_SHARED_EXPERT_KERNEL: 'grouped_sm90' }, () => forwardAll(fixture, 'cuda', 'bf16', golden.sequences));
+    const logits = await withEnv({ EPS_MLP_KERNEL: 'grouped_sm90' }, () => forwardAll(fixture, 'cuda', 'bf16', golden.sequences));
     const storage = compare(await forwardAll(fixture, 'cpu', 'bf16', golden.sequences), golden.logits);
     const got = compare(logits, golden.logits);
     expect(got.relL2).toBeLessThan(Math.max(5e-2, storage.relL2 + 1e-2));

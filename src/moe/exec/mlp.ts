@@ -7,16 +7,17 @@ import type { MlpWeights } from './weights';
 
 /**
  * out[T,H] = down(silu(x @ gate^T) * (x @ up^T)), with gate and up stacked in one [2I, H] matrix: two cuBLAS GEMMs and
- * the swiglu op between them. With EPS_SHARED_EXPERT_KERNEL=grouped_sm90, where the device runs that kernel and it
+ * the swiglu op between them. With EPS_MLP_KERNEL=grouped_sm90, where the device runs that kernel and it
  * fuses the SwiGLU for these shapes, the same MLP as one expert of expertFfn (the [T, 2I] product never written);
  * opt-in until measured against cuBLAS (BENCHMARKS.md, session 9: DeepSeek-V2-Lite's shared expert 1012 us a layer).
+ * It serves every dense SwiGLU MLP: the shared experts and the dense layers (forward.ts).
  */
 export function swigluMlp(s: Stream, scope: TensorScope, actDtype: DType, w: MlpWeights, x: Tensor, out: Tensor): void {
   const T = x.shape[0];
   const I2 = w.gateUp.shape[0];
   const H = x.shape[1];
   if (
-    process.env.EPS_SHARED_EXPERT_KERNEL === 'grouped_sm90' &&
+    process.env.EPS_MLP_KERNEL === 'grouped_sm90' &&
     ops.expertKernelsOf(x.device).includes('grouped_sm90') &&
     ops.groupedSm90FusesSwiglu(actDtype, I2, H) &&
     ops.groupedSm90Takes(actDtype, H, I2 / 2) &&
