@@ -579,15 +579,12 @@ cudaError_t groupedGemmSm90Offsets(const int32_t* counts, int S, int32_t* offset
 
 cudaError_t groupedGemmSm90(const GroupedGemmSm90Args& p, cudaStream_t stream) {
   if (!groupedGemmSm90Takes(p)) return cudaErrorInvalidValue;
-  const int config = pickConfig(p);
-  const cudaError_t err = launchConfig(config, p, stream);
-  // A staging-buffer config needs more shared memory: with many segments fall back to less staging (5 -> 3),
-  // then to direct stores (3 -> 2, 4 -> 1).
-  if (err == cudaErrorInvalidValue && config == 5) {
-    const cudaError_t err3 = launchConfig(3, p, stream);
-    return err3 == cudaErrorInvalidValue ? launchConfig(2, p, stream) : err3;
-  }
-  if (err == cudaErrorInvalidValue && (config == 3 || config == 4)) return launchConfig(config == 3 ? 2 : 1, p, stream);
+  // A staging-buffer config needs more shared memory: with many segments it falls back to less staging (5 -> 3),
+  // then to direct stores (3 -> 2, 4 -> 1); 0: no fallback.
+  auto fallbackOf = [](int config) { return config == 5 ? 3 : config == 3 ? 2 : config == 4 ? 1 : 0; };
+  int config = pickConfig(p);
+  cudaError_t err = launchConfig(config, p, stream);
+  while (err == cudaErrorInvalidValue && (config = fallbackOf(config)) != 0) err = launchConfig(config, p, stream);
   return err;
 }
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cuda_timing import time_rounds
+from cuda_timing import ratio_rounds, time_rounds
 from sdpa_refusal import refusal
 
 DEFAULT_CASES = ["1024:32/8:128", "4096:32/8:128", "8192:32/8:128", "16384:32/8:128", "32768:32/8:128",
@@ -134,13 +134,7 @@ def main():
         flops = 2 * (S * S / 2) * (hd + hdv) * nq
         tf = {n: [flops / ms / 1e9 for ms in v] for n, v in time_rounds(torch, runs, args.rounds, args.reps).items()}
         med = {n: statistics.median(v) for n, v in tf.items()}
-        # Per-round ratios of each of our schedules to each backend: their median, lowest and highest round.
-        ratio = {}
-        for o in ours_names:
-            for b in BACKENDS:
-                if b in tf:
-                    r = [tf[o][i] / tf[b][i] for i in range(args.rounds)]
-                    ratio[o, b] = (statistics.median(r), min(r), max(r))
+        ratio = {(o, b): ratio_rounds(tf[o], tf[b]) for o in ours_names for b in BACKENDS if b in tf}
         rows.append((spec, med, ratio, notes))
         print(f"ROW {spec}: " + " ".join(f"{n} {x:.1f}" for n, x in med.items()) +
               "".join(f" | {o}/{b} {r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]" for (o, b), r in ratio.items()) +

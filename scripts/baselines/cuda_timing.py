@@ -27,3 +27,10 @@ def time_rounds(torch, runs, rounds, reps):
         for n in names[r % len(names):] + names[:r % len(names)]:
             out[n].append(time_ms(torch, runs[n], reps))
     return out
+
+
+def ratio_rounds(a, b):
+    """Per-round ratios a[i] / b[i] of two sides' numbers from time_rounds (same rounds): their median, lowest and
+    highest round (the spread says how far one ratio can be trusted)."""
+    r = [x / y for x, y in zip(a, b)]
+    return statistics.median(r), min(r), max(r)

@@ -29,7 +29,7 @@ import sys
 
 import torch
 
-from cuda_timing import time_ms, time_rounds
+from cuda_timing import ratio_rounds, time_ms, time_rounds
 
 SHAPES = [("E80 N3072 K5120", 80, 3072, 5120), ("E64 N1536 K2048 (qwen3 gate_up)", 64, 1536, 2048),
           ("E64 N2048 K768 (qwen3 down)", 64, 2048, 768), ("E4 N28672 K4096", 4, 28672, 4096)]
@@ -130,11 +130,7 @@ def main():
         del ref
         flops = 2.0 * R * N * K
         tf = {s: [flops / ms / 1e9 for ms in v] for s, v in time_rounds(torch, run, args.rounds, args.reps).items()}
-        # Per-round ratios of each of our configs to torch: their median, lowest and highest round.
-        ratio = {}
-        for s in sides[:-1]:
-            r = [tf[s][i] / tf["torch"][i] for i in range(args.rounds)]
-            ratio[s] = (statistics.median(r), min(r), max(r))
+        ratio = {s: ratio_rounds(tf[s], tf["torch"]) for s in sides[:-1]}
         med = {s: statistics.median(v) for s, v in tf.items()}
         rows.append((tag, m, med, ratio))
         print(f"ROW {tag}: " + " ".join(f"{s} {med[s]:.1f}" for s in sides) +

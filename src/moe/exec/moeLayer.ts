@@ -274,18 +274,17 @@ function sharedExpert(ctx: MoeLayerContext, w: MoeWeights, h: Tensor, out: Tenso
     // Nothing under it to add onto and no gate: the MLP writes out itself, the same bits as zeros + y without the
     // zero fill's and the add's passes over [T, H] (DeepSeek's shared experts: ~0.27 GB a layer at 16K tokens).
     swigluMlp(s, scope, actDtype, w.shared, h, out);
-    sp?.end('compute', 'shared expert', { tokens: T });
-    return;
-  }
-  const y = scope.tensor(actDtype, [T, h.shape[1]]);
-  swigluMlp(s, scope, actDtype, w.shared, h, y);
-  if (writeFirst) ops.fillRandom(s, out, 0, 0); // std 0: zeros, so that the gate below writes
-  if (w.sharedGate) {
-    const g = scope.tensor('f32', [T, 1]);
-    ops.matmul(s, g, h, w.sharedGate);
-    ops.sigmoidGateAdd(s, out, y, g);
   } else {
-    ops.add(s, out, out, y);
+    const y = scope.tensor(actDtype, [T, h.shape[1]]);
+    swigluMlp(s, scope, actDtype, w.shared, h, y);
+    if (writeFirst) ops.fillRandom(s, out, 0, 0); // std 0: zeros, so that the gate below writes
+    if (w.sharedGate) {
+      const g = scope.tensor('f32', [T, 1]);
+      ops.matmul(s, g, h, w.sharedGate);
+      ops.sigmoidGateAdd(s, out, y, g);
+    } else {
+      ops.add(s, out, out, y);
+    }
   }
   sp?.end('compute', 'shared expert', { tokens: T });
 }
