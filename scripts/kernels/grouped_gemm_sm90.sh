@@ -4,14 +4,15 @@
 # Writes $OUT/build.log, $OUT/ggc.log, $OUT/loads.txt, $OUT/torch.log; the merged table is printed, then the
 # fused SwiGLU timings (SWIGLU lines of ggc.log), then the acceptance table of issue 12: ours and torch in one
 # process, timed in alternation (scripts/baselines/grouped_mm_interleaved.py, $OUT/interleaved.log).
-# vs-torch: only that last table (CONFIGS=0,3,4 times those configs too; 0 = auto).
+# vs-torch: only that last table (CONFIGS=0,3,4 times those configs too; 0 = auto; C:B is config C with tiles in
+# bands of B m-tiles; ONLY="tag|tag" keeps the cases whose tag holds one of the texts).
 set -o pipefail
 OUT=${OUT:-/tmp/ggc-out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 BIN=/tmp/ggc
 source scripts/kernels/vs_torch.sh
-interleaved() { vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs="${CONFIGS:-0}"; }
+interleaved() { vs_torch grouped_gemm_capi.cu grouped_gemm_sm90.cu /tmp/libgg.so grouped_mm_interleaved.py --configs="${CONFIGS:-0}" ${ONLY:+--only="$ONLY"}; }
 for a in "$@"; do [ "$a" = vs-torch ] && { interleaved; exit; }; done
 nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -DWITH_CUBLAS -I native/cuda \
   native/cuda/bench/grouped_gemm_check.cu native/cuda/grouped_gemm_sm90.cu -lcublas -o $BIN >"$OUT/build.log" 2>&1 \
