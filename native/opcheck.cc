@@ -144,7 +144,17 @@ void checkAttention(Check& c) {
   c.rank(1, 3, "[T,nq,hd]");
   const int64_t T = c.t(1).dim(0), nq = c.t(1).dim(1), hd = c.t(1).dim(2);
   const std::string fromQ = " (" + c.is(1) + ")";
-  c.shape(2, {T, -1, hd}, "[T,nkv,hd]", "T=" + std::to_string(T) + ", hd=" + std::to_string(hd) + fromQ);
+  if (c.present(5)) {
+    // kShared [T, r]: the first r dims of every head's key (MLA's rope key); k holds each head's other hd - r.
+    c.rank(5, 2, "[T,r]");
+    const int64_t r = c.t(5).dim(1);
+    c.shape(5, {T, r}, "[T,r]", "T=" + std::to_string(T) + fromQ);
+    if (r < 1 || r >= hd) c.fail("kShared must be [T,r] with 0 < r < hd=" + std::to_string(hd) + fromQ + "; got " + shapeText(c.t(5).shape));
+    c.shape(2, {T, -1, hd - r}, "[T,nkv,hd-r]",
+            "T=" + std::to_string(T) + ", hd-r=" + std::to_string(hd - r) + fromQ + ", " + c.is(5));
+  } else {
+    c.shape(2, {T, -1, hd}, "[T,nkv,hd]", "T=" + std::to_string(T) + ", hd=" + std::to_string(hd) + fromQ);
+  }
   const int64_t nkv = c.t(2).dim(1);
   c.shape(3, {T, nkv, -1}, "[T,nkv,hdv]", "T=" + std::to_string(T) + ", nkv=" + std::to_string(nkv) + " (" + c.is(2) + ")");
   const int64_t hdv = c.t(3).dim(2);
@@ -446,7 +456,7 @@ const std::vector<OpSpec>& opTable() {
       {"layernorm", {flt("out"), flt("x"), flt("w")}, {number("eps")}, {}, {{0, {1}}}, checkRmsnorm},
       {"rope", {flt("x"), i32("positions"), f32("invFreq"), optional(flt("normWeight"))}, {number("attentionScaling"), number("normEps")},
        {}, {{0, {}}}, checkRope},
-      {"attention", {flt("out"), flt("q"), flt("k"), flt("v"), i32("cuSeqlens")}, {number("scale")}, {ints("cuSeqlensHost")},
+      {"attention", {flt("out"), flt("q"), flt("k"), flt("v"), i32("cuSeqlens"), optional(flt("kShared"))}, {number("scale")}, {ints("cuSeqlensHost")},
        {{0, {}}}, checkAttention},
       {"matmul", {flt("out"), flt("a"), flt("w"), optional(flt("bias"))}, {}, {}, {{0, {}}}, checkMatmul},
       {"expert_matmul", {flt("out"), flt("a"), flt("w"), optional(i32("segmentCounts"))},

@@ -2,7 +2,7 @@
 # Issue 11's DeepSeek-V2-Lite measurements in one device call (no other script needed; carry .gpu and dist), each
 # phase started only while its time is left before LIMIT (default 540 s), most needed first:
 #   1. the addon build;
-#   2. the op tests of what changed for it on the CPU only (copy_cols, expert_matmul) and the golden fixtures
+#   2. the op tests of what changed for it on the CPU only (copy_cols, expert_matmul, attention with kShared) and the golden fixtures
 #      (test/gpu.golden.test.ts: every fixture, and the DeepSeek ones with the shared expert in the grouped GEMM);
 #   3. a traced prefill (where the step goes, with the spans inside qkv_proj and the router);
 #   4. untraced prefills with the shared expert on cuBLAS (the default) and through the grouped GEMM
@@ -24,7 +24,7 @@ phase() { if [ "$(left)" -ge "$2" ]; then echo "== $1 ($(elapsed) s)"; else echo
 source scripts/gpu-env.sh
 gpu_build "$W" "$T0"
 if phase "op tests and golden fixtures" 150; then
-  timeout 120 npx jest test/gpu.ops.test.ts -t "copy_cols|expert_matmul" > "$R/ops.log" 2>&1; echo "gpu.ops: rc $?"
+  timeout 120 npx jest test/gpu.ops.test.ts -t "copy_cols|expert_matmul|shared rope key|attention MLA" > "$R/ops.log" 2>&1; echo "gpu.ops: rc $?"
   grep -E "Tests:|✕" "$R/ops.log" | head -8
   EPS_GOLDEN_REPORT="$R/golden.txt" timeout 120 npx jest test/gpu.golden.test.ts > "$R/golden.log" 2>&1; echo "gpu.golden: rc $?"
   grep -E "Tests:|✕" "$R/golden.log" | head -8; cat "$R/golden.txt" 2>/dev/null

@@ -523,6 +523,31 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     await expectClose('attention MLA 2048 + 2041 tokens hd=192 hdv=128', out, 1e-2);
   });
 
+  // MLA's shared rope key (kShared): the sm_90a kernel reads it through its own tensor map, the sm_80 and generic
+  // kernels get whole keys assembled in scratch first; each against the CPU, which assembles them in fp32.
+  test.each([
+    ['bf16, sm90 kernel', 'bf16', 'sm90'],
+    ['bf16, sm80 kernel', 'bf16', 'sm80'],
+    ['f32, generic kernel', 'f32', 'sm90'],
+  ] as const)('attention with a shared rope key (MLA kShared, hd = 64 + 128, hdv=128), %s', async (label, dt, kernel) => {
+    const rng = new Rng(4093);
+    const lens = [700, 129, 1, 300];
+    const T = lens.reduce((a, b) => a + b, 0);
+    const cu = [0];
+    for (const l of lens) cu.push(cu[cu.length - 1] + l);
+    const cuT = ints([cu.length], cu);
+    const nq = 4;
+    const q = randomFloats(rng, dt, [T, nq, 192], -2, 2);
+    const kShared = randomFloats(rng, dt, [T, 64], -2, 2);
+    const k = randomFloats(rng, dt, [T, nq, 128], -2, 2);
+    const v = randomFloats(rng, dt, [T, nq, 128]);
+    const out = floats(dt, [T, nq, 128]);
+    await withEnv({ EPS_ATTENTION_KERNEL: kernel }, async () => {
+      run((s, d) => ops.attention(s, out[d], q[d], k[d], v[d], cuT[d], cu, 1 / Math.sqrt(192), kShared[d]));
+    });
+    await expectClose(`attention kShared ${label} T=${T}`, out, dt === 'f32' ? 1e-5 : 1e-2);
+  });
+
   test.each([
     ['bf16 -> bf16', 'bf16', 'bf16', 'bf16', 1, 1000, 4096, false],
     ['bf16 -> f32 with bias', 'bf16', 'bf16', 'f32', 77, 65, 129, true],

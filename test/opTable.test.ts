@@ -206,11 +206,13 @@ describe('op puts the arguments on the wire in table order, enums and booleans a
   test('ints concatenated in table order; an absent optional tensor or ints array', () => {
     ops.moeRankCount(stream, t('counts'), t('topkIdx'), [0, 2, 4], [0, 3]);
     ops.attention(stream, t('out'), t('q'), t('k'), t('v'), t('cu'), [0, 5], 0.125);
+    ops.attention(stream, t('out'), t('q'), t('k'), t('v'), t('cu'), [0, 5], 0.125, t('kpe'));
     ops.matmul(stream, t('out'), t('a'), t('w'));
     ops.embedding(stream, t('out'), t('table'), t('ids'));
     expect(calls).toEqual([
       { name: 'moe_rank_count', tensors: ['counts', 'topkIdx'], params: [], ints: [0, 2, 4, 0, 3] },
-      { name: 'attention', tensors: ['out', 'q', 'k', 'v', 'cu'], params: [0.125], ints: [0, 5] },
+      { name: 'attention', tensors: ['out', 'q', 'k', 'v', 'cu', null], params: [0.125], ints: [0, 5] },
+      { name: 'attention', tensors: ['out', 'q', 'k', 'v', 'cu', 'kpe'], params: [0.125], ints: [0, 5] },
       { name: 'matmul', tensors: ['out', 'a', 'w', null], params: [], ints: [] },
       { name: 'embedding', tensors: ['out', 'table', 'ids'], params: [], ints: [] },
     ]);

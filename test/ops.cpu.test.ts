@@ -350,6 +350,30 @@ describe.each(storages)('ops on %s storage', (dtype) => {
     expectClose(await readFloats(out), attentionRef(q.v, k.v, v.v, cu, nq, nkv, hd, 0.3, hdv), dtype);
   });
 
+  test('attention with a shared key part (kShared [T,r]: every head\'s key is kShared then its own k)', async () => {
+    const rng = new Rng(92);
+    const cu = [0, 5, 12];
+    const T = 12;
+    const nq = 4;
+    const nkv = 2;
+    const r = 4;
+    const hd = 12;
+    const hdv = 8;
+    const q = randomFloats(rng, dtype, [T, nq, hd]);
+    const kShared = randomFloats(rng, dtype, [T, r]);
+    const k = randomFloats(rng, dtype, [T, nkv, hd - r]);
+    const v = randomFloats(rng, dtype, [T, nkv, hdv]);
+    const whole = new Float64Array(T * nkv * hd);
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < nkv; h++)
+        for (let d = 0; d < hd; d++) {
+          whole[(t * nkv + h) * hd + d] = d < r ? kShared.v[t * r + d] : k.v[(t * nkv + h) * (hd - r) + d - r];
+        }
+    const out = empty(dtype, [T, nq, hdv]);
+    ops.attention(s, out, q.t, k.t, v.t, ints([cu.length], cu), cu, 0.3, kShared.t);
+    expectClose(await readFloats(out), attentionRef(q.v, whole, v.v, cu, nq, nkv, hd, 0.3, hdv), dtype);
+  });
+
   test('moe_count: pairs per micro-chunk per expert, empty chunks, ids outside [0,E) not counted', async () => {
     const T = 9;
     const k = 2;
@@ -729,6 +753,21 @@ describe('checkOp rejects calls that break the contract, naming the op and the a
       'attention v unlike k',
       () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 4]), f([3, 1, 4]), f([3, 2, 4]), f([2], 'i32'), [0, 3], 1),
       /attention: v must be \[T,nkv,hdv\] with T=3, nkv=1/,
+    ],
+    [
+      'attention k not [T,nkv,hd-r] beside kShared',
+      () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 6]), f([3, 2, 6]), f([3, 2, 4]), f([2], 'i32'), [0, 3], 1, f([3, 2])),
+      /attention: k must be \[T,nkv,hd-r\] with T=3, hd-r=4 \(q is \[3,2,6\]\), kShared is \[3,2\]; got \[3,2,6\]/,
+    ],
+    [
+      'attention kShared as wide as the head',
+      () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 6]), f([3, 2, 0]), f([3, 2, 4]), f([2], 'i32'), [0, 3], 1, f([3, 6])),
+      /attention: kShared must be \[T,r\] with 0 < r < hd=6 \(q is \[3,2,6\]\); got \[3,6\]/,
+    ],
+    [
+      'attention kShared of another T',
+      () => () => ops.attention(s, f([3, 2, 4]), f([3, 2, 6]), f([3, 2, 4]), f([3, 2, 4]), f([2], 'i32'), [0, 3], 1, f([4, 2])),
+      /attention: kShared must be \[T,r\] with T=3/,
     ],
     [
       'expert_matmul swiglu with an odd N',

@@ -44,7 +44,8 @@ AttentionScratch& attentionScratch() {
 
 }  // namespace
 
-// tensors: out[T,nq,hdv], q[T,nq,hd], k[T,nkv,hd], v[T,nkv,hdv], cuSeqlens[B+1]; params: scale;
+// tensors: out[T,nq,hdv], q[T,nq,hd], k[T,nkv,hd - r], v[T,nkv,hdv], cuSeqlens[B+1], kShared[T,r] (optional, r = 0
+// without it: every head's key is kShared's r dims, then k's); params: scale;
 // ints: cuSeqlens (host copy). Two-pass softmax per query row in fp32: scores, max, exp and sum,
 // then the weighted sum of values divided once by the sum.
 void attentionKernel(const OpArgs& args) {
@@ -56,15 +57,22 @@ void attentionKernel(const OpArgs& args) {
   const int64_t T = q.dim(0), nq = q.dim(1), hd = q.dim(2), nkv = k.dim(1), hdv = v.dim(2);
   const int64_t group = nq / nkv;
   if (T == 0) return;
+  // kShared [T, r] (optional): the first r dims of every head's key, k holding the other hd - r.
+  const bool shared = args.tensors.size() > 5 && args.tensors[5].present();
+  const int64_t r = shared ? args.tensors[5].dim(1) : 0, kd = hd - r;
 
   // K and V widened to fp32 once, head-major ([nkv][T][hd]), so a query row streams over
   // contiguous keys of its head instead of converting (and striding over) them again per query.
   std::vector<float> kf(nkv * T * hd), vf(nkv * T * hdv);
   parallelFor(T, 64, [&](int64_t t0, int64_t t1) {
-    std::vector<float> row(nkv * std::max(hd, hdv));
+    std::vector<float> row(nkv * std::max(hd, hdv)), sharedRow(r);
     for (int64_t t = t0; t < t1; ++t) {
-      loadFloats(k, t * nkv * hd, nkv * hd, row.data());
-      for (int64_t h = 0; h < nkv; ++h) std::copy_n(&row[h * hd], hd, &kf[(h * T + t) * hd]);
+      loadFloats(k, t * nkv * kd, nkv * kd, row.data());
+      if (shared) loadFloats(args.tensors[5], t * r, r, sharedRow.data());
+      for (int64_t h = 0; h < nkv; ++h) {
+        std::copy_n(sharedRow.data(), r, &kf[(h * T + t) * hd]);
+        std::copy_n(&row[h * kd], kd, &kf[(h * T + t) * hd + r]);
+      }
       loadFloats(v, t * nkv * hdv, nkv * hdv, row.data());
       for (int64_t h = 0; h < nkv; ++h) std::copy_n(&row[h * hdv], hdv, &vf[(h * T + t) * hdv]);
     }

@@ -457,8 +457,8 @@ void launchFlash(OpContext& c, const OpArgs& args, const std::vector<QueryTile>&
 
 }  // namespace
 
-// tensors: out[T,nq,hdv], q[T,nq,hd], k[T,nkv,hd], v[T,nkv,hdv], cuSeqlens[B+1] i32; params: scale;
-// ints: cuSeqlens (host copy)
+// tensors: out[T,nq,hdv], q[T,nq,hd], k[T,nkv,hd - r], v[T,nkv,hdv], cuSeqlens[B+1] i32, kShared[T,r] (optional);
+// params: scale; ints: cuSeqlens (host copy)
 void attentionOp(OpContext& c, const OpArgs& args) {
   const TensorRef& out = args.tensors[0];
   const TensorRef& q = args.tensors[1];
@@ -469,14 +469,17 @@ void attentionOp(OpContext& c, const OpArgs& args) {
   const float scale = float(args.params[0]);
   if (T == 0 || nq == 0 || hd == 0) return;
   if (T > INT32_MAX / 2) throw std::invalid_argument("attention: more than 2^30 tokens");
+  const TensorRef* kShared = args.tensors.size() > 5 && args.tensors[5].present() ? &args.tensors[5] : nullptr;
+  const int r = kShared ? int(kShared->dim(1)) : 0;
 
   const bool allBf16 = out.dtype == DType::BF16 && q.dtype == DType::BF16 && k.dtype == DType::BF16 &&
-                       v.dtype == DType::BF16;
-  const bool aligned = aligned16({out.data, q.data, k.data, v.data});
+                       v.dtype == DType::BF16 && (!kShared || kShared->dtype == DType::BF16);
+  const bool aligned = aligned16({out.data, q.data, k.data, v.data, kShared ? kShared->data : nullptr});
   // The flash kernel's (hd, hdv) pairs: 64/64, 128/128, and 192/128 (DeepSeek-V2/V3 MLA).
   const bool flashDims = (hd == 64 && hdv == 64) || (hd == 128 && hdv == 128) || (hd == 192 && hdv == 128);
-  if (allBf16 && aligned && flashDims) {
-    std::vector<QueryTile> tiles;
+  const bool flash = allBf16 && aligned && flashDims;
+  std::vector<QueryTile> tiles;
+  if (flash) {
     for (size_t b = 0; b + 1 < args.ints.size(); ++b) {
       const int start = int(args.ints[b]), len = int(args.ints[b + 1] - args.ints[b]);
       for (int q0 = 0; q0 < len; q0 += kBlockRows) tiles.push_back({start, len, q0, 0});
@@ -486,12 +489,27 @@ void attentionOp(OpContext& c, const OpArgs& args) {
     std::stable_sort(tiles.begin(), tiles.end(), [](const QueryTile& a, const QueryTile& b) { return a.q0 > b.q0; });
     // (tiles: the host list while the shape is checked, then its device copy)
     AttentionSm90Args sm90{out.data, q.data, k.data, v.data, tiles.data(), int(tiles.size()), T, nq, nkv, hd, hdv, scale,
-                           sm90Mode(), sm90HeadGroup()};
+                           sm90Mode(), sm90HeadGroup(), kShared ? kShared->data : nullptr, r};
     if (useSm90(c) && attentionSm90Takes(sm90)) {
       sm90.tiles = static_cast<const AttentionTile*>(c.uploadTable(tiles.data(), tiles.size() * sizeof(QueryTile)));
       checkCuda(attentionSm90(sm90, c.cuda), "attention (sm90)");
       return;
     }
+  }
+  if (kShared) {
+    // The kernels below read whole keys: each head's is assembled once (kShared's r dims, then k's) in scratch.
+    TensorRef full = k;
+    full.data = c.scratch(size_t(T) * nkv * hd * dtypeSize(k.dtype));
+    full.shape = {T * nkv, hd};
+    runCudaOp(c, "copy_cols", {full, *kShared}, {}, {0, 0, r, nkv});
+    runCudaOp(c, "copy_cols", {full, withShape(k, {T * nkv, hd - r})}, {}, {r, 0, hd - r, 1});
+    OpArgs whole = args;
+    whole.tensors.resize(5);
+    whole.tensors[2] = withShape(full, {T, nkv, hd});
+    attentionOp(c, whole);
+    return;
+  }
+  if (flash) {
     if (hd == 128) launchFlash<128, 128>(c, args, tiles, nq, nkv, scale);
     else if (hd == 192) launchFlash<192, 128>(c, args, tiles, nq, nkv, scale);
     else launchFlash<64, 64>(c, args, tiles, nq, nkv, scale);

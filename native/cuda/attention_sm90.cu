@@ -113,8 +113,9 @@ __device__ __forceinline__ void wgmmaPV(float* o, const uint32_t* p, uint64_t de
 template <int HDQK, int HDV, int STAGES, int MODE, bool SPLIT>
 __global__ void __launch_bounds__(kThreads, 1)
     attentionSm90Kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,
-                        const __grid_constant__ CUtensorMap tmV, bf16* __restrict__ out,
-                        const AttentionTile* __restrict__ tiles, int nTiles, int nq, int nkv, float scaleLog2, int headGroup) {
+                        const __grid_constant__ CUtensorMap tmKShared, const __grid_constant__ CUtensorMap tmV,
+                        bf16* __restrict__ out, const AttentionTile* __restrict__ tiles, int nTiles, int nq, int nkv,
+                        float scaleLog2, int headGroup, int sharedChunks) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = Layout<HDQK, HDV, STAGES, SPLIT>;
   extern __shared__ uint8_t smemRaw[];
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     prefetchTensorMap(&tmQ);
     prefetchTensorMap(&tmK);
+    if (sharedChunks) prefetchTensorMap(&tmKShared);
     prefetchTensorMap(&tmV);
     mbarInit(qBar, 1);
     for (int i = 0; i < STAGES; ++i) {
@@ -162,9 +164,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int st = j % STAGES;
         mbarWait(emptyK + 8 * st, ((j / STAGES) & 1) ^ 1);
         mbarExpectTx(fullK + 8 * st, L::kKBytes);
+        // A key's first sharedChunks 64-dim chunks come from kShared (one for every head), the rest from its head's k.
 #pragma unroll
-        for (int c = 0; c < HDQK / 64; ++c)
-          tmaLoad2d(sK + st * L::kKBytes + c * kChunkBytes, &tmK, fullK + 8 * st, kvHead * HDQK + 64 * c, token0 + j * kKeys);
+        for (int c = 0; c < HDQK / 64; ++c) {
+          const uint32_t dst = sK + st * L::kKBytes + c * kChunkBytes;
+          if (c < sharedChunks) tmaLoad2d(dst, &tmKShared, fullK + 8 * st, 64 * c, token0 + j * kKeys);
+          else tmaLoad2d(dst, &tmK, fullK + 8 * st, kvHead * (HDQK - 64 * sharedChunks) + 64 * (c - sharedChunks), token0 + j * kKeys);
+        }
         if (SPLIT) mbarWait(emptyBar + 8 * st, ((j / STAGES) & 1) ^ 1);
         mbarExpectTx(fullV + 8 * st, L::kVBytes);
 #pragma unroll
@@ -378,8 +384,11 @@ bool encodeRows(CUtensorMap* map, const void* ptr, int64_t T, int64_t width, int
 template <int HDQK, int HDV, int STAGES, int MODE, bool SPLIT>
 cudaError_t launch(const AttentionSm90Args& a, cudaStream_t stream) {
   using L = Layout<HDQK, HDV, STAGES, SPLIT>;
-  CUtensorMap mapQ, mapK, mapV;
-  if (!encodeRows(&mapQ, a.q, a.T, int64_t(a.nq) * HDQK, kRows) || !encodeRows(&mapK, a.k, a.T, int64_t(a.nkv) * HDQK, kKeys) ||
+  CUtensorMap mapQ, mapK, mapKShared, mapV;
+  const int shared = a.kShared ? a.sharedDim : 0;
+  if (!encodeRows(&mapQ, a.q, a.T, int64_t(a.nq) * HDQK, kRows) ||
+      !encodeRows(&mapK, a.k, a.T, int64_t(a.nkv) * (HDQK - shared), kKeys) ||
+      !encodeRows(&mapKShared, shared ? a.kShared : a.k, a.T, shared ? shared : int64_t(a.nkv) * HDQK, kKeys) ||
       !encodeRows(&mapV, a.v, a.T, int64_t(a.nkv) * HDV, kKeys))
     return cudaErrorInvalidValue;
   auto kernel = attentionSm90Kernel<HDQK, HDV, STAGES, MODE, SPLIT>;
@@ -387,8 +396,8 @@ cudaError_t launch(const AttentionSm90Args& a, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   constexpr float kLog2e = 1.4426950408889634f;
   const unsigned grid = unsigned(int64_t(a.nTiles) * a.nq);
-  kernel<<<grid, kThreads, L::kSmem, stream>>>(mapQ, mapK, mapV, static_cast<bf16*>(a.out), a.tiles, a.nTiles, a.nq,
-                                               a.nkv, a.scale * kLog2e, attentionSm90HeadGroup(a));
+  kernel<<<grid, kThreads, L::kSmem, stream>>>(mapQ, mapK, mapKShared, mapV, static_cast<bf16*>(a.out), a.tiles, a.nTiles,
+                                               a.nq, a.nkv, a.scale * kLog2e, attentionSm90HeadGroup(a), shared / 64);
   return cudaGetLastError();
 }
 
@@ -422,7 +431,8 @@ bool attentionSm90Takes(const AttentionSm90Args& a) {
   const bool dims = (a.hd == 64 && a.hdv == 64) || (a.hd == 128 && a.hdv == 128) || (a.hd == 192 && a.hdv == 128);
   return dims && a.nq > 0 && a.nkv > 0 && a.nq % a.nkv == 0 && a.T > 0 && a.T < (int64_t(1) << 31) - kKeys &&
          a.nTiles > 0 && int64_t(a.nTiles) * a.nq < (int64_t(1) << 31) && a.headGroup >= 0 && a.tiles && aligned(a.out) &&
-         aligned(a.q) && aligned(a.k) && aligned(a.v);
+         aligned(a.q) && aligned(a.k) && aligned(a.v) &&
+         (a.sharedDim == 0 || (a.kShared && aligned(a.kShared) && a.sharedDim % 64 == 0 && a.sharedDim < a.hd));
 }
 
 int attentionSm90HeadGroup(const AttentionSm90Args& a) {

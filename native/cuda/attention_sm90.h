@@ -37,6 +37,8 @@ struct AttentionSm90Args {
   int headGroup;                // the grid's order: heads vary fastest within groups of headGroup heads, then
                                 // tiles, then groups (nq: heads fastest; 1: a head's tiles together). 0: the
                                 // default, attentionSm90HeadGroup's; others for measurement
+  const void* kShared;          // [T, sharedDim] bf16 or null: the first sharedDim dims of every head's key (MLA's
+  int sharedDim;                // rope key), k then [T, nkv, hd - sharedDim]; a multiple of 64 below hd (0: none)
 };
 
 // The head group a launch of `args` uses (args.headGroup, or the default when 0), in 1..nq.
@@ -47,7 +49,7 @@ int attentionSm90HeadGroup(const AttentionSm90Args& args);
 bool attentionSm90Supported(int device);
 
 // Shapes it takes: (hd, hdv) in {(64, 64), (128, 128), (192, 128)}, nq % nkv == 0, 16-byte aligned
-// tensors, T < 2^31, nTiles * nq < 2^31.
+// tensors, T < 2^31, nTiles * nq < 2^31, sharedDim a multiple of 64 below hd with kShared given (or 0).
 bool attentionSm90Takes(const AttentionSm90Args& args);
 
 // cudaErrorInvalidValue when it does not take the shape (the caller falls back), else the launch's error.

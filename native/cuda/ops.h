@@ -49,11 +49,13 @@ struct RegisterCudaOp {
 
 // Enqueues another op's launcher from inside a launcher (the shapes a fused kernel does not take run as the ops
 // it fuses).
-inline void runCudaOp(OpContext& c, const char* op, std::vector<TensorRef> tensors, std::vector<double> params = {}) {
+inline void runCudaOp(OpContext& c, const char* op, std::vector<TensorRef> tensors, std::vector<double> params = {},
+                      std::vector<int64_t> ints = {}) {
   OpArgs args;
   args.name = op;
   args.tensors = std::move(tensors);
   args.params = std::move(params);
+  args.ints = std::move(ints);
   cudaKernels().at(op)(c, args);
 }
 

@@ -34,7 +34,7 @@ export const opTable = {
     ints: {},
   },
   attention: {
-    tensors: { out: 'float', q: 'float', k: 'float', v: 'float', cuSeqlens: 'i32' },
+    tensors: { out: 'float', q: 'float', k: 'float', v: 'float', cuSeqlens: 'i32', kShared: 'float?' },
     params: { scale: 'number' },
     ints: { cuSeqlensHost: 'required' },
   },

@@ -109,7 +109,8 @@ export function rope(
 
 /**
  * Causal attention within each packed sequence [cu[b], cu[b+1]). `cuSeqlensHost` is the same
- * offsets on the host (B+1 values, from 0 to T).
+ * offsets on the host (B+1 values, from 0 to T). With `kShared` [T, r], every head's key is kShared's r
+ * dims followed by k's hd - r (MLA's rope key, shared by the heads, never copied per head).
  */
 export function attention(
   s: Stream,
@@ -120,8 +121,9 @@ export function attention(
   cuSeqlens: Tensor,
   cuSeqlensHost: readonly number[],
   scale: number,
+  kShared?: Tensor,
 ): void {
-  op(s, 'attention', { out, q, k, v, cuSeqlens, cuSeqlensHost, scale });
+  op(s, 'attention', { out, q, k, v, cuSeqlens, cuSeqlensHost, scale, kShared });
 }
 
 /** out[M,N] = a[M,K] @ w[N,K]^T (+ bias[N]). */
