@@ -31,7 +31,7 @@ if phase "op tests and golden fixtures" 150; then
 fi
 if phase "traced prefill" 90; then
   OUT=$W/tr TRACE=1 NO_TORCH=1 LOAD=$LOAD LOAD_REPEAT=3 timeout 85 bash scripts/gpu-prefill.sh "$PRESET" > "$R/trace-run.txt" 2>&1
-  cp "$W"/tr/*.summary "$R/trace-summary.txt" 2>/dev/null && head -30 "$R/trace-summary.txt"
+  cp "$W"/tr/*.summary "$R/trace-summary.txt" 2>/dev/null && head -45 "$R/trace-summary.txt"
 fi
 rows=()
 for round in 1 2; do

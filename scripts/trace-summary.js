@@ -4,7 +4,8 @@
 // "ffn 1" are "ffn"), and prints them largest first with their share of the rank's steps (the time from
 // each step's first op to its last, summed). Spans nest (the `attention` op inside `attention_block`),
 // so shares of nested names overlap. Also printed: how much of the steps the compute stream's traced ops
-// cover (the rest: untraced ops, host syncs and launch gaps).
+// cover (the rest: untraced ops, host syncs and launch gaps), and where within the steps the compute stream
+// had no traced op, summed by the ops on either side of each gap (largest first).
 //
 // usage: node scripts/trace-summary.js TRACE.json [--rank R] [--top N]
 'use strict';
@@ -33,7 +34,7 @@ function main(argv) {
   );
   const sums = new Map();
   for (const e of ops) {
-    const key = `${tracks.get(e.tid) ?? e.tid}\t${e.name.replace(/ \d+$/, '')}`;
+    const key = `${tracks.get(e.tid) ?? e.tid}\t${baseName(e.name)}`;
     const s = sums.get(key) ?? { count: 0, us: 0 };
     s.count += 1;
     s.us += e.dur;
@@ -54,6 +55,45 @@ function main(argv) {
     .forEach(([key, s]) =>
       console.log([key, s.count, (s.us / 1000).toFixed(2), (s.us / s.count).toFixed(1), `${((100 * s.us) / stepUs).toFixed(1)}%`].join('\t')),
     );
+  const gaps = [...computeGaps(ops.filter((e) => e.tid === computeTid)).entries()].sort((a, b) => b[1].us - a[1].us);
+  if (gaps.length === 0) return;
+  console.log('compute stream gaps within steps (no traced op), by the traced ops on either side:');
+  console.log(['gaps', 'between', 'count', 'total ms', 'mean us', 'share'].join('\t'));
+  gaps
+    .slice(0, Math.min(top, 12))
+    .forEach(([key, s]) =>
+      console.log(['gap', key, s.count, (s.us / 1000).toFixed(2), (s.us / s.count).toFixed(1), `${((100 * s.us) / stepUs).toFixed(1)}%`].join('\t')),
+    );
+}
+
+const baseName = (name) => name.replace(/ \d+$/, '');
+// 50 ms with no op: the next step (steps of one request follow within microseconds)
+const STEP_GAP_US = 50_000;
+
+/**
+ * The idle intervals between the compute stream's traced ops within a step, keyed "before -> after": the op
+ * that ended last before the gap (the outer one where spans nest) and the op that starts after it.
+ */
+function computeGaps(ops) {
+  const sorted = [...ops].sort((a, b) => a.ts - b.ts || b.dur - a.dur);
+  const sums = new Map();
+  let end = -Infinity;
+  let last;
+  for (const e of sorted) {
+    const idle = e.ts - end;
+    if (last && idle > 0 && idle < STEP_GAP_US) {
+      const key = `${baseName(last.name)} -> ${baseName(e.name)}`;
+      const s = sums.get(key) ?? { count: 0, us: 0 };
+      s.count += 1;
+      s.us += idle;
+      sums.set(key, s);
+    }
+    if (e.ts + e.dur > end) {
+      end = e.ts + e.dur;
+      last = e;
+    }
+  }
+  return sums;
 }
 
 /** The time covered by at least one of the ops (nested and overlapping spans counted once). */
@@ -75,12 +115,11 @@ function unionTime(ops) {
 /** Steps are runs of ops separated by gaps longer than any op: sum each run's span. */
 function stepsTime(ops) {
   const sorted = [...ops].sort((a, b) => a.ts - b.ts);
-  const gapUs = 50_000; // 50 ms with no op: the next step (steps of one request follow within microseconds)
   let total = 0;
   let start = sorted[0].ts;
   let end = sorted[0].ts + sorted[0].dur;
   for (const e of sorted.slice(1)) {
-    if (e.ts > end + gapUs) {
+    if (e.ts > end + STEP_GAP_US) {
       total += end - start;
       start = e.ts;
     }

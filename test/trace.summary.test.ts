@@ -22,11 +22,32 @@ test('sums measured ops per name (chunk numbers dropped), skips predicted ones, 
   expect(out).toMatch(/^rank 0: 5 ops, 10\.0 ms of steps/m);
   // compute ops cover 0-4 and 5-8 ms: 7 of 10 ms
   expect(out).toMatch(/compute stream: traced ops cover 70\.0% of the steps/);
-  const rows = out.split('\n').filter((l) => l.includes('\t') && !l.startsWith('stream'));
+  const rows = out.split('\n').filter((l) => l.includes('\t') && !l.startsWith('stream') && !l.startsWith('gap'));
   expect(rows.map((l) => l.split('\t').slice(0, 4))).toEqual([
     ['comm', 'dispatch', '1', '6.00'],
     ['compute', 'attention_block', '1', '4.00'],
     ['compute', 'ffn', '2', '3.00'],
     ['compute', 'attention', '1', '2.00'],
+  ]);
+  // The compute stream idles 4-5 ms, between attention_block (the outer span that ended last) and ffn 0.
+  const gaps = out.split('\n').filter((l) => l.startsWith('gap\t'));
+  expect(gaps.map((l) => l.split('\t').slice(1, 4))).toEqual([['attention_block -> ffn', '1', '1.00']]);
+});
+
+test('gaps are summed per pair of neighbours, largest first; a gap of a new step is not one', async () => {
+  const trace = new TraceCollector();
+  for (const t0 of [0, 100]) {
+    // Two steps 100 ms apart; in each, router 0-1, a 0.5 ms gap, ffn 1.5-3, a 2 ms gap, norm 5-6.
+    trace.op(0, 'compute', 'router', t0, t0 + 1);
+    trace.op(0, 'compute', 'ffn 0', t0 + 1.5, t0 + 3);
+    trace.op(0, 'compute', 'norm', t0 + 5, t0 + 6);
+  }
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'eps-trace-summary-')), 't.json');
+  await trace.write(file);
+  const out = execFileSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'trace-summary.js'), file], { encoding: 'utf8' });
+  const gaps = out.split('\n').filter((l) => l.startsWith('gap\t'));
+  expect(gaps.map((l) => l.split('\t').slice(1, 5))).toEqual([
+    ['ffn -> norm', '2', '4.00', '2000.0'],
+    ['router -> ffn', '2', '1.00', '500.0'],
   ]);
 });
