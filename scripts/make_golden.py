@@ -395,10 +395,12 @@ def widen_init(model, config, generator, bias_std=0.0):
         if name.endswith("e_score_correction_bias") and bias_std:
             buf.copy_(torch.randn(buf.shape, generator=generator) * bias_std)
     # Every weight exactly representable in bf16 (as a real checkpoint's are): an engine that stores its
-    # weights in bf16 then loads the same model the fp32 logits were computed from.
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            tensor.copy_(tensor.to(torch.bfloat16).float())
+    # weights in bf16 then loads the same model the fp32 logits were computed from. Only what the checkpoint
+    # holds: buffers the model derives from its config (rotary inv_freq) stay as transformers computes them.
+    saved = [p for _, p in model.named_parameters()]
+    saved += [b for name, b in model.named_buffers() if name.endswith("e_score_correction_bias")]
+    for tensor in saved:
+        tensor.copy_(tensor.to(torch.bfloat16).float())
 
 
 @torch.no_grad()
@@ -1087,6 +1089,7 @@ def main():
     parser.add_argument("--only", default="", help="comma-separated fixture names (default: all)")
     parser.add_argument("--tries", type=int, default=25, help="seeds tried per fixture for a clear routing margin")
     parser.add_argument("--min-margin", type=float, default=2e-3, help="smallest k-th/(k+1)-th router logit gap")
+    parser.add_argument("--seed", type=int, default=None, help="the first seed tried (default: the fixture's own)")
     parser.add_argument("--max-bf16-drift", type=float, default=None,
                         help="try seeds until transformers' bf16 forward is within this relative L2 of the fp32 logits "
                              "(else the least drifting of --tries); off by default")
@@ -1103,7 +1106,8 @@ def main():
     printed_types = set()
     for name in names:
         try:
-            result = make_fixture(name, FIXTURES[name], args.out, args.tries, args.min_margin, args.max_bf16_drift)
+            spec = FIXTURES[name] if args.seed is None else {**FIXTURES[name], "seed": args.seed}
+            result = make_fixture(name, spec, args.out, args.tries, args.min_margin, args.max_bf16_drift)
             results.append(result)
             if result["model"].config.model_type not in printed_types:
                 printed_types.add(result["model"].config.model_type)

@@ -100,6 +100,14 @@ int groupedSm90Config() {
   return config >= 1 && config <= 5 ? config : 0;
 }
 
+// EPS_GROUPED_SM90_BAND (a count of m-tiles, GroupedGemmSm90Args::bandM) sets the tile order's band, for measurement;
+// unset or not positive, the kernel's default.
+int groupedSm90Band() {
+  const char* env = std::getenv("EPS_GROUPED_SM90_BAND");
+  const int band = env ? std::atoi(env) : 0;
+  return band > 0 ? band : 0;
+}
+
 bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, const TensorRef& w, bool swiglu,
                         const std::vector<int64_t>* hostCounts, const int32_t* deviceCounts, size_t S) {
   if (a.dtype != DType::BF16 || w.dtype != DType::BF16 || out.dtype != DType::BF16) return false;
@@ -116,7 +124,7 @@ bool groupedGemmSm90Ran(OpContext& c, const TensorRef& out, const TensorRef& a, 
   g.N = int(N);
   g.K = int(K);
   g.config = groupedSm90Config();  // 0, auto: by rows per expert (R / E)
-  g.bandM = 0;
+  g.bandM = groupedSm90Band();
   g.swiglu = swiglu;
   g.offsets = reinterpret_cast<const int32_t*>(a.data);  // a non-null stand-in: Takes reads only whether it is set
   if (!groupedGemmSm90Takes(g)) return false;

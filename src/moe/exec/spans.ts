@@ -1,4 +1,5 @@
 // Trace spans of the MoE layer's ops: events recorded on the op's stream before and after it.
+import { performance } from 'node:perf_hooks';
 import type { Event, Stream } from '../../native/device';
 
 /** One op as it ran: events recorded on its stream before and after it (resolved after the step). */
@@ -14,11 +15,19 @@ export interface OpenSpan {
   end(stream: 'compute' | 'comm', name: string, args: Record<string, string | number>): void;
 }
 
-/** Starts a span on `s` when tracing (`onSpan` given); undefined otherwise, so untraced runs record no events. */
+/**
+ * Starts a span on `s` when tracing (`onSpan` given); undefined otherwise, so untraced runs record no events. Its args
+ * get `hostUs`, the host's time from opening to ending it: a span much longer on the device than its work needs, with a
+ * long hostUs, idled waiting for the host to enqueue its work.
+ */
 export function openSpan(onSpan: ((span: OpSpan) => void) | undefined, s: Stream): OpenSpan | undefined {
   if (!onSpan) return undefined;
   const start = s.record();
-  return { end: (stream, name, args) => onSpan({ stream, name, start, end: s.record(), args }) };
+  const hostStart = performance.now();
+  return {
+    end: (stream, name, args) =>
+      onSpan({ stream, name, start, end: s.record(), args: { ...args, hostUs: Math.round((performance.now() - hostStart) * 1000) } }),
+  };
 }
 
 /** Runs `enqueue` (ops on `s`) inside a compute-stream span named `name` when tracing; just runs it otherwise. */
