@@ -953,6 +953,36 @@ describeGpu('CUDA device: memory, streams, events, errors', () => {
     s.dispose();
   });
 
+  // EPS_EVENT_DOWNLOADS=1 (native/cuda/event_downloads.h): reads of up to 64 KB by an event a thread polls, larger
+  // ones the other way; more reads in flight than its 16 slots; a kernel's index error still fails the read.
+  test('reads through event downloads give the same values, in flight by the dozen, and report index errors', async () => {
+    await withEnv({ EPS_EVENT_DOWNLOADS: '1' }, async () => {
+      const s = gpu.stream();
+      for (const n of [1, 1000, 16384, 40000]) {
+        const v = Float32Array.from({ length: n }, (_, i) => i * 0.5 - 3);
+        const t = gpu.tensor('f32', [n]);
+        t.upload(s, v);
+        expect(Array.from(await t.readFloat32(s))).toEqual(Array.from(v));
+        t.dispose();
+      }
+      const ts = Array.from({ length: 40 }, (_, k) => {
+        const t = gpu.tensor('i32', [4]);
+        t.upload(s, Int32Array.of(k, k + 1, k + 2, k + 3));
+        return t;
+      });
+      const got = await Promise.all(ts.map((t) => t.read(s)));
+      got.forEach((g, k) => expect(Array.from(g)).toEqual([k, k + 1, k + 2, k + 3]));
+      ts.forEach((t) => t.dispose());
+      const table = gpu.tensor('f32', [3, 2]);
+      const ids = gpu.tensor('i32', [2]);
+      const out = gpu.tensor('f32', [2, 2]);
+      ids.upload(s, Int32Array.of(1, 7));
+      ops.embedding(s, out, table, ids);
+      await expect(out.read(s)).rejects.toThrow(/embedding: ids\[1\] = 7 is outside \[0, 3\)/);
+      for (const o of [table, ids, out, s]) o.dispose();
+    });
+  });
+
   test('events order two streams; elapsed time is measured', async () => {
     const a = gpu.stream();
     const b = gpu.stream();

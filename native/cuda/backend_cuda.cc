@@ -10,6 +10,7 @@
 #include "../backend.h"
 #include "attention_sm90.h"
 #include "cuda_check.h"
+#include "event_downloads.h"
 #include "grouped_gemm_sm90.h"
 #include "ops.h"
 #include "stream.h"
@@ -129,6 +130,7 @@ class CudaBackend : public Backend {
     ctx_->activate();
     CudaStream& stream = cudaStreamOf(s);
     const uint8_t* from = static_cast<const uint8_t*>(src->data) + off;
+    if (eventDownloadsOn() && ctx_->downloads->start(stream, from, dst, done)) return;
     const size_t n = dst->size(), chunk = ctx_->ring.maxChunk();
     for (size_t pos = 0; pos < n; pos += chunk) {
       const size_t len = std::min(chunk, n - pos);

@@ -1,5 +1,5 @@
 // What one GPU's backend shares with its streams, events and storages: the device, its properties,
-// the caching allocator, the pinned staging ring and the host-callback watch. Streams and storages
+// the caching allocator, the pinned staging ring, the host-callback watch and the event downloads. Streams and storages
 // hold it (or the allocator) by shared_ptr, so it outlives every object made from it.
 #pragma once
 
@@ -14,6 +14,7 @@
 namespace eps::cuda {
 
 class HostCallbackWatch;
+class EventDownloads;
 
 struct CudaContext {
   explicit CudaContext(int device);
@@ -30,6 +31,7 @@ struct CudaContext {
   std::shared_ptr<CachingAllocator> allocator;
   PinnedRing ring;
   std::unique_ptr<HostCallbackWatch> watch;
+  std::unique_ptr<EventDownloads> downloads;  // small reads that do not hold up their stream (event_downloads.h)
 };
 
 }  // namespace eps::cuda

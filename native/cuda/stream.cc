@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "cuda_check.h"
+#include "event_downloads.h"
 
 namespace eps::cuda {
 
@@ -13,7 +14,8 @@ CudaContext::CudaContext(int device_)
     : device(device_),
       allocator(std::make_shared<CachingAllocator>(device_)),
       ring(device_, size_t(64) << 20),
-      watch(std::make_unique<HostCallbackWatch>(device_)) {
+      watch(std::make_unique<HostCallbackWatch>(device_)),
+      downloads(std::make_unique<EventDownloads>(device_)) {
   checkCuda(cudaSetDevice(device), "cudaSetDevice");
   checkCuda(cudaGetDeviceProperties(&props, device), "cudaGetDeviceProperties");
 }
@@ -64,7 +66,9 @@ CudaStream::CudaStream(std::shared_ptr<CudaContext> context, bool highPriority) 
 CudaStream::~CudaStream() {
   cudaSetDevice(context_->device);
   cudaError_t st = cudaStreamSynchronize(stream_);
-  context_->watch->forget(stream_, st == cudaSuccess ? "the stream was destroyed" : "the stream failed: " + cudaErrorText(st));
+  const std::string why = st == cudaSuccess ? "the stream was destroyed" : "the stream failed: " + cudaErrorText(st);
+  context_->watch->forget(stream_, why);
+  context_->downloads->forget(stream_, why);
   blas.reset();
   try {
     context_->allocator->removeStream(stream_);
