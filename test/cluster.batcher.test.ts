@@ -23,6 +23,15 @@ describe('planStep', () => {
     expect(plan).toEqual({ kind: 'run', taken: 2, perRank: [[1], [2]], tokensPerRank: [60, 60] });
   });
 
+  test('a queue that fills every rank exactly runs at once (nothing more could join the step)', () => {
+    // One request of 4 x 25 tokens on one rank of 100: the budget is met, no wait for company.
+    const queue = [seq(1, 25, 0), seq(2, 25, 0), seq(3, 25, 0), seq(4, 25, 0)];
+    expect(planStep(queue, policy(1, 100, 1000), 0)).toEqual({ kind: 'run', taken: 4, perRank: [[1, 2, 3, 4]], tokensPerRank: [100] });
+    // One token short on one of two ranks: room left, so it waits.
+    const short = [seq(1, 100, 0), seq(2, 99, 0)];
+    expect(planStep(short, policy(2, 100, 1000), 0)).toEqual({ kind: 'wait', untilMs: 1000 });
+  });
+
   test('sequences spread over ranks so that token counts balance (longest first)', () => {
     // 7, 5, 4, 3, 1 over 2 ranks, longest first onto the least loaded:
     // 7 -> r0, 5 -> r1, 4 -> r1 (9), 3 -> r0 (10), 1 -> r1 (10).

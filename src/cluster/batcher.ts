@@ -8,7 +8,8 @@
 // - Balanced: the prefix is spread over ranks so that their token counts are as even as the
 //   sequences allow (data-parallel attention: a step lasts as long as its busiest rank), by
 //   longest-first onto the least-loaded rank.
-// - Bounded wait: a step that is not full starts once its oldest sequence has waited maxWaitMs.
+// - Bounded wait: a step that is not full starts once its oldest sequence has waited maxWaitMs. Full: a
+//   sequence is left behind, or every rank is at its token budget (no sequence could join).
 
 export interface PendingSequence {
   /** Caller's handle for the sequence (returned in the plan). */
@@ -48,7 +49,7 @@ export function planStep(queue: readonly PendingSequence[], policy: BatchPolicy,
   }
 
   const prefix = fittingPrefix(queue, policy);
-  const full = prefix.count < queue.length;
+  const full = prefix.count < queue.length || prefix.load.every((tokens) => tokens === policy.maxTokensPerRank);
   const oldest = queue[0].arrivalMs;
   if (!full && nowMs < oldest + policy.maxWaitMs) return { kind: 'wait', untilMs: oldest + policy.maxWaitMs };
 
@@ -65,7 +66,7 @@ export function planStep(queue: readonly PendingSequence[], policy: BatchPolicy,
 }
 
 /** The longest queue prefix that fits, placing each in arrival order on the least-loaded rank it fits. */
-function fittingPrefix(queue: readonly PendingSequence[], policy: BatchPolicy): { count: number; assignment: number[] } {
+function fittingPrefix(queue: readonly PendingSequence[], policy: BatchPolicy): { count: number; assignment: number[]; load: number[] } {
   const load = new Array<number>(policy.ranks).fill(0);
   const assignment: number[] = [];
   for (const s of queue) {
@@ -74,7 +75,7 @@ function fittingPrefix(queue: readonly PendingSequence[], policy: BatchPolicy): 
     load[rank] += s.tokens;
     assignment.push(rank);
   }
-  return { count: assignment.length, assignment };
+  return { count: assignment.length, assignment, load };
 }
 
 /** Longest-first onto the least-loaded rank (better balance); null when that packing does not fit. */
