@@ -146,6 +146,7 @@ Napi::Function DeviceWrap::Init(Napi::Env env) {
                          InstanceMethod("createStream", &DeviceWrap::CreateStream),
                          InstanceMethod("createEvent", &DeviceWrap::CreateEvent),
                          InstanceMethod("freeBytes", &DeviceWrap::FreeBytes),
+                         InstanceMethod("memoryCounters", &DeviceWrap::MemoryCounters),
                          InstanceMethod("opNames", &DeviceWrap::OpNames),
                          InstanceMethod("op", &DeviceWrap::Op),
                          InstanceMethod("dispose", &DeviceWrap::Dispose)});
@@ -215,6 +216,21 @@ Napi::Value DeviceWrap::CreateEvent(const Napi::CallbackInfo& info) {
 Napi::Value DeviceWrap::FreeBytes(const Napi::CallbackInfo& info) {
   return guarded(info, "freeBytes", [&]() -> Napi::Value {
     return Napi::Number::New(info.Env(), backend ? static_cast<double>(backend->freeBytes()) : 0.0);
+  });
+}
+
+Napi::Value DeviceWrap::MemoryCounters(const Napi::CallbackInfo& info) {
+  return guarded(info, "memoryCounters", [&]() -> Napi::Value {
+    if (!backend) throw std::invalid_argument("the device was disposed");
+    const eps::MemoryCounters m = backend->memoryCounters();
+    auto obj = Napi::Object::New(info.Env());
+    obj.Set("allocations", m.allocations);
+    obj.Set("allocatedBytes", m.allocatedBytes);
+    obj.Set("allocateMs", m.allocateMs);
+    obj.Set("outOfMemoryFlushes", m.outOfMemoryFlushes);
+    obj.Set("reservedBytes", m.reservedBytes);
+    obj.Set("cachedBytes", m.cachedBytes);
+    return obj;
   });
 }
 

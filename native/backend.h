@@ -22,6 +22,20 @@ const char* dtypeName(DType t);
 DType parseDType(const std::string& name);  // throws std::invalid_argument
 bool isFloat(DType t);
 
+// How a device's memory has been got and kept since its backend was made (the CPU's: one per process; the
+// ranks' Health, Prometheus and `eps-moe status` report them): `allocations` blocks got from the system (cudaMalloc; the CPU's heap) taking
+// `allocateMs` of host time, `allocatedBytes` in all; `outOfMemoryFlushes` times the device was full and the
+// cache was emptied (CUDA: a device-wide wait, then cudaFree of every idle block); `reservedBytes` held now
+// (tensors and cache); `cachedBytes` of those idle or waiting for their fence.
+struct MemoryCounters {
+  double allocations = 0;
+  double allocatedBytes = 0;
+  double allocateMs = 0;
+  double outOfMemoryFlushes = 0;
+  double reservedBytes = 0;
+  double cachedBytes = 0;
+};
+
 // A block of memory on one device; freed (returned to its allocator) when the last owner drops it.
 struct Storage {
   virtual ~Storage() = default;
@@ -90,6 +104,7 @@ class Backend {
   // Throws eps::OutOfMemory when the device cannot give `bytes`.
   virtual std::shared_ptr<Storage> alloc(size_t bytes) = 0;
   virtual size_t freeBytes() const = 0;
+  virtual MemoryCounters memoryCounters() const = 0;
 
   // highPriority: the device schedules this stream's blocks first as others retire (CUDA stream
   // priorities), so that communication is not starved by GEMMs filling every SM. The CPU ignores it.

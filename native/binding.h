@@ -23,6 +23,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   Napi::Value CreateStream(const Napi::CallbackInfo& info);
   Napi::Value CreateEvent(const Napi::CallbackInfo& info);
   Napi::Value FreeBytes(const Napi::CallbackInfo& info);
+  Napi::Value MemoryCounters(const Napi::CallbackInfo& info);
   Napi::Value OpNames(const Napi::CallbackInfo& info);
   Napi::Value Op(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

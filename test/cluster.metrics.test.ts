@@ -26,6 +26,11 @@ test('plan counts per rank and layer add up to the steps run', async () => {
     expect(r.stepsDone).toBeGreaterThanOrEqual(2);
     expect(Object.keys(r.planCounts).sort()).toEqual(['layer 0: D=2 dense', 'layer 2: D=2 dense']);
     for (const count of Object.values(r.planCounts)) expect(count).toBe(r.stepsDone);
+    // The CPU backend allocates each tensor from the heap: the weights alone are many, all still held.
+    expect(r.deviceMemory?.allocations).toBeGreaterThan(10);
+    expect(r.deviceMemory?.reservedBytes).toBeGreaterThan(0);
+    expect(r.deviceMemory?.reservedBytes).toBeLessThanOrEqual(r.deviceMemory!.allocatedBytes);
+    expect(r.deviceMemory?.outOfMemoryFlushes).toBe(0);
   }
   expect(info.worldSize).toBe(2);
 });

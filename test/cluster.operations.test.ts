@@ -77,6 +77,13 @@ test('metrics over HTTP: requests by status, refusals, latencies, tokens, queue,
     expect(sample(body, 'eps_rank_ready', { rank })).toBe(1);
     const steps = sample(body, 'eps_rank_steps_total', { rank }) ?? 0;
     expect(steps).toBeGreaterThanOrEqual(3);
+    // Device memory (CPU: the heap, a block per tensor): the weights are held, nothing was flushed.
+    expect(sample(body, 'eps_device_allocations_total', { rank })).toBeGreaterThan(10);
+    expect(sample(body, 'eps_device_allocated_bytes_total', { rank })).toBeGreaterThanOrEqual(sample(body, 'eps_device_reserved_bytes', { rank })!);
+    expect(sample(body, 'eps_device_reserved_bytes', { rank })).toBeGreaterThan(0);
+    expect(sample(body, 'eps_device_cached_bytes', { rank })).toBe(0);
+    expect(sample(body, 'eps_device_out_of_memory_flushes_total', { rank })).toBe(0);
+    expect(sample(body, 'eps_device_allocate_seconds_total', { rank })).toBeGreaterThan(0);
     for (const layer of ['0', '1']) {
       const planned = body
         .split('\n')
@@ -129,6 +136,9 @@ test('eps-moe status: health, model, ranks and per-layer metrics, without grpcur
   expect(r.stdout).toMatch(/model: mixtral \(mixtral\), 2 layers, 8 experts \(top 2\)/);
   expect(r.stdout).toMatch(/cluster: 2 ranks on cpu/);
   expect(r.stdout).toMatch(/rank 1: ready, \d+ steps, [\d.]+ ms per step/);
+  expect(r.stdout).toMatch(
+    / {2}device memory: [\d.]+ GB held \([\d.]+ GB cached\); [1-9]\d* allocations from the system \([\d.]+ GB, [\d.]+ ms\); 0 out-of-memory flushes/,
+  );
   expect(r.stdout).toMatch(
     / {2}layer 1: plans D=\d.* x\d+; host sync [\d.]+ ms\/step; all-to-all [\d.]+ MB; busiest expert [\d.]+x the mean load/,
   );

@@ -953,6 +953,33 @@ describeGpu('CUDA device: memory, streams, events, errors', () => {
     s.dispose();
   });
 
+  test('memory counters: a size class comes from cudaMalloc once, then from the cache; a full device counts a flush', async () => {
+    const s = gpu.stream();
+    const bytes = 37 * 2 ** 20 + 6; // an odd class (40 MiB after rounding), unlikely to sit idle already
+    const c0 = gpu.memoryCounters();
+    const t = gpu.tensor('bf16', [bytes / 2]);
+    const c1 = gpu.memoryCounters();
+    expect(c1.allocations - c0.allocations).toBeLessThanOrEqual(1);
+    expect(c1.reservedBytes).toBeGreaterThanOrEqual(bytes);
+    ops.fillRandom(s, t, 1, 1);
+    t.dispose();
+    // The next allocation fences the released block (an event on every stream); once the streams have passed it,
+    // the next request of its class takes it from the cache.
+    gpu.tensor('i32', [1]).dispose();
+    await s.synchronize();
+    await new Promise((r) => setTimeout(r, 20));
+    const again = gpu.tensor('bf16', [bytes / 2]);
+    const c2 = gpu.memoryCounters();
+    expect(c2.allocations).toBe(c1.allocations);
+    expect(c2.allocatedBytes).toBe(c1.allocatedBytes);
+    again.dispose();
+    expect(() => gpu.tensor('f32', [1 << 20, 1 << 20])).toThrow(/memory/i);
+    const c3 = gpu.memoryCounters();
+    expect(c3.outOfMemoryFlushes).toBe(c2.outOfMemoryFlushes + 1);
+    expect(c3.allocateMs).toBeGreaterThanOrEqual(c2.allocateMs);
+    s.dispose();
+  });
+
   // EPS_EVENT_DOWNLOADS=1 (native/cuda/event_downloads.h): reads of up to 64 KB by an event a thread polls, larger
   // ones the other way; more reads in flight than its 16 slots; a kernel's index error still fails the read.
   test('reads through event downloads give the same values, in flight by the dozen, and report index errors', async () => {

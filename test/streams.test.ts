@@ -96,3 +96,23 @@ test("disposing a tensor frees its memory for its views too; a view's dispose le
   expect(() => ops.add(s, other, other, other)).toThrow(/disposed/);
   await expect(other.readFloat32(s)).rejects.toThrow(/disposed/);
 });
+
+test('memory counters: each CPU tensor is one allocation from the heap, held until disposed', () => {
+  // The process's CPU devices share one backend (and its counters): count from here.
+  const before = device.memoryCounters();
+  expect(before.outOfMemoryFlushes).toBe(0);
+  expect(before.cachedBytes).toBe(0);
+  const a = device.tensor('f32', [1000]); // 4000 bytes: 64-byte rounded, plus 64 (never empty)
+  const b = device.tensor('bf16', [10]);
+  const held = device.memoryCounters();
+  expect(held.allocations - before.allocations).toBe(2);
+  expect(held.allocatedBytes - before.allocatedBytes).toBe(4096 + 128);
+  expect(held.reservedBytes - before.reservedBytes).toBe(4096 + 128);
+  expect(held.allocateMs).toBeGreaterThanOrEqual(before.allocateMs);
+  a.dispose();
+  const after = device.memoryCounters();
+  expect(after.allocations - before.allocations).toBe(2);
+  expect(after.reservedBytes - before.reservedBytes).toBe(128);
+  b.dispose();
+  expect(device.memoryCounters().reservedBytes).toBe(before.reservedBytes);
+});

@@ -16,14 +16,33 @@
 namespace eps {
 namespace {
 
+// The heap's share of MemoryCounters: every tensor is its own allocation (no cache). Shared with the storages,
+// which may outlive the backend.
+struct HeapCounters {
+  std::atomic<uint64_t> allocations{0};
+  std::atomic<uint64_t> allocatedBytes{0};
+  std::atomic<int64_t> liveBytes{0};
+  std::atomic<int64_t> allocateNs{0};
+};
+
 struct CpuStorage : Storage {
-  explicit CpuStorage(size_t n) {
+  CpuStorage(size_t n, std::shared_ptr<HeapCounters> c) : counters(std::move(c)) {
     bytes = n;
+    const size_t rounded = ((n + 63) / 64) * 64 + 64;
+    const auto t0 = std::chrono::steady_clock::now();
     // 64-byte aligned; at least one byte so that data is never null for an empty tensor.
-    data = std::aligned_alloc(64, ((n + 63) / 64) * 64 + 64);
+    data = std::aligned_alloc(64, rounded);
     if (!data) throw OutOfMemory(n, 0);
+    counters->allocateNs += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    counters->allocations++;
+    counters->allocatedBytes += rounded;
+    counters->liveBytes += int64_t(rounded);
   }
-  ~CpuStorage() override { std::free(data); }
+  ~CpuStorage() override {
+    std::free(data);
+    counters->liveBytes -= int64_t(((bytes + 63) / 64) * 64 + 64);
+  }
+  std::shared_ptr<HeapCounters> counters;
 };
 
 struct CpuEvent : Event, std::enable_shared_from_this<CpuEvent> {
@@ -98,8 +117,16 @@ class CpuBackend : public Backend {
   }
   int deviceIndex() const override { return 0; }
 
-  std::shared_ptr<Storage> alloc(size_t bytes) override { return std::make_shared<CpuStorage>(bytes); }
+  std::shared_ptr<Storage> alloc(size_t bytes) override { return std::make_shared<CpuStorage>(bytes, heap_); }
   size_t freeBytes() const override { return 0; }
+  MemoryCounters memoryCounters() const override {
+    MemoryCounters m;
+    m.allocations = double(heap_->allocations.load());
+    m.allocatedBytes = double(heap_->allocatedBytes.load());
+    m.allocateMs = double(heap_->allocateNs.load()) / 1e6;
+    m.reservedBytes = double(heap_->liveBytes.load());
+    return m;
+  }
 
   std::shared_ptr<Stream> createStream(bool /*highPriority*/) override { return std::make_shared<CpuStream>(); }
   std::shared_ptr<Event> createEvent() override { return std::make_shared<CpuEvent>(); }
@@ -182,6 +209,9 @@ class CpuBackend : public Backend {
     for (const auto& [name, _] : cpu::cpuKernels()) names.push_back(name);
     return names;
   }
+
+ private:
+  std::shared_ptr<HeapCounters> heap_ = std::make_shared<HeapCounters>();
 };
 
 }  // namespace

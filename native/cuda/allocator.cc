@@ -1,6 +1,7 @@
 #include "allocator.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "../backend.h"
 #include "cuda_check.h"
@@ -69,6 +70,31 @@ size_t CachingAllocator::cachedBytes() {
   std::lock_guard<std::mutex> lock(mu_);
   std::lock_guard<std::mutex> rl(releasedMu_);
   return idleBytes_ + pendingBytes_ + releasedBytes_;
+}
+
+MemoryCounters CachingAllocator::counters() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> rl(releasedMu_);
+  MemoryCounters m;
+  m.allocations = double(mallocs_);
+  m.allocatedBytes = double(mallocBytes_);
+  m.allocateMs = mallocMs_;
+  m.outOfMemoryFlushes = double(oomFlushes_);
+  m.reservedBytes = double(reservedBytes_);
+  m.cachedBytes = double(idleBytes_ + pendingBytes_ + releasedBytes_);
+  return m;
+}
+
+void* CachingAllocator::driverMallocLocked(size_t bytes, cudaError_t* status) {
+  void* p = nullptr;
+  const auto t0 = std::chrono::steady_clock::now();
+  *status = cudaMalloc(&p, bytes);
+  mallocMs_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (*status != cudaSuccess) return nullptr;
+  mallocs_++;
+  mallocBytes_ += bytes;
+  reservedBytes_ += bytes;
+  return p;
 }
 
 cudaEvent_t CachingAllocator::takeEventLocked() {
@@ -142,7 +168,10 @@ void* CachingAllocator::takeIdleLocked(size_t bytes) {
 
 void CachingAllocator::freeIdleLocked() {
   for (auto& [size, ptrs] : idle_) {
-    for (void* p : ptrs) checkCuda(cudaFree(p), "cudaFree(cached block)");
+    for (void* p : ptrs) {
+      checkCuda(cudaFree(p), "cudaFree(cached block)");
+      reservedBytes_ -= size;
+    }
     ptrs.clear();
   }
   idle_.clear();
@@ -158,10 +187,11 @@ void* CachingAllocator::allocate(size_t bytes, size_t* blockBytes) {
   reclaimLocked(false);
   if (void* p = takeIdleLocked(size)) return p;
 
-  void* p = nullptr;
-  cudaError_t st = cudaMalloc(&p, size);
+  cudaError_t st = cudaSuccess;
+  void* p = driverMallocLocked(size, &st);
   if (st == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // an allocation failure is not sticky; clear it
+    oomFlushes_++;
     // Let every queued kernel finish: then all fenced blocks are reusable, and the idle ones of
     // other size classes can go back to the driver.
     // (Only this thread enqueues work that reads allocator memory, so every block released so far
@@ -171,7 +201,7 @@ void* CachingAllocator::allocate(size_t bytes, size_t* blockBytes) {
     reclaimLocked(true);
     if ((p = takeIdleLocked(size))) return p;
     freeIdleLocked();
-    st = cudaMalloc(&p, size);
+    p = driverMallocLocked(size, &st);
     if (st == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       size_t freeB = 0, totalB = 0;

@@ -18,10 +18,13 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include "../backend.h"
 
 namespace eps::cuda {
 
@@ -44,6 +47,8 @@ class CachingAllocator {
 
   // Bytes held in the cache (idle, or waiting for their fence): free for this process's tensors.
   size_t cachedBytes();
+  // What cudaMalloc gave and what the cache holds (backend.h MemoryCounters).
+  MemoryCounters counters();
 
   // The size class a request of `bytes` gets (public for tests and for logs).
   static size_t roundSize(size_t bytes);
@@ -62,6 +67,7 @@ class CachingAllocator {
   void reclaimLocked(bool deviceIsIdle);
   void* takeIdleLocked(size_t bytes);
   void freeIdleLocked();
+  void* driverMallocLocked(size_t bytes, cudaError_t* status);
   cudaEvent_t takeEventLocked();
 
   const int device_;
@@ -72,6 +78,13 @@ class CachingAllocator {
   std::deque<Fence> pending_;  // oldest first
   size_t pendingBytes_ = 0;
   std::vector<cudaEvent_t> spareEvents_;
+  // Counters (MemoryCounters): blocks from cudaMalloc and the host time it took, bytes held from the driver,
+  // out-of-memory flushes.
+  uint64_t mallocs_ = 0;
+  uint64_t mallocBytes_ = 0;
+  double mallocMs_ = 0;
+  size_t reservedBytes_ = 0;
+  uint64_t oomFlushes_ = 0;
 
   std::mutex releasedMu_;
   std::vector<Block> released_;  // not yet fenced

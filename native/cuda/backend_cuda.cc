@@ -75,6 +75,8 @@ class CudaBackend : public Backend {
     return freeB + ctx_->allocator->cachedBytes();
   }
 
+  MemoryCounters memoryCounters() const override { return ctx_->allocator->counters(); }
+
   std::shared_ptr<Stream> createStream(bool highPriority) override { return std::make_shared<CudaStream>(ctx_, highPriority); }
   std::shared_ptr<Event> createEvent() override { return std::make_shared<CudaEvent>(ctx_); }
 

@@ -68,6 +68,14 @@ export function formatStatus(server: string, st: ClusterStatus, problems: string
   for (const r of st.metrics?.ranks ?? []) {
     const perStep = r.stepsDone > 0 && r.stepMs !== undefined ? `, ${(r.stepMs / r.stepsDone).toFixed(1)} ms per step` : '';
     lines.push(`rank ${r.rank}: ${r.state}, ${r.stepsDone} steps${perStep}`);
+    const mem = r.deviceMemory;
+    if (mem) {
+      const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+      lines.push(
+        `  device memory: ${gb(mem.reservedBytes)} held (${gb(mem.cachedBytes)} cached); ${mem.allocations} allocations from the system ` +
+          `(${gb(mem.allocatedBytes)}, ${mem.allocateMs.toFixed(1)} ms); ${mem.outOfMemoryFlushes} out-of-memory flushes`,
+      );
+    }
     for (const l of r.moeLayers ?? []) {
       const plans = Object.entries(r.planCounts)
         .filter(([k]) => k.startsWith(`layer ${l.layer}: `))

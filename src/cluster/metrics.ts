@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import * as prom from 'prom-client';
 import type { Logger } from '../rpc/log';
-import type { RankHealthMsg } from '../rpc/protos';
+import type { DeviceMemoryMsg, RankHealthMsg } from '../rpc/protos';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -211,6 +211,35 @@ export class ClusterMetrics {
           l.expertTokens.forEach((n, e) => n > 0 && c.inc({ layer: String(l.layer), expert: String(e) }, n));
       },
     );
+    // Device memory: allocations from the driver that keep growing across steps of one shape mean the cache is not
+    // reusing; out-of-memory flushes each cost a device-wide wait.
+    const memoryCounters: [string, string, keyof DeviceMemoryMsg, number][] = [
+      ['eps_device_allocations_total', 'Blocks each rank got from the system for its device (cudaMalloc; on the CPU, the heap)', 'allocations', 1],
+      ['eps_device_allocated_bytes_total', 'Bytes of those blocks', 'allocatedBytes', 1],
+      ['eps_device_allocate_seconds_total', 'Host time spent getting them', 'allocateMs', 1e-3],
+      ['eps_device_out_of_memory_flushes_total', "Times a rank's device was full and its memory cache was emptied", 'outOfMemoryFlushes', 1],
+    ];
+    for (const [name, help, field, scale] of memoryCounters) {
+      counter(name, help, ['rank'], (c, rs) => {
+        for (const r of rs) if (r.deviceMemory) c.inc({ rank: String(r.rank) }, r.deviceMemory[field] * scale);
+      });
+    }
+    for (const [name, help, field] of [
+      ['eps_device_reserved_bytes', "Bytes each rank holds on its device (tensors and the allocator's cache)", 'reservedBytes'],
+      ['eps_device_cached_bytes', "Of those, the allocator cache's (idle, or waiting for the streams to pass)", 'cachedBytes'],
+    ] as const) {
+      new prom.Gauge({
+        name,
+        help,
+        labelNames: ['rank'],
+        registers,
+        async collect() {
+          const rs = await ranks();
+          this.reset();
+          for (const r of rs) if (r.deviceMemory) this.set({ rank: String(r.rank) }, r.deviceMemory[field]);
+        },
+      });
+    }
     new prom.Gauge({
       name: 'eps_rank_ready',
       help: 'Ranks answering Health in state ready (1) or another state (0)',

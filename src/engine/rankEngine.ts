@@ -146,7 +146,7 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
       return { logits, nonfinite };
     },
     planCounts: () => ({ ...planCounts }),
-    stats: () => structuredClone(stats),
+    stats: () => ({ ...structuredClone(stats), deviceMemory: device.memoryCounters() }),
     async dispose() {
       if (trace && opts.traceFile) await trace.write(rankTraceFile(opts.traceFile, comm.rank));
       runner.dispose();

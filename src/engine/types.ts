@@ -1,7 +1,7 @@
 // What the cluster sees of the engine of one rank. The engine (rankEngine.ts) runs the same forward
 // for one or many ranks; the cluster only feeds it steps.
 import type { Communicator } from '../comm/communicator';
-import type { BackendKind } from '../native/addonTypes';
+import type { BackendKind, MemoryCounters } from '../native/addonTypes';
 import type { ModelSpec } from '../model/config';
 import type { DispatchMode } from '../moe/schedule';
 import type { NonFinite } from './nonFinite';
@@ -37,6 +37,8 @@ export interface StepOutput {
 /** What a rank's steps added up to since it loaded. */
 export interface RankStats {
   stepMs: number;
+  /** The device's memory counters when stats() was called (Device.memoryCounters). */
+  deviceMemory?: MemoryCounters;
   moeLayers: { layer: number; steps: number; hostSyncMs: number; allToAllBytes: number; expertTokens: number[] }[];
 }
 

@@ -38,6 +38,21 @@ export interface NativeEvent {
   dispose(): void;
 }
 
+/** How a device's memory was got and kept since its backend was made (native/backend.h MemoryCounters). */
+export interface MemoryCounters {
+  /** Blocks got from the system (cudaMalloc; the CPU's heap, one per tensor). */
+  allocations: number;
+  allocatedBytes: number;
+  /** Host time spent getting them. */
+  allocateMs: number;
+  /** Times the device was full and the cache was emptied (CUDA: a device-wide wait, then cudaFree of every idle block). */
+  outOfMemoryFlushes: number;
+  /** Held now: tensors and cache. */
+  reservedBytes: number;
+  /** Of reservedBytes, the cache's (idle, or waiting for the streams to pass them). */
+  cachedBytes: number;
+}
+
 export interface NativeDevice {
   readonly backend: BackendKind;
   readonly index: number;
@@ -50,6 +65,7 @@ export interface NativeDevice {
   createStream(highPriority?: boolean): NativeStream;
   createEvent(): NativeEvent;
   freeBytes(): number;
+  memoryCounters(): MemoryCounters;
   opNames(): string[];
   /** Checks the call against native/ops.md (throws naming the op and argument), then enqueues it. */
   op(stream: NativeStream, name: string, tensors: (NativeTensor | null)[], params: number[], ints: number[]): void;

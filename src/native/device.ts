@@ -2,7 +2,7 @@
 // Stream and return at once; a promise resolves when a stream reaches a point. Native objects are
 // freed by dispose() (or `using`), with the addon's finalizers as a backstop.
 import { addon, defaultBackend } from './addon';
-import type { BackendKind, DType, NativeDevice, NativeEvent, NativeStream, NativeTensor } from './addonTypes';
+import type { BackendKind, DType, MemoryCounters, NativeDevice, NativeEvent, NativeStream, NativeTensor } from './addonTypes';
 import { bf16ArrayToF32, f16ArrayToF32 } from './bf16';
 
 export const dtypeBytes: Record<DType, number> = { f32: 4, bf16: 2, f16: 2, i32: 4, i64: 8 };
@@ -45,6 +45,10 @@ export class Device {
   }
   freeBytes(): number {
     return this.native.freeBytes();
+  }
+  /** How its memory was got and kept since it was opened (allocations from the driver, out-of-memory flushes, held bytes). */
+  memoryCounters(): MemoryCounters {
+    return this.native.memoryCounters();
   }
   dispose(): void {
     this.native.dispose();

@@ -158,6 +158,18 @@ export interface RankHealthMsg {
   /** Per MoE layer, counters since the rank loaded (absent from ranks that have not loaded). */
   moeLayers?: MoeLayerMetricsMsg[];
   stepMs?: number;
+  /** How the rank's device memory was got and kept (absent before the rank opened its device). */
+  deviceMemory?: DeviceMemoryMsg;
+}
+
+/** eps.v1.DeviceMemory (the native device's MemoryCounters). */
+export interface DeviceMemoryMsg {
+  allocations: number;
+  allocatedBytes: number;
+  allocateMs: number;
+  outOfMemoryFlushes: number;
+  reservedBytes: number;
+  cachedBytes: number;
 }
 
 export interface MoeLayerMetricsMsg {
