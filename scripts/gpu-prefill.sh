@@ -52,6 +52,9 @@ for item in "$@"; do
     node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat 4 --timeout-ms 300000 > /dev/null 2>&1
     node bin/eps-moe.js prefill --server "$addr" --input /tmp/load.json --concurrency 2 --repeat "${LOAD_REPEAT:-16}" --timeout-ms 300000 > "$log.txt" 2>&1
     eps=$(grep -o '[0-9.]* tokens/s' "$log.txt" | cut -d' ' -f1)
+    # the rank's device memory after the runs: allocations that grow with the steps mean the cache is not reusing
+    node bin/eps-moe.js status --server "$addr" > "$log.status" 2>&1
+    echo "$preset memory: $(grep -m1 'device memory' "$log.status" | sed 's/^ *device memory: //')"
   else
     tail -5 "$log.err"
   fi
