@@ -6,7 +6,8 @@
 // each step's first op to its last, summed). Spans nest (the `attention` op inside `attention_block`),
 // so shares of nested names overlap. Also printed: how much of the steps the compute stream's traced ops
 // cover (the rest: untraced ops, host syncs and launch gaps), and where within the steps the compute stream
-// had no traced op, summed by the ops on either side of each gap (largest first).
+// had no traced op, summed by the ops on either side of each gap (largest first), and the idle time between steps.
+// A step (one forward) begins where the compute stream goes back to layer 0, or after 50 ms with no op.
 //
 // usage: node scripts/trace-summary.js TRACE.json [--rank R] [--top N]
 'use strict';
@@ -45,10 +46,12 @@ function main(argv) {
     }
     sums.set(key, s);
   }
-  const stepUs = stepsTime(ops);
-  console.log(`rank ${rank}: ${ops.length} ops, ${(stepUs / 1000).toFixed(1)} ms of steps (first op to last op of each step)`);
   const computeTid = [...tracks.entries()].find(([, name]) => name === 'compute')?.[0];
-  const coveredUs = unionTime(ops.filter((e) => e.tid === computeTid));
+  const compute = ops.filter((e) => e.tid === computeTid);
+  const starts = stepStarts(compute);
+  const stepUs = stepsTime(ops, starts);
+  console.log(`rank ${rank}: ${ops.length} ops, ${(stepUs / 1000).toFixed(1)} ms of steps (first op to last op of each step)`);
+  const coveredUs = unionTime(compute);
   console.log(
     `compute stream: traced ops cover ${((100 * coveredUs) / stepUs).toFixed(1)}% of the steps; the rest is untraced ops ` +
       `(norms, residual adds, embedding, logits), host syncs and launch gaps`,
@@ -70,7 +73,15 @@ function main(argv) {
         ].join('\t'),
       ),
     );
-  const gaps = [...computeGaps(ops.filter((e) => e.tid === computeTid)).entries()].sort((a, b) => b[1].us - a[1].us);
+  const between = idleBetweenSteps(compute, starts);
+  if (between.length > 0) {
+    const mean = between.reduce((a, b) => a + b, 0) / between.length;
+    console.log(
+      `between steps: ${between.length} gaps, mean ${(mean / 1000).toFixed(2)} ms, max ${(Math.max(...between) / 1000).toFixed(2)} ms ` +
+        `(the compute stream idle from a step's last traced op to the next one's first: logits, the answer, the next request)`,
+    );
+  }
+  const gaps = [...computeGaps(compute, starts).entries()].sort((a, b) => b[1].us - a[1].us);
   if (gaps.length === 0) return;
   console.log('compute stream gaps within steps (no traced op), by the traced ops on either side:');
   console.log(['gaps', 'between', 'count', 'total ms', 'mean us', 'share'].join('\t'));
@@ -86,17 +97,57 @@ const baseName = (name) => name.replace(/ \d+$/, '');
 const STEP_GAP_US = 50_000;
 
 /**
+ * The times at which steps begin, from the compute stream's ops: its first op, every op of layer 0 after one of a
+ * later layer (a new forward), and every op after STEP_GAP_US with none (traces without layers).
+ */
+function stepStarts(compute) {
+  const sorted = [...compute].sort((a, b) => a.ts - b.ts || b.dur - a.dur);
+  const starts = [];
+  let end = -Infinity;
+  let lastLayer = -1;
+  for (const e of sorted) {
+    const layer = typeof e.args?.layer === 'number' ? e.args.layer : undefined;
+    if (starts.length === 0 || e.ts - end > STEP_GAP_US || (layer === 0 && lastLayer > 0)) starts.push(e.ts);
+    if (layer !== undefined) lastLayer = layer;
+    end = Math.max(end, e.ts + e.dur);
+  }
+  return starts;
+}
+
+/** Index of the step an op at `ts` belongs to (the last start at or before it; ops before the first: step 0). */
+function stepOf(starts, ts) {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid] <= ts) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** Per step boundary after the first: the compute stream's idle time from the previous step's last op to it. */
+function idleBetweenSteps(compute, starts) {
+  const ends = new Array(starts.length).fill(-Infinity);
+  for (const e of compute) {
+    const i = stepOf(starts, e.ts);
+    ends[i] = Math.max(ends[i], e.ts + e.dur);
+  }
+  return starts.slice(1).map((t, i) => t - ends[i]).filter((us) => us > 0);
+}
+
+/**
  * The idle intervals between the compute stream's traced ops within a step, keyed "before -> after": the op
  * that ended last before the gap (the outer one where spans nest) and the op that starts after it.
  */
-function computeGaps(ops) {
+function computeGaps(ops, starts) {
   const sorted = [...ops].sort((a, b) => a.ts - b.ts || b.dur - a.dur);
   const sums = new Map();
   let end = -Infinity;
   let last;
   for (const e of sorted) {
     const idle = e.ts - end;
-    if (last && idle > 0 && idle < STEP_GAP_US) {
+    if (last && idle > 0 && stepOf(starts, e.ts) === stepOf(starts, last.ts)) {
       const key = `${baseName(last.name)} -> ${baseName(e.name)}`;
       const s = sums.get(key) ?? { count: 0, us: 0 };
       s.count += 1;
@@ -127,20 +178,16 @@ function unionTime(ops) {
   return end > start ? total + (end - start) : total;
 }
 
-/** Steps are runs of ops separated by gaps longer than any op: sum each run's span. */
-function stepsTime(ops) {
-  const sorted = [...ops].sort((a, b) => a.ts - b.ts);
-  let total = 0;
-  let start = sorted[0].ts;
-  let end = sorted[0].ts + sorted[0].dur;
-  for (const e of sorted.slice(1)) {
-    if (e.ts > end + STEP_GAP_US) {
-      total += end - start;
-      start = e.ts;
-    }
-    end = Math.max(end, e.ts + e.dur);
+/** Each step's span, first op to last (any stream), summed. */
+function stepsTime(ops, starts) {
+  const first = new Array(starts.length).fill(Infinity);
+  const last = new Array(starts.length).fill(-Infinity);
+  for (const e of ops) {
+    const i = stepOf(starts, e.ts);
+    first[i] = Math.min(first[i], e.ts);
+    last[i] = Math.max(last[i], e.ts + e.dur);
   }
-  return total + (end - start);
+  return first.reduce((total, f, i) => (f < Infinity ? total + (last[i] - f) : total), 0);
 }
 
 main(process.argv.slice(2));

@@ -53,3 +53,27 @@ test('gaps are summed per pair of neighbours, largest first; a gap of a new step
     ['router -> ffn', '2', '1.00', '500.0'],
   ]);
 });
+
+test('a forward begins where the compute stream goes back to layer 0: the idle time before it is between steps', async () => {
+  const trace = new TraceCollector();
+  for (const t0 of [0, 20]) {
+    // Two forwards of two layers, 10 ms apart (under the 50 ms that splits traces without layers); inside each,
+    // a 1 ms gap between layer 0's ffn and layer 1's attention_block, 1.5 ms between that and its ffn.
+    trace.op(0, 'compute', 'attention_block', t0, t0 + 2, { layer: 0 });
+    trace.op(0, 'compute', 'ffn 0', t0 + 2, t0 + 4, { layer: 0 });
+    trace.op(0, 'compute', 'attention_block', t0 + 5, t0 + 7, { layer: 1 });
+    trace.op(0, 'comm', 'combine 0', t0 + 7, t0 + 9, { layer: 1 });
+    trace.op(0, 'compute', 'ffn 0', t0 + 8.5, t0 + 10, { layer: 1 });
+  }
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'eps-trace-summary-')), 't.json');
+  await trace.write(file);
+  const out = execFileSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'trace-summary.js'), file], { encoding: 'utf8' });
+  // Two steps of 10 ms each (not one of 30 ms).
+  expect(out).toMatch(/^rank 0: 10 ops, 20\.0 ms of steps/m);
+  expect(out).toMatch(/^between steps: 1 gaps, mean 10\.00 ms, max 10\.00 ms/m);
+  const gaps = out.split('\n').filter((l) => l.startsWith('gap\t'));
+  expect(gaps.map((l) => l.split('\t').slice(1, 4))).toEqual([
+    ['attention_block -> ffn', '2', '3.00'],
+    ['ffn -> attention_block', '2', '2.00'],
+  ]);
+});
