@@ -4,7 +4,8 @@
 #     isolated time in the step (BENCHMARKS.md session 10): the op tests of what is new (event downloads, the shared
 #     rope key, memory counters); scripts/gemm-probe.js (the GEMMs alone, and after the fused norm) with cuBLASLt's
 #     log (which kernels it launches, $OUT/lt-probe.tgz); a short DeepSeek-V2-Lite launch with the same log (the
-#     kernels of the step, $OUT/lt-step.tgz); a traced prefill with event downloads (each span's hostUs: a long
+#     kernels of the step, $OUT/lt-step.tgz); a traced prefill with event downloads (each span's aheadUs: near 0, the
+#     device waited for the host right there; hostUs: a long
 #     one means the GPU waited for the host inside it; the router -> permute gap); event downloads off/on, twice.
 #   OUT=$OUT bash scripts/gpu-followup.sh band    (~400 s) issue 12's tile band: 8 (default) against 16 in a
 #     Qwen3-30B-A3B prefill, alternating (EPS_GROUPED_SM90_BAND), transformers once beside them.

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Where a traced run's device time went: sums the measured ops of a trace that `eps-moe launch --trace`
 // (or `forward --trace`) wrote, per rank, stream and op name (a chunk's number dropped: "ffn 0" and
-// "ffn 1" are "ffn"), and prints them largest first with their share of the rank's steps and the host's mean time
-// to enqueue them (args.hostUs, where spans carry it) (the time from
-// each step's first op to its last, summed). Spans nest (the `attention` op inside `attention_block`),
+// "ffn 1" are "ffn"), and prints them largest first with their share of the rank's steps (the time from each step's
+// first op to its last, summed), the host's mean time to enqueue them (args.hostUs) and how far ahead of the device
+// the host was when it opened them (args.aheadUs: near 0, the device ran dry there and waited for the host), where
+// spans carry them. Spans nest (the `attention` op inside `attention_block`),
 // so shares of nested names overlap. Also printed: how much of the steps the compute stream's traced ops
 // cover (the rest: untraced ops, host syncs and launch gaps), and where within the steps the compute stream
 // had no traced op, summed by the ops on either side of each gap (largest first), and the idle time between steps.
@@ -37,12 +38,16 @@ function main(argv) {
   const sums = new Map();
   for (const e of ops) {
     const key = `${tracks.get(e.tid) ?? e.tid}\t${baseName(e.name)}`;
-    const s = sums.get(key) ?? { count: 0, us: 0, hostUs: 0, hostCount: 0 };
+    const s = sums.get(key) ?? { count: 0, us: 0, hostUs: 0, hostCount: 0, aheadUs: 0, aheadCount: 0 };
     s.count += 1;
     s.us += e.dur;
     if (typeof e.args?.hostUs === 'number') {
       s.hostUs += e.args.hostUs;
       s.hostCount += 1;
+    }
+    if (typeof e.args?.aheadUs === 'number') {
+      s.aheadUs += e.args.aheadUs;
+      s.aheadCount += 1;
     }
     sums.set(key, s);
   }
@@ -56,7 +61,7 @@ function main(argv) {
     `compute stream: traced ops cover ${((100 * coveredUs) / stepUs).toFixed(1)}% of the steps; the rest is untraced ops ` +
       `(norms, residual adds, embedding, logits), host syncs and launch gaps`,
   );
-  console.log(['stream', 'op', 'count', 'total ms', 'mean us', 'share', 'host us'].join('\t'));
+  console.log(['stream', 'op', 'count', 'total ms', 'mean us', 'share', 'host us', 'ahead us'].join('\t'));
   [...sums.entries()]
     .sort((a, b) => b[1].us - a[1].us)
     .slice(0, top)
@@ -70,6 +75,8 @@ function main(argv) {
           `${((100 * s.us) / stepUs).toFixed(1)}%`,
           // the host's mean time from opening the span to ending it, where the trace has it
           s.hostCount ? (s.hostUs / s.hostCount).toFixed(1) : '-',
+          // how far ahead of the device the host opened it (near 0: the device was waiting for the host there)
+          s.aheadCount ? (s.aheadUs / s.aheadCount).toFixed(1) : '-',
         ].join('\t'),
       ),
     );

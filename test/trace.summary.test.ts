@@ -10,7 +10,7 @@ test('sums measured ops per name (chunk numbers dropped), skips predicted ones, 
   // One step of 10 ms on rank 0: attention_block 0-4 ms holding attention 1-3 ms, ffn 0 and ffn 1 5-6 and 6-8 ms,
   // a comm op, a predicted op that must not count, and an op of rank 1 that must not count.
   trace.op(0, 'compute', 'attention_block', 0, 4);
-  trace.op(0, 'compute', 'attention', 1, 3, { hostUs: 40 });
+  trace.op(0, 'compute', 'attention', 1, 3, { hostUs: 40, aheadUs: 12 });
   trace.op(0, 'compute', 'ffn 0', 5, 6);
   trace.op(0, 'compute', 'ffn 1', 6, 8);
   trace.op(0, 'comm', 'dispatch 0', 4, 10);
@@ -31,6 +31,7 @@ test('sums measured ops per name (chunk numbers dropped), skips predicted ones, 
   ]);
   // The host's enqueue time, where the span has it
   expect(rows.map((l) => l.split('\t')[6])).toEqual(['-', '-', '-', '40.0']);
+  expect(rows.map((l) => l.split('\t')[7])).toEqual(['-', '-', '-', '12.0']);
   // The compute stream idles 4-5 ms, between attention_block (the outer span that ended last) and ffn 0.
   const gaps = out.split('\n').filter((l) => l.startsWith('gap\t'));
   expect(gaps.map((l) => l.split('\t').slice(1, 4))).toEqual([['attention_block -> ffn', '1', '1.00']]);

@@ -124,6 +124,9 @@ export class ModelRunner {
     const scope = new TensorScope(this.device);
     const spans: { layer: number; span: OpSpan }[] = [];
     const stepStart: Event | undefined = options.trace ? s.record() : undefined;
+    // The device is idle here (the last step ended with a synchronize): stepStart runs as soon as it is recorded,
+    // so device times from it and host times from here share an origin (to within the launch latency).
+    const hostStepStart = performance.now();
     try {
       const { spec, weights } = this;
       const packed = pack(sequences);
@@ -174,7 +177,7 @@ export class ModelRunner {
       if (nonfinite.length > 0 && layerChecks.length > 0) await firstBadLayers(s, layerChecks, packed.cuSeqlens, nonfinite);
       await s.synchronize();
       await this.commStream.synchronize();
-      const measured = stepStart ? resolveSpans(stepStart, spans) : undefined;
+      const measured = stepStart ? resolveSpans(stepStart, hostStepStart, spans) : undefined;
       return { logits, plans, measured, nonfinite, layerStats };
     } finally {
       scope.dispose();
@@ -295,15 +298,17 @@ async function firstBadLayers(s: Stream, checks: Tensor[], cu: number[], found: 
   }
 }
 
-function resolveSpans(stepStart: Event, spans: { layer: number; span: OpSpan }[]): MeasuredOp[] {
-  return spans.map(({ layer, span }) => ({
-    layer,
-    stream: span.stream,
-    name: span.name,
-    startMs: span.start.elapsedSince(stepStart),
-    endMs: span.end.elapsedSince(stepStart),
-    args: span.args,
-  }));
+/**
+ * Spans as measured, from the step's start. Each gets `aheadUs`: how long after the host opened it the device began
+ * it (the work queued ahead of it). Near 0: the device had run dry and was waiting for the host right there, so
+ * a slow span is the host's doing; large: the device was busy and the span's time is its own.
+ */
+function resolveSpans(stepStart: Event, hostStepStart: number, spans: { layer: number; span: OpSpan }[]): MeasuredOp[] {
+  return spans.map(({ layer, span }) => {
+    const startMs = span.start.elapsedSince(stepStart);
+    const aheadUs = Math.round((startMs - (span.hostOpenMs - hostStepStart)) * 1000);
+    return { layer, stream: span.stream, name: span.name, startMs, endMs: span.end.elapsedSince(stepStart), args: { ...span.args, aheadUs } };
+  });
 }
 
 /**

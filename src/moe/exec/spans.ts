@@ -9,6 +9,8 @@ export interface OpSpan {
   start: Event;
   end: Event;
   args: Record<string, string | number>;
+  /** performance.now() when the host opened the span (before recording `start`). */
+  hostOpenMs: number;
 }
 
 export interface OpenSpan {
@@ -18,15 +20,23 @@ export interface OpenSpan {
 /**
  * Starts a span on `s` when tracing (`onSpan` given); undefined otherwise, so untraced runs record no events. Its args
  * get `hostUs`, the host's time from opening to ending it: a span much longer on the device than its work needs, with a
- * long hostUs, idled waiting for the host to enqueue its work.
+ * long hostUs, idled waiting for the host to enqueue its work. The host's opening time (hostOpenMs) lets the forward
+ * say how far ahead of the device the host was there (forward.ts aheadUs).
  */
 export function openSpan(onSpan: ((span: OpSpan) => void) | undefined, s: Stream): OpenSpan | undefined {
   if (!onSpan) return undefined;
-  const start = s.record();
   const hostStart = performance.now();
+  const start = s.record();
   return {
     end: (stream, name, args) =>
-      onSpan({ stream, name, start, end: s.record(), args: { ...args, hostUs: Math.round((performance.now() - hostStart) * 1000) } }),
+      onSpan({
+        stream,
+        name,
+        start,
+        end: s.record(),
+        args: { ...args, hostUs: Math.round((performance.now() - hostStart) * 1000) },
+        hostOpenMs: hostStart,
+      }),
   };
 }
 
