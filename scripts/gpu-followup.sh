@@ -5,8 +5,9 @@
 #     rope key, memory counters); scripts/gemm-probe.js (the GEMMs alone, and after the fused norm) with cuBLASLt's
 #     log (which kernels it launches, $OUT/lt-probe.tgz); a short DeepSeek-V2-Lite launch with the same log (the
 #     kernels of the step, $OUT/lt-step.tgz); a traced prefill with event downloads (each span's aheadUs: near 0, the
-#     device waited for the host right there; hostUs: a long
-#     one means the GPU waited for the host inside it; the router -> permute gap); event downloads off/on, twice.
+#     device waited for the host right there; hostUs: a long one means the GPU waited for the host inside it; the
+#     router -> permute gap); the same with the residual add as its own op (does the slow GEMM follow the fused
+#     norm?); event downloads off/on, twice.
 #   OUT=$OUT bash scripts/gpu-followup.sh band    (~400 s) issue 12's tile band: 8 (default) against 16 in a
 #     Qwen3-30B-A3B prefill, alternating (EPS_GROUPED_SM90_BAND), transformers once beside them.
 #   OUT=$OUT N=8 bash scripts/gpu-followup.sh golden   (~500 s) scripts/gpu-golden-candidates.sh: fixtures whose
@@ -34,9 +35,13 @@ diag)
   echo "== traced prefill, event downloads ($(el) s)"
   EPS_EVENT_DOWNLOADS=1 OUT=$W/tr TRACE=1 NO_TORCH=1 LOAD=8x2048 LOAD_REPEAT=3 timeout 85 bash scripts/gpu-prefill.sh deepseek-v2-lite > "$R/trace-run.txt" 2>&1
   cp "$W"/tr/*.summary "$R/trace-summary.txt" 2>/dev/null; head -50 "$R/trace-summary.txt"
+  echo "== traced prefill, the residual add apart from the norm (EPS_FUSED_RESIDUAL=0) ($(el) s)"
+  EPS_FUSED_RESIDUAL=0 EPS_EVENT_DOWNLOADS=1 OUT=$W/tr0 TRACE=1 NO_TORCH=1 LOAD=8x2048 LOAD_REPEAT=3 timeout 85 \
+    bash scripts/gpu-prefill.sh deepseek-v2-lite > "$R/trace-run-unfused.txt" 2>&1
+  cp "$W"/tr0/*.summary "$R/trace-summary-unfused.txt" 2>/dev/null; grep -E "mla_q|router_gemm|o_proj|between" "$R/trace-summary-unfused.txt"
   rows=()
   for ev in 0 1 0 1; do
-    [ "$(el)" -gt 480 ] && break
+    [ "$(el)" -gt 500 ] && break
     rows+=("events $ev: $(EPS_EVENT_DOWNLOADS=$ev OUT=$W/pf TAG=events$ev NO_TORCH=1 LOAD=8x2048 LOAD_REPEAT=8 timeout 45 \
       bash scripts/gpu-prefill.sh deepseek-v2-lite 2>&1 | grep "tok/s" | tail -1)")
   done
