@@ -52,6 +52,12 @@ describe('topLogprobs', () => {
     expect(topLogprobs(logits, 0, 1).topLogprobs).toEqual([]);
   });
 
+  test('k = 0 (the normalizer skipped) still gives the argmax, lower id on ties, and the token count', () => {
+    expect(topLogprobs(new Float32Array([1, 3, 2, 3]), 0, 4)).toEqual({ nextToken: 1, topLogprobs: [], tokenCount: 4 });
+    const logits = randomLogits(32000, 5);
+    expect(topLogprobs(logits, 0, 2).nextToken).toBe(reference(logits, 1).next);
+  });
+
   test('large logits do not overflow (log-softmax is shifted by the max)', () => {
     const logits = new Float32Array([1000, 999, -1000]);
     const got = topLogprobs(logits, 2, 1);

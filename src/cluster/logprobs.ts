@@ -16,6 +16,9 @@ export function topLogprobs(logits: Float32Array, k: number, tokenCount: number)
       argmax = i;
     }
   }
+  // No log-probs asked: the normalizer's pass (a vocabulary of exps, ~1 ms a sequence at 100K) is skipped; it sits
+  // between two steps of the rank.
+  if (k <= 0) return { nextToken: argmax, topLogprobs: [], tokenCount };
   let sum = 0;
   for (let i = 0; i < n; i++) sum += Math.exp(logits[i] - max);
   const logNormalizer = max + Math.log(sum);
