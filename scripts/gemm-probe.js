@@ -28,15 +28,28 @@ async function time(name, M, N, K, outDt, reps = 20) {
   await time('N=3584 (q 16h x 224)', 16384, 3584, 2048, 'bf16');
   await seq(3072);
   await seq(64);
+  await seq(3072, 10, true);
+  await seq(64, 10, true);
 })();
-// The model's order: the fused residual rmsnorm, then the GEMM on its output, each timed by its own events.
-async function seq(N, reps = 10) {
+// The model's order: the fused residual rmsnorm, then the GEMM on its output, each timed by its own events. With
+// `afterExperts`, DeepSeek-V2-Lite's routed experts (grouped_sm90 gate/up with the SwiGLU epilogue, then down, 64
+// experts x 1536 rows) run first, as the previous layer's do in the step.
+async function seq(N, reps = 10, afterExperts = false) {
   const T = 16384, H = 2048;
   const x = d.tensor('bf16', [T, H]), res = d.tensor('bf16', [T, H]), hn = d.tensor('bf16', [T, H]), wn = d.tensor('bf16', [H]);
   const w = d.tensor('bf16', [N, H]), o = d.tensor(N === 64 ? 'f32' : 'bf16', [T, N]);
   for (const [t, sd] of [[x, 1], [res, 1], [wn, 0.1], [w, 0.02]]) ops.fillRandom(s, t, 3, sd);
+  const E = 64, I = 1408, rows = T * 6, counts = Array(E).fill(rows / E);
+  const ex = afterExperts
+    ? { a: d.tensor('bf16', [rows, H]), gu: d.tensor('bf16', [E * 2 * I, H]), dn: d.tensor('bf16', [E * H, I]), act: d.tensor('bf16', [rows, I]), out: d.tensor('bf16', [rows, H]) }
+    : undefined;
+  if (ex) for (const t of [ex.a, ex.gu, ex.dn]) ops.fillRandom(s, t, 5, 0.02);
   let norm = 0, gemm = 0;
   for (let i = 0; i < reps; i++) {
+    if (ex) {
+      ops.expertMatmul(s, ex.act, ex.a, ex.gu.reshape([E, 2 * I, H]), counts, 'grouped_sm90', true);
+      ops.expertMatmul(s, ex.out, ex.act, ex.dn.reshape([E, H, I]), counts, 'grouped_sm90');
+    }
     const e0 = s.record();
     ops.rmsnorm(s, hn, x, wn, 1e-6, res);
     const e1 = s.record();
@@ -45,5 +58,6 @@ async function seq(N, reps = 10) {
     await s.synchronize();
     if (i > 1) { norm += e1.elapsedSince(e0); gemm += e2.elapsedSince(e1); }
   }
-  console.log(`after fused norm: norm ${(norm / (reps - 2) * 1000).toFixed(1)} us, GEMM N=${N} ${(gemm / (reps - 2) * 1000).toFixed(1)} us`);
+  console.log(`${afterExperts ? 'experts, ' : ''}fused norm: norm ${(norm / (reps - 2) * 1000).toFixed(1)} us, then GEMM N=${N} ${(gemm / (reps - 2) * 1000).toFixed(1)} us`);
+  if (ex) for (const t of Object.values(ex)) t.dispose();
 }
