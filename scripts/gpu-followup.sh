@@ -25,11 +25,13 @@ diag)
   timeout 100 npx jest test/gpu.ops.test.ts -t "event downloads|shared rope key|memory counters" > "$R/ops.log" 2>&1
   echo "gpu.ops: rc $? ($(el) s)"; grep -E "Tests:|✕" "$R/ops.log" | head -8
   mkdir -p "$W/lt-probe" "$W/lt-step"
-  CUBLASLT_LOG_LEVEL=2 CUBLASLT_LOG_FILE="$W/lt-probe/lt-%i.log" timeout 60 node scripts/gemm-probe.js > "$R/probe-logged.txt" 2>&1
-  tar -C "$W" -czf "$R/lt-probe.tgz" lt-probe
+  # cuBLASLt's trace names the kernels it launches; cuBLAS's own log, the calls (cublasGemmEx may not go through Lt)
+  CUBLASLT_LOG_LEVEL=2 CUBLASLT_LOG_FILE="$W/lt-probe/lt-%i.log" CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG="$W/lt-probe/cublas.log" \
+    timeout 60 node scripts/gemm-probe.js > "$R/probe-logged.txt" 2>&1
+  tar -C "$W" -czf "$R/lt-probe.tgz" lt-probe; ls -la "$W/lt-probe" | tail -4
   timeout 60 node scripts/gemm-probe.js 2>&1 | tee "$R/probe.txt"
   echo "== the step's kernels, logged ($(el) s)"
-  CUBLASLT_LOG_LEVEL=2 CUBLASLT_LOG_FILE="$W/lt-step/lt-%i.log" OUT=$W/lt NO_TORCH=1 LOAD=8x2048 LOAD_REPEAT=1 timeout 80 \
+  CUBLASLT_LOG_LEVEL=2 CUBLASLT_LOG_FILE="$W/lt-step/lt-%i.log" CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG="$W/lt-step/cublas.log" OUT=$W/lt NO_TORCH=1 LOAD=8x2048 LOAD_REPEAT=1 timeout 80 \
     bash scripts/gpu-prefill.sh deepseek-v2-lite 2>&1 | grep -E "tok/s|memory"
   tar -C "$W" -czf "$R/lt-step.tgz" lt-step
   echo "== traced prefill, event downloads ($(el) s)"
