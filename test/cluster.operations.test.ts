@@ -79,7 +79,9 @@ test('metrics over HTTP: requests by status, refusals, latencies, tokens, queue,
     expect(steps).toBeGreaterThanOrEqual(3);
     // Device memory (CPU: the heap, a block per tensor): the weights are held, nothing was flushed.
     expect(sample(body, 'eps_device_allocations_total', { rank })).toBeGreaterThan(10);
-    expect(sample(body, 'eps_device_allocated_bytes_total', { rank })).toBeGreaterThanOrEqual(sample(body, 'eps_device_reserved_bytes', { rank })!);
+    expect(sample(body, 'eps_device_allocated_bytes_total', { rank })).toBeGreaterThanOrEqual(
+      sample(body, 'eps_device_reserved_bytes', { rank })!,
+    );
     expect(sample(body, 'eps_device_reserved_bytes', { rank })).toBeGreaterThan(0);
     expect(sample(body, 'eps_device_cached_bytes', { rank })).toBe(0);
     expect(sample(body, 'eps_device_out_of_memory_flushes_total', { rank })).toBe(0);

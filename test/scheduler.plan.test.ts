@@ -5,7 +5,18 @@
 import { type MoePlan } from '../src/moe/plan/plan';
 import { expertRanges } from '../src/moe/placement';
 import { NoCostModelError, PlanInputError, type MoePlanInput, autoDegrees, planMoeLayer } from '../src/moe/plan/planner';
-import { flatStartDense, inputFor, microBounds, planAll, proportional, randomCounts, rowsTo, syntheticModel, uniform } from './helpers/planning';
+import {
+  flatStartDense,
+  inputFor,
+  microBounds,
+  planAll,
+  proportional,
+  randomCounts,
+  rowsTo,
+  syntheticModel,
+  uniform,
+} from './helpers/planning';
+import { parseMoeSchedule } from '../src/moe/schedule';
 
 /** Checks every chunk's rows against the counts, and that the all-to-alls pair up across ranks. */
 function expectConsistent(plans: MoePlan[], counts: number[][][]): void {
@@ -155,6 +166,33 @@ describe('auto', () => {
     expect(p.chunks[0].recvRows).toEqual([96]);
     expect(p.chunks[0].segments).toEqual([24, 24, 24, 24]);
     expect(p.explain()).toMatch(/a world of one has no all-to-all to hide/);
+  });
+
+  test('a lone rank: what was enqueued before the host sync does not wait for it (timeline by hand)', () => {
+    // One rank, 4 experts x 24 rows, grouped at 0.001 ms a row: FFN = 2 GEMMs x 96 rows = 0.192 ms; router, permute and
+    // unpermute free; the host sync 1 ms after the read (right after the router, at 0).
+    const counts = uniform(1, 1, 4, 24);
+    const base = syntheticModel({ world: 1 });
+    const model = { ...base, smallOps: { ...base.smallOps, hostSyncMs: 1 } };
+    const plan = (enqueuedBeforeSync?: 'permute' | 'all') =>
+      planMoeLayer({ ...inputFor(counts, 0), enqueuedBeforeSync }, model, parseMoeSchedule('fixed:1:grouped'));
+    const at = (p: ReturnType<typeof plan>, name: string) => p.timeline.find((o) => o.name === name)!;
+    // Nothing early: the permute and the experts wait for the plan.
+    const late = plan();
+    expect(at(late, 'permute 0').startMs).toBeCloseTo(1, 9);
+    expect(late.predictedMs).toBeCloseTo(1.192, 9);
+    // The permute went out before the sync: it runs at once, the experts still after the plan.
+    const permuted = plan('permute');
+    expect(at(permuted, 'permute 0').startMs).toBeCloseTo(0, 9);
+    expect(at(permuted, 'ffn 0').startMs).toBeCloseTo(1, 9);
+    // Everything went out before it (device counts): the layer is its GPU work alone.
+    const all = plan('all');
+    expect(at(all, 'ffn 0').startMs).toBeCloseTo(0, 9);
+    expect(all.predictedMs).toBeCloseTo(0.192, 9);
+    // Only a lone rank enqueues before its plan.
+    expect(() =>
+      planMoeLayer({ ...inputFor(uniform(2, 1, 4, 24), 0), enqueuedBeforeSync: 'all' }, model, parseMoeSchedule('fixed:1:grouped')),
+    ).toThrow(/enqueuedBeforeSync \(all\) is a lone rank's; this world has 2 ranks/);
   });
 
   test('no tokens anywhere: one chunk of empty all-to-alls', () => {

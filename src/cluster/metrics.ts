@@ -214,10 +214,20 @@ export class ClusterMetrics {
     // Device memory: allocations from the driver that keep growing across steps of one shape mean the cache is not
     // reusing; out-of-memory flushes each cost a device-wide wait.
     const memoryCounters: [string, string, keyof DeviceMemoryMsg, number][] = [
-      ['eps_device_allocations_total', 'Blocks each rank got from the system for its device (cudaMalloc; on the CPU, the heap)', 'allocations', 1],
+      [
+        'eps_device_allocations_total',
+        'Blocks each rank got from the system for its device (cudaMalloc; on the CPU, the heap)',
+        'allocations',
+        1,
+      ],
       ['eps_device_allocated_bytes_total', 'Bytes of those blocks', 'allocatedBytes', 1],
       ['eps_device_allocate_seconds_total', 'Host time spent getting them', 'allocateMs', 1e-3],
-      ['eps_device_out_of_memory_flushes_total', "Times a rank's device was full and its memory cache was emptied", 'outOfMemoryFlushes', 1],
+      [
+        'eps_device_out_of_memory_flushes_total',
+        "Times a rank's device was full and its memory cache was emptied",
+        'outOfMemoryFlushes',
+        1,
+      ],
     ];
     for (const [name, help, field, scale] of memoryCounters) {
       counter(name, help, ['rank'], (c, rs) => {

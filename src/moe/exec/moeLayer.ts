@@ -133,6 +133,7 @@ export async function routedMoeLayer(
       sharedIntermediate: w.shared ? routing.sharedIntermediate : 0,
       dedup: W > 0 ? { microRows, only: forced } : undefined,
       sharedEarly,
+      enqueuedBeforeSync: planFree ? 'all' : early ? 'permute' : undefined,
     },
     ctx.costModel,
     schedule,

@@ -46,6 +46,12 @@ export interface MoePlanInput {
    * Ignored without overlap (the baseline runs it last).
    */
   sharedEarly?: boolean;
+  /**
+   * A lone rank's one chunk went out before the host sync too (exec/moeLayer.ts): its permute ('permute':
+   * pairsDispatcher.ts permuteEarly), or the permute, the experts and the unpermute ('all': expertsOnDeviceCounts,
+   * the host then waits for nobody). Rank 0 of one, one chunk, the pairs dispatch only.
+   */
+  enqueuedBeforeSync?: 'permute' | 'all';
 }
 
 /** What every candidate is made from: the input, its layout and counts, the costs (none without a model). */

@@ -130,8 +130,17 @@ export function planMoeLayer(input: MoePlanInput, model: CostModel | undefined, 
     // The counts' read follows the dedup path's moe_rank_dispatch (its permute 0); an early shared expert
     // was enqueued after the read, before the host sync.
     const readAfter = c.what.dispatch === 'dedup' ? 1 : 0;
+    // A lone rank's early permute is the first step after an early shared expert; with everything enqueued before
+    // the sync nothing waits for it (its read and plan run beside the GPU's work).
+    const early = D === 1 && c.what.dispatch === 'pairs' ? input.enqueuedBeforeSync : undefined;
     const syncOf = (shared: SharedPlacement) =>
-      costs && { ms: costs.hostSyncMs(), afterSteps: readAfter, preSyncSteps: readAfter + (shared === 'early' ? 1 : 0) };
+      costs && early !== 'all'
+        ? {
+            ms: costs.hostSyncMs(),
+            afterSteps: readAfter,
+            preSyncSteps: readAfter + (shared === 'early' ? 1 : 0) + (early === 'permute' ? 1 : 0),
+          }
+        : undefined;
     const simulate = (ranks: RankCosts[], shared: SharedPlacement, timelineRank?: number, timeline?: PredictedOp[]) =>
       simulatePipeline(
         {
@@ -245,7 +254,14 @@ function searchSignature(input: MoePlanInput, layer: LayerCounts, layout: Expert
     }
   }
   loads.push(...layer.microLoads());
-  const fixed = [M, layout.groups, W, dedupWeighed ? (input.dedup!.only ? 2 : 1) : 0, input.sharedEarly ? 1 : 0];
+  const fixed = [
+    M,
+    layout.groups,
+    W,
+    dedupWeighed ? (input.dedup!.only ? 2 : 1) : 0,
+    input.sharedEarly ? 1 : 0,
+    input.enqueuedBeforeSync === 'all' ? 2 : input.enqueuedBeforeSync === 'permute' ? 1 : 0,
+  ];
   fixed.push(input.topK, input.hidden, input.expertIntermediate, input.sharedIntermediate, input.dtypeBytes);
   return loadSignature(fixed, loads);
 }
@@ -334,6 +350,9 @@ function validate(input: MoePlanInput, schedule: MoeSchedule): ExpertLayout {
   }
   if (world < 1) throw new PlanInputError('ranges is empty');
   if (!Number.isInteger(rank) || rank < 0 || rank >= world) throw new PlanInputError(`rank ${rank} is outside a world of ${world}`);
+  if (input.enqueuedBeforeSync !== undefined && world !== 1) {
+    throw new PlanInputError(`enqueuedBeforeSync (${input.enqueuedBeforeSync}) is a lone rank's; this world has ${world} ranks`);
+  }
   let nextExpert = 0;
   ranges.forEach(({ first, count }, r) => {
     if (first !== nextExpert || !Number.isInteger(count) || count < 0) {
