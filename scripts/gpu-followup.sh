@@ -12,6 +12,9 @@
 #     Qwen3-30B-A3B prefill, alternating (EPS_GROUPED_SM90_BAND), transformers once beside them.
 #   OUT=$OUT N=8 bash scripts/gpu-followup.sh golden   (~500 s) scripts/gpu-golden-candidates.sh: fixtures whose
 #     routing holds in bf16, back as $OUT/fixtures.tgz.
+#   OUT=$OUT bash scripts/gpu-followup.sh attn    (~350 s) the sm_90a attention's schedules at DeepSeek-V2-Lite's
+#     shape (16 heads, 192/128, 8 x 2K, the shared rope key): whole prefills under each EPS_ATTENTION_SM90_MODE (the
+#     default, 7, was tuned at 4K+ with 128 heads; 477 us a layer here, 360 TFLOP/s).
 # Each stage prints its table last; times in seconds since the call began.
 set -u
 cd "$(dirname "$0")/.."
@@ -62,5 +65,15 @@ band)
 golden)
   N=${N:-8} OUT=$R bash scripts/gpu-golden-candidates.sh 2>&1 | tail -25
   ;;
-*) echo "usage: OUT=... bash scripts/gpu-followup.sh diag|band|golden" >&2; exit 2 ;;
+attn)
+  rows=()
+  for mode in default 0 1 2 5 6 default; do
+    [ "$(el)" -gt 500 ] && break
+    env=(); [ "$mode" != default ] && env=(EPS_ATTENTION_SM90_MODE=$mode)
+    rows+=("mode $mode: $(env "${env[@]}" OUT=$W/attn TAG=mode$mode NO_TORCH=1 LOAD=8x2048 LOAD_REPEAT=8 timeout 60 \
+      bash scripts/gpu-prefill.sh deepseek-v2-lite 2>&1 | grep "tok/s" | tail -1)")
+  done
+  echo "== ($(el) s)"; printf '%s\n' "${rows[@]}"
+  ;;
+*) echo "usage: OUT=... bash scripts/gpu-followup.sh diag|band|golden|attn" >&2; exit 2 ;;
 esac
