@@ -10,7 +10,7 @@
 #     norm?); event downloads off/on, twice.
 #   OUT=$OUT bash scripts/gpu-followup.sh band    (~400 s) issue 12's tile band: 8 (default) against 16 in a
 #     Qwen3-30B-A3B prefill, alternating (EPS_GROUPED_SM90_BAND), transformers once beside them.
-#   OUT=$OUT N=8 bash scripts/gpu-followup.sh golden   (~500 s) scripts/gpu-golden-candidates.sh: fixtures whose
+#   OUT=$OUT [N=24] bash scripts/gpu-followup.sh golden   (~500 s) scripts/gpu-golden-candidates.sh: fixtures whose
 #     routing holds in bf16, back as $OUT/fixtures.tgz.
 #   OUT=$OUT bash scripts/gpu-followup.sh attn    (~350 s) the sm_90a attention's schedules at DeepSeek-V2-Lite's
 #     shape (16 heads, 192/128, 8 x 2K, the shared rope key): whole prefills under each EPS_ATTENTION_SM90_MODE (the
@@ -63,7 +63,7 @@ band)
   echo "== ($(el) s)"; printf '%s\n' "${rows[@]}"
   ;;
 golden)
-  N=${N:-8} OUT=$R bash scripts/gpu-golden-candidates.sh 2>&1 | tail -25
+  N=${N:-24} OUT=$R bash scripts/gpu-golden-candidates.sh 2>&1 | tail -25
   ;;
 attn)
   rows=()
