@@ -301,6 +301,32 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     expect(Array.from(fused)).toEqual(Array.from(separate));
   });
 
+  // Partial rotary without the norm (MLA's q: 16 heads, 64 of 192 dims): the fused kernel reads and writes only the
+  // rotated dims, so the others must keep their bits; the rotated ones match the CPU.
+  test('rope of 64 of 192 dims leaves the other 128 of every head as they were, bit for bit', async () => {
+    const [T, nh, hd, half] = [41, 16, 192, 32];
+    const rng = new Rng(4242);
+    const x = randomFloats(rng, 'bf16', [T, nh, hd], -3, 3);
+    const before = await x.gpu.read(st.gpu);
+    const positions = ints([T], rng.ints(T, 0, 8192));
+    const invFreq = ropeInvFreq(half);
+    run((s, d) => ops.rope(s, x[d], positions[d], invFreq[d], 1.0));
+    await expectClose(`rope bf16 [${T},${nh},${hd}] rd=${2 * half}`, x, 1e-2);
+    const after = await x.gpu.read(st.gpu);
+    let changed = 0;
+    let moved = 0;
+    for (let r = 0; r < T * nh; r++) {
+      for (let c = 0; c < hd; c++) {
+        const i = r * hd + c;
+        if (after[i] === before[i]) continue;
+        if (c >= 2 * half) moved++;
+        else changed++;
+      }
+    }
+    expect(moved).toBe(0);
+    expect(changed).toBeGreaterThan(T * nh * half); // the rotated dims did move
+  });
+
   test.each([
     ['fast path hd=128, GQA 8/2, mixed lengths', 'bf16', [1, 64, 65, 0, 200, 3], 8, 2, 128],
     ['fast path hd=64, MHA', 'bf16', [130, 1], 4, 4, 64],

@@ -14,7 +14,8 @@
 //     full warp's butterfly adds only zeros from the lanes past hd/8, so the sums are the same bits),
 //     the same scaling, rounded to bf16 as that kernel stores it. Element i < rd/2 pairs with i + rd/2,
 //     8 lanes * (rd/16) apart: one shuffle brings the partner's values. One read and one write of x,
-//     where rmsnorm then rope made two of each: the result is the same bits.
+//     where rmsnorm then rope made two of each: the result is the same bits. Without the norm only the rotated
+//     dims are read and written (partial rotary: DeepSeek's q heads rotate 64 of 192).
 //   - scalar, for every other shape and dtype: one thread per (token, frequency) rotating that pair in
 //     every head, after the rmsnorm op's own kernel when normWeight is given.
 #include <cstdint>
@@ -69,9 +70,11 @@ __global__ void __launch_bounds__(kFusedThreads) ropeBf16Kernel(__nv_bfloat16* _
   const int lane = threadIdx.x % 32, L = lanesPerHead;
   const int sub = lane % L;  // this lane's 8 elements: [8 * sub, 8 * sub + 8) of its head
   const int headsPerWarp = 32 / L;
-  const bool holds = sub < hd / 8;
   const int h8 = half / 8;
   const bool rotates = sub < 2 * h8, first = sub < h8;
+  // Without the norm, a lane past the rotated dims would load and store its 8 elements unchanged: it skips them
+  // (MLA's q rotates 64 of 192 dims a head, so a third of the traffic).
+  const bool holds = NORM ? sub < hd / 8 : rotates;
   const int partner = lane - sub + (first ? sub + h8 : rotates ? sub - h8 : sub);
   float cs[8], sn[8], wv[8];
 #pragma unroll
