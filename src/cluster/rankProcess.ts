@@ -21,7 +21,7 @@ import {
 } from '../rpc/security';
 import { ClusterError, RendezvousError, messageOf } from '../rpc/errors';
 import type { Logger } from '../rpc/log';
-import { topLogprobs } from './logprobs';
+import { Answers } from './answers';
 import { describeNonFinite } from '../engine/nonFinite';
 import type { RankConfig } from './rankConfig';
 import {
@@ -77,12 +77,14 @@ export class RankProcess {
   private stopping = false;
   private parentTimer: NodeJS.Timeout | null = null;
   private readonly logger: Logger;
+  private readonly answers: Answers;
 
   constructor(
     private readonly opts: RankConfig,
     private readonly deps: RankDeps,
   ) {
     this.logger = deps.logger;
+    this.answers = new Answers(deps.logger);
     this.security = { secret: opts.clusterSecret, tls: null };
     this.server = new grpc.Server(internalServerOptions(this.security, SERVER_OPTIONS, opts.maxReceiveBytes, this.logger));
   }
@@ -125,6 +127,7 @@ export class RankProcess {
     // A step may still be inside the engine (a peer died mid-step): give it a moment to unwind.
     await Promise.race([this.stepChain.catch(() => undefined), delay(2000)]);
     await this.engine?.dispose().catch((err: unknown) => this.logger.warn({ err: messageOf(err) }, 'engine dispose failed'));
+    await this.answers.dispose();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -268,18 +271,22 @@ export class RankProcess {
     // on every rank (their collectives match by order).
     const run = (async () => {
       await this.turn(req.stepId);
+      let turnPassed = false;
       try {
         if (this.state !== 'ready') throw new Error(`rank ${this.opts.rank} is ${this.state}`);
         const t0 = performance.now();
         const { logits, nonfinite } = await engine.step(req.sequences.map((s) => s.ids));
         const computeMs = performance.now() - t0;
-        const results = req.sequences.map((s, i) => topLogprobs(logits[i], s.topLogprobs, s.ids.length));
+        // The device is done with this step: the next one may start while the answers are computed (answers.ts).
+        turnPassed = true;
+        this.advanceTurn();
         this.stepsDone++;
         const bad = nonfinite.map((nf) => ({ index: nf.sequence, message: describeNonFinite(nf) }));
         if (bad.length > 0) this.logger.error({ stepId: req.stepId, nonfinite: bad }, 'non-finite logits');
+        const results = await this.answers.answer(req.sequences.map((s, i) => ({ logits: logits[i], k: s.topLogprobs, tokens: s.ids.length })));
         return { stepId: req.stepId, results, computeMs, nonfinite: bad };
       } finally {
-        this.advanceTurn();
+        if (!turnPassed) this.advanceTurn();
       }
     })();
     this.stepChain = run.catch(() => undefined);
