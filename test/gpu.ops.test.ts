@@ -10,6 +10,7 @@ import { hasBackend } from '../src/native/addon';
 import { Device, type Stream, type Tensor } from '../src/native/device';
 import { f32ArrayToBf16 } from '../src/model/bf16';
 import * as ops from '../src/native/ops';
+import { projection } from '../src/engine/projection';
 import { withEnv } from '../src/util/env';
 import { Rng, encodeFloats, relL2, roundTo, type FloatStorage } from './reference/numeric';
 
@@ -588,6 +589,25 @@ describeGpu('CUDA ops vs the CPU backend', () => {
     const out = floats(odt, [M, N]);
     run((s, d) => ops.matmul(s, out[d], a[d], w[d], bias?.[d]));
     await expectClose(`matmul ${label} [${M},${N},${K}]`, out, odt === 'f32' && adt === 'f32' ? 1e-5 : 1e-2);
+  });
+
+  // engine/projection.ts: with EPS_PROJ_KERNEL=grouped_sm90 the attention projections go through the Hopper grouped
+  // GEMM as one expert where it takes them (and through cuBLAS otherwise): the same products as the CPU's matmul.
+  test.each([
+    ['MLA kv_a-like', 257, 576, 2048, false, 0],
+    ['a row block of w (kv_b-like view)', 130, 256, 512, false, 256],
+    ['with bias: cuBLAS', 64, 256, 512, true, 0],
+    ['N not a multiple of 8: cuBLAS', 33, 100, 64, false, 0],
+  ] as const)('projection under EPS_PROJ_KERNEL=grouped_sm90: %s (M=%d N=%d K=%d)', async (label, M, N, K, withBias, rowOffset) => {
+    const rng = new Rng(M * 7 + N + K);
+    const a = randomFloats(rng, 'bf16', [M, K]);
+    const w = randomFloats(rng, 'bf16', [rowOffset + N, K], -0.1, 0.1);
+    const bias = withBias ? randomFloats(rng, 'bf16', [N]) : undefined;
+    const out = floats('bf16', [M, N]);
+    await withEnv({ EPS_PROJ_KERNEL: 'grouped_sm90' }, async () => {
+      run((s, d) => projection(s, out[d], a[d], w[d].rows(rowOffset, N), bias?.[d]));
+      await expectClose(`projection ${label} [${M},${N},${K}]`, out, 1e-2);
+    });
   });
 
   test.each([

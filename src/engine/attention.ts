@@ -8,6 +8,7 @@ import type { TensorScope } from '../native/scope';
 import type { LayerWeights } from './weightTypes';
 import { modelNorm } from './norm';
 import { traced, type OpSpan } from '../moe/exec/spans';
+import { projection } from './projection';
 
 /** Where the packed tokens of a step sit: positions [T] i32, sequence starts [B+1] (device and host). */
 export interface StepLayout {
@@ -47,9 +48,9 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
   const k = scope.tensor(ctx.actDtype, [T, nkv * hd]);
   const v = scope.tensor(ctx.actDtype, [T, nkv * hd]);
   traced(ctx.onSpan, s, 'qkv_proj', tokens, () => {
-    ops.matmul(s, q, hn, wq, w.qBias);
-    ops.matmul(s, k, hn, wk, w.kBias);
-    ops.matmul(s, v, hn, wv, w.vBias);
+    projection(s, q, hn, wq, w.qBias);
+    projection(s, k, hn, wk, w.kBias);
+    projection(s, v, hn, wv, w.vBias);
     if (spec.clipQkv !== undefined) {
       // DBRX clamps Wqkv's output before the split: the same as clamping q, k and v each.
       for (const t of [q, k, v]) ops.clamp(s, t, t, -spec.clipQkv, spec.clipQkv);
@@ -71,7 +72,7 @@ export function attentionBlock(ctx: AttentionContext, w: LayerWeights, x: Tensor
     ops.attention(s, attn, q3, k3, v.reshape([T, nkv, hd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale),
   );
   const o = scope.tensor(ctx.actDtype, [T, spec.hiddenSize]);
-  traced(ctx.onSpan, s, 'o_proj', tokens, () => ops.matmul(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias));
+  traced(ctx.onSpan, s, 'o_proj', tokens, () => projection(s, o, attn.reshape([T, nq * hd]), w.o, w.oBias));
   return o;
 }
 
@@ -109,23 +110,23 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tenso
   traced(ctx.onSpan, s, 'qkv_proj', tokens, () => {
     traced(ctx.onSpan, s, 'mla_q', tokens, () => {
       if (m.q) {
-        ops.matmul(s, q, hn, m.q);
+        projection(s, q, hn, m.q);
       } else {
         const qa = scope.tensor(actDtype, [T, mla.qLoraRank!]);
-        ops.matmul(s, qa, hn, m.qA!, m.qABias);
+        projection(s, qa, hn, m.qA!, m.qABias);
         ops.rmsnorm(s, qa, qa, m.qANorm!, 1e-6);
-        ops.matmul(s, q, qa, m.qB!);
+        projection(s, q, qa, m.qB!);
       }
     });
     traced(ctx.onSpan, s, 'mla_kv_a', tokens, () => {
-      ops.matmul(s, kva, hn, m.kvA, m.kvABias);
+      projection(s, kva, hn, m.kvA, m.kvABias);
       ops.copyCols(s, latent, kva, 0, 0, r);
       ops.rmsnorm(s, latent, latent, m.kvANorm, 1e-6);
       ops.copyCols(s, kpe, kva, 0, r, rope);
     });
     traced(ctx.onSpan, s, 'mla_kv_b', tokens, () => {
-      ops.matmul(s, kNope.reshape([T, nq * nope]), latent, m.kvB.rows(0, nq * nope));
-      ops.matmul(s, v.reshape([T, nq * vd]), latent, m.kvB.rows(nq * nope, nq * vd));
+      projection(s, kNope.reshape([T, nq * nope]), latent, m.kvB.rows(0, nq * nope));
+      projection(s, v.reshape([T, nq * vd]), latent, m.kvB.rows(nq * nope, nq * vd));
     });
   });
   const q3 = q.reshape([T, nq, qk]);
@@ -141,6 +142,6 @@ function mlaAttention(ctx: AttentionContext, w: LayerWeights, hn: Tensor): Tenso
     ops.attention(s, attn, q3, kNope.reshape([T, nq, nope]), v.reshape([T, nq, vd]), ctx.layout.cuSeqlens, ctx.layout.cuSeqlensHost, scale, kpe),
   );
   const o = scope.tensor(actDtype, [T, spec.hiddenSize]);
-  traced(ctx.onSpan, s, 'o_proj', tokens, () => ops.matmul(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias));
+  traced(ctx.onSpan, s, 'o_proj', tokens, () => projection(s, o, attn.reshape([T, nq * vd]), w.o, w.oBias));
   return o;
 }
