@@ -25,7 +25,8 @@ bool isFloat(DType t);
 // How a device's memory has been got and kept since its backend was made (the CPU's: one per process; the
 // ranks' Health, Prometheus and `eps-moe status` report them): `allocations` blocks got from the system (cudaMalloc; the CPU's heap) taking
 // `allocateMs` of host time, `allocatedBytes` in all; `outOfMemoryFlushes` times the device was full and the
-// cache was emptied (CUDA: a device-wide wait, then cudaFree of every idle block); `reservedBytes` held now
+// cache was flushed (CUDA: a device-wide wait, then every fenced block reusable, and cudaFree of every idle block
+// when that was not enough); `reservedBytes` held now
 // (tensors and cache); `cachedBytes` of those idle or waiting for their fence.
 struct MemoryCounters {
   double allocations = 0;

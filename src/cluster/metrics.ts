@@ -224,7 +224,7 @@ export class ClusterMetrics {
       ['eps_device_allocate_seconds_total', 'Host time spent getting them', 'allocateMs', 1e-3],
       [
         'eps_device_out_of_memory_flushes_total',
-        "Times a rank's device was full and its memory cache was emptied",
+        "Times a rank's device was full and its memory cache was flushed (a device-wide wait)",
         'outOfMemoryFlushes',
         1,
       ],

@@ -45,7 +45,7 @@ export interface MemoryCounters {
   allocatedBytes: number;
   /** Host time spent getting them. */
   allocateMs: number;
-  /** Times the device was full and the cache was emptied (CUDA: a device-wide wait, then cudaFree of every idle block). */
+  /** Times the device was full and the cache was flushed (CUDA: a device-wide wait, then the cache reclaimed, its idle blocks freed if need be). */
   outOfMemoryFlushes: number;
   /** Held now: tensors and cache. */
   reservedBytes: number;
