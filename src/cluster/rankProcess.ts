@@ -275,15 +275,25 @@ export class RankProcess {
       try {
         if (this.state !== 'ready') throw new Error(`rank ${this.opts.rank} is ${this.state}`);
         const t0 = performance.now();
-        const { logits, nonfinite } = await engine.step(req.sequences.map((s) => s.ids));
+        // The next step may start once this one's device work is all enqueued: the device runs it right after, while
+        // this one's results come back and its answers are computed (answers.ts).
+        const passTurn = () => {
+          if (turnPassed) return;
+          turnPassed = true;
+          this.advanceTurn();
+        };
+        const { logits, nonfinite } = await engine.step(
+          req.sequences.map((s) => s.ids),
+          { onEnqueued: passTurn },
+        );
         const computeMs = performance.now() - t0;
-        // The device is done with this step: the next one may start while the answers are computed (answers.ts).
-        turnPassed = true;
-        this.advanceTurn();
+        passTurn();
         this.stepsDone++;
         const bad = nonfinite.map((nf) => ({ index: nf.sequence, message: describeNonFinite(nf) }));
         if (bad.length > 0) this.logger.error({ stepId: req.stepId, nonfinite: bad }, 'non-finite logits');
-        const results = await this.answers.answer(req.sequences.map((s, i) => ({ logits: logits[i], k: s.topLogprobs, tokens: s.ids.length })));
+        const results = await this.answers.answer(
+          req.sequences.map((s, i) => ({ logits: logits[i], k: s.topLogprobs, tokens: s.ids.length })),
+        );
         return { stepId: req.stepId, results, computeMs, nonfinite: bad };
       } finally {
         if (!turnPassed) this.advanceTurn();

@@ -26,6 +26,12 @@ export interface ForwardOptions {
   trace?: boolean;
   /** Debug: count non-finite values of every layer's MLP output too (read once, after the step); default the runner's. */
   checkLayers?: boolean;
+  /**
+   * Called once every op of the step is enqueued, before its results are read back: the caller may start enqueueing
+   * the next step, which the device runs right after this one instead of after the host's round trip (the reads,
+   * the answers, the next request's unpacking). Not with `trace` (its spans need the device idle at the step's start).
+   */
+  onEnqueued?: () => void;
 }
 
 /** An op as measured: ms from the start of the step. */
@@ -171,12 +177,18 @@ export class ModelRunner {
         const last = pending;
         traced(spanOf(weights.layers.length - 1), s, 'residual_add', { tokens: T }, () => ops.add(s, x, x, last));
       }
+      const onEnqueued = options.trace ? undefined : options.onEnqueued;
       const { logits, bad } =
-        T > 0 ? await this.logits(s, scope, x, packed.cuSeqlens, options.allLogits ?? false) : { logits: [], bad: [] };
+        T > 0 ? await this.logits(s, scope, x, packed.cuSeqlens, options.allLogits ?? false, onEnqueued) : { logits: [], bad: [] };
+      if (T === 0) onEnqueued?.();
       const nonfinite: NonFinite[] = bad.filter((b) => b.values > 0);
       if (nonfinite.length > 0 && layerChecks.length > 0) await firstBadLayers(s, layerChecks, packed.cuSeqlens, nonfinite);
-      await s.synchronize();
-      await this.commStream.synchronize();
+      // The reads above came after every op of the step on the compute stream, which waited for the comm stream's;
+      // with the next step already enqueued behind them, waiting for the streams would wait for it too.
+      if (!onEnqueued) {
+        await s.synchronize();
+        await this.commStream.synchronize();
+      }
       const measured = stepStart ? resolveSpans(stepStart, hostStepStart, spans) : undefined;
       return { logits, plans, measured, nonfinite, layerStats };
     } finally {
@@ -258,6 +270,7 @@ export class ModelRunner {
     x: Tensor,
     cu: number[],
     all: boolean,
+    onEnqueued?: () => void,
   ): Promise<{ logits: Float32Array[]; bad: NonFinite[] }> {
     const { spec, weights } = this;
     const rows = all ? Array.from({ length: cu[cu.length - 1] }, (_, i) => i) : cu.slice(1).map((end) => end - 1);
@@ -269,8 +282,11 @@ export class ModelRunner {
     ops.matmul(s, out, picked, weights.lmHead);
     const counts = scope.tensor('i32', [rows.length]);
     ops.countNonfinite(s, counts, out);
-    const flat = (await out.read(s)) as Float32Array;
-    const perRow = (await counts.read(s)) as Int32Array;
+    const reads = [out.read(s), counts.read(s)];
+    for (const r of reads) r.catch(() => undefined); // awaited below; a failure of the second while the first is awaited is not unhandled
+    onEnqueued?.();
+    const flat = (await reads[0]) as Float32Array;
+    const perRow = (await reads[1]) as Int32Array;
     const V = spec.vocabSize;
     const bad: NonFinite[] = [];
     const logits = cu.slice(1).map((end, b) => {

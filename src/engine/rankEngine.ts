@@ -125,9 +125,9 @@ export async function loadRankEngine(opts: EngineOptions): Promise<LoadedEngine>
     device,
     rank: comm.rank,
     world: comm.world,
-    async step(sequences) {
+    async step(sequences, stepOptions) {
       const startedMs = performance.timeOrigin + performance.now(); // one clock for every rank of a host
-      const result = await runner.forward(sequences, { trace: trace !== undefined });
+      const result = await runner.forward(sequences, { trace: trace !== undefined, onEnqueued: stepOptions?.onEnqueued });
       if (trace) addForwardToTrace(trace, comm.rank, result, startedMs);
       const { logits, plans, nonfinite, layerStats } = result;
       plans.forEach((plan, i) => {

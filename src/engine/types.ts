@@ -42,6 +42,11 @@ export interface RankStats {
   moeLayers: { layer: number; steps: number; hostSyncMs: number; allToAllBytes: number; expertTokens: number[] }[];
 }
 
+export interface StepOptions {
+  /** Called once the step's device work is all enqueued (ForwardOptions.onEnqueued): the next step may begin. */
+  onEnqueued?: () => void;
+}
+
 export interface RankEngine {
   readonly spec: ModelSpec;
   readonly rank: number;
@@ -51,7 +56,7 @@ export interface RankEngine {
    * a rank may have no sequences and still takes part. Returns, per sequence, the logits of its
    * last position (vocabSize floats), and which sequences' logits are not finite.
    */
-  step(sequences: readonly (readonly number[])[]): Promise<StepOutput>;
+  step(sequences: readonly (readonly number[])[], options?: StepOptions): Promise<StepOutput>;
   /** How many steps ran each MoE layer with each plan: "layer L: D=d kernel" -> count. */
   planCounts(): Record<string, number>;
   /** Counters of the steps run so far, per MoE layer (metrics). */
