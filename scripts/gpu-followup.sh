@@ -45,7 +45,13 @@ diag)
   tar -C "$W" -czf "$R/lt-probe.tgz" lt-probe
   # timed without the logs (they cost host time per call)
   timeout 60 node scripts/gemm-probe.js 2>&1 | tee "$R/probe.txt"
+  # the SM clock, power and throttle reasons every 100 ms through the first traced run (does the GPU slow down there?)
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+    --format=csv -lms 100 > "$R/smi.csv" 2>&1 &
+  smi=$!
   traced fused
+  kill $smi 2>/dev/null
+  echo "clocks.sm over the run (MHz): $(awk -F', ' 'NR > 1 && $2 + 0 > 0 { n++; s += $2; if (!m || $2 + 0 < m) m = $2 + 0 } END { if (n) printf "mean %.0f, min %d, %d samples", s / n, m, n }' "$R/smi.csv")"
   traced unfused EPS_FUSED_RESIDUAL=0
   traced proj EPS_PROJ_KERNEL=grouped_sm90
   if [ "$(el)" -lt 500 ]; then
