@@ -130,8 +130,7 @@ export class ModelRunner {
     const scope = new TensorScope(this.device);
     const spans: { layer: number; span: OpSpan }[] = [];
     const stepStart: Event | undefined = options.trace ? s.record() : undefined;
-    // The device is idle here (the last step ended with a synchronize): stepStart runs as soon as it is recorded,
-    // so device times from it and host times from here share an origin (to within the launch latency).
+    // Host times from here, device times from stepStart: resolveSpans aligns the two clocks.
     const hostStepStart = performance.now();
     try {
       const { spec, weights } = this;
@@ -317,14 +316,18 @@ async function firstBadLayers(s: Stream, checks: Tensor[], cu: number[], found: 
 /**
  * Spans as measured, from the step's start. Each gets `aheadUs`: how long after the host opened it the device began
  * it (the work queued ahead of it). Near 0: the device had run dry and was waiting for the host right there, so
- * a slow span is the host's doing; large: the device was busy and the span's time is its own.
+ * a slow span is the host's doing; large: the device was busy and the span's time is its own. The two clocks are
+ * aligned where the device waited most (a traced step starts on an idle device, so its first spans are such
+ * places), which also absorbs the stepStart event's own latency and the timestamps' granularity.
  */
 function resolveSpans(stepStart: Event, hostStepStart: number, spans: { layer: number; span: OpSpan }[]): MeasuredOp[] {
-  return spans.map(({ layer, span }) => {
+  const measured = spans.map(({ layer, span }) => {
     const startMs = span.start.elapsedSince(stepStart);
-    const aheadUs = Math.round((startMs - (span.hostOpenMs - hostStepStart)) * 1000);
-    return { layer, stream: span.stream, name: span.name, startMs, endMs: span.end.elapsedSince(stepStart), args: { ...span.args, aheadUs } };
+    const lagMs = startMs - (span.hostOpenMs - hostStepStart);
+    return { layer, stream: span.stream, name: span.name, startMs, endMs: span.end.elapsedSince(stepStart), args: span.args, lagMs };
   });
+  const origin = Math.min(...measured.map((m) => m.lagMs));
+  return measured.map(({ lagMs, args, ...m }) => ({ ...m, args: { ...args, aheadUs: Math.round((lagMs - origin) * 1000) } }));
 }
 
 /**
