@@ -326,7 +326,7 @@ function resolveSpans(stepStart: Event, hostStepStart: number, spans: { layer: n
     const lagMs = startMs - (span.hostOpenMs - hostStepStart);
     return { layer, stream: span.stream, name: span.name, startMs, endMs: span.end.elapsedSince(stepStart), args: span.args, lagMs };
   });
-  const origin = Math.min(...measured.map((m) => m.lagMs));
+  const origin = measured.reduce((least, m) => Math.min(least, m.lagMs), Infinity);
   return measured.map(({ lagMs, args, ...m }) => ({ ...m, args: { ...args, aheadUs: Math.round((lagMs - origin) * 1000) } }));
 }
 
