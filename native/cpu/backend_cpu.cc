@@ -26,9 +26,8 @@ struct HeapCounters {
 };
 
 struct CpuStorage : Storage {
-  CpuStorage(size_t n, std::shared_ptr<HeapCounters> c) : counters(std::move(c)) {
+  CpuStorage(size_t n, std::shared_ptr<HeapCounters> c) : counters(std::move(c)), rounded(((n + 63) / 64) * 64 + 64) {
     bytes = n;
-    const size_t rounded = ((n + 63) / 64) * 64 + 64;
     const auto t0 = std::chrono::steady_clock::now();
     // 64-byte aligned; at least one byte so that data is never null for an empty tensor.
     data = std::aligned_alloc(64, rounded);
@@ -40,9 +39,10 @@ struct CpuStorage : Storage {
   }
   ~CpuStorage() override {
     std::free(data);
-    counters->liveBytes -= int64_t(((bytes + 63) / 64) * 64 + 64);
+    counters->liveBytes -= int64_t(rounded);
   }
   std::shared_ptr<HeapCounters> counters;
+  const size_t rounded;  // what aligned_alloc was asked for
 };
 
 struct CpuEvent : Event, std::enable_shared_from_this<CpuEvent> {

@@ -35,16 +35,14 @@ export class Answers {
   private broken = false;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (r: SequenceResultMsg[]) => void; reject: (e: Error) => void }>();
+  /** Settles once the worker has said it is ready (true) or has failed (false). */
+  private settleStartup!: (ok: boolean) => void;
+  private readonly startup = new Promise<boolean>((resolve) => (this.settleStartup = resolve));
 
   constructor(
     private readonly logger: Logger,
     private readonly options: AnswersOptions = {},
   ) {}
-
-  /** Whether answers with log-probs go to the worker now (it has started and said so). */
-  get offloaded(): boolean {
-    return this.ready && !this.broken;
-  }
 
   /**
    * The answers of a step's sequences, in order. The logits' buffers may be handed to the worker (detached here):
@@ -67,11 +65,9 @@ export class Answers {
   }
 
   /** Resolves once the worker is ready (true) or has failed (false): for tests and for warming up. */
-  async started(timeoutMs = 10_000): Promise<boolean> {
+  started(): Promise<boolean> {
     this.ensureWorker();
-    const until = Date.now() + timeoutMs;
-    while (!this.ready && !this.broken && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    return this.offloaded;
+    return this.startup;
   }
 
   /** Stops the worker; answers still pending are rejected. */
@@ -79,6 +75,7 @@ export class Answers {
     const w = this.worker;
     this.worker = null;
     this.broken = true;
+    this.settleStartup(false);
     this.failPending(new Error('the rank is stopping'));
     if (w) await w.terminate();
   }
@@ -94,6 +91,7 @@ export class Answers {
       worker.on('message', (reply: AnswerReply) => {
         if ('ready' in reply) {
           this.ready = true;
+          this.settleStartup(true);
           this.logger.debug('answers: worker ready');
           return;
         }
@@ -120,6 +118,7 @@ export class Answers {
     if (!this.broken) this.logger.warn({ err: err.message }, "answers' worker failed; computing answers on the main thread");
     this.broken = true;
     this.worker = null;
+    this.settleStartup(false);
     this.failPending(err);
   }
 

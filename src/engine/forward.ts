@@ -131,7 +131,7 @@ export class ModelRunner {
     const spans: { layer: number; span: OpSpan }[] = [];
     const stepStart: Event | undefined = options.trace ? s.record() : undefined;
     // Host times from here, device times from stepStart: resolveSpans aligns the two clocks.
-    const hostStepStart = performance.now();
+    const hostStepStart = stepStart ? performance.now() : 0;
     try {
       const { spec, weights } = this;
       const packed = pack(sequences);
